@@ -1,0 +1,59 @@
+"""The ``nodetrace`` command: arguments in, calls into the packages, output out.
+
+Each subcommand lives in its own module with ``register(subparsers)``; this module only wires
+them together and turns nodetrace's own errors into one-line messages (never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from nodetrace import __version__
+from nodetrace.errors import NodetraceError
+
+ORDER = ("log", "iptables", "openflow", "trace", "show", "collect", "lab")
+"""The order ``--help`` lists subcommands in; every module of this package is one."""
+
+EXIT_OK = 0
+EXIT_NOTHING_USABLE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nodetrace",
+        description="Show how packets cross an OpenStack compute node, and where one stops.",
+    )
+    parser.add_argument("--version", action="version", version=f"nodetrace {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    for name in sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
+        module = importlib.import_module(f"nodetrace.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except NodetraceError as err:
+        print(f"nodetrace: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nodetrace: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (head, less) went away: not an error worth a message.
+        sys.stderr.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

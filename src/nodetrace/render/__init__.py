@@ -1,0 +1,1 @@
+"""Renderers: traces as text (rich), kernel TRACE lines, ofproto/trace text and JSON."""

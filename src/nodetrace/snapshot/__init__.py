@@ -1,0 +1,1 @@
+"""Node snapshots: the bundle format, live collection (read-only), sosreport reading."""
