@@ -15,6 +15,8 @@ ALLOWED = {
     "parsers": {"model", "errors", "parsers"},
     "engine": {"model", "errors", "engine"},
     "render": {"model", "errors", "render"},
+    "tracelog": {"model", "errors", "parsers", "tracelog"},
+    "snapshot": {"model", "errors", "parsers", "snapshot"},
 }
 
 

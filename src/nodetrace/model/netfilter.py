@@ -1,7 +1,11 @@
-"""An iptables ruleset as data: Ruleset > Table > Chain > Rule.
+"""An iptables ruleset as data: Ruleset > Table > Chain > Rule, with typed matches and targets.
 
 A rule keeps the text it was saved as and its source line, so every answer can quote the exact
-rule. The kernel's TRACE numbering depends only on a rule's position and on whether it is
+rule. Its match modules and its target are typed (a tagged union each); a module or target
+nodetrace does not model is kept verbatim as :class:`UnknownMatch`/:class:`UnknownTarget`, so
+the engine can say "unknown because of this rule" instead of guessing.
+
+The kernel's TRACE numbering depends only on a rule's position and on whether it is
 *unconditional* (no ``-s/-d/-i/-o/-p/-f``, no match module, standard verdict target): that test
 lives here, next to the data it reads, because the log explainer and the engine must agree on it.
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Generic, TypeVar
 
 from nodetrace.errors import SourcePos
@@ -20,6 +24,7 @@ from nodetrace.model.packet import Family
 T = TypeVar("T")
 
 IPNetwork = IPv4Network | IPv6Network
+IPAddress = IPv4Address | IPv6Address
 
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "raw": ("PREROUTING", "OUTPUT"),
@@ -32,6 +37,12 @@ BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
 
 STANDARD_VERDICTS = frozenset({"ACCEPT", "DROP", "RETURN", "QUEUE"})
 """Targets the kernel stores as a negative standard verdict (what makes ``return``/``policy``)."""
+
+CT_STATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
+"""Conntrack states in the order iptables-save prints them (``SNAT``/``DNAT``: conntrack only)."""
+
+CT_STATUSES = ("NONE", "EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED")
+"""``--ctstatus`` words in the order iptables-save prints them."""
 
 
 class Backend(StrEnum):
@@ -51,6 +62,20 @@ class Neg(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class PortRange:
+    """An inclusive range of ports (or of any small integers: lengths, expiry seconds)."""
+
+    lo: int
+    hi: int
+
+    def __contains__(self, value: int) -> bool:
+        return self.lo <= value <= self.hi
+
+    def __str__(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"{self.lo}:{self.hi}"
+
+
+@dataclass(frozen=True, slots=True)
 class IpSpec:
     """The fixed part of every rule (``struct ipt_ip``): addresses, interfaces, protocol, fragment."""
 
@@ -66,8 +91,7 @@ class IpSpec:
     def is_empty(self) -> bool:
         """True when the kernel's ``ipt_ip`` would be all zeros (it matches every packet).
 
-        A ``/0`` address is stored as zeros by iptables, so ``-s 0.0.0.0/0`` is empty too;
-        so is ``-i +`` (mask of length 0)... but iptables-save never prints those.
+        A ``/0`` address is stored as zeros by iptables, so ``-s 0.0.0.0/0`` is empty too.
         """
         for spec in (self.src, self.dst):
             if spec is not None and (spec.value.prefixlen != 0 or spec.negated):
@@ -81,21 +105,261 @@ class IpSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Match:
-    """A match module (``-m NAME --opt val ...``) with its options in the order they were saved.
-
-    ``options`` holds ``(option, values, negated)`` triples: ``--dport 22`` becomes
-    ``("dport", ("22",), False)``.
-    """
+class RawOption:
+    """One option of a match or target exactly as saved: ``! --dport 22`` is
+    ``RawOption("dport", ("22",), True)``."""
 
     name: str
-    options: tuple[tuple[str, tuple[str, ...], bool], ...] = ()
+    values: tuple[str, ...] = ()
+    negated: bool = False
 
-    def get(self, option: str) -> tuple[tuple[str, ...], bool] | None:
-        for name, values, negated in self.options:
-            if name == option:
-                return values, negated
-        return None
+
+# ---------------------------------------------------------------------------------------------
+# Matches: one frozen class per module nodetrace evaluates; ``module`` is the tag (the ``-m``
+# name as saved). Every field has a default so a match can be built from the options present.
+
+
+@dataclass(frozen=True, slots=True)
+class TcpFlags:
+    """``--tcp-flags MASK COMP``: the flags in ``mask`` must equal ``comp`` (bits of TcpFlag)."""
+
+    mask: int
+    comp: int
+
+
+@dataclass(frozen=True, slots=True)
+class TcpMatch:
+    module: str = "tcp"
+    sport: Neg[PortRange] | None = None
+    dport: Neg[PortRange] | None = None
+    flags: Neg[TcpFlags] | None = None
+    option: Neg[int] | None = None
+    """``--tcp-option N``: the packet carries TCP option kind N."""
+
+
+@dataclass(frozen=True, slots=True)
+class UdpMatch:
+    """``-m udp`` (and ``-m udplite``, same options)."""
+
+    module: str = "udp"
+    sport: Neg[PortRange] | None = None
+    dport: Neg[PortRange] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SctpMatch:
+    module: str = "sctp"
+    sport: Neg[PortRange] | None = None
+    dport: Neg[PortRange] | None = None
+    chunk_types: tuple[str, ...] = ()
+    """``--chunk-types`` words as saved; the engine does not look into SCTP chunks."""
+
+
+@dataclass(frozen=True, slots=True)
+class MultiportMatch:
+    module: str = "multiport"
+    direction: str = "dports"
+    """``sports``, ``dports`` or ``ports`` (either port)."""
+    ports: tuple[PortRange, ...] = ()
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpMatch:
+    """``-m icmp --icmp-type T[/C]`` or ``-m icmp6 --icmpv6-type T[/C]``."""
+
+    module: str = "icmp"
+    icmp_type: int | None = None
+    """``None`` means ``any``."""
+    code_min: int = 0
+    code_max: int = 0xFF
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StateMatch:
+    module: str = "state"
+    states: tuple[str, ...] = ()
+    """In :data:`CT_STATES` order."""
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConntrackMatch:
+    module: str = "conntrack"
+    ctstate: Neg[tuple[str, ...]] | None = None
+    ctproto: Neg[int] | None = None
+    ctorigsrc: Neg[IPNetwork] | None = None
+    ctorigdst: Neg[IPNetwork] | None = None
+    ctreplsrc: Neg[IPNetwork] | None = None
+    ctrepldst: Neg[IPNetwork] | None = None
+    ctorigsrcport: Neg[PortRange] | None = None
+    ctorigdstport: Neg[PortRange] | None = None
+    ctreplsrcport: Neg[PortRange] | None = None
+    ctrepldstport: Neg[PortRange] | None = None
+    ctstatus: Neg[tuple[str, ...]] | None = None
+    ctexpire: Neg[PortRange] | None = None
+    ctdir: str | None = None
+    """``ORIGINAL`` or ``REPLY``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhysdevMatch:
+    module: str = "physdev"
+    physdev_in: Neg[str] | None = None
+    physdev_out: Neg[str] | None = None
+    is_in: Neg[bool] | None = None
+    is_out: Neg[bool] | None = None
+    is_bridged: Neg[bool] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetMatch:
+    module: str = "set"
+    set_name: str = ""
+    directions: tuple[str, ...] = ()
+    """``src``/``dst`` per dimension of the set, as in ``--match-set NAME src,dst``."""
+    negated: bool = False
+    return_nomatch: bool = False
+    update_counters: bool = True
+    update_subcounters: bool = True
+    counter_conditions: tuple[RawOption, ...] = ()
+    """``--packets-gt 5`` and the like: they read set counters nodetrace does not have."""
+
+
+@dataclass(frozen=True, slots=True)
+class MacMatch:
+    module: str = "mac"
+    source: Neg[str] | None = None
+    """Lower case, colon separated."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommentMatch:
+    module: str = "comment"
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MarkMatch:
+    """``-m mark`` (skb mark) or ``-m connmark`` (conntrack mark): ``(mark & mask) == value``."""
+
+    module: str = "mark"
+    value: int = 0
+    mask: int = 0xFFFFFFFF
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IprangeMatch:
+    module: str = "iprange"
+    src_range: Neg[tuple[IPAddress, IPAddress]] | None = None
+    dst_range: Neg[tuple[IPAddress, IPAddress]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddrtypeMatch:
+    module: str = "addrtype"
+    src_type: Neg[tuple[str, ...]] | None = None
+    dst_type: Neg[tuple[str, ...]] | None = None
+    limit_iface_in: bool = False
+    limit_iface_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PkttypeMatch:
+    module: str = "pkttype"
+    pkt_type: Neg[str] | None = None
+    """``unicast``, ``broadcast``, ``multicast`` (or ``host``/``otherhost``...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LengthMatch:
+    module: str = "length"
+    length: Neg[PortRange] | None = None
+    """IPv4 total length / IPv6 payload length + 40."""
+
+
+@dataclass(frozen=True, slots=True)
+class TtlMatch:
+    """``-m ttl --ttl-eq N`` (IPv4) or ``-m hl --hl-eq N`` (IPv6); ``op`` is eq, ne, lt or gt."""
+
+    module: str = "ttl"
+    op: str = "eq"
+    value: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TosMatch:
+    """``--tos VALUE/MASK``: ``(tos & mask) == value``."""
+
+    module: str = "tos"
+    value: int = 0
+    mask: int = 0xFF
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DscpMatch:
+    module: str = "dscp"
+    dscp: int = 0
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerMatch:
+    module: str = "owner"
+    uid: Neg[PortRange] | None = None
+    gid: Neg[PortRange] | None = None
+    socket_exists: Neg[bool] | None = None
+    suppl_groups: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LimitMatch:
+    """``-m limit`` / ``-m hashlimit``: token buckets whose state no snapshot holds."""
+
+    module: str = "limit"
+    options: tuple[RawOption, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMatch:
+    """A module nodetrace does not evaluate, or one whose options it could not read."""
+
+    module: str = ""
+    options: tuple[RawOption, ...] = ()
+    reason: str = ""
+
+
+Match = (
+    TcpMatch
+    | UdpMatch
+    | SctpMatch
+    | MultiportMatch
+    | IcmpMatch
+    | StateMatch
+    | ConntrackMatch
+    | PhysdevMatch
+    | SetMatch
+    | MacMatch
+    | CommentMatch
+    | MarkMatch
+    | IprangeMatch
+    | AddrtypeMatch
+    | PkttypeMatch
+    | LengthMatch
+    | TtlMatch
+    | TosMatch
+    | DscpMatch
+    | OwnerMatch
+    | LimitMatch
+    | UnknownMatch
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets: a tagged union too. Each has ``kind`` (how the kernel stores it) and ``name``.
 
 
 class TargetKind(StrEnum):
@@ -110,31 +374,220 @@ class TargetKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
-    """What a rule does when it matches: a standard verdict, a chain, or an extension target.
+class NoTarget:
+    @property
+    def kind(self) -> TargetKind:
+        return TargetKind.NONE
 
-    Whether a name is a chain or an extension depends on the table's declared chains, so the
-    parser decides ``kind`` (user chains may be upper case, like ``DOCKER``).
-    """
+    @property
+    def name(self) -> str:
+        return ""
 
-    kind: TargetKind
-    name: str = ""
-    options: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A standard verdict: ``ACCEPT``, ``DROP``, ``RETURN`` or ``QUEUE``."""
+
+    verdict: str = "ACCEPT"
+
+    @property
+    def kind(self) -> TargetKind:
+        return TargetKind.VERDICT
+
+    @property
+    def name(self) -> str:
+        return self.verdict
+
+
+@dataclass(frozen=True, slots=True)
+class JumpTarget:
+    chain: str = ""
     goto: bool = False
     """True for ``-g CHAIN``: a goto does not push a return address."""
 
     @property
-    def is_standard_verdict(self) -> bool:
-        return self.kind is TargetKind.VERDICT
+    def kind(self) -> TargetKind:
+        return TargetKind.CHAIN
 
-    def get(self, option: str) -> tuple[str, ...] | None:
-        for name, values in self.options:
-            if name == option:
-                return values
-        return None
+    @property
+    def name(self) -> str:
+        return self.chain
 
 
-NO_TARGET = Target(TargetKind.NONE)
+@dataclass(frozen=True, slots=True)
+class _Extension:
+    @property
+    def kind(self) -> TargetKind:
+        return TargetKind.EXTENSION
+
+
+@dataclass(frozen=True, slots=True)
+class RejectTarget(_Extension):
+    reject_with: str = "icmp-port-unreachable"
+
+    @property
+    def name(self) -> str:
+        return "REJECT"
+
+
+@dataclass(frozen=True, slots=True)
+class LogTarget(_Extension):
+    prefix: str | None = None
+    level: str | None = None
+    flags: tuple[str, ...] = ()
+    """``tcp-sequence``, ``tcp-options``, ``ip-options``, ``uid``, ``macdecode``."""
+
+    @property
+    def name(self) -> str:
+        return "LOG"
+
+
+@dataclass(frozen=True, slots=True)
+class NflogTarget(_Extension):
+    group: int = 0
+    prefix: str | None = None
+    options: tuple[RawOption, ...] = ()
+    """``--nflog-range/size/threshold`` as saved."""
+
+    @property
+    def name(self) -> str:
+        return "NFLOG"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceTarget(_Extension):
+    @property
+    def name(self) -> str:
+        return "TRACE"
+
+
+@dataclass(frozen=True, slots=True)
+class CtTarget(_Extension):
+    """``-j CT`` (raw table): a template for the conntrack lookup that follows."""
+
+    zone: int | None = None
+    zone_dir: str = ""
+    """``orig``/``reply`` for ``--zone-orig``/``--zone-reply``, else empty."""
+    notrack: bool = False
+    options: tuple[RawOption, ...] = ()
+    """Other options (``--helper``, ``--ctevents``, ``--timeout``...) as saved."""
+
+    @property
+    def name(self) -> str:
+        return "CT"
+
+
+@dataclass(frozen=True, slots=True)
+class NotrackTarget(_Extension):
+    @property
+    def name(self) -> str:
+        return "NOTRACK"
+
+
+@dataclass(frozen=True, slots=True)
+class MarkTarget(_Extension):
+    """``-j MARK``: ``mark = (mark & ~mask) ^ value`` (every spelling saves as ``--set-xmark``)."""
+
+    value: int = 0
+    mask: int = 0xFFFFFFFF
+
+    @property
+    def name(self) -> str:
+        return "MARK"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnmarkTarget(_Extension):
+    """``-j CONNMARK``: ``set`` (ctmark = (ctmark & ~mask) ^ value), ``save`` or ``restore``."""
+
+    mode: str = "set"
+    value: int = 0
+    mask: int = 0xFFFFFFFF
+    nfmask: int = 0xFFFFFFFF
+    ctmask: int = 0xFFFFFFFF
+
+    @property
+    def name(self) -> str:
+        return "CONNMARK"
+
+
+@dataclass(frozen=True, slots=True)
+class NatRange:
+    """One ``--to-source``/``--to-destination`` range: addresses and optionally ports."""
+
+    addr_lo: IPAddress | None = None
+    addr_hi: IPAddress | None = None
+    ports: PortRange | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NatTarget(_Extension):
+    """``SNAT``/``DNAT`` (``nat_type``), ``MASQUERADE`` and ``REDIRECT``."""
+
+    nat_type: str = "SNAT"
+    ranges: tuple[NatRange, ...] = ()
+    to_ports: PortRange | None = None
+    """``--to-ports`` of MASQUERADE/REDIRECT."""
+    random: bool = False
+    random_fully: bool = False
+    persistent: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.nat_type
+
+
+@dataclass(frozen=True, slots=True)
+class ChecksumTarget(_Extension):
+    fill: bool = True
+
+    @property
+    def name(self) -> str:
+        return "CHECKSUM"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpmssTarget(_Extension):
+    mss: int | None = None
+    clamp_to_pmtu: bool = False
+
+    @property
+    def name(self) -> str:
+        return "TCPMSS"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownTarget(_Extension):
+    """A target nodetrace does not model (or whose options it could not read), kept verbatim."""
+
+    target: str = ""
+    options: tuple[RawOption, ...] = ()
+    reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.target
+
+
+Target = (
+    NoTarget
+    | Verdict
+    | JumpTarget
+    | RejectTarget
+    | LogTarget
+    | NflogTarget
+    | TraceTarget
+    | CtTarget
+    | NotrackTarget
+    | MarkTarget
+    | ConnmarkTarget
+    | NatTarget
+    | ChecksumTarget
+    | TcpmssTarget
+    | UnknownTarget
+)
+
+NO_TARGET = NoTarget()
 """A rule without ``-j``/``-g``: it only counts packets and falls through."""
 
 
@@ -160,12 +613,20 @@ class Rule:
         Such a rule is logged by TRACE as ``return`` in a user chain and ``policy`` in a
         built-in chain (``ip_tables.c: get_chainname_rulenum``), at its own position.
         """
-        return not self.matches and self.ip.is_empty and self.target.is_standard_verdict
+        return not self.matches and self.ip.is_empty and isinstance(self.target, Verdict)
 
     @property
     def jump_chain(self) -> str | None:
         """The user chain this rule jumps or goes to, if any."""
-        return self.target.name if self.target.kind is TargetKind.CHAIN else None
+        return self.target.chain if isinstance(self.target, JumpTarget) else None
+
+    @property
+    def unknown_parts(self) -> tuple[str, ...]:
+        """Modules and targets of this rule that nodetrace keeps verbatim without evaluating."""
+        out = [f"-m {m.module}" for m in self.matches if isinstance(m, UnknownMatch)]
+        if isinstance(self.target, UnknownTarget):
+            out.append(f"-j {self.target.target}")
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,19 @@ class Packet:
     icmp_code: int | None = None
     icmp_id: int | None = None
     icmp_seq: int | None = None
+    icmp_gateway: IPv4Address | None = None
+    """The gateway of an ICMP redirect. For other types the header's second word is
+    ``icmp_id`` (high half) and ``icmp_seq`` (low half): a parameter problem's pointer is the
+    top byte of ``icmp_id``, a frag-needed MTU is ``icmp_seq``."""
+    inner: Packet | None = None
+    """The packet an ICMP error quotes (its headers only), when known."""
+    ip_options: bytes = b""
+    """IPv4 options after the 20-byte header, as on the wire."""
+    tcp_options: bytes = b""
+    """TCP options after the 20-byte header, as on the wire (MSS, SACK, timestamps...)."""
+    tcp_urgent: int = 0
+    tcp_reserved: int = 0
+    """The TCP header's 3 reserved bits (what the kernel log prints as ``RES=``)."""
 
     arp_op: int | None = None
     arp_spa: IPv4Address | None = None
@@ -114,3 +127,23 @@ class Packet:
     @property
     def is_ip(self) -> bool:
         return self.dl_type in (ETH_TYPE_IPV4, ETH_TYPE_IPV6)
+
+
+def total_length(p: Packet) -> int:
+    """The IPv4 total length (IPv6: payload length + 40) of ``p``: ``ip_len`` when given, else
+    the length of its headers alone (an ICMP error carries its quoted packet's headers)."""
+    if p.ip_len is not None:
+        return p.ip_len
+    v4 = p.dl_type == ETH_TYPE_IPV4
+    base = 20 + len(p.ip_options) if v4 else 40
+    if p.nw_proto == IPProto.TCP:
+        return base + 20 + len(p.tcp_options)
+    if p.nw_proto in (IPProto.UDP, IPProto.UDPLITE, IPProto.ICMP, IPProto.ICMPV6):
+        inner = 0
+        if p.inner is not None:
+            head = 20 + len(p.inner.ip_options) if v4 else 40
+            inner = head + (20 + len(p.inner.tcp_options) if p.inner.nw_proto == IPProto.TCP else 8)
+        return base + 8 + inner
+    if p.nw_proto == IPProto.SCTP:
+        return base + 12
+    return base

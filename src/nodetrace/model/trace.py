@@ -100,6 +100,12 @@ class NetfilterStep:
     dump: PacketDump | None = None
     packet: Packet | None = None
     span: SourceSpan | None = None
+    traced: bool = True
+    """Whether the kernel would log this step (the packet was marked for TRACE by then); a
+    simulation keeps untraced steps too, so a view can show the whole path."""
+    misfit: str | None = None
+    """Why the step does not fit the ruleset it was explained with (unknown chain, number past
+    the chain's end, kind that the rule's form contradicts): usually the rules changed since."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,8 @@ class OpenFlowStep:
     actions: str
     cookie: int | None = None
     note: str | None = None
+    source: SourceSpan | None = None
+    """The dump line(s) the matched flow was read from."""
 
 
 class DeviceAction(StrEnum):
@@ -128,6 +136,8 @@ class DeviceAction(StrEnum):
     ROUTE = "route"
     DELIVER = "deliver"
     OUTPUT = "output"
+    RECIRC = "recirc"
+    """The datapath recirculates the packet (after ``ct(table=N)``): the pipeline resumes."""
 
 
 @dataclass(frozen=True, slots=True)

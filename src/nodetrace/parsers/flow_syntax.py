@@ -62,6 +62,8 @@ class FlowSpec:
 
     packet: Packet
     metadata: tuple[tuple[str, str], ...] = field(default=())
+    given: frozenset[str] | None = None
+    """The :class:`Packet` fields the text set (the rest are defaults), when known."""
 
     def get(self, name: str) -> str | None:
         for key, value in self.metadata:
@@ -130,6 +132,7 @@ def parse_flow(text: str) -> FlowSpec:
     metadata: list[tuple[str, str]] = []
     dl_type: int | None = None
     nw_proto: int | None = None
+    vlan_given = False
     for part in _split(text):
         if "=" not in part:
             if part not in _SHORTHANDS:
@@ -166,6 +169,7 @@ def parse_flow(text: str) -> FlowSpec:
         elif name in ("dl_vlan_pcp", "vlan_pcp"):
             fields["dl_vlan_pcp"] = _int(name, value)
         elif name == "vlan_tci":
+            vlan_given = True
             tci = _int(name, value.split("/")[0])
             if tci & 0x1000:
                 fields["dl_vlan"] = tci & 0xFFF
@@ -238,6 +242,13 @@ def parse_flow(text: str) -> FlowSpec:
         fields["dl_type"] = dl_type
     if nw_proto is not None:
         fields["nw_proto"] = nw_proto
+    given = set(fields)
+    if dl_type is not None:
+        given.add("dl_type")
+    if nw_proto is not None:
+        given.add("nw_proto")
+    if vlan_given:
+        given.add("dl_vlan")
     packet = replace(Packet(), **fields)
     if (
         packet.nw_src is not None
@@ -245,4 +256,4 @@ def parse_flow(text: str) -> FlowSpec:
         and (packet.nw_src.version != packet.nw_dst.version)
     ):
         raise UsageError("nw_src and nw_dst are of different IP versions")
-    return FlowSpec(packet, tuple(metadata))
+    return FlowSpec(packet, tuple(metadata), frozenset(given))

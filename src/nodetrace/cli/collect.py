@@ -1,0 +1,46 @@
+"""``nodetrace collect``: capture this node's network state into a snapshot bundle (read-only).
+
+The work is done by :mod:`nodetrace.snapshot.collect`, which also runs on its own as a single
+file on nodes where nodetrace cannot be installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from nodetrace.errors import InputError, UsageError
+from nodetrace.snapshot import collect as collector
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "collect",
+        help="capture this node's network state into a snapshot (read-only)",
+        description="Run read-only commands (iptables-save, ipset save, ovs-vsctl, ovs-ofctl, "
+        "ovs-appctl fdb/show, ip -j, bridge -j, sysctl) here and in every network namespace, "
+        "and store their output with a manifest. Missing tools and failing commands are "
+        "recorded, not fatal.",
+    )
+    collector.add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    output = args.output or collector.default_output()
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"collect: {msg}", file=sys.stderr)
+
+    try:
+        path = collector.collect(output, collector.options_from(args), log=log)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from None
+    except OSError as err:
+        raise InputError(f"cannot write the snapshot: {err}") from None
+    print(path)
+    return 0

@@ -1,0 +1,180 @@
+"""The ``learn`` action: build the flow it adds from the packet being traced.
+
+Neutron's br-tun learns, for each frame arriving from a tunnel, "this MAC in this local VLAN is
+behind that tunnel port" (table 10 writes table 20). nodetrace records that flow on the trace
+and, when side effects are applied, adds it for the packets traced after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv6Address
+
+from nodetrace.engine.openflow_state import read_field
+from nodetrace.model.openflow import (
+    Action,
+    FieldMatch,
+    Flow,
+    Learn,
+    LearnSpecKind,
+    Output,
+    PortNumber,
+    SetField,
+    field_segments,
+)
+from nodetrace.model.openflow_trace import LearnedFlow
+
+_MAC_FIELDS = frozenset({"dl_src", "dl_dst", "arp_sha", "arp_tha"})
+_IP4_FIELDS = frozenset({"nw_src", "nw_dst", "tun_src", "tun_dst", "ct_nw_src", "ct_nw_dst"})
+_IP6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "nd_target", "tun_ipv6_src", "tun_ipv6_dst"})
+_DECIMAL = frozenset({"tp_src", "tp_dst", "nw_proto", "nw_ttl", "ct_zone"})
+
+MATCH_ORDER = (
+    "recirc_id",
+    "dp_hash",
+    "conj_id",
+    "skb_priority",
+    "pkt_mark",
+    "ct_state",
+    "ct_zone",
+    "ct_mark",
+    "ct_label",
+    "ct_nw_proto",
+    "ct_nw_src",
+    "ct_nw_dst",
+    "ct_ipv6_src",
+    "ct_ipv6_dst",
+    "ct_tp_src",
+    "ct_tp_dst",
+    *(f"reg{i}" for i in range(16)),
+    "tun_id",
+    "tun_src",
+    "tun_dst",
+    "tun_ipv6_src",
+    "tun_ipv6_dst",
+    "tun_flags",
+    "tun_tos",
+    "tun_ttl",
+    "tun_gbp_id",
+    "tun_gbp_flags",
+    "metadata",
+    "in_port",
+    "actset_output",
+    "vlan_tci",
+    "dl_src",
+    "dl_dst",
+    "dl_type",
+    "nw_src",
+    "nw_dst",
+    "ipv6_src",
+    "ipv6_dst",
+    "ipv6_label",
+    "nw_proto",
+    "nw_tos",
+    "nw_ttl",
+    "nw_frag",
+    "arp_sha",
+    "arp_tha",
+    "tp_src",
+    "tp_dst",
+    "tcp_flags",
+    "nd_target",
+)
+"""Roughly the order ``ovs-ofctl`` prints match fields in."""
+
+
+def _mac(v: int) -> str:
+    raw = f"{v:012x}"
+    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
+
+
+def format_match_field(field: str, value: int, mask: int, width: int) -> str:
+    """One storage-field match the way OVS prints it (``vlan_tci=0x0001/0x0fff``)."""
+    full = (1 << width) - 1
+    if field == "vlan_tci":
+        if mask == 0x1FFF and value & 0x1000:
+            return f"dl_vlan={value & 0xFFF}"
+        return f"vlan_tci={value:#06x}" if mask == 0xFFFF else f"vlan_tci={value:#06x}/{mask:#06x}"
+    if field in _MAC_FIELDS:
+        return f"{field}={_mac(value)}" if mask == full else f"{field}={_mac(value)}/{_mac(mask)}"
+    if field in _IP4_FIELDS or field in _IP6_FIELDS:
+        cls = IPv4Address if field in _IP4_FIELDS else IPv6Address
+        if mask == full:
+            return f"{field}={cls(value)}"
+        prefix = bin(mask).count("1")
+        if mask == (full >> (width - prefix)) << (width - prefix):
+            return f"{field}={cls(value)}/{prefix}"
+        return f"{field}={cls(value)}/{cls(mask)}"
+    if mask == full:
+        return f"{field}={value}" if field in _DECIMAL else f"{field}={value:#x}"
+    return f"{field}={value:#x}/{mask:#x}"
+
+
+def format_match(matches: tuple[FieldMatch, ...], widths: Mapping[str, int]) -> str:
+    order = {name: i for i, name in enumerate(MATCH_ORDER)}
+    ordered = sorted(matches, key=lambda m: order.get(m.field, len(order)))
+    return ",".join(
+        format_match_field(m.field, m.value, m.mask, widths.get(m.field, 64)) for m in ordered
+    )
+
+
+def execute_learn(
+    learn: Learn, state: Mapping[str, int], bridge: str, widths: Mapping[str, int]
+) -> tuple[Flow, LearnedFlow]:
+    """The flow ``learn`` adds for a packet in ``state``."""
+    matches: dict[str, tuple[int, int]] = {}
+    actions: list[Action] = []
+    for spec in learn.specs:
+        if spec.kind is LearnSpecKind.OUTPUT:
+            assert spec.src is not None
+            port = read_field(state, spec.src.field, spec.src.start, spec.src.width)
+            actions.append(Output(f"output:{port}", PortNumber(port)))
+            continue
+        dst = spec.dst
+        assert dst is not None
+        if spec.src is not None:
+            value = read_field(state, spec.src.field, spec.src.start, spec.src.width)
+        else:
+            value = spec.value or 0
+        if spec.kind is LearnSpecKind.LOAD:
+            mask = ((1 << dst.width) - 1) << dst.start
+            text = f"load:{value:#x}->{dst.text}" if value else f"load:0->{dst.text}"
+            actions.append(SetField(text, dst.field, (value << dst.start) & mask, mask))
+            continue
+        segments = field_segments(dst.field, dst.start, dst.width) or ()
+        for storage, bit, w, vbit in segments:
+            part_mask = ((1 << w) - 1) << bit
+            part = ((value >> vbit) << bit) & part_mask
+            old_v, old_m = matches.get(storage, (0, 0))
+            matches[storage] = ((old_v & ~part_mask) | part, old_m | part_mask)
+    in_port = None
+    if "in_port" in matches and matches["in_port"][1] == 0xFFFF:
+        in_port = PortNumber(matches.pop("in_port")[0])
+    fms = tuple(FieldMatch(f, v, m) for f, (v, m) in matches.items())
+    match_text = format_match(fms, widths)
+    if in_port is not None:
+        match_text = ",".join(x for x in (f"in_port={in_port.number}", match_text) if x)
+    actions_text = ",".join(a.text for a in actions) or "drop"
+    flow = Flow(
+        table=learn.table,
+        priority=learn.priority,
+        matches=fms,
+        actions=tuple(actions),
+        match_text=match_text,
+        actions_text=actions_text,
+        cookie=learn.cookie,
+        in_port=in_port,
+        idle_timeout=learn.idle_timeout,
+        hard_timeout=learn.hard_timeout,
+    )
+    record = LearnedFlow(
+        bridge,
+        learn.table,
+        learn.priority,
+        match_text,
+        actions_text,
+        learn.cookie,
+        learn.idle_timeout,
+        learn.hard_timeout,
+    )
+    return flow, record

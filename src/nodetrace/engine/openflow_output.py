@@ -1,0 +1,367 @@
+"""Where a packet goes when an action outputs it: to a port, through a patch port into the peer
+bridge, into a tunnel, to NORMAL's choice, to every port (FLOOD/ALL) or to the controller.
+
+These are the translator's output methods (:class:`Outputs`, mixed into
+:class:`~nodetrace.engine.openflow_xlate.Xlate`), following ``compose_output_action__``,
+``patch_port_output``, ``xlate_normal`` and ``flood_packets`` of ovs-vswitchd.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nodetrace.engine.openflow_compile import CompiledBridge, encapsulation, number_for_name
+from nodetrace.engine.openflow_state import (
+    CT_KEYS,
+    TCI1,
+    TPID0,
+    TPID1,
+    TUNNEL_KEYS,
+    VLAN_CFI,
+    State,
+    format_flow,
+    packet_from_state,
+)
+from nodetrace.engine.ovs_normal import normal, xvlan_output, xvlan_put
+from nodetrace.model.openflow import (
+    RESERVED_PORT_NUMBERS,
+    PortNumber,
+    PortRef,
+    Reserved,
+    ReservedPort,
+)
+from nodetrace.model.openflow_trace import (
+    Egress,
+    EgressKind,
+    NodeKind,
+    TunnelEncap,
+)
+from nodetrace.model.ovs_switch import SwitchPort
+from nodetrace.model.ovsdb import pairs_get
+from nodetrace.model.packet import Packet
+from nodetrace.model.trace import DeviceAction, DeviceStep, OpenFlowStep
+
+if TYPE_CHECKING:
+    from nodetrace.engine.openflow import OpenFlowEngine
+    from nodetrace.engine.openflow_xlate import _Node
+
+IN_PORT = RESERVED_PORT_NUMBERS[ReservedPort.IN_PORT]
+_TABLE = RESERVED_PORT_NUMBERS[ReservedPort.TABLE]
+_NORMAL = RESERVED_PORT_NUMBERS[ReservedPort.NORMAL]
+_FLOOD = RESERVED_PORT_NUMBERS[ReservedPort.FLOOD]
+_ALL = RESERVED_PORT_NUMBERS[ReservedPort.ALL]
+_CONTROLLER = RESERVED_PORT_NUMBERS[ReservedPort.CONTROLLER]
+_NONE = RESERVED_PORT_NUMBERS[ReservedPort.NONE]
+
+
+class Outputs:
+    """Output actions; the translator provides the state and reporting they use."""
+
+    engine: OpenFlowEngine
+    state: State
+    bridge: CompiledBridge
+    packet: Packet
+    trace: list[_Node]
+    egress: list[Egress]
+    drops: list[tuple[OpenFlowStep | DeviceStep | None, str]]
+    pass_index: int
+    touched: set[str]
+    conntracked: bool
+    stack: list[int]
+    table_id: int
+    exit: bool
+    error: str
+    orig_tun_dst: int
+    leaving_cache: dict[tuple[tuple[str, int], ...], tuple[Packet, str]]
+
+    def report(
+        self,
+        kind: NodeKind,
+        text: str,
+        step: OpenFlowStep | DeviceStep | None = None,
+        *,
+        extra: bool = False,
+    ) -> _Node:
+        raise NotImplementedError
+
+    def note(self, text: str) -> None:
+        raise NotImplementedError
+
+    def stop(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def _table_action(self, in_port: int, table_id: int, is_last: bool) -> None:
+        raise NotImplementedError
+
+    # -- output ------------------------------------------------------------------------------
+
+    def _port(self, ref: PortRef) -> int:
+        if isinstance(ref, PortNumber):
+            return ref.number
+        if isinstance(ref, Reserved):
+            return RESERVED_PORT_NUMBERS[ref.port]
+        return number_for_name(self.bridge, ref.name)
+
+    def _output(self, port: int, last: bool) -> None:
+        in_port = self.state.get("in_port", 0)
+        if port == IN_PORT:
+            self._compose_output(in_port, last)
+        elif port == _TABLE:
+            self._table_action(in_port, 0, False)
+        elif port == _NORMAL:
+            self._normal()
+        elif port in (_FLOOD, _ALL):
+            self._flood(port == _ALL, last)
+        elif port == _CONTROLLER:
+            self._controller("action")
+        elif port == _NONE:
+            pass
+        elif port != in_port:
+            self._compose_output(port, last)
+        else:
+            self.report(NodeKind.WARN, "skipping output to input port")
+            self.drops.append((None, f"{self.bridge.name}: output to the input port is skipped"))
+
+    def _compose_output(self, port: int, last: bool, check_stp: bool = True) -> None:
+        bridge = self.bridge
+        sp = bridge.ports.get(port)
+        if sp is None and port in bridge.names:
+            sp = SwitchPort(bridge.names[port], None, bridge.names[port])
+        if sp is None:
+            if bridge.ports_known:
+                self.report(NodeKind.WARN, "Nonexistent output port")
+                self.drops.append(
+                    (None, f"{bridge.name}: output to port {port}, which does not exist")
+                )
+                return
+            self.note(
+                f"{bridge.name}: port {port} is not in the snapshot's port list; "
+                "treated as a plain port"
+            )
+            sp = SwitchPort(f"port {port}", port, f"port {port}")
+        if "NO_FWD" in sp.config:
+            self.report(NodeKind.DETAIL, "OFPPC_NO_FWD set, skipping output")
+            return
+        iface = sp.interface
+        if iface is not None and iface.is_patch:
+            peer = self.engine.switch.peer_of(bridge.name, sp)
+            if peer is None:
+                self.report(
+                    NodeKind.WARN, f"patch port {sp.name} has no peer in the snapshot", extra=True
+                )
+                self.drops.append((None, f"{bridge.name}: patch port {sp.name} has no peer"))
+                return
+            self._patch_output(sp, self.engine.bridges[peer[0].name], peer[1], last)
+            return
+        if iface is not None and iface.is_tunnel:
+            self._tunnel_output(sp)
+            return
+        self._egress(sp, port, EgressKind.PORT, None)
+
+    def _egress(
+        self,
+        sp: SwitchPort,
+        port: int,
+        kind: EgressKind,
+        encap: TunnelEncap | None,
+        encap_text: str = "",
+    ) -> None:
+        packet, flow = self._leaving()
+        tci1 = self.state.get(TCI1, 0)
+        e = Egress(
+            self.bridge.name,
+            sp.name,
+            sp.ofport if sp.ofport is not None else None,
+            kind,
+            packet,
+            flow,
+            encap,
+            sp.type,
+            self.pass_index,
+            tci1 & 0xFFF if tci1 & VLAN_CFI else None,
+        )
+        self.egress.append(e)
+        if encap is not None:
+            detail = f"tunnel {sp.name}: {encap_text}"
+            step = DeviceStep(DeviceAction.ENCAP, sp.name, encap_text)
+        else:
+            vlan = f"VLAN {packet.dl_vlan}" if packet.dl_vlan is not None else "untagged"
+            detail = f"leaves {self.bridge.name} through {sp.name} ({vlan})"
+            step = DeviceStep(DeviceAction.OUTPUT, sp.name, f"{self.bridge.name}, {vlan}")
+        self.report(NodeKind.DETAIL, detail, step, extra=True)
+
+    def _leaving(self) -> tuple[Packet, str]:
+        """The packet as it leaves, and its flow text; a flood sends one state many times."""
+        key = tuple(self.state.items())
+        found = self.leaving_cache.get(key)
+        if found is None:
+            found = (packet_from_state(self.state, self.packet), format_flow(self.state))
+            self.leaving_cache[key] = found
+        return found
+
+    def _controller(self, reason: str) -> None:
+        self.egress.append(
+            Egress(
+                self.bridge.name,
+                "CONTROLLER",
+                None,
+                EgressKind.CONTROLLER,
+                *self._leaving(),
+                pass_index=self.pass_index,
+            )
+        )
+        self.report(
+            NodeKind.DETAIL,
+            f"sent to the OpenFlow controller ({reason})",
+            DeviceStep(DeviceAction.OUTPUT, "CONTROLLER", f"{self.bridge.name}: {reason}"),
+            extra=True,
+        )
+
+    def _patch_output(
+        self, sp: SwitchPort, peer: CompiledBridge, peer_port: SwitchPort, last: bool
+    ) -> None:
+        saved_state = dict(self.state)
+        saved = (self.bridge, self.trace, self.conntracked, self.stack, self.table_id)
+        s = self.state
+        s["in_port"] = (
+            peer_port.ofport
+            if peer_port.ofport is not None
+            else number_for_name(peer, peer_port.name)
+        )
+        s["metadata"] = 0
+        for k in TUNNEL_KEYS:
+            s.pop(k, None)
+        for i in range(16):
+            s.pop(f"reg{i}", None)
+        s.pop("actset_output", None)
+        for k in CT_KEYS:
+            s.pop(k, None)
+        node = self.report(
+            NodeKind.BRIDGE,
+            f'bridge("{peer.name}")',
+            DeviceStep(
+                DeviceAction.PATCH,
+                sp.name,
+                f"{self.bridge.name} -> {peer.name} via {peer_port.name}",
+            ),
+        )
+        self.trace = node.children
+        self.bridge = peer
+        self.touched.add(peer.name)
+        self.conntracked = False
+        self.stack = []
+        try:
+            self._table_action(s["in_port"], 0, last)
+        finally:
+            self.bridge, self.trace, self.conntracked, self.stack, self.table_id = saved
+            self.state.clear()
+            self.state.update(saved_state)
+            self.exit = False
+            self.error = ""
+
+    def _tunnel_output(self, sp: SwitchPort) -> None:
+        iface = sp.interface
+        assert iface is not None
+        s = self.state
+        template = self.bridge.tunnels[sp.name]
+        cache_key = (
+            self.bridge.name,
+            sp.name,
+            s.get("tun_id", 0),
+            s.get("tun_src", 0),
+            s.get("tun_dst", 0),
+            s.get("dl_type", 0),
+            s.get("nw_tos", 0),
+            s.get("nw_ttl", 0),
+        )
+        encaps = self.engine.encap_cache
+        found = encaps.get(cache_key)
+        if found is None:
+            encap = encapsulation(template, s)
+            found = encaps[cache_key] = (encap, encap.describe() if encap else "")
+        encap, text = found
+        if encap is None:
+            self.report(NodeKind.WARN, "Tunneling decided against output")
+            return
+        if encap.dst is not None and self.orig_tun_dst and int(encap.dst) == self.orig_tun_dst:
+            self.report(NodeKind.WARN, "Not tunneling to our own address")
+            return
+        native = (
+            self.bridge.state.ovsdb is not None
+            and self.bridge.state.ovsdb.datapath_type == "netdev"
+        )
+        self.report(
+            NodeKind.DETAIL, "output to native tunnel" if native else "output to kernel tunnel"
+        )
+        if encap.src is None:
+            self.note(
+                f"{sp.name}: no local_ip; the outer source address comes from the host's routes"
+            )
+        self._egress(sp, sp.ofport or 0, EgressKind.TUNNEL, encap, text)
+
+    def _flood(self, all_ports: bool, last: bool) -> None:
+        # OVS walks its port hash table; the order only matters for the order of sub-traces.
+        in_port = self.state.get("in_port", 0)
+        for number in sorted(self.bridge.ports):
+            sp = self.bridge.ports[number]
+            if number == in_port:
+                continue
+            if all_ports or "NO_FLOOD" not in sp.config:
+                self._compose_output(number, last, check_stp=not all_ports)
+
+    def _normal(self) -> None:
+        bridge = self.bridge
+        db = bridge.state.ovsdb
+        forward_bpdu = db is not None and pairs_get(db.other_config, "forward-bpdu") == "true"
+        snooping = db is not None and db.mcast_snooping_enable
+        decision = normal(
+            self.state,
+            bridge.bundles,
+            bridge.macs,
+            forward_bpdu=forward_bpdu,
+            mcast_snooping=snooping,
+        )
+        kinds = {"detail": NodeKind.DETAIL, "warn": NodeKind.WARN, "error": NodeKind.ERROR}
+        dropping = [text for _, text in decision.reports if "dropping" in text]
+        for kind, text in decision.reports:
+            self.report(kinds[kind], text)
+        if dropping:  # the first line is the specific one (the second says "disallowed VLAN")
+            self.drops.append((None, f"{bridge.name} NORMAL: {dropping[0]}"))
+        if decision.unknown:
+            self.stop(f"{bridge.name} NORMAL: {decision.unknown}")
+        if decision.learned is not None and self.engine.apply_side_effects:
+            mac, vlan, port = decision.learned
+            bridge.macs[(mac, vlan)] = port
+        if any("flooding" in t for _, t in decision.reports) and bridge.state.fdb is None:
+            self.note(
+                f"{bridge.name}: no MAC table in the snapshot, so NORMAL floods "
+                "(give ovs-appctl fdb/show to know the learned port)"
+            )
+        if bridge.state.ovsdb is None:
+            self.note(
+                f"{bridge.name}: no OVSDB port configuration; NORMAL treated every port "
+                "as a trunk of all VLANs"
+            )
+        elif bridge.vlan_modes_derived:
+            self.note(
+                f"{bridge.name}: vlan_mode is not in ovs-vsctl show; NORMAL derived it from "
+                "tag/trunks as ovs-vswitchd does when the column is empty"
+            )
+        for bundle, xvlan in decision.outputs:
+            if not bundle.ports:
+                continue
+            if len(bundle.ports) > 1:
+                self.stop(
+                    f"{bridge.name} NORMAL: {bundle.name} is a bond; which member it uses "
+                    "depends on a hash nodetrace does not model"
+                )
+            sp = bundle.ports[0]
+            if sp.ofport is None:
+                self.note(f"{bridge.name}: {sp.name} has no known OpenFlow number")
+            s = self.state
+            saved = (s.get("vlan_tci", 0), s.get(TPID0, 0), s.get(TCI1, 0), s.get(TPID1, 0))
+            xvlan_put(s, xvlan_output(bundle, xvlan))
+            self._compose_output(
+                sp.ofport if sp.ofport is not None else number_for_name(bridge, sp.name), False
+            )
+            s["vlan_tci"], s[TPID0], s[TCI1], s[TPID1] = saved

@@ -1,0 +1,1055 @@
+"""The whole node: carry one packet from where it enters to where it ends, across OVS bridges,
+veth pairs, Linux bridges with br_netfilter, the host's routing and netfilter, and tunnels.
+
+Each layer is decided by its own engine (OpenFlow, netfilter, :mod:`linux_bridge`,
+:mod:`routing`); this module only knows which layer comes next: a device's transmit is its veth
+peer's receive, a Linux bridge port hands frames to its bridge, an OVS port to its bridge's
+pipeline, a device with addresses to the host stack. Copies (floods) are followed one after the
+other, every hop is counted against a bound, and every default taken is written down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from nodetrace.engine import linux_bridge, routing
+from nodetrace.engine.walk_engines import (
+    HookCall,
+    HookResult,
+    Metadata,
+    NetfilterEngine,
+    OfOutput,
+    OpenFlowEngine,
+    PathCall,
+    TunnelEncap,
+    Verdict,
+)
+from nodetrace.model.ovs_switch import OvsSwitch, SwitchPort
+from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, Family, IPProto, Packet
+from nodetrace.model.snapshot import NamespaceState, Snapshot
+from nodetrace.model.topology import MAIN_NS, Interface, LinkKind
+from nodetrace.model.trace import (
+    DeviceAction,
+    DeviceStep,
+    Hook,
+    Outcome,
+    Step,
+    Trace,
+)
+
+MAX_HOPS = 64
+"""Devices a packet may cross before the walk calls it a loop (OVS bounds resubmits alike)."""
+MAX_COPIES = 16
+"""Flooded copies followed; the rest are listed but not walked."""
+
+VXLAN_PORT = 4789
+GENEVE_PORT = 6081
+
+IPAddress = IPv4Address | IPv6Address
+
+
+# -- where a packet starts, and what it is meant to reach --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FromInterface:
+    """The packet is received on a device (a VM's tap: the VM sent it; a NIC: the wire)."""
+
+    name: str
+    netns: str = MAIN_NS
+
+
+@dataclass(frozen=True, slots=True)
+class FromHost:
+    """The host stack sends the packet (it starts in OUTPUT)."""
+
+    netns: str = MAIN_NS
+
+
+@dataclass(frozen=True, slots=True)
+class FromOvsPort:
+    """The packet enters an OVS bridge's pipeline on a port (a tunnel port: already decapsulated)."""
+
+    bridge: str
+    port: str
+
+
+Start = FromInterface | FromHost | FromOvsPort
+
+
+@dataclass(frozen=True, slots=True)
+class ToDevice:
+    """The packet is meant for whatever sits behind this device (a VM behind its tap)."""
+
+    name: str
+    netns: str = MAIN_NS
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToHost:
+    netns: str = MAIN_NS
+
+
+Target = ToDevice | ToHost
+
+
+@dataclass(frozen=True, slots=True)
+class WalkRequest:
+    packet: Packet
+    start: Start
+    metadata: Metadata = ()
+    ct_state: str | None = None
+    target: Target | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Engines:
+    netfilter: NetfilterEngine
+    openflow: OpenFlowEngine
+
+
+# -- the walk's bookkeeping ---------------------------------------------------------------
+
+
+@dataclass
+class _End:
+    outcome: Outcome
+    where: str
+    reason: str
+    step: int | None
+    target: Target | None = None
+    """The endpoint reached, as a target (to compare with what the packet was meant for)."""
+    incidental: bool = False
+    """A flooded copy that died only because it was not for that place (not the verdict)."""
+    loop: bool = False
+    """The walk stopped at its hop bound."""
+
+
+@dataclass
+class _Walk:
+    snap: Snapshot
+    switch: OvsSwitch | None
+    engines: Engines
+    request: WalkRequest
+    steps: list[Step] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+    ends: list[_End] = field(default_factory=list)
+    hops: int = 0
+    ovs_ports: dict[str, tuple[str, SwitchPort]] = field(default_factory=dict)
+    inner_packet: Packet | None = None
+    """The inner packet of an encapsulated frame the walk started with."""
+    flood_depth: int = 0
+    """How many floods the current copy descends from."""
+
+    def __post_init__(self) -> None:
+        if self.switch is not None:
+            for b in self.switch.bridges:
+                for p in b.ports:
+                    self.ovs_ports.setdefault(p.name, (b.name, p))
+
+    # -- recording --------------------------------------------------------------------
+
+    def assume(self, text: str) -> None:
+        if text and text not in self.assumptions:
+            self.assumptions.append(text)
+
+    def device(self, action: DeviceAction, device: str, detail: str = "") -> int:
+        self.steps.append(DeviceStep(action, device, detail))
+        return len(self.steps) - 1
+
+    def end(
+        self,
+        outcome: Outcome,
+        where: str,
+        reason: str,
+        step: int | None = None,
+        target: Target | None = None,
+        *,
+        not_for_here: bool = False,
+    ) -> None:
+        """The current copy ends. ``not_for_here``: it died only because the place it was
+        flooded to had no use for it (a device down, a MAC not addressed to it)."""
+        if step is None:
+            action = DeviceAction.DELIVER if outcome is Outcome.DELIVERED else DeviceAction.OUTPUT
+            step = self.device(action, where, reason)
+        incidental = not_for_here and self.flood_depth > 0
+        self.ends.append(_End(outcome, where, reason, step, target, incidental))
+
+    def hop(self, where: str) -> bool:
+        """Count a hop; ``False`` (and the packet ends) once the bound is reached."""
+        self.hops += 1
+        if self.hops > MAX_HOPS:
+            if not any(e.loop for e in self.ends):
+                self.end(
+                    Outcome.UNKNOWN,
+                    where,
+                    f"more than {MAX_HOPS} devices crossed: a forwarding loop, or a path too "
+                    "long to follow",
+                )
+                self.ends[-1].loop = True
+            return False
+        return True
+
+    # -- namespaces and engines -------------------------------------------------------
+
+    def ns(self, netns: str) -> NamespaceState:
+        state = self.snap.namespace(netns)
+        if state is None:
+            self.assume(f"namespace {netns!r} is not in the snapshot: no netfilter rules assumed")
+            return NamespaceState(name=netns)
+        return state
+
+    def local_addresses(self, netns: str) -> tuple[IPAddress, ...]:
+        return tuple(a.ip for i in self.snap.topology.in_namespace(netns) for a in i.addresses)
+
+    def netfilter(self, netns: str, packet: Packet, hooks: tuple[HookCall, ...]) -> HookResult:
+        """Run one skb through ``hooks`` of namespace ``netns``; record the steps."""
+        family = packet.family or Family.IPV4
+        state = self.ns(netns)
+        ruleset = state.ruleset(family)
+        if ruleset is None:
+            missing = self.snap.missing_of(
+                "iptables-save" if family is Family.IPV4 else "ip6tables-save", netns=netns
+            )
+            why = f" ({missing.reason})" if missing else ""
+            self.assume(
+                f"no {family.value} ruleset for namespace {netns or 'main'}{why}: "
+                "every hook assumed to accept"
+            )
+            return HookResult(Verdict.ACCEPT, (), packet)
+        if state.other_backend:
+            self.assume(
+                f"rules exist in both iptables backends in namespace {netns or 'main'}: only "
+                f"the {ruleset.backend.value} ruleset is simulated; the kernel applies both"
+            )
+        call = PathCall(netns, hooks, self.request.ct_state)
+        result = self.engines.netfilter.run_path(ruleset, state.ipsets, packet, call)
+        base = len(self.steps)
+        self.steps.extend(result.steps)
+        for a in result.assumptions:
+            self.assume(a)
+        if result.decisive_step is not None:
+            result = dataclasses.replace(result, decisive_step=base + result.decisive_step)
+        return result
+
+    def packet_after(self, netns: str, packet: Packet, hooks: tuple[HookCall, ...]) -> Packet:
+        """The packet as ``hooks`` leave it (DNAT changes where it is routed), steps unkept."""
+        state = self.snap.namespace(netns)
+        ruleset = state.ruleset(packet.family or Family.IPV4) if state is not None else None
+        if ruleset is None or state is None:
+            return packet
+        call = PathCall(netns, hooks, self.request.ct_state)
+        result = self.engines.netfilter.run_path(ruleset, state.ipsets, packet, call)
+        return result.packet
+
+    # -- the layers -------------------------------------------------------------------
+
+    def iface(self, name: str, netns: str) -> Interface | None:
+        return self.snap.topology.interface(name, netns)
+
+    def receive(self, name: str, netns: str, packet: Packet, meta: Metadata) -> None:
+        """A frame arrives on device ``name`` (from the wire, a VM, or the veth peer)."""
+        if not self.hop(name):
+            return
+        dev = self.iface(name, netns)
+        if netns == MAIN_NS and name in self.ovs_ports:
+            bridge, port = self.ovs_ports[name]
+            if port.type == "internal" or port.ofport == 65534:
+                # The kernel transmitting on an OVS internal port is OVS receiving on it; a
+                # frame *arriving* at it from OVS is the kernel's receive (handled by the caller).
+                self.host_receive(name, netns, packet, meta)
+                return
+            self.ovs(bridge, name, packet, meta)
+            return
+        if dev is None:
+            self.end(
+                Outcome.UNKNOWN,
+                name,
+                f"device {name} is not in the snapshot"
+                + (f" (namespace {netns})" if netns else ""),
+            )
+            return
+        if dev.is_linux_bridge_port and dev.master is not None:
+            self.bridge_pass(dev, packet, meta)
+            return
+        if dev.master is not None and dev.master_kind == "openvswitch":
+            self.end(
+                Outcome.UNKNOWN,
+                name,
+                f"{name} is a kernel-datapath OVS port but the snapshot has no OVS state for it",
+            )
+            return
+        if dev.kind in (LinkKind.VXLAN, LinkKind.GRE, LinkKind.GRETAP, LinkKind.GENEVE):
+            self.end(Outcome.UNKNOWN, name, f"{name}: a kernel tunnel device not bridged")
+            return
+        self.host_receive(name, netns, packet, meta)
+
+    def transmit(self, name: str, netns: str, packet: Packet, meta: Metadata) -> None:
+        """The kernel sends a frame out of device ``name``: where does it go next?"""
+        dev = self.iface(name, netns)
+        if netns == MAIN_NS and name in self.ovs_ports:
+            bridge, port = self.ovs_ports[name]
+            if port.type == "internal" or port.ofport == 65534:
+                self.device(DeviceAction.ENTER, name, f"into {bridge} from the host (LOCAL)")
+                if self.hop(name):
+                    self.ovs(bridge, name, packet, meta)
+                return
+        if dev is None:
+            self.end(Outcome.UNKNOWN, name, f"device {name} is not in the snapshot")
+            return
+        if dev.kind is LinkKind.VETH:
+            peer = self.snap.topology.veth_peer(dev)
+            if peer is None:
+                self.deliver_outside(dev)
+                return
+            self.device(
+                DeviceAction.VETH,
+                f"{dev.name} → {peer.name}",
+                "veth: conntrack and the TRACE flag are reset (skb_scrub_packet)",
+            )
+            self.receive(peer.name, peer.netns, packet, meta)
+            return
+        if dev.kind in (LinkKind.TAP, LinkKind.TUN):
+            self.end(
+                Outcome.DELIVERED,
+                dev.name,
+                f"delivered to the process holding {dev.name} (the VM's NIC)",
+                target=ToDevice(dev.name, dev.netns),
+            )
+            return
+        if dev.kind is LinkKind.BRIDGE:
+            self.bridge_local_out(dev, packet, meta)
+            return
+        if dev.kind is LinkKind.LOOPBACK:
+            self.host_receive(name, netns, packet, meta)
+            return
+        if dev.kind in (LinkKind.PHYSICAL, LinkKind.BOND, LinkKind.VLAN, LinkKind.OTHER):
+            self.end(
+                Outcome.DELIVERED,
+                dev.name,
+                f"sent out of {dev.name} onto the wire",
+                target=ToDevice(dev.name, dev.netns),
+            )
+            return
+        self.end(
+            Outcome.UNKNOWN, dev.name, f"sending out of a {dev.kind.value} device is not modelled"
+        )
+
+    def deliver_outside(self, dev: Interface) -> None:
+        """A veth whose peer is not in the snapshot: the packet leaves the node (to a VM's
+        namespace behind its tap, or to whatever the other end is plugged into)."""
+        info = dev.veth
+        where = f"namespace {info.peer_netns}" if info and info.peer_netns else "another namespace"
+        self.end(
+            Outcome.DELIVERED,
+            dev.name,
+            f"leaves the node through {dev.name} to its peer in {where}",
+            target=ToDevice(dev.name, dev.netns),
+        )
+
+    # -- Linux bridge with br_netfilter ----------------------------------------------
+
+    def br_netfilter_on(self, bridge: Interface, packet: Packet) -> bool:
+        family = packet.family
+        if family is None:
+            return False  # ARP goes to arptables, other protocols to nothing
+        sysctls = self.ns(bridge.netns).sysctls
+        info = bridge.bridge
+        per_bridge = bool(
+            info and (info.nf_call_iptables if family is Family.IPV4 else info.nf_call_ip6tables)
+        )
+        on = sysctls.bridge_nf_call(family)
+        if on is None:
+            self.assume(
+                "bridge-nf-call sysctls not captured: br_netfilter assumed loaded and on "
+                "(its default), so bridged IP frames go through iptables"
+            )
+            return True
+        return on or per_bridge
+
+    def bridge_pass(self, port: Interface, packet: Packet, meta: Metadata) -> None:
+        """A frame enters Linux bridge ``port.master`` on ``port``."""
+        assert port.master is not None
+        bridge = self.iface(port.master, port.netns)
+        if bridge is None:
+            self.end(Outcome.UNKNOWN, port.master, f"bridge {port.master} is not in the snapshot")
+            return
+        self.device(DeviceAction.BRIDGE, bridge.name, f"enters on port {port.name}")
+        if packet.dl_vlan is not None:
+            self.assume("a VLAN-tagged frame on a Linux bridge: br_netfilter skips it")
+        nf = self.br_netfilter_on(bridge, packet) and packet.dl_vlan is None
+        if not nf and packet.family is not None:
+            self.device(
+                DeviceAction.BRIDGE,
+                bridge.name,
+                "br_netfilter is off (bridge-nf-call-iptables=0 or not loaded): iptables does "
+                "not see this frame",
+            )
+        pre = HookCall(Hook.PREROUTING, in_dev=bridge.name, physin=port.name)
+        decision = linux_bridge.forward(
+            self.snap.topology, bridge, port, packet.dl_dst, packet.dl_vlan
+        )
+        self.device(DeviceAction.BRIDGE, bridge.name, decision.reason)
+        if decision.action is linux_bridge.BridgeAction.DROP:
+            self.end(Outcome.DROPPED, bridge.name, decision.reason)
+            return
+        if (
+            decision.action is linux_bridge.BridgeAction.FLOOD
+            and not decision.out_ports
+            and not decision.local_copy
+        ):
+            self.end(Outcome.DROPPED, bridge.name, "flooded, but the bridge has no other port")
+            return
+        outs = decision.out_ports
+        copies = len(outs) + int(decision.local_copy)
+        if nf and copies > 1:
+            self.assume(
+                f"{bridge.name}: each copy of the flooded frame is evaluated as its own pass "
+                "(PREROUTING is shown again for every copy)"
+            )
+        self.flood_depth += copies > 1
+        for i, out in enumerate(outs[:MAX_COPIES]):
+            if copies > 1:
+                self.device(DeviceAction.BRIDGE, bridge.name, f"copy {i + 1} of {copies} → {out}")
+            self.bridge_forward(bridge, port.name, out, packet, meta, pre if nf else None)
+        if len(outs) > MAX_COPIES:
+            self.assume(f"{bridge.name}: only the first {MAX_COPIES} flooded copies are followed")
+        if decision.action is linux_bridge.BridgeAction.LOCAL or decision.local_copy:
+            if copies > 1:
+                self.device(DeviceAction.BRIDGE, bridge.name, f"copy {copies} of {copies} → host")
+            self.device(DeviceAction.DELIVER, bridge.name, "up the host stack from the bridge")
+            # br_pass_frame_up: with br_netfilter, PREROUTING already ran in the bridge (and
+            # ip_sabotage_in skips it); without, the IP stack runs it with IN=<bridge>.
+            self.host_stack(
+                bridge.name, bridge.netns, packet, meta,
+                pre=pre if nf else HookCall(Hook.PREROUTING, in_dev=bridge.name),
+                physin=port.name if nf else None,
+            )  # fmt: skip
+        self.flood_depth -= copies > 1
+
+    def bridge_forward(
+        self,
+        bridge: Interface,
+        physin: str,
+        out: str,
+        packet: Packet,
+        meta: Metadata,
+        pre: HookCall | None,
+    ) -> None:
+        if pre is not None:
+            result = self.netfilter(
+                bridge.netns,
+                packet,
+                (
+                    pre,
+                    HookCall(Hook.FORWARD, bridge.name, bridge.name, physin, out),
+                    HookCall(Hook.POSTROUTING, "", bridge.name, physin, out),
+                ),
+            )
+            if not self.hook_passed(result, bridge.name):
+                return
+            packet = result.packet
+        self.device(DeviceAction.OUTPUT, out, f"{bridge.name} sends it out of {out}")
+        self.transmit(out, bridge.netns, packet, meta)
+
+    def bridge_local_out(self, bridge: Interface, packet: Packet, meta: Metadata) -> None:
+        """The host sends out of a bridge device: the bridge forwards from its own port."""
+        decision = linux_bridge.forward(
+            self.snap.topology, bridge, bridge, packet.dl_dst, packet.dl_vlan
+        )
+        self.device(DeviceAction.BRIDGE, bridge.name, f"sent by the host: {decision.reason}")
+        if not decision.out_ports:
+            self.end(Outcome.DROPPED, bridge.name, decision.reason)
+            return
+        for out in decision.out_ports[:MAX_COPIES]:
+            self.transmit(out, bridge.netns, packet, meta)
+
+    def hook_passed(self, result: HookResult, where: str) -> bool:
+        if result.verdict is Verdict.ACCEPT:
+            return True
+        outcome = Outcome.DROPPED if result.verdict is Verdict.DROP else Outcome.UNKNOWN
+        reason = result.reason or f"netfilter: {result.verdict.value}"
+        self.end(outcome, where, reason, step=result.decisive_step)
+        return False
+
+    # -- the host stack ----------------------------------------------------------------
+
+    def host_receive(self, name: str, netns: str, packet: Packet, meta: Metadata) -> None:
+        """An IP packet received on a routed device: PREROUTING, routing, INPUT or FORWARD."""
+        if packet.family is None:
+            if packet.dl_type == ETH_TYPE_ARP:
+                self.end(Outcome.DELIVERED, name, f"ARP handled by the host on {name}")
+            else:
+                self.end(Outcome.UNKNOWN, name, f"non-IP frame (0x{packet.dl_type:04x}) on {name}")
+            return
+        dev = self.iface(name, netns)
+        if dev is not None and not dev.up:
+            self.end(
+                Outcome.DROPPED,
+                name,
+                f"{name} is down: the host does not receive on it",
+                not_for_here=True,
+            )
+            return
+        mac = dev.mac.lower() if dev is not None and dev.mac else None
+        dst = packet.dl_dst.lower()
+        if mac is not None and dst != mac and not linux_bridge.is_multicast(dst):
+            self.end(
+                Outcome.DROPPED,
+                name,
+                f"the frame is for {dst}, not {name}'s address {mac}: the host's IP layer "
+                "drops it (PACKET_OTHERHOST)",
+                not_for_here=True,
+            )
+            return
+        self.device(DeviceAction.ROUTE, name, "received by the host stack")
+        self.host_stack(name, netns, packet, meta, pre=HookCall(Hook.PREROUTING, in_dev=name))
+
+    def host_stack(
+        self,
+        name: str,
+        netns: str,
+        packet: Packet,
+        meta: Metadata,
+        *,
+        pre: HookCall,
+        physin: str | None = None,
+    ) -> None:
+        """PREROUTING (``pre``), the routing decision on the packet it leaves, then INPUT, or
+        FORWARD and POSTROUTING, all as one pass of one skb."""
+        if packet.family is None or packet.nw_dst is None:
+            self.end(Outcome.UNKNOWN, name, "the host stack needs an IP destination")
+            return
+        routed = self.packet_after(netns, packet, (pre,))
+        assert routed.nw_dst is not None
+        sysctls = self.ns(netns).sysctls
+        mode = sysctls.rp_filter(name)
+        if mode and routed.nw_src is not None and routed.family is Family.IPV4:
+            ok, why = routing.reverse_path_ok(self.snap.topology, routed.nw_src, name, mode, netns)
+            if not ok:
+                self.end(Outcome.DROPPED, name, why)
+                return
+        decision = routing.decide(
+            self.snap.topology, routed.nw_dst, src=routed.nw_src, iif=name,
+            mark=routed.skb_mark, netns=netns,
+        )  # fmt: skip
+        if decision.assumption:
+            self.assume(decision.assumption)
+        step = self.device(DeviceAction.ROUTE, name, decision.reason)
+        if decision.action is routing.RouteAction.DROP:
+            self.end(Outcome.DROPPED, name, decision.reason, step=step)
+            return
+        if decision.action is routing.RouteAction.LOCAL:
+            result = self.netfilter(
+                netns, packet, (pre, HookCall(Hook.INPUT, in_dev=name, physin=physin))
+            )
+            if self.hook_passed(result, name):
+                self.local_delivery(name, netns, result.packet, meta)
+            return
+        forwarding = sysctls.forwarding(packet.family)
+        if forwarding is False:
+            self.end(
+                Outcome.DROPPED,
+                name,
+                f"not for this host and forwarding is off (ip_forward=0): {routed.nw_dst}",
+                step=step,
+            )
+            return
+        if forwarding is None:
+            self.assume("ip_forward not captured: forwarding assumed on")
+        out = decision.dev or ""
+        result = self.netfilter(
+            netns,
+            packet,
+            (
+                pre,
+                HookCall(Hook.FORWARD, in_dev=name, out_dev=out, physin=physin),
+                HookCall(Hook.POSTROUTING, out_dev=out, physin=physin),
+            ),
+        )
+        if not self.hook_passed(result, name):
+            return
+        forwarded = dataclasses.replace(result.packet, nw_ttl=max(0, result.packet.nw_ttl - 1))
+        self.send(out, netns, forwarded, meta, decision)
+
+    def local_out(self, netns: str, packet: Packet, meta: Metadata) -> None:
+        """A packet the host itself sends: OUTPUT, routing, POSTROUTING, out of a device."""
+        assert packet.nw_dst is not None
+        decision = routing.decide(
+            self.snap.topology, packet.nw_dst, src=packet.nw_src, mark=packet.skb_mark,
+            netns=netns,
+        )  # fmt: skip
+        if decision.assumption:
+            self.assume(decision.assumption)
+        step = self.device(DeviceAction.ROUTE, "host", decision.reason)
+        if decision.action is routing.RouteAction.DROP:
+            self.end(Outcome.DROPPED, "host", decision.reason, step=step)
+            return
+        if packet.nw_src is None and decision.route is not None:
+            src = decision.route.prefsrc or self.source_for(decision.dev, netns)
+            if src is not None:
+                packet = dataclasses.replace(packet, nw_src=src)
+        if decision.action is routing.RouteAction.LOCAL:
+            result = self.netfilter(
+                netns,
+                packet,
+                (
+                    HookCall(Hook.OUTPUT, out_dev="lo"),
+                    HookCall(Hook.POSTROUTING, out_dev="lo"),
+                    HookCall(Hook.PREROUTING, in_dev="lo"),
+                    HookCall(Hook.INPUT, in_dev="lo"),
+                ),
+            )
+            if self.hook_passed(result, "host"):
+                self.local_delivery("lo", netns, result.packet, meta)
+            return
+        out = decision.dev or ""
+        result = self.netfilter(
+            netns,
+            packet,
+            (HookCall(Hook.OUTPUT, out_dev=out), HookCall(Hook.POSTROUTING, out_dev=out)),
+        )
+        if self.hook_passed(result, "host"):
+            self.send(out, netns, result.packet, meta, decision)
+
+    def source_for(self, dev: str | None, netns: str) -> IPAddress | None:
+        iface = self.iface(dev, netns) if dev else None
+        if iface is None:
+            return None
+        for a in iface.addresses:
+            if a.scope == "global":
+                return a.ip
+        return None
+
+    def send(
+        self,
+        out: str,
+        netns: str,
+        packet: Packet,
+        meta: Metadata,
+        decision: routing.RouteDecision,
+    ) -> None:
+        """After POSTROUTING: resolve the next hop's MAC and transmit on ``out``."""
+        nexthop = decision.gateway or packet.nw_dst
+        dev = self.iface(out, netns)
+        if nexthop is not None and dev is not None:
+            neigh = self.snap.topology.neighbour(nexthop, out, netns)
+            src_mac = dev.mac or packet.dl_src
+            if neigh is not None and neigh.mac is not None and neigh.usable:
+                packet = dataclasses.replace(packet, dl_src=src_mac, dl_dst=neigh.mac)
+            else:
+                self.assume(
+                    f"no usable neighbour entry for {nexthop} on {out}: the frame's "
+                    "destination MAC is kept as given (ARP would resolve it first)"
+                )
+                packet = dataclasses.replace(packet, dl_src=src_mac)
+        self.device(DeviceAction.OUTPUT, out, f"host sends it out of {out}")
+        if self.hop(out):
+            self.transmit(out, netns, packet, meta)
+
+    def local_delivery(self, name: str, netns: str, packet: Packet, meta: Metadata) -> None:
+        """INPUT accepted: a socket, or a tunnel endpoint that decapsulates."""
+        vport = self.kernel_tunnel_for(packet, netns)
+        if vport is not None:
+            bridge, port = vport
+            self.decapsulate(bridge, port, packet, dict(self.request.metadata), "kernel vport")
+            return
+        what = _describe_l4(packet)
+        self.end(
+            Outcome.DELIVERED,
+            "host",
+            f"delivered to the host's {what} (INPUT accepted on {name})",
+            target=ToHost(netns),
+        )
+
+    def kernel_tunnel_for(self, packet: Packet, netns: str) -> tuple[str, SwitchPort] | None:
+        """The OVS tunnel port a VXLAN/GRE packet to this host belongs to (kernel datapath:
+        the vport's device, ``vxlan_sys_4789`` or ``gre_sys``, hands it to the bridge)."""
+        kind = _tunnel_kind(packet)
+        if kind is None or packet.nw_src is None or self.switch is None or netns != MAIN_NS:
+            return None
+        return self.tunnel_port(kind, packet.nw_src, packet.tp_dst)
+
+    # -- Open vSwitch ------------------------------------------------------------------
+
+    def tunnel_port(
+        self, kind: str, remote: IPAddress, dst_port: int | None
+    ) -> tuple[str, SwitchPort] | None:
+        """The OVS tunnel port that accepts a packet of this type from ``remote``."""
+        if self.switch is None:
+            return None
+        fallback: tuple[str, SwitchPort] | None = None
+        for b in self.switch.bridges:
+            for p in b.ports:
+                iface = p.interface
+                if iface is None or iface.type != kind:
+                    continue
+                if (
+                    kind in ("vxlan", "geneve")
+                    and dst_port is not None
+                    and iface.dst_port
+                    not in (
+                        None,
+                        dst_port,
+                    )
+                ):
+                    continue
+                remote_ip = iface.remote_ip
+                if remote_ip == str(remote):
+                    return b.name, p
+                if remote_ip == "flow" and fallback is None:
+                    fallback = (b.name, p)
+        return fallback
+
+    def datapath(self, bridge: str) -> str:
+        if self.switch is None:
+            return "system"
+        state = self.switch.bridge(bridge)
+        dp = state.ovsdb.datapath_type if state is not None and state.ovsdb is not None else ""
+        return dp or "system"
+
+    def ovs(self, bridge: str, port: str, packet: Packet, meta: Metadata) -> None:
+        """Run a bridge's OpenFlow pipeline and follow every packet that leaves it."""
+        if self.switch is None:
+            self.end(
+                Outcome.UNKNOWN,
+                port,
+                f"{port} is an OVS port, but the snapshot has no Open vSwitch flows and ports",
+            )
+            return
+        self.device(DeviceAction.ENTER, bridge, f"OpenFlow pipeline, in_port={port}")
+        result = self.engines.openflow.run(bridge, port, packet, meta)
+        base = len(self.steps)
+        self.steps.extend(result.steps)
+        for a in result.assumptions:
+            self.assume(a)
+        if result.verdict is not Verdict.ACCEPT or not result.outputs:
+            outcome = Outcome.UNKNOWN if result.verdict is Verdict.UNKNOWN else Outcome.DROPPED
+            step = base + result.decisive_step if result.decisive_step is not None else None
+            self.end(outcome, bridge, result.reason or "no packet left the bridge", step=step)
+            return
+        outs = result.outputs
+        copies = len(outs) > 1
+        self.flood_depth += copies
+        for i, out in enumerate(outs[:MAX_COPIES]):
+            if copies:
+                self.device(DeviceAction.OUTPUT, out.port, f"following copy {i + 1} of {len(outs)}")
+            self.ovs_output(out)
+        self.flood_depth -= copies
+        if len(outs) > MAX_COPIES:
+            self.assume(f"{bridge}: only the first {MAX_COPIES} output copies are followed")
+
+    def ovs_output(self, out: OfOutput) -> None:
+        if out.encap is not None:
+            self.encapsulate(out)
+            return
+        state = self.switch.bridge(out.bridge) if self.switch is not None else None
+        sp = state.port_by_name(out.port) if state is not None else None
+        if sp is not None and (sp.type == "internal" or sp.ofport == 65534):
+            if self.native_tunnel_pop(out):
+                return
+            self.device(DeviceAction.OUTPUT, out.port, f"{out.bridge} hands it to the host")
+            if self.hop(out.port):
+                self.host_receive(out.port, MAIN_NS, out.packet, out.metadata)
+            return
+        self.transmit_from_ovs(out.port, out.packet, out.metadata)
+
+    def transmit_from_ovs(self, name: str, packet: Packet, meta: Metadata) -> None:
+        """OVS outputs on a system device: the kernel transmits on it."""
+        dev = self.iface(name, MAIN_NS)
+        if dev is None:
+            self.end(Outcome.UNKNOWN, name, f"OVS port {name} has no Linux device in the snapshot")
+            return
+        if dev.kind is LinkKind.VETH:
+            peer = self.snap.topology.veth_peer(dev)
+            if peer is None:
+                self.deliver_outside(dev)
+                return
+            self.device(
+                DeviceAction.VETH,
+                f"{dev.name} → {peer.name}",
+                "veth: conntrack and the TRACE flag are reset (skb_scrub_packet)",
+            )
+            self.receive(peer.name, peer.netns, packet, meta)
+            return
+        self.transmit(name, MAIN_NS, packet, meta)
+
+    def native_tunnel_pop(self, out: OfOutput) -> bool:
+        """Userspace datapath: a tunnel packet for a local endpoint is decapsulated by OVS."""
+        if self.datapath(out.bridge) != "netdev":
+            return False
+        packet = out.packet
+        kind = _tunnel_kind(packet)
+        if kind is None or packet.nw_src is None or packet.nw_dst is None:
+            return False
+        if packet.nw_dst not in self.local_addresses(MAIN_NS):
+            return False
+        found = self.tunnel_port(kind, packet.nw_src, packet.tp_dst)
+        if found is None:
+            return False
+        bridge, port = found
+        self.assume(
+            "userspace datapath (netdev): OVS decapsulates tunnel packets for its own endpoints "
+            "(native tunneling, tnl_pop); the host's netfilter never sees the outer packet"
+        )
+        self.decapsulate(bridge, port, packet, dict(self.request.metadata), "native tunnel pop")
+        return True
+
+    def decapsulate(
+        self, bridge: str, port: SwitchPort, outer: Packet, given: dict[str, str], how: str
+    ) -> None:
+        inner = self.inner_packet or outer
+        meta = dict(given)
+        meta["tun_src"] = str(outer.nw_src)
+        meta["tun_dst"] = str(outer.nw_dst)
+        if "tun_id" not in meta:
+            key = port.interface.in_key if port.interface is not None else None
+            if key is not None and key != "flow":
+                meta["tun_id"] = key
+            else:
+                self.assume("tunnel key not given (tun_id=...): 0 assumed")
+                meta["tun_id"] = "0"
+        self.device(
+            DeviceAction.DECAP,
+            port.name,
+            f"{how}: {_tunnel_kind(outer)} from {outer.nw_src}, key {meta['tun_id']}",
+        )
+        if self.hop(port.name):
+            self.ovs(bridge, port.name, inner, tuple(meta.items()))
+
+    def encapsulate(self, out: OfOutput) -> None:
+        encap = out.encap
+        assert encap is not None
+        if encap.remote_ip is None:
+            self.end(Outcome.UNKNOWN, out.port, "tunnel port without a fixed remote_ip (flow)")
+            return
+        outer = _outer_packet(encap, out.packet, self)
+        proto = "GRE" if outer.nw_proto == IPProto.GRE else f"UDP {outer.tp_dst}"
+        self.device(
+            DeviceAction.ENCAP, out.port, f"outer packet {outer.nw_src} → {outer.nw_dst} {proto}"
+        )
+        if not self.hop(out.port):
+            return
+        if self.datapath(out.bridge) == "netdev":
+            self.native_tunnel_push(out, outer)
+            return
+        # Kernel datapath: the vport's kernel device sends the outer packet as the host would.
+        self.local_out(MAIN_NS, outer, ())
+
+    def native_tunnel_push(self, out: OfOutput, outer: Packet) -> None:
+        """Userspace datapath: OVS routes the outer packet itself and sends it through the
+        bridge that owns the route (its LOCAL port), not through the host's netfilter."""
+        assert outer.nw_dst is not None
+        decision = routing.decide(self.snap.topology, outer.nw_dst, netns=MAIN_NS)
+        dev = decision.dev
+        if decision.action is not routing.RouteAction.FORWARD or dev not in self.ovs_ports:
+            self.end(
+                Outcome.DROPPED,
+                out.port,
+                f"native tunnel: no route to {outer.nw_dst} through an OVS bridge "
+                f"({decision.reason})",
+            )
+            return
+        self.assume(
+            "userspace datapath (netdev): OVS routes and sends the outer packet itself "
+            "(native tunneling, tnl_push), through the underlay bridge's pipeline"
+        )
+        underlay, _ = self.ovs_ports[dev]
+        iface = self.iface(dev, MAIN_NS)
+        nexthop = decision.gateway or outer.nw_dst
+        neigh = self.snap.topology.neighbour(nexthop, dev, MAIN_NS)
+        dl_dst = neigh.mac if neigh is not None and neigh.mac else outer.dl_dst
+        if neigh is None or neigh.mac is None:
+            self.assume(
+                f"no neighbour entry for {nexthop} on {dev}: the outer destination MAC is "
+                "unknown (OVS's tnl/arp cache was not captured)"
+            )
+        outer = dataclasses.replace(
+            outer, dl_src=iface.mac if iface and iface.mac else outer.dl_src, dl_dst=dl_dst
+        )
+        self.device(DeviceAction.ENTER, underlay, f"tunneling to {outer.nw_dst} via {dev}")
+        self.ovs(underlay, dev, outer, ())
+
+
+def _tunnel_kind(packet: Packet) -> str | None:
+    if packet.nw_proto == IPProto.GRE:
+        return "gre"
+    if packet.nw_proto == IPProto.UDP and packet.tp_dst == VXLAN_PORT:
+        return "vxlan"
+    if packet.nw_proto == IPProto.UDP and packet.tp_dst == GENEVE_PORT:
+        return "geneve"
+    return None
+
+
+def _outer_packet(encap: TunnelEncap, inner: Packet, walk: _Walk) -> Packet:
+    """The outer IPv4 header a tunnel port writes (UDP for VXLAN/Geneve, GRE otherwise)."""
+    local = encap.local_ip
+    if local is None:
+        assert encap.remote_ip is not None
+        back = routing.decide(walk.snap.topology, encap.remote_ip, netns=MAIN_NS)
+        if back.route is not None and back.route.prefsrc is not None:
+            local = back.route.prefsrc
+        else:
+            local = walk.source_for(back.dev, MAIN_NS)
+    if encap.type in ("vxlan", "geneve"):
+        port = encap.dst_port or (VXLAN_PORT if encap.type == "vxlan" else GENEVE_PORT)
+        walk.assume("the outer UDP source port is a hash of the inner flow: not computed (0 shown)")
+        return Packet(
+            dl_type=ETH_TYPE_IPV4, nw_src=local, nw_dst=encap.remote_ip, nw_proto=IPProto.UDP,
+            tp_src=0, tp_dst=port, ip_df=True,
+        )  # fmt: skip
+    return Packet(dl_type=ETH_TYPE_IPV4, nw_src=local, nw_dst=encap.remote_ip, nw_proto=IPProto.GRE)
+
+
+def _describe_l4(packet: Packet) -> str:
+    if packet.nw_proto == IPProto.TCP and packet.tp_dst is not None:
+        return f"TCP port {packet.tp_dst} (socket)"
+    if packet.nw_proto == IPProto.UDP and packet.tp_dst is not None:
+        return f"UDP port {packet.tp_dst} (socket)"
+    if packet.nw_proto in (IPProto.ICMP, IPProto.ICMPV6):
+        return "ICMP handler"
+    return "stack"
+
+
+# -- the entry point -------------------------------------------------------------------
+
+
+def walk(
+    snapshot: Snapshot,
+    request: WalkRequest,
+    engines: Engines,
+    *,
+    switch: OvsSwitch | None = None,
+) -> Trace:
+    """Follow ``request.packet`` through the node from ``request.start``; one trace."""
+    w = _Walk(snapshot, switch, engines, request)
+    start = request.start
+    packet = request.packet
+    meta = request.metadata
+    given = dict(meta)
+    if isinstance(start, FromInterface):
+        outer = _outer_from_metadata(w, packet, given, start)
+        w.device(DeviceAction.ENTER, start.name, "received")
+        if outer is not None:
+            w.inner_packet = packet
+            w.receive(start.name, start.netns, outer, ())
+        else:
+            w.receive(start.name, start.netns, packet, meta)
+    elif isinstance(start, FromHost):
+        w.device(DeviceAction.ENTER, "host", "sent by the host (OUTPUT)")
+        if packet.nw_dst is None:
+            w.end(Outcome.UNKNOWN, "host", "a packet from the host needs a destination address")
+        else:
+            w.local_out(start.netns, packet, meta)
+    else:
+        w.device(DeviceAction.ENTER, start.bridge, f"in_port={start.port}")
+        w.ovs(start.bridge, start.port, packet, meta)
+    return _trace(w)
+
+
+def _outer_from_metadata(
+    w: _Walk, packet: Packet, given: dict[str, str], start: FromInterface
+) -> Packet | None:
+    """``tun_src``/``tun_dst`` given for a frame entering a non-tunnel device mean: the wire
+    carries this packet encapsulated; build the outer packet it arrives in."""
+    if "tun_src" not in given or "tun_dst" not in given:
+        return None
+    try:
+        src, dst = ip_address(given["tun_src"]), ip_address(given["tun_dst"])
+    except ValueError:
+        return None
+    kind = "vxlan"
+    found = None
+    for k in ("vxlan", "gre", "geneve"):
+        found = w.tunnel_port(k, src, None)
+        if (
+            found is not None
+            and found[1].interface is not None
+            and (found[1].interface.remote_ip == str(src))
+        ):
+            kind = k
+            break
+    if found is None:
+        w.assume("tunnel type not known from the snapshot: VXLAN assumed")
+    dev = w.iface(start.name, start.netns)
+    mac = dev.mac if dev is not None and dev.mac else "00:00:00:00:00:00"
+    owner = w.snap.topology.owner_of(dst, start.netns)
+    if owner is not None and owner.mac:
+        mac = owner.mac
+    w.assume(
+        f"the frame on {start.name} is {kind} from {src} to {dst} carrying the given packet; "
+        f"its outer destination MAC is {mac}"
+    )
+    if kind == "gre":
+        return Packet(
+            dl_dst=mac, dl_type=ETH_TYPE_IPV4, nw_src=src, nw_dst=dst, nw_proto=IPProto.GRE
+        )
+    port = VXLAN_PORT if kind == "vxlan" else GENEVE_PORT
+    if found is not None and found[1].interface is not None and found[1].interface.dst_port:
+        port = found[1].interface.dst_port
+    return Packet(
+        dl_dst=mac, dl_type=ETH_TYPE_IPV4, nw_src=src, nw_dst=dst, nw_proto=IPProto.UDP,
+        tp_src=0, tp_dst=port,
+    )  # fmt: skip
+
+
+def _reached(end: _End, target: Target) -> bool:
+    if end.target is None:
+        return False
+    if isinstance(target, ToHost):
+        return isinstance(end.target, ToHost)
+    return isinstance(end.target, ToDevice) and end.target.name == target.name
+
+
+def _trace(w: _Walk) -> Trace:
+    ends = w.ends
+    target = w.request.target
+    if not ends:
+        return Trace(tuple(w.steps), Outcome.UNKNOWN, None, "the walk ended nowhere",
+                     tuple(w.assumptions), w.request.packet)  # fmt: skip
+    chosen: _End
+    extra = ""
+    if target is not None:
+        hit = [e for e in ends if _reached(e, target)]
+        if hit:
+            chosen = hit[0]
+        else:
+            bad = [
+                e
+                for e in ends
+                if e.outcome in (Outcome.DROPPED, Outcome.UNKNOWN) and not e.incidental
+            ]
+            chosen = bad[0] if bad else ends[0]
+            if chosen.outcome is Outcome.DELIVERED:
+                chosen = _End(
+                    Outcome.DROPPED,
+                    chosen.where,
+                    f"never reached {_target_text(target)}: it went to {chosen.where}",
+                    chosen.step,
+                )
+    elif any(e.loop for e in ends):
+        chosen = next(e for e in ends if e.loop)
+    else:
+        relevant = [e for e in ends if not e.incidental] or ends
+        delivered = [e for e in relevant if e.outcome is Outcome.DELIVERED]
+        chosen = delivered[0] if delivered else relevant[0]
+    if len(ends) > 1:
+        others = "; ".join(f"{e.outcome.value} at {e.where}" for e in ends if e is not chosen)
+        extra = f" (other copies: {others})"
+    return Trace(
+        steps=tuple(w.steps),
+        outcome=chosen.outcome,
+        verdict_step=chosen.step,
+        reason=chosen.reason + extra,
+        assumptions=tuple(w.assumptions),
+        packet=w.request.packet,
+    )
+
+
+def _target_text(target: Target) -> str:
+    if isinstance(target, ToHost):
+        return "the host"
+    return target.label or target.name

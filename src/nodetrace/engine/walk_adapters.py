@@ -1,0 +1,112 @@
+"""The netfilter and OpenFlow engines, seen through the interfaces the whole-node walk uses.
+
+Each engine keeps its own API; these adapters translate one walk request (a path of hooks, a
+bridge and in_port) into an engine call and the answer back. A compiled netfilter engine is kept
+per ruleset, so tracing many packets through one snapshot compiles each ruleset once.
+"""
+
+from __future__ import annotations
+
+from nodetrace.engine.conntrack import CtState
+from nodetrace.engine.netfilter import CtFacts, Devices, NodeFacts
+from nodetrace.engine.netfilter import NetfilterEngine as RulesetEngine
+from nodetrace.engine.walk import Engines
+from nodetrace.engine.walk_engines import (
+    HookResult,
+    Metadata,
+    OfResult,
+    OpenFlowEngine,
+    PathCall,
+    Verdict,
+)
+from nodetrace.engine.walk_openflow import OpenFlowAdapter
+from nodetrace.errors import UsageError
+from nodetrace.model.ipset import IpSets
+from nodetrace.model.netfilter import Ruleset
+from nodetrace.model.packet import Packet
+from nodetrace.model.snapshot import Snapshot
+from nodetrace.model.trace import NetfilterStep
+
+_VERDICTS = {"ACCEPT": Verdict.ACCEPT, "DROP": Verdict.DROP, "REJECT": Verdict.DROP}
+
+_STATE_WORDS = {
+    "new": CtState.NEW,
+    "est": CtState.ESTABLISHED,
+    "established": CtState.ESTABLISHED,
+    "rel": CtState.RELATED,
+    "related": CtState.RELATED,
+    "inv": CtState.INVALID,
+    "invalid": CtState.INVALID,
+    "untracked": CtState.UNTRACKED,
+}
+
+
+def conntrack_state(text: str) -> CtState:
+    """``--ct-state`` in iptables words (``ESTABLISHED``) or OVS flags (``+trk+est``)."""
+    words = [w for w in text.lower().replace("+", " ").replace(",", " ").split() if w != "trk"]
+    states = {_STATE_WORDS[w] for w in words if w in _STATE_WORDS}
+    if len(states) != 1:
+        raise UsageError(
+            f"--ct-state {text}: give one of new, est, rel, inv, untracked "
+            "(iptables words or OVS flags such as +trk+est)"
+        )
+    return states.pop()
+
+
+class NetfilterAdapter:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._engines: dict[int, RulesetEngine] = {}
+
+    def engine(self, ruleset: Ruleset, ipsets: IpSets | None, netns: str) -> RulesetEngine:
+        found = self._engines.get(id(ruleset))
+        if found is None:
+            topo = self.snapshot.topology
+            local = {i.name: tuple(a.ip for a in i.addresses) for i in topo.in_namespace(netns)}
+            state = self.snapshot.namespace(netns)
+            loose = state.sysctls.flag("net.netfilter.nf_conntrack_tcp_loose") if state else None
+            facts = NodeFacts(
+                backend=ruleset.backend,
+                local_addresses=local,
+                tcp_loose=True if loose is None else loose,
+            )
+            found = RulesetEngine(ruleset, ipsets=ipsets, facts=facts)
+            self._engines[id(ruleset)] = found
+        return found
+
+    def run_path(
+        self, ruleset: Ruleset, ipsets: IpSets | None, packet: Packet, call: PathCall
+    ) -> HookResult:
+        engine = self.engine(ruleset, ipsets, call.netns)
+        path = tuple(
+            (h.hook, Devices(h.in_dev, h.out_dev, h.physin, h.physout)) for h in call.hooks
+        )
+        ct = CtFacts(state=conntrack_state(call.ct_state)) if call.ct_state else None
+        result = engine.run(packet, path, ct=ct)
+        trace = result.trace
+        verdict = _VERDICTS.get(result.verdict, Verdict.UNKNOWN)
+        return HookResult(
+            verdict=verdict,
+            steps=tuple(s for s in trace.steps if isinstance(s, NetfilterStep)),
+            packet=result.packet,
+            reason=trace.reason,
+            decisive_step=trace.verdict_step if verdict is not Verdict.ACCEPT else None,
+            assumptions=trace.assumptions,
+        )
+
+
+class NoOpenFlow:
+    """For a node without Open vSwitch: any OVS port met is reported as unknown by the walk."""
+
+    def run(self, bridge: str, in_port: str, packet: Packet, metadata: Metadata) -> OfResult:
+        return OfResult((), (), Verdict.UNKNOWN, "the snapshot has no Open vSwitch state")
+
+
+def engines_for(snapshot: Snapshot, *, ct_state: str | None = None) -> Engines:
+    """The engines a walk through ``snapshot`` uses (compiled once; reuse them for many walks)."""
+    openflow: OpenFlowEngine = (
+        OpenFlowAdapter(snapshot.ovs, ct_state=ct_state)
+        if snapshot.ovs is not None
+        else NoOpenFlow()
+    )
+    return Engines(netfilter=NetfilterAdapter(snapshot), openflow=openflow)

@@ -1,0 +1,64 @@
+"""The OpenFlow engine behind the whole-node walk's :class:`OpenFlowEngine` interface.
+
+One compiled engine serves every bridge crossing of a walk (and of many walks, for benchmarks);
+the packets that leave the bridges become the walk's outputs, tunnel encapsulation included.
+"""
+
+from __future__ import annotations
+
+from nodetrace.engine.openflow import OpenFlowEngine as Pipelines
+from nodetrace.engine.walk_engines import Metadata, OfOutput, OfResult, TunnelEncap, Verdict
+from nodetrace.model.openflow_trace import EgressKind
+from nodetrace.model.ovs_switch import OvsSwitch
+from nodetrace.model.packet import Packet
+from nodetrace.model.trace import DeviceStep, OpenFlowStep, Outcome
+
+_OVS_STATES = {
+    "new": "+trk+new",
+    "est": "+trk+est",
+    "established": "+trk+est",
+    "rel": "+trk+rel",
+    "related": "+trk+rel",
+    "inv": "+trk+inv",
+    "invalid": "+trk+inv",
+}
+
+
+def ovs_ct_state(text: str | None) -> tuple[str, ...]:
+    """``--ct-state`` for OVS ``ct()`` recirculations: OVS flags as given, or iptables words."""
+    if not text:
+        return ()
+    if text.lstrip()[:1] in "+-":
+        return (text,)
+    return tuple(_OVS_STATES[w] for w in text.lower().split(",") if w in _OVS_STATES)
+
+
+class OpenFlowAdapter:
+    def __init__(self, switch: OvsSwitch, *, ct_state: str | None = None) -> None:
+        self.engine = Pipelines(switch)
+        self.ct_states = ovs_ct_state(ct_state)
+
+    def run(self, bridge: str, in_port: str, packet: Packet, metadata: Metadata) -> OfResult:
+        t = self.engine.trace(bridge, in_port, packet, metadata, ct_states=self.ct_states)
+        steps: list[OpenFlowStep | DeviceStep] = [
+            n.step for p in t.passes for node in p.nodes for n in node.walk() if n.step is not None
+        ]
+        outputs = []
+        for e in t.egress:
+            if e.kind is EgressKind.CONTROLLER:
+                continue
+            encap = None
+            if e.encap is not None:
+                encap = TunnelEncap(e.encap.type, e.encap.key, e.encap.dst, e.encap.src,
+                                    e.encap.dst_port)  # fmt: skip
+            outputs.append(OfOutput(e.bridge, e.port, e.packet, (), encap))
+        if t.outcome is Outcome.UNKNOWN:
+            verdict = Verdict.UNKNOWN
+        elif outputs:
+            verdict = Verdict.ACCEPT
+        else:
+            verdict = Verdict.DROP
+        reason = t.reason or t.verdict
+        return OfResult(
+            tuple(steps), tuple(outputs), verdict, reason, t.verdict_step, t.assumptions
+        )

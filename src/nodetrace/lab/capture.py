@@ -1,0 +1,375 @@
+"""Capture the real kernel's TRACE output in a lab, in the three forms a node produces.
+
+* :class:`KernelTraceLog`: iptables-legacy TRACE lines as the kernel logs them (read from
+  ``/dev/kmsg``). The kernel logs from a namespace other than the initial one only while the
+  global sysctl ``net.netfilter.nf_log_all_netns`` is 1; this class turns it on for as long as
+  any holder needs it (holders on this machine are counted in a shared file, so parallel labs do
+  not switch it off under each other), records it in the lab's ledger, and restores the value it
+  found when the last holder leaves. Lines of other labs mix into the kernel log: keep only those
+  naming your own (unique) devices.
+* :class:`TraceMonitor`: ``xtables-monitor --trace`` or ``nft monitor trace`` (iptables-nft),
+  run inside one namespace, started before sending and stopped after, by its own pid.
+
+Example::
+
+    with KernelTraceLog(lab) as log:
+        ...send packets...
+        lines = log.lines(devices=bed.devices)   # ["TRACE: raw:PREROUTING:policy:2 IN=...", ...]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar
+
+from nodetrace.lab.ledger import Entry
+from nodetrace.lab.resources import Resources
+from nodetrace.lab.run import CommandError, in_netns, run
+
+NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
+HOLDERS_DIR = Path("/run/nodetrace-lab")
+"""Shared by every lab on the machine: who needs ``nf_log_all_netns`` on, and its old value."""
+
+MONITOR_LIFETIME = 600
+"""A monitor is wrapped in ``timeout`` so that even a crashed test cannot leave it running."""
+
+_DEVICE_FIELD = re.compile(r"\b(?:IN|OUT|PHYSIN|PHYSOUT)=(\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class KernelLine:
+    """One kernel log record: its timestamp (microseconds since boot) and text."""
+
+    usec: int
+    text: str
+
+
+class _SysctlHolders:
+    """A machine-wide count of holders of one sysctl value, kept in a locked JSON file.
+
+    The first holder records the value it found; the last one to leave restores it. Holders whose
+    process died (a crashed test) are dropped on every change, so a crash never pins the value.
+    """
+
+    def __init__(self, sysctl: Path, wanted: str) -> None:
+        self.sysctl = sysctl
+        self.wanted = wanted
+        name = sysctl.name
+        self.state = HOLDERS_DIR / f"{name}.json"
+        self.lock = HOLDERS_DIR / f"{name}.lock"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, object]]:
+        HOLDERS_DIR.mkdir(parents=True, exist_ok=True)
+        with open(self.lock, "a+") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)
+            try:
+                state: dict[str, object] = (
+                    json.loads(self.state.read_text()) if self.state.exists() else {}
+                )
+            except ValueError:
+                state = {}
+            holders = [h for h in _str_list(state.get("holders")) if _pid_alive(h)]
+            state["holders"] = holders
+            yield state
+            if state["holders"]:
+                self.state.write_text(json.dumps(state))
+            else:
+                original = state.get("original")
+                if isinstance(original, str):
+                    self.sysctl.write_text(original)
+                self.state.unlink(missing_ok=True)
+
+    def acquire(self, token: str) -> str:
+        """Add a holder; return the value the sysctl had before the first holder."""
+        with self._locked() as state:
+            holders = _str_list(state.get("holders"))
+            if not holders or not isinstance(state.get("original"), str):
+                state["original"] = self.sysctl.read_text().strip()
+            state["holders"] = [*holders, token]
+            self.sysctl.write_text(self.wanted)
+            return str(state["original"])
+
+    def release(self, token: str) -> None:
+        with self._locked() as state:
+            state["holders"] = [h for h in _str_list(state.get("holders")) if h != token]
+
+
+def _str_list(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _pid_alive(token: str) -> bool:
+    try:
+        os.kill(int(token.split(":", 1)[0]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class KernelTraceLog:
+    """Read the kernel log from now on, with ``nf_log_all_netns`` on while the object is open."""
+
+    def __init__(self, res: Resources) -> None:
+        self.res = res
+        self._holders = _SysctlHolders(NF_LOG_ALL_NETNS, "1")
+        self._token = f"{os.getpid()}:{uuid.uuid4().hex}"
+        self._fd: int | None = None
+        self._pending: list[KernelLine] = []
+
+    def __enter__(self) -> KernelTraceLog:
+        original = self._holders.acquire(self._token)
+        # For the record only: the holder registry restores the value, not the lab's teardown,
+        # because other labs may still hold it when this one ends.
+        self.res.ledger.record(Entry("sysctl-holder", self._token, str(NF_LOG_ALL_NETNS), original))
+        self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self._fd, 0, os.SEEK_END)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._holders.release(self._token)
+
+    def _read_new(self) -> None:
+        if self._fd is None:
+            raise CommandError("the kernel log is not open")
+        while True:
+            try:
+                record = os.read(self._fd, 16384)
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno == errno.EPIPE:  # records overwritten before we read them
+                    continue
+                raise
+            head, _, body = record.decode("utf-8", "replace").partition(";")
+            fields = head.split(",")
+            text = body.split("\n", 1)[0]
+            usec = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 0
+            self._pending.append(KernelLine(usec, _unescape(text)))
+
+    def records(self) -> list[KernelLine]:
+        """Every record logged since the last call (or since opening), oldest first."""
+        self._read_new()
+        out, self._pending = self._pending, []
+        return out
+
+    def lines(self, *, devices: Iterable[str], settle: float = 0.0) -> list[str]:
+        """TRACE lines that name one of ``devices`` in IN/OUT/PHYSIN/PHYSOUT, without timestamps.
+
+        ``settle`` waits that long for late lines first (printk is synchronous with the packet's
+        processing, so 0 is normally enough once the packet has arrived or been dropped).
+        """
+        if settle:
+            time.sleep(settle)
+        wanted = set(devices)
+        out = []
+        for rec in self.records():
+            if not rec.text.startswith("TRACE: "):
+                continue
+            if wanted.intersection(_DEVICE_FIELD.findall(rec.text)):
+                out.append(rec.text)
+        return out
+
+
+def _unescape(text: str) -> str:
+    """Undo /dev/kmsg's ``\\xNN`` escaping of non-printable bytes."""
+    if "\\x" not in text:
+        return text
+    return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+class TraceMonitor:
+    """``xtables-monitor --trace`` or ``nft monitor trace`` inside a namespace, as a context.
+
+    Output goes to a file in ``workdir`` (line-buffered through ``stdbuf``), so nothing is lost
+    when the monitor is stopped. The monitor is stopped by the pid it was started with.
+    """
+
+    COMMANDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "xtables": ("xtables-monitor", "--trace"),
+        "nft": ("nft", "monitor", "trace"),
+    }
+
+    def __init__(self, netns: str, workdir: Path, kind: str = "xtables") -> None:
+        if kind not in self.COMMANDS:
+            raise ValueError(f"monitor kind must be one of {sorted(self.COMMANDS)}")
+        self.netns = netns
+        self.kind = kind
+        self.path = workdir / f"{kind}-monitor-{uuid.uuid4().hex[:8]}.txt"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._out: int | None = None
+
+    def __enter__(self) -> TraceMonitor:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(settle=0.0)
+
+    def start(self, *, ready_timeout: float = 2.0) -> None:
+        argv = in_netns(
+            self.netns,
+            ["timeout", str(MONITOR_LIFETIME), "stdbuf", "-oL", *self.COMMANDS[self.kind]],
+        )
+        before = _count_trace_subscribers(
+            run(["cat", "/proc/net/netlink"], netns=self.netns).stdout
+        )
+        self._out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._proc = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT)
+        # Packets sent before the monitor has joined the trace group go unreported: wait until
+        # the namespace has one more trace subscriber than before.
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise CommandError(f"{' '.join(argv)}: exited at once: {self.text().strip()}")
+            pid = self._proc.pid
+            # Until ``ip netns exec`` has switched namespace, /proc/PID/net is the caller's.
+            if _in_netns(pid, self.netns) and (
+                _count_trace_subscribers(_netlink_table_of(pid)) > before
+            ):
+                return
+            time.sleep(0.005)
+        raise CommandError(f"{' '.join(argv)}: not ready after {ready_timeout}s")
+
+    def text(self) -> str:
+        try:
+            return self.path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _monitor_pid(self) -> int | None:
+        """The monitor itself: ``ip netns exec`` becomes ``timeout``, whose child it is."""
+        if self._proc is None:
+            return None
+        try:
+            children = Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children").read_text()
+        except OSError:
+            return None
+        kids = children.split()
+        return int(kids[0]) if kids else None
+
+    def wait_drained(self, *, limit: float = 5.0) -> None:
+        """Wait until the monitor has read and printed every event queued for it.
+
+        The kernel queues trace events on the monitor's socket while it processes the packet,
+        so once the packets were sent, "socket empty, monitor asleep, output unchanged" (seen a
+        few times in a row) means everything has been printed.
+        """
+        pid = self._monitor_pid()
+        deadline = time.monotonic() + limit
+        stable, last_size = 0, -1
+        while time.monotonic() < deadline:
+            size = self.path.stat().st_size if self.path.exists() else 0
+            queued = _trace_socket_queue(_netlink_table_of(pid)) if pid else 0
+            asleep = _process_state(pid) == "S" if pid else True
+            if queued == 0 and asleep and size == last_size:
+                stable += 1
+                if stable >= 3:
+                    return
+            else:
+                stable = 0
+            last_size = size
+            time.sleep(0.01)
+
+    def wait_quiet(self, *, quiet: float = 0.1, limit: float = 3.0) -> None:
+        """Kept for callers of the first API: waits as :meth:`wait_drained` does."""
+        self.wait_drained(limit=max(limit, quiet))
+
+    def stop(self, *, settle: float = 0.1) -> list[str]:
+        """Wait until the monitor printed everything (up to ``settle`` seconds after it stops
+        reading), stop it, and return its lines."""
+        if settle:
+            self.wait_drained(limit=max(settle * 50, 2.0))
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            # ``timeout`` forwards SIGTERM to the monitor it started.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if self._out is not None:
+            os.close(self._out)
+            self._out = None
+        return self.text().splitlines()
+
+
+NFNLGRP_NFTRACE_BIT = 1 << (9 - 1)
+"""``NFNLGRP_NFTRACE`` (9) in the group bitmask ``/proc/net/netlink`` shows."""
+NETLINK_NETFILTER = 12
+
+
+def _count_trace_subscribers(netlink_table: str) -> int:
+    """How many netfilter netlink sockets listen to trace events, from ``/proc/net/netlink``."""
+    count = 0
+    for line in netlink_table.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) > 3 and cols[1] == str(NETLINK_NETFILTER):
+            with contextlib.suppress(ValueError):
+                if int(cols[3], 16) & NFNLGRP_NFTRACE_BIT:
+                    count += 1
+    return count
+
+
+def _trace_socket_queue(netlink_table: str) -> int:
+    """Bytes waiting in the receive queues of the trace subscribers (``Rmem`` column)."""
+    total = 0
+    for line in netlink_table.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) > 4 and cols[1] == str(NETLINK_NETFILTER):
+            with contextlib.suppress(ValueError):
+                if int(cols[3], 16) & NFNLGRP_NFTRACE_BIT:
+                    total += int(cols[4])
+    return total
+
+
+def _in_netns(pid: int, netns: str) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{netns}").st_ino
+    except OSError:
+        return False
+
+
+def _process_state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _netlink_table_of(pid: int) -> str:
+    """``/proc/net/netlink`` as seen from ``pid``'s network namespace."""
+    try:
+        return Path(f"/proc/{pid}/net/netlink").read_text()
+    except OSError:
+        return ""

@@ -1,0 +1,595 @@
+"""Rulesets to test and measure the netfilter engine with: Neutron's hybrid-firewall layout from
+the templates in the compute-node reference (§2.3), and random rulesets over every match and
+target the engine models.
+
+Both produce ``iptables-restore`` text in the order ``iptables-save`` prints it (built-in
+chains in hook order, user chains sorted, rules grouped by chain), so a fresh
+``iptables-nft-restore`` gives rules the handles :func:`~nodetrace.engine.netfilter.assumed_handles`
+predicts. Everything is derived from a ``random.Random`` the caller seeds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+
+from nodetrace.lab.netfilter_oracle import Send
+from nodetrace.model.netfilter import BUILTIN_CHAINS
+from nodetrace.model.packet import Packet, TcpFlag
+
+WRAP = "neutron-openvswi"
+
+COMMENTS = {
+    "zone": "Set zone for {port}",
+    "trusted": "Accept all packets when port is trusted.",
+    "vm_int_sg": "Direct traffic from the VM interface to the security group chain.",
+    "sg_to_vm": "Jump to the VM specific chain.",
+    "input_to_sg": "Direct incoming traffic from VM to the security group chain.",
+    "pair_allow": "Allow traffic from defined IP/MAC pairs.",
+    "pair_drop": "Drop traffic without an IP/MAC allow rule.",
+    "dhcp_client": "Allow DHCP client traffic.",
+    "dhcp_spoof": "Prevent DHCP Spoofing by VM.",
+    "unmatched": "Send unmatched traffic to the fallback chain.",
+    "unmatch_drop": "Default drop rule for unmatched traffic.",
+    "invalid_drop": "Drop packets that appear related to an existing connection (e.g. TCP ACK/FIN) "
+    "but do not have an entry in conntrack.",
+    "allow_assoc": "Direct packets associated with a known session to the RETURN chain.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NeutronPort:
+    """One VM port of the hybrid firewall, with the devices its rules name."""
+
+    port_id: str
+    tap: str
+    qvb: str
+    mac: str
+    ip: IPv4Address
+    zone: int
+    ingress: tuple[str, ...] = ("-p tcp -m tcp --dport 22 -j RETURN", "-p icmp -j RETURN")
+    """Security-group rule arguments for traffic to the VM (translated as §2.4 shows)."""
+    egress: tuple[str, ...] = ("-j RETURN",)
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _c(key: str, **kw: str) -> str:
+    return f"-m comment --comment {_q(COMMENTS[key].format(**kw))}"
+
+
+def chain_suffix(port_id: str) -> str:
+    return port_id[:10]
+
+
+@dataclass
+class _Table:
+    name: str
+    user: set[str] = field(default_factory=set)
+    rules: dict[str, list[str]] = field(default_factory=dict)
+    policies: dict[str, str] = field(default_factory=dict)
+
+    def add(self, chain: str, args: str) -> None:
+        if chain not in BUILTIN_CHAINS[self.name]:
+            self.user.add(chain)
+        self.rules.setdefault(chain, []).append(args)
+
+    def declare(self, chain: str) -> None:
+        self.user.add(chain)
+
+    def text(self) -> str:
+        lines = [f"*{self.name}"]
+        builtins = BUILTIN_CHAINS[self.name]
+        for chain in builtins:
+            lines.append(f":{chain} {self.policies.get(chain, 'ACCEPT')} [0:0]")
+        users = sorted(self.user, key=lambda s: s.encode())
+        for chain in users:
+            lines.append(f":{chain} - [0:0]")
+        for chain in (*builtins, *users):
+            for args in self.rules.get(chain, ()):
+                lines.append(f"-A {chain} {args}".rstrip())
+        lines.append("COMMIT")
+        return "\n".join(lines) + "\n"
+
+
+def neutron_ruleset(
+    ports: list[NeutronPort], *, trace_rule: str | None = "-p icmp", wrap: str = WRAP
+) -> str:
+    """The raw, nat and filter tables Neutron's OVS hybrid driver writes for ``ports``.
+
+    ``trace_rule`` puts ``-A PREROUTING <trace_rule> -j TRACE`` first in raw PREROUTING (as an
+    operator debugging the node would), so Neutron's jump becomes rule 2.
+    """
+    raw, nat, flt = _Table("raw"), _Table("nat"), _Table("filter")
+    w = wrap
+    if trace_rule is not None:
+        raw.add("PREROUTING", f"{trace_rule} -j TRACE".strip())
+    raw.add("PREROUTING", f"-j {w}-PREROUTING")
+    raw.add("OUTPUT", f"-j {w}-OUTPUT")
+    raw.declare(f"{w}-OUTPUT")
+    raw.declare(f"{w}-PREROUTING")
+    nat.add("PREROUTING", f"-j {w}-PREROUTING")
+    nat.declare(f"{w}-PREROUTING")
+    flt.add("INPUT", f"-j {w}-INPUT")
+    flt.add("FORWARD", "-j neutron-filter-top")
+    flt.add("FORWARD", f"-j {w}-FORWARD")
+    flt.add("OUTPUT", "-j neutron-filter-top")
+    flt.add("OUTPUT", f"-j {w}-OUTPUT")
+    flt.add("neutron-filter-top", f"-j {w}-local")
+    for chain in (f"{w}-INPUT", f"{w}-OUTPUT", f"{w}-FORWARD", f"{w}-local", f"{w}-sg-chain"):
+        flt.declare(chain)
+    sg = f"{w}-sg-chain"
+    fallback = f"{w}-sg-fallback"
+    for port in sorted(ports, key=lambda p: p.port_id):
+        sfx = chain_suffix(port.port_id)
+        i_ch, o_ch, s_ch = f"{w}-i{sfx}", f"{w}-o{sfx}", f"{w}-s{sfx}"
+        zone = _c("zone", port=port.port_id)
+        raw.add(
+            f"{w}-PREROUTING", f"-m physdev --physdev-in {port.qvb} {zone} -j CT --zone {port.zone}"
+        )
+        raw.add(f"{w}-PREROUTING", f"-i {port.qvb} {zone} -j CT --zone {port.zone}")
+        raw.add(
+            f"{w}-PREROUTING", f"-m physdev --physdev-in {port.tap} {zone} -j CT --zone {port.zone}"
+        )
+        nat.add(f"{w}-PREROUTING", f"-m physdev --physdev-out {port.tap} {_c('trusted')} -j ACCEPT")
+        nat.add(f"{w}-PREROUTING", f"-m physdev --physdev-in {port.tap} {_c('trusted')} -j ACCEPT")
+        flt.add(
+            f"{w}-FORWARD",
+            f"-m physdev --physdev-out {port.tap} --physdev-is-bridged {_c('vm_int_sg')} -j {sg}",
+        )
+        flt.add(
+            f"{w}-FORWARD",
+            f"-m physdev --physdev-in {port.tap} --physdev-is-bridged {_c('vm_int_sg')} -j {sg}",
+        )
+        flt.add(
+            f"{w}-INPUT",
+            f"-m physdev --physdev-in {port.tap} --physdev-is-bridged {_c('input_to_sg')} -j {o_ch}",
+        )
+        flt.add(
+            sg,
+            f"-m physdev --physdev-out {port.tap} --physdev-is-bridged {_c('sg_to_vm')} -j {i_ch}",
+        )
+        flt.add(
+            sg,
+            f"-m physdev --physdev-in {port.tap} --physdev-is-bridged {_c('sg_to_vm')} -j {o_ch}",
+        )
+        flt.add(i_ch, f"-m state --state RELATED,ESTABLISHED {_c('allow_assoc')} -j RETURN")
+        flt.add(i_ch, f"-d {port.ip}/32 -p udp -m udp --sport 67 --dport 68 -j RETURN")
+        flt.add(i_ch, "-d 255.255.255.255/32 -p udp -m udp --sport 67 --dport 68 -j RETURN")
+        for rule in port.ingress:
+            flt.add(i_ch, rule)
+        flt.add(i_ch, f"-m state --state INVALID {_c('invalid_drop')} -j DROP")
+        flt.add(i_ch, f"{_c('unmatched')} -j {fallback}")
+        flt.add(
+            o_ch,
+            f"-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 {_c('dhcp_client')} -j RETURN",
+        )
+        flt.add(o_ch, f"-j {s_ch}")
+        flt.add(o_ch, f"-p udp -m udp --sport 68 --dport 67 {_c('dhcp_client')} -j RETURN")
+        flt.add(o_ch, f"-p udp -m udp --sport 67 --dport 68 {_c('dhcp_spoof')} -j DROP")
+        flt.add(o_ch, f"-m state --state RELATED,ESTABLISHED {_c('allow_assoc')} -j RETURN")
+        for rule in port.egress:
+            flt.add(o_ch, rule)
+        flt.add(o_ch, f"-m state --state INVALID {_c('invalid_drop')} -j DROP")
+        flt.add(o_ch, f"{_c('unmatched')} -j {fallback}")
+        flt.add(
+            s_ch,
+            f"-s {port.ip}/32 -m mac --mac-source {port.mac.upper()} {_c('pair_allow')} -j RETURN",
+        )
+        flt.add(s_ch, f"{_c('pair_drop')} -j DROP")
+    flt.add(sg, "-j ACCEPT")
+    flt.add(fallback, f"{_c('unmatch_drop')} -j DROP")
+    return raw.text() + nat.text() + flt.text()
+
+
+def neutron_ipset(name: str, members: list[IPv4Address]) -> str:
+    """``ipset save`` text of one remote-group set (``hash:net``), as ipset_manager creates it."""
+    lines = [f"create {name} hash:net family inet hashsize 1024 maxelem 65536"]
+    lines += [f"add {name} {m}" for m in members]
+    return "\n".join(lines) + "\n"
+
+
+# --- random rulesets ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BedNames:
+    """The devices and addresses a random ruleset may name (those of the test bed)."""
+
+    bridge: str
+    ports: tuple[str, ...]
+    macs: tuple[str, ...]
+    addresses: tuple[str, ...] = ("10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.1.7")
+    ipsets: tuple[str, ...] = ()
+
+
+class RandomRuleset:
+    """A random ruleset over the modelled matches and targets, valid for iptables-restore.
+
+    Every table's user chains are reached from one built-in chain only (so hook-restricted
+    matches like ``-m mac`` are placed where the kernel accepts them), and jumps go only to
+    chains created later (no loops). Rules are drawn so that real packets of the bed hit them.
+    """
+
+    def __init__(self, rng: random.Random, names: BedNames, *, nat: bool | None = None) -> None:
+        self.rng = rng
+        self.n = names
+        self.nat = rng.random() < 0.4 if nat is None else nat
+
+    # -- building blocks ------------------------------------------------------------------------
+
+    def _neg(self, p: float = 0.25) -> str:
+        return "! " if self.rng.random() < p else ""
+
+    def _addr(self) -> str:
+        r = self.rng
+        choice = r.choice([*self.n.addresses, "10.9.0.0/24", "10.9.0.0/16", "10.9.1.0/24"])
+        return choice if "/" in choice else choice + "/32"
+
+    def _port_range(self) -> str:
+        r = self.rng
+        if r.random() < 0.5:
+            return str(r.choice([22, 53, 67, 68, 80, 1000, 4000, 40000]))
+        lo = r.choice([1, 20, 1000, 30000])
+        return f"{lo}:{lo + r.choice([10, 1000, 20000])}"
+
+    def _ip_part(self, proto: str | None) -> list[str]:
+        r = self.rng
+        out = []
+        if r.random() < 0.25:
+            out.append(f"{self._neg()}-s {self._addr()}")
+        if r.random() < 0.2:
+            out.append(f"{self._neg()}-d {self._addr()}")
+        if proto:
+            out.append(f"-p {proto}")
+        elif r.random() < 0.1:
+            out.append(f"! -p {r.choice(['tcp', 'udp', 'icmp'])}")
+        return out
+
+    def _iface(self, hook: str) -> list[str]:
+        r = self.rng
+        if r.random() > 0.2:
+            return []
+        name = r.choice([self.n.bridge, self.n.bridge[:4] + "+", "eth0", "qbr+"])
+        if hook in ("PREROUTING", "INPUT", "FORWARD") and r.random() < 0.5:
+            return [f"{self._neg()}-i {name}"]
+        if hook in ("POSTROUTING", "OUTPUT", "FORWARD"):
+            return [f"{self._neg()}-o {name}"]
+        return []
+
+    def _matches(self, proto: str | None, hook: str, table: str) -> list[str]:
+        r = self.rng
+        out: list[str] = []
+        kinds = ["physdev", "mark", "comment", "length", "ttl", "tos", "dscp", "iprange",
+                 "pkttype", "limit", "multiport", "set", "addrtype"]  # fmt: skip
+        if table != "raw":  # before the conntrack lookup these read a template: not generated
+            kinds += ["state", "conntrack", "connmark", "state", "conntrack"]
+        if hook in ("PREROUTING", "INPUT", "FORWARD"):
+            kinds.append("mac")
+        for _ in range(r.choice([0, 1, 1, 2, 2, 3])):
+            kind = r.choice(kinds)
+            if kind == "state":
+                states = r.sample(
+                    ["NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"], r.choice([1, 1, 2])
+                )
+                out.append(f"-m state {self._neg(0.2)}--state {','.join(states)}")
+            elif kind == "conntrack":
+                opts = []
+                if r.random() < 0.7:
+                    states = r.sample(
+                        ["NEW", "ESTABLISHED", "RELATED", "INVALID", "SNAT", "UNTRACKED"],
+                        r.choice([1, 2]),
+                    )
+                    opts.append(f"{self._neg(0.2)}--ctstate {','.join(states)}")
+                if r.random() < 0.3:
+                    opts.append(
+                        f"{self._neg(0.2)}--ctstatus {r.choice(['SEEN_REPLY', 'CONFIRMED', 'EXPECTED'])}"
+                    )
+                if r.random() < 0.3:
+                    opts.append(f"--ctdir {r.choice(['ORIGINAL', 'REPLY'])}")
+                if r.random() < 0.2:
+                    opts.append(f"{self._neg(0.2)}--ctproto {r.choice(['tcp', 'udp', 'icmp'])}")
+                if r.random() < 0.2:
+                    opts.append(f"{self._neg(0.2)}--ctorigsrc {r.choice(self.n.addresses)}")
+                if not opts:
+                    opts.append("--ctstate NEW")
+                out.append("-m conntrack " + " ".join(opts))
+            elif kind == "physdev":
+                opts = []
+                port = r.choice([*self.n.ports, self.n.ports[0][:5] + "+"])
+                if r.random() < 0.6:
+                    opts.append(f"{self._neg(0.2)}--physdev-in {port}")
+                out_ok = hook != "OUTPUT"
+                if out_ok and r.random() < 0.5:
+                    opts.append(f"{self._neg(0.2)}--physdev-out {r.choice(self.n.ports)}")
+                if r.random() < 0.3:
+                    opts.append(f"{self._neg(0.3)}--physdev-is-bridged")
+                if r.random() < 0.15:
+                    opts.append(f"{self._neg(0.3)}--physdev-is-in")
+                if out_ok and r.random() < 0.15:
+                    opts.append(f"{self._neg(0.3)}--physdev-is-out")
+                if not opts:
+                    opts.append(f"--physdev-in {self.n.ports[0]}")
+                out.append("-m physdev " + " ".join(opts))
+            elif kind == "mac":
+                out.append(f"-m mac {self._neg(0.2)}--mac-source {r.choice(self.n.macs)}")
+            elif kind == "mark":
+                value = r.choice([1, 2, 5, 0x10])
+                mask = r.choice(["", "/0xff", "/0xf"])
+                out.append(f"-m mark {self._neg(0.2)}--mark 0x{value:x}{mask}")
+            elif kind == "connmark":
+                out.append(f"-m connmark {self._neg(0.2)}--mark 0x{r.choice([0, 1, 7]):x}")
+            elif kind == "comment":
+                out.append(f'-m comment --comment "c{r.randint(0, 99)} \\"x\\""')
+            elif kind == "length":
+                lo = r.choice([20, 28, 40, 60, 100])
+                rng_text = f"{lo}:{lo + r.choice([0, 10, 100])}" if r.random() < 0.6 else str(lo)
+                out.append(f"-m length {self._neg(0.2)}--length {rng_text}")
+            elif kind == "ttl":
+                op = r.choice(["--ttl-eq", "--ttl-lt", "--ttl-gt", "! --ttl-eq"])
+                out.append(f"-m ttl {op} {r.choice([1, 32, 64, 128])}")
+            elif kind == "tos":
+                out.append(
+                    f"-m tos {self._neg(0.2)}--tos 0x{r.choice([0, 0x10, 0x08]):02x}/0x{r.choice(['3f', 'ff'])}"
+                )
+            elif kind == "dscp":
+                out.append(f"-m dscp {self._neg(0.2)}--dscp 0x{r.choice([0, 0x0A, 0x2E]):02x}")
+            elif kind == "iprange":
+                first = r.choice(["10.9.0.1", "10.9.0.2", "10.9.0.0"])
+                out.append(
+                    f"-m iprange {self._neg(0.2)}--src-range {first}-10.9.0.{r.choice([1, 2, 200])}"
+                )
+            elif kind == "pkttype":
+                out.append(
+                    f"-m pkttype {self._neg(0.2)}--pkt-type {r.choice(['unicast', 'broadcast', 'multicast'])}"
+                )
+            elif kind == "limit":
+                out.append("-m limit --limit 1000/sec --limit-burst 1000")
+            elif kind == "multiport" and proto in ("tcp", "udp"):
+                ports = ",".join(sorted({self._port_range() for _ in range(r.choice([1, 2, 3]))}))
+                out.append(
+                    f"-m multiport {self._neg(0.2)}--{r.choice(['sports', 'dports', 'ports'])} {ports}"
+                )
+            elif kind == "set" and self.n.ipsets:
+                flags = r.choice(["src", "dst"])
+                out.append(f"-m set {self._neg(0.2)}--match-set {r.choice(self.n.ipsets)} {flags}")
+            elif kind == "addrtype":
+                out.append(
+                    f"-m addrtype {self._neg(0.2)}--dst-type {r.choice(['UNICAST', 'LOCAL', 'BROADCAST', 'MULTICAST'])}"
+                )
+        return out
+
+    def _proto_match(self, proto: str | None) -> list[str]:
+        r = self.rng
+        if proto in ("tcp", "udp") and r.random() < 0.6:
+            opts = []
+            if r.random() < 0.5:
+                opts.append(f"{self._neg(0.2)}--sport {self._port_range()}")
+            if r.random() < 0.6:
+                opts.append(f"{self._neg(0.2)}--dport {self._port_range()}")
+            if proto == "tcp" and r.random() < 0.4:
+                opts.append(
+                    r.choice(
+                        [
+                            "--syn",
+                            "! --syn",
+                            "--tcp-flags SYN,ACK ACK",
+                            "--tcp-flags ALL SYN",
+                            "--tcp-flags RST RST",
+                        ]
+                    )
+                )
+            if opts:
+                return [f"-m {proto} " + " ".join(opts)]
+        if proto == "icmp" and r.random() < 0.6:
+            t = r.choice(["8", "0", "3", "3/3", "echo-request", "any", "11"])
+            return [f"-m icmp {self._neg(0.2)}--icmp-type {t}"]
+        return []
+
+    def _target(self, table: str, hook: str, chain_index: int, chains: list[str]) -> str:
+        r = self.rng
+        later = chains[chain_index + 1 :] if chain_index >= 0 else chains
+        options: list[tuple[float, str]] = [
+            (3, "-j ACCEPT"),
+            (2, "-j DROP"),
+            (3, "-j RETURN"),
+            (2, ""),
+            (1, '-j LOG --log-prefix "nt: "'),
+        ]
+        if later:
+            options.append((5, f"-j {r.choice(later)}"))
+            options.append((2, f"-g {r.choice(later)}"))
+        if table in ("mangle", "filter"):
+            options.append(
+                (
+                    2,
+                    f"-j MARK --set-xmark 0x{r.choice([1, 2, 5]):x}/0x{r.choice(['ff', 'ffffffff'])}",
+                )
+            )
+            options.append((1, f"-j CONNMARK --set-xmark 0x{r.choice([1, 7]):x}/0xffffffff"))
+            options.append((1, "-j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff"))
+            options.append(
+                (1, "-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff")
+            )
+        if table == "filter":
+            options.append(
+                (
+                    1,
+                    f"-j REJECT --reject-with {r.choice(['icmp-port-unreachable', 'icmp-host-prohibited'])}",
+                )
+            )
+        if table == "raw":
+            options.append((3, f"-j CT --zone {r.choice([1, 2, 4097])}"))
+            options.append((1, "-j CT --notrack"))
+        if table == "nat":
+            options = [(3, "-j ACCEPT"), (3, "-j RETURN"), (2, "")]
+            if later:
+                options.append((3, f"-j {r.choice(later)}"))
+            if hook == "POSTROUTING":
+                options.append((2, f"-j SNAT --to-source 10.9.3.{r.choice([1, 2])}"))
+        weights = [w for w, _ in options]
+        return r.choices([t for _, t in options], weights=weights)[0]
+
+    def _rule(self, table: str, hook: str, chain_index: int, chains: list[str]) -> str:
+        r = self.rng
+        proto = r.choice([None, None, "tcp", "udp", "icmp"])
+        target = self._target(table, hook, chain_index, chains)
+        if r.random() < 0.12 and target in ("-j ACCEPT", "-j DROP", "-j RETURN"):
+            return target  # a bare verdict: TRACE logs it as return/policy
+        parts = self._ip_part(proto)
+        parts += self._iface(hook)
+        parts += self._proto_match(proto)
+        parts += self._matches(proto, hook, table)
+        if target:
+            parts.append(target)
+        return " ".join(parts)
+
+    # -- the ruleset ----------------------------------------------------------------------------
+
+    def text(self) -> str:
+        r = self.rng
+        tables: list[_Table] = []
+        raw = _Table("raw")
+        trace = r.choice(["", "-p icmp ", "-p udp ", "-s 10.9.0.0/16 "])
+        pre = [self._rule("raw", "PREROUTING", -1, []) for _ in range(r.randint(0, 2))]
+        pre.insert(r.randint(0, len(pre)), f"{trace}-j TRACE")
+        if trace and r.random() < 0.5:
+            pre.insert(0, "-j TRACE")  # traced already: the second TRACE rule is logged
+        for args in pre:
+            raw.add("PREROUTING", args)
+        tables.append(raw)
+        if r.random() < 0.6:
+            tables.append(self._table("mangle", ("PREROUTING", "FORWARD", "POSTROUTING")))
+        if self.nat:
+            tables.append(self._table("nat", ("PREROUTING", "POSTROUTING")))
+        tables.append(self._table("filter", ("FORWARD",)))
+        if r.random() < 0.3:
+            tables.append(_Table("security"))
+        return "".join(t.text() for t in tables)
+
+    def _table(self, name: str, hooks: tuple[str, ...]) -> _Table:
+        r = self.rng
+        t = _Table(name)
+        for hook in hooks:
+            if (
+                name in ("filter", "mangle", "security")
+                and r.random() < 0.3
+                and hook != "POSTROUTING"
+            ):
+                t.policies[hook] = "DROP"
+            nchains = r.randint(0, 4)
+            chains = sorted({f"{hook[:3].lower()}{r.randint(0, 99)}" for _ in range(nchains)})
+            chains = [c if r.random() < 0.8 else c.upper() for c in chains]
+            for c in chains:
+                t.declare(c)
+            for _ in range(r.randint(0, 5)):
+                t.add(hook, self._rule(name, hook, -1, chains))
+            if chains and not any(
+                f"-j {c}" in x or f"-g {c}" in x for x in t.rules.get(hook, []) for c in chains
+            ):
+                t.add(hook, f"-j {chains[0]}")
+            for i, c in enumerate(chains):
+                for _ in range(r.randint(0, 5)):
+                    t.add(c, self._rule(name, hook, i, chains))
+        return t
+
+
+# --- random traffic -----------------------------------------------------------------------------
+
+
+def random_sends(rng: random.Random, *, first_id: int = 1000) -> list[Send]:
+    """Short random flows between bed hosts ``a`` and ``b``, interleaved: ICMP echoes and their
+    replies, UDP exchanges, TCP handshakes, stray mid-stream TCP and lone replies, and ICMP
+    errors quoting earlier packets, with random TTL, TOS, DF and length."""
+    addrs = {"a": ["10.9.0.1", "10.9.1.7"], "b": ["10.9.0.2", "10.9.0.3"]}
+
+    def vary(p: Packet) -> Packet:
+        return replace(
+            p,
+            nw_ttl=rng.choice([1, 64, 64, 128, 255]),
+            nw_tos=rng.choice([0, 0, 0x10, 0x28, 0xB8]),
+            ip_df=rng.random() < 0.5,
+        )
+
+    flows: list[list[tuple[str, str, Packet]]] = []
+    for _ in range(rng.randint(2, 4)):
+        src, dst = ("a", "b") if rng.random() < 0.6 else ("b", "a")
+        s_ip, d_ip = IPv4Address(rng.choice(addrs[src])), IPv4Address(rng.choice(addrs[dst]))
+        fwd = Packet(nw_src=s_ip, nw_dst=d_ip)
+        back = Packet(nw_src=d_ip, nw_dst=s_ip)
+        flows.append(
+            _flow(
+                rng, rng.choice(["icmp", "udp", "tcp", "tcp", "stray"]), src, dst, fwd, back, vary
+            )
+        )
+    sends: list[Send] = []
+    next_id = first_id
+    while any(flows):
+        flow = rng.choice([f for f in flows if f])
+        src, dst, packet = flow.pop(0)
+        sends.append(Send(src, dst, replace(packet, ip_id=next_id)))
+        next_id += 1
+    return sends
+
+
+def _flow(
+    rng: random.Random,
+    kind: str,
+    src: str,
+    dst: str,
+    fwd: Packet,
+    back: Packet,
+    vary: Callable[[Packet], Packet],
+) -> list[tuple[str, str, Packet]]:
+    """One flow's packets: ``fwd``/``back`` carry the two directions' addresses."""
+    out: list[tuple[str, str, Packet]] = []
+    if kind == "icmp":
+        ident = rng.randint(1, 65535)
+        req = vary(replace(fwd, nw_proto=1, icmp_type=8, icmp_code=0, icmp_id=ident, icmp_seq=1))
+        out.append((src, dst, req))
+        if rng.random() < 0.8:
+            out.append((dst, src, vary(replace(back, nw_proto=1, icmp_type=0, icmp_code=0,
+                                               icmp_id=ident, icmp_seq=1))))  # fmt: skip
+        if rng.random() < 0.5:
+            out.append((src, dst, replace(req, icmp_seq=2)))
+    elif kind == "udp":
+        sport, dport = rng.randint(1024, 65535), rng.choice([53, 67, 68, 80, 4000])
+        pay = rng.choice([None, 100, 300])
+        req = vary(replace(fwd, nw_proto=17, tp_src=sport, tp_dst=dport,
+                           ip_len=None if pay is None else 28 + pay))  # fmt: skip
+        out.append((src, dst, req))
+        if rng.random() < 0.4:
+            err = replace(
+                back, nw_proto=1, icmp_type=3, icmp_code=3, inner=replace(req, ip_len=None)
+            )
+            out.append((dst, src, vary(err)))
+        elif rng.random() < 0.7:
+            out.append((dst, src, vary(replace(back, nw_proto=17, tp_src=dport, tp_dst=sport))))
+            out.append((src, dst, replace(req, ip_len=None)))
+    elif kind == "tcp":
+        sport, dport = rng.randint(1024, 65535), rng.choice([22, 80, 4000])
+        seq, rseq = rng.randint(0, 2**31), rng.randint(0, 2**31)
+        syn = vary(replace(fwd, nw_proto=6, tp_src=sport, tp_dst=dport,
+                           tcp_flags=int(TcpFlag.SYN), tcp_seq=seq, tcp_window=64240))  # fmt: skip
+        out.append((src, dst, syn))
+        if rng.random() < 0.8:
+            synack = replace(back, nw_proto=6, tp_src=dport, tp_dst=sport,
+                             tcp_flags=int(TcpFlag.SYN | TcpFlag.ACK), tcp_seq=rseq,
+                             tcp_ack=seq + 1, tcp_window=65160)  # fmt: skip
+            out.append((dst, src, vary(synack)))
+            ack = replace(syn, tcp_flags=int(TcpFlag.ACK), tcp_seq=seq + 1, tcp_ack=rseq + 1)
+            out.append((src, dst, ack))
+    else:
+        flags = rng.choice([TcpFlag.ACK, TcpFlag.ACK | TcpFlag.PSH, TcpFlag.FIN, TcpFlag.RST])
+        stray = replace(fwd, nw_proto=6, tp_src=rng.randint(1024, 65535), tp_dst=80,
+                        tcp_flags=int(flags), tcp_seq=rng.randint(0, 2**31),
+                        tcp_ack=rng.randint(0, 2**31), tcp_window=500)  # fmt: skip
+        out.append((src, dst, vary(stray)))
+        if rng.random() < 0.5:
+            lone = replace(back, nw_proto=1, icmp_type=0, icmp_id=rng.randint(1, 999), icmp_seq=1)
+            out.append((dst, src, vary(lone)))
+    return out

@@ -1,0 +1,241 @@
+"""Build one compute node of a lab: its namespace, Open vSwitch, hybrid-plugged VMs and rules.
+
+The node is exactly what :func:`nodetrace.neutron.generate.generate_node` describes: br-int,
+br-tun and br-phys (userspace datapath) with the agent's ports and flows, each VM a namespace
+whose ``eth0`` is the peer of the ``tap`` in the port's ``qbr`` Linux bridge, the ``qvb``/``qvo``
+pair into br-int, and the firewall's iptables rules and ipsets loaded with the real restore
+tools. Links and addresses go through netlink (pyroute2); OVS and iptables through their tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import NetNS
+
+from nodetrace.lab.ovs import OvsInstance, start_ovs
+from nodetrace.lab.resources import Resources
+from nodetrace.lab.run import CommandError, run
+from nodetrace.lab.state import NodeInfo, VmInfo
+from nodetrace.neutron.generate import BRIDGES, NodeState, VmPort
+from nodetrace.neutron.ovs_agent import BR_PHYS, UNDERLAY_NIC
+from nodetrace.neutron.scenario import IPAddress
+
+BACKENDS = ("legacy", "nft")
+OPENFLOW_PROTOCOLS = "OpenFlow10,OpenFlow13"
+"""The agent talks OpenFlow 1.3; 1.0 stays on so plain ``ovs-ofctl`` works too."""
+UNDERLAY_PREFIX = 24
+
+
+@contextlib.contextmanager
+def netlink(netns: str) -> Iterator[Any]:
+    """A pyroute2 handle on an existing namespace (``flags=0``: never create one by accident)."""
+    handle = NetNS(netns, flags=0)
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def _index(nl: Any, ifname: str) -> int:
+    found = nl.link_lookup(ifname=ifname)
+    if not found:
+        raise CommandError(f"interface {ifname} did not appear")
+    return int(found[0])
+
+
+def sysctl(netns: str, *settings: str) -> None:
+    """Set sysctls inside ``netns`` (``key=value``), all in one call."""
+    run(["sysctl", "-q", "-w", *settings], netns=netns)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltNode:
+    info: NodeInfo
+    vms: tuple[VmInfo, ...]
+    ovs: OvsInstance
+
+
+def vm_netns(lab: str, vm: str) -> str:
+    return f"{lab}-{vm}"
+
+
+def node_netns(lab: str, node: str) -> str:
+    return f"{lab}-{node}"
+
+
+def build_node(
+    res: Resources,
+    state: NodeState,
+    *,
+    lab: str,
+    rundir: Path,
+    backend: str,
+    underlay_netns: str,
+    underlay_port: str,
+) -> BuiltNode:
+    """Create the node ``state`` describes; every namespace and daemon goes through ``res``.
+
+    ``underlay_port`` names the node's end of the underlay cable inside ``underlay_netns``,
+    where the caller attaches it to the underlay switch.
+    """
+    if backend not in BACKENDS:
+        raise CommandError(f"iptables backend {backend!r}: expected legacy or nft")
+    netns = res.add_netns(node_netns(lab, state.name))
+    # IPv6 off on the node's own devices keeps router solicitations and DAD out of traces;
+    # bridged IPv6 frames of VMs still pass (and still reach ip6tables).
+    sysctl(
+        netns,
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+        "net.bridge.bridge-nf-call-iptables=1",
+        "net.bridge.bridge-nf-call-ip6tables=1",
+    )
+    with netlink(netns) as nl:
+        fd = os.open(f"/run/netns/{underlay_netns}", os.O_RDONLY)
+        try:
+            nl.link(
+                "add",
+                ifname=UNDERLAY_NIC,
+                kind="veth",
+                peer={"ifname": underlay_port, "net_ns_fd": fd},
+            )
+        finally:
+            os.close(fd)
+        nl.link("set", index=_index(nl, UNDERLAY_NIC), state="up")
+    vms = tuple(_plug_vm(res, netns, vp, lab) for vp in state.vm_ports)
+    ovs = start_ovs(res, netns, rundir)
+    _configure_ovs(ovs, state)
+    with netlink(netns) as nl:
+        br = _index(nl, BR_PHYS)
+        nl.addr("add", index=br, address=str(state.node.underlay_ip), prefixlen=UNDERLAY_PREFIX)
+        nl.link("set", index=br, state="up")
+    for bridge in BRIDGES:
+        text = state.add_flows_text(bridge)
+        if text:
+            ovs.ofctl("-O", "OpenFlow13", "add-flows", bridge, "-", stdin=text)
+    load_firewall(netns, state, backend)
+    info = NodeInfo(state.name, netns, str(rundir), str(state.node.underlay_ip))
+    return BuiltNode(info, vms, ovs)
+
+
+def load_firewall(netns: str, state: NodeState, backend: str) -> None:
+    """ipsets first (rules name them), then both families with the chosen iptables."""
+    fw = state.firewall
+    if fw.ipsets:
+        run(["ipset", "restore"], netns=netns, input=fw.ipset_restore)
+    run([f"iptables-{backend}-restore"], netns=netns, input=fw.iptables_save)
+    run([f"ip6tables-{backend}-restore"], netns=netns, input=fw.ip6tables_save)
+
+
+def _plug_vm(res: Resources, node_ns: str, vp: VmPort, lab: str) -> VmInfo:
+    """os-vif's hybrid plug, with a namespace standing in for the VM behind the tap."""
+    port, dev, mtu = vp.port, vp.devices, vp.mtu
+    vm_ns = res.add_netns(vm_netns(lab, port.name))
+    if not port.ips(6):
+        sysctl(vm_ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    else:
+        # No duplicate address detection: the addresses are usable as soon as `up` returns.
+        sysctl(vm_ns, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+    with netlink(node_ns) as nl:
+        fd = os.open(f"/run/netns/{vm_ns}", os.O_RDONLY)
+        try:
+            nl.link("add", ifname=dev.tap, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+        finally:
+            os.close(fd)
+        nl.link("add", ifname=dev.qbr, kind="bridge", br_ageing_time=0)
+        nl.link("add", ifname=dev.qvb, kind="veth", peer={"ifname": dev.qvo})
+        qbr = _index(nl, dev.qbr)
+        for ifname in (dev.tap, dev.qvb, dev.qvo):
+            nl.link("set", index=_index(nl, ifname), mtu=mtu)
+        for ifname in (dev.tap, dev.qvb):
+            nl.link("set", index=_index(nl, ifname), master=qbr)
+        for ifname in (dev.qbr, dev.tap, dev.qvb, dev.qvo):
+            nl.link("set", index=_index(nl, ifname), state="up")
+    addresses = [_with_prefix(ip, vp) for ip in port.fixed_ips]
+    with netlink(vm_ns) as nl:
+        eth = _index(nl, "eth0")
+        nl.link("set", index=eth, address=port.mac, mtu=mtu)
+        for ip, plen in addresses:
+            nl.addr("add", index=eth, address=ip, prefixlen=plen)
+        nl.link("set", index=eth, state="up")
+    # OVS's userspace datapath reads the veth through AF_PACKET and never fills in checksums the
+    # kernel left partial: without this, ICMP works but TCP and UDP are dropped as corrupt.
+    run(["ethtool", "-K", "eth0", "tx", "off"], netns=vm_ns)
+    ips = tuple(f"{ip}/{plen}" for ip, plen in addresses)
+    return VmInfo(port.name, port.node, vm_ns, port.id, port.mac, ips, vp.network.name, mtu)
+
+
+def _with_prefix(ip: IPAddress, vp: VmPort) -> tuple[str, int]:
+    """The address with its network's prefix length (a host route if the network has no cidr
+    of that family)."""
+    cidr = vp.network.subnet(ip.version)
+    if cidr is not None:
+        return str(ip), cidr.prefixlen
+    return str(ip), ip.max_prefixlen
+
+
+def _configure_ovs(ovs: OvsInstance, state: NodeState) -> None:
+    """Bridges and every port in one transaction, then a check that each came up as planned.
+
+    ``ofport_request`` pins the port numbers the generated flows use.
+    """
+    args: list[str] = []
+    for bridge in BRIDGES:
+        args += [
+            "--", "add-br", bridge,
+            "--", "set", "bridge", bridge, "datapath_type=netdev", "fail-mode=secure",
+            f"protocols={OPENFLOW_PROTOCOLS}",
+        ]  # fmt: skip
+    for p in state.ovs_ports:
+        args += ["--", "add-port", p.bridge, p.name]
+        if p.tag is not None:
+            args.append(f"tag={p.tag}")
+        iface = ["--", "set", "interface", p.name, f"ofport_request={p.ofport}"]
+        if p.type:
+            iface.append(f"type={p.type}")
+        iface += [f"options:{k}={_quote(v)}" for k, v in p.options]
+        iface += [f"external_ids:{k}={_quote(v)}" for k, v in p.external_ids]
+        args += iface
+    ovs.vsctl(*args)
+    check_ovs_ports(ovs, state.ovs_ports, BRIDGES)
+
+
+def _quote(value: str) -> str:
+    # ovs-vsctl parses values as OVSDB atoms: strings with ':' or '-' need quotes.
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def check_ovs_ports(ovs: OvsInstance, ports: Sequence[Any], bridges: Sequence[str]) -> None:
+    """Fail loudly if a bridge or port has an error or a different number than requested
+    (``ovs-vsctl`` itself exits 0 when a netdev could not be opened)."""
+    out = ovs.vsctl(
+        "--format=csv",
+        "--data=bare",
+        "--no-headings",
+        "--columns=name,ofport,error",
+        "list",
+        "interface",
+    )
+    seen: dict[str, tuple[str, str]] = {}
+    for line in out.splitlines():
+        name, ofport, error = [*line.split(",", 2), "", ""][:3]
+        seen[name] = (ofport, error.strip('"'))
+    problems = []
+    for bridge in bridges:
+        ofport, error = seen.get(bridge, ("", "missing"))
+        if error:
+            problems.append(f"bridge {bridge}: {error}")
+    for p in ports:
+        ofport, error = seen.get(p.name, ("", "missing"))
+        if error:
+            problems.append(f"port {p.name}: {error}")
+        elif ofport != str(p.ofport):
+            problems.append(f"port {p.name}: got OpenFlow port {ofport}, wanted {p.ofport}")
+    if problems:
+        raise CommandError("Open vSwitch did not set up the node: " + "; ".join(problems))

@@ -1,0 +1,594 @@
+"""Send crafted packets through a running lab and record what really happened to them.
+
+A :class:`LabProbe` watches the whole lab while it is open: a raw socket on every VM's ``eth0``
+(did the frame arrive?), the kernel's TRACE output of every node (legacy lines from the kernel
+log, or ``xtables-monitor --trace`` lines for iptables-nft), with a ``-j TRACE`` rule at the top
+of each node's raw PREROUTING. Each :meth:`LabProbe.send` injects one frame, from a VM's
+``eth0`` or from the underlay switch (VXLAN/GRE-encapsulated, or VLAN-tagged for provider
+networks, as a remote node would send it), and returns an :class:`Observation`: where the frame
+arrived, the TRACE lines it caused on each node, and ``ofproto/trace`` of the OVS part.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from nodetrace.errors import UsageError
+from nodetrace.lab.capture import KernelTraceLog, TraceMonitor
+from nodetrace.lab.ledger import Ledger
+from nodetrace.lab.node import netlink
+from nodetrace.lab.ovs import OvsInstance
+from nodetrace.lab.resources import Resources
+from nodetrace.lab.run import run
+from nodetrace.lab.send import Wire, frame_bytes
+from nodetrace.lab.state import LabDir, LabInfo, NodeInfo, VmInfo
+from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IPProto, Packet
+from nodetrace.neutron.generate import NodeState, generate_node
+from nodetrace.neutron.ovs_agent import BR_INT, BR_PHYS, BR_TUN, UNDERLAY_NIC
+from nodetrace.neutron.scenario import NetworkType, Scenario, load_scenario
+from nodetrace.parsers.flow_syntax import FlowSpec
+
+UNDERLAY = "underlay"
+REMOTE_MAC = "fa:16:3e:ee:ee:01"
+"""The source MAC of a remote VM whose frames are sent in from the underlay."""
+VXLAN_PORT = 4789
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    """How a frame from the underlay is carried to its node."""
+
+    type: NetworkType
+    segmentation_id: int
+    remote_node: str
+    """The node the frame pretends to come from (OVS accepts tunnel packets only from peers)."""
+    node: str
+    """The node it is sent to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the real lab did with one packet."""
+
+    packet: Packet
+    source: str
+    """A VM name, or ``underlay``."""
+    arrived: tuple[str, ...]
+    """The VMs whose ``eth0`` received the frame."""
+    trace: Mapping[str, tuple[str, ...]]
+    """TRACE output per node, in the lab's format (``trace_format``)."""
+    trace_format: str
+    """``kernel`` (iptables-legacy, kernel log lines) or ``xtables`` (xtables-monitor --trace)."""
+    ofproto: Mapping[str, str] = field(default_factory=dict)
+    """``ovs-appctl ofproto/trace`` output per node the packet enters OVS on."""
+    ofproto_input: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """The bridge and flow ``ofproto/trace`` was given, per node."""
+    tunnel: Tunnel | None = None
+
+
+def flow_text(packet: Packet, **metadata: str | int) -> str:
+    """The packet in OVS flow syntax, as ``ofproto/trace`` takes it."""
+    parts = [f"{k}={v}" for k, v in metadata.items()]
+    v6 = packet.dl_type == ETH_TYPE_IPV6
+    keywords = {
+        int(IPProto.TCP): "tcp6" if v6 else "tcp",
+        int(IPProto.UDP): "udp6" if v6 else "udp",
+        int(IPProto.ICMP): "icmp",
+        int(IPProto.ICMPV6): "icmp6",
+    }
+    default = {ETH_TYPE_IPV6: "ipv6", ETH_TYPE_IPV4: "ip", ETH_TYPE_ARP: "arp"}.get(
+        packet.dl_type, "eth"
+    )
+    proto = keywords.get(packet.nw_proto, default) if packet.is_ip else default
+    parts.insert(0, proto)
+    if packet.dl_type == ETH_TYPE_ARP:
+        parts += [f"dl_src={packet.dl_src}", f"dl_dst={packet.dl_dst}"]
+        if packet.dl_vlan is not None:
+            parts.append(f"dl_vlan={packet.dl_vlan}")
+        parts += [f"arp_op={packet.arp_op or 1}", f"arp_spa={packet.arp_spa}",
+                  f"arp_tpa={packet.arp_tpa}", f"arp_sha={packet.arp_sha or packet.dl_src}",
+                  f"arp_tha={packet.arp_tha or '00:00:00:00:00:00'}"]  # fmt: skip
+        return ",".join(parts)
+    parts += [f"dl_src={packet.dl_src}", f"dl_dst={packet.dl_dst}"]
+    if packet.dl_vlan is not None:
+        parts.append(f"dl_vlan={packet.dl_vlan}")
+    if packet.is_ip:
+        src, dst = ("ipv6_src", "ipv6_dst") if v6 else ("nw_src", "nw_dst")
+        parts += [f"{src}={packet.nw_src}", f"{dst}={packet.nw_dst}", f"nw_ttl={packet.nw_ttl}"]
+        if proto in ("ip", "ipv6"):
+            parts.append(f"nw_proto={packet.nw_proto}")
+        if packet.nw_proto in (IPProto.TCP, IPProto.UDP):
+            # OVS's tp_src/tp_dst are TCP's fields: UDP ports need their own names.
+            l4 = "tcp" if packet.nw_proto == IPProto.TCP else "udp"
+            parts += [f"{l4}_src={packet.tp_src or 0}", f"{l4}_dst={packet.tp_dst or 0}"]
+        if packet.nw_proto == IPProto.TCP:
+            parts.append(f"tcp_flags={packet.tcp_flags:#x}")
+        if packet.nw_proto in (IPProto.ICMP, IPProto.ICMPV6):
+            parts += [f"icmp_type={packet.icmp_type or 0}", f"icmp_code={packet.icmp_code or 0}"]
+    return ",".join(parts)
+
+
+def vm_for_address(info: LabInfo, addr: IPv4Address | IPv6Address) -> VmInfo | None:
+    for vm in info.vms:
+        if any(ip_interface(i).ip == addr for i in vm.ips):
+            return vm
+    return None
+
+
+def _first_ip(vm: VmInfo, version: int) -> IPv4Address | IPv6Address | None:
+    for text in vm.ips:
+        ip = ip_interface(text).ip
+        if ip.version == version:
+            return ip
+    return None
+
+
+def complete_packet(
+    info: LabInfo,
+    spec: FlowSpec,
+    source: str,
+    *,
+    to: str | None = None,
+    rng: random.Random | None = None,
+) -> Packet:
+    """Fill in what the user left out: addresses from the source and destination VMs, a random
+    IP ID (it identifies the frame on arrival), ports and ICMP fields."""
+    rng = rng or random.Random()
+    p = spec.packet
+    if p.dl_type == ETH_TYPE_ARP:
+        return _complete_arp(info, p, source, to)
+    if not p.is_ip:
+        raise UsageError("lab send sends IP or ARP packets: give ip, tcp, udp, icmp, arp...")
+    version = 6 if p.dl_type == ETH_TYPE_IPV6 else 4
+    fields: dict[str, object] = {}
+    src_vm = info.vm(source) if source != UNDERLAY else None
+    dst_vm = info.vm(to) if to else None
+    if p.nw_dst is None:
+        if dst_vm is None:
+            raise UsageError("say where the packet goes: nw_dst=... in --packet, or --to VM")
+        fields["nw_dst"] = _first_ip(dst_vm, version)
+    elif dst_vm is None:
+        dst_vm = vm_for_address(info, p.nw_dst)
+    if p.nw_src is None:
+        if src_vm is None:
+            raise UsageError(
+                "a packet from the underlay needs nw_src=... (the remote VM's address)"
+            )
+        fields["nw_src"] = _first_ip(src_vm, version)
+    if p.dl_src == "00:00:00:00:00:00":
+        fields["dl_src"] = src_vm.mac if src_vm else REMOTE_MAC
+    if p.dl_dst == "00:00:00:00:00:00":
+        if dst_vm is None:
+            raise UsageError("the destination is not a lab VM: give dl_dst=... in --packet")
+        fields["dl_dst"] = dst_vm.mac
+    if p.ip_id == 0 and version == 4:
+        fields["ip_id"] = rng.randrange(1, 0x10000)
+    if p.nw_proto in (IPProto.TCP, IPProto.UDP):
+        if p.tp_src is None:
+            fields["tp_src"] = rng.randrange(32768, 61000)
+        if p.tp_dst is None:
+            raise UsageError("give the destination port: tp_dst=... in --packet")
+    if p.nw_proto == IPProto.TCP and p.tcp_window == 0:
+        fields["tcp_window"] = 64240
+    if p.nw_proto in (IPProto.ICMP, IPProto.ICMPV6):
+        if p.icmp_type is None:
+            fields["icmp_type"] = 8 if p.nw_proto == IPProto.ICMP else 128
+            fields["icmp_code"] = 0
+        if p.icmp_id is None:
+            fields["icmp_id"] = rng.randrange(1, 0x10000)
+            fields["icmp_seq"] = 1
+    packet = replace(p, **fields)  # type: ignore[arg-type]
+    if packet.nw_src is None or packet.nw_dst is None or packet.nw_src.version != version:
+        raise UsageError("source and destination must be addresses of the same IP version")
+    return packet
+
+
+def _complete_arp(info: LabInfo, p: Packet, source: str, to: str | None) -> Packet:
+    """An ARP message from ``source``: a request for ``to``'s address (broadcast), or a reply
+    (``arp_op=2``) sent to ``to``."""
+    if source == UNDERLAY:
+        raise UsageError("ARP from the underlay is not supported; send it from a VM")
+    src = info.vm(source)
+    dst = info.vm(to) if to else (vm_for_address(info, p.arp_tpa) if p.arp_tpa else None)
+    op = p.arp_op or 1
+    fields: dict[str, object] = {"arp_op": op}
+    if p.dl_src == "00:00:00:00:00:00":
+        fields["dl_src"] = src.mac
+    if p.arp_sha is None:
+        fields["arp_sha"] = src.mac
+    if p.arp_spa is None:
+        fields["arp_spa"] = _first_ip(src, 4)
+    if p.arp_tpa is None:
+        if dst is None:
+            raise UsageError("say whose address the ARP is about: arp_tpa=... or --to VM")
+        fields["arp_tpa"] = _first_ip(dst, 4)
+    if p.dl_dst == "00:00:00:00:00:00":
+        if op == 1:
+            fields["dl_dst"] = "ff:ff:ff:ff:ff:ff"
+        elif dst is not None:
+            fields["dl_dst"] = dst.mac
+        else:
+            raise UsageError("an ARP reply needs its destination: dl_dst=... or --to VM")
+    if p.arp_tha is None and op == 2 and dst is not None:
+        fields["arp_tha"] = dst.mac
+    return replace(p, **fields)  # type: ignore[arg-type]
+
+
+class LabProbe:
+    """Watch a lab while packets are sent through it (see the module docstring).
+
+    ``mute_vms`` makes the VMs' own kernels ignore what arrives (a raw-table DROP inside each
+    VM namespace, after the packet socket has seen the frame), so no reply or reset changes the
+    conntrack state between the packets of an experiment.
+    """
+
+    def __init__(self, lab: LabDir, info: LabInfo, *, mute_vms: bool = False) -> None:
+        if info.status != "ready":
+            raise UsageError(f"lab {info.name} is not ready")
+        self.lab = lab
+        self.info = info
+        self.mute_vms = mute_vms
+        self.scenario: Scenario = load_scenario(lab.path / "scenario.toml")
+        self.states: dict[str, NodeState] = {
+            node.name: generate_node(self.scenario, node.name) for node in info.nodes
+        }
+        self.trace_format = "kernel" if info.backend == "legacy" else "xtables"
+        self._stack = ExitStack()
+        self._wires: dict[str, Wire] = {}
+        self._monitors: dict[str, TraceMonitor] = {}
+        self._kernel_log: KernelTraceLog | None = None
+        self._rules: list[tuple[str, list[str]]] = []
+        self._rng = random.Random()
+        self._inputs: dict[str, tuple[str, str]] = {}
+
+    # --- setup and teardown -------------------------------------------------------------
+
+    def __enter__(self) -> LabProbe:
+        try:
+            self._open()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def _open(self) -> None:
+        ipt = f"iptables-{self.info.backend}"
+        for node in self.info.nodes:
+            for tool in (ipt, f"ip6tables-{self.info.backend}"):
+                self._add_rule(
+                    node.netns, tool, ["-t", "raw", "-I", "PREROUTING", "1", "-j", "TRACE"]
+                )
+        if self.mute_vms:
+            for vm in self.info.vms:
+                for tool in (ipt, f"ip6tables-{self.info.backend}"):
+                    self._add_rule(
+                        vm.netns, tool, ["-t", "raw", "-I", "PREROUTING", "1", "-j", "DROP"]
+                    )
+        for vm in self.info.vms:
+            self._wires[vm.name] = self._stack.enter_context(Wire.open(_Host(vm.netns)))
+        self.announce_vms()
+        if self.trace_format == "kernel":
+            res = Resources(Ledger(self.lab.ledger_path))
+            self._kernel_log = self._stack.enter_context(KernelTraceLog(res))
+        else:
+            for node in self.info.nodes:
+                self._monitors[node.name] = self._stack.enter_context(
+                    TraceMonitor(node.netns, self.lab.path, "xtables")
+                )
+
+    def _add_rule(self, netns: str, tool: str, insert: list[str]) -> None:
+        run([tool, *insert], netns=netns)
+        delete = [a if a != "-I" else "-D" for a in insert]
+        delete.remove("1")
+        self._stack.callback(run, [tool, *delete], netns=netns, check=False)
+
+    # --- sending ------------------------------------------------------------------------
+
+    def announce_vms(self, *, settle: float = 0.1) -> None:
+        """Have every VM send a gratuitous ARP, as running VMs keep doing.
+
+        br-int learns each VM's MAC on its qvo port and the other nodes' br-tun learn it behind
+        the tunnel (table 20), so unicast frames go to their VM instead of being flooded to all.
+        """
+        from scapy.layers.l2 import ARP, Ether
+
+        for vm in self.info.vms:
+            ip = _first_ip(vm, 4)
+            if ip is None:
+                continue
+            frame = Ether(src=vm.mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+                op=1, hwsrc=vm.mac, psrc=str(ip), hwdst="00:00:00:00:00:00", pdst=str(ip)
+            )
+            self._wires[vm.name].send(bytes(frame))
+        time.sleep(settle)
+
+    def node(self, name: str) -> NodeInfo:
+        return self.info.node(name)
+
+    def ovs(self, node: str) -> OvsInstance:
+        n_ = self.info.node(node)
+        return OvsInstance(n_.netns, Path(n_.ovs_rundir))
+
+    def send(
+        self,
+        packet: Packet,
+        source: str,
+        *,
+        tunnel: Tunnel | None = None,
+        wait: float = 0.3,
+        ofproto: bool = True,
+    ) -> Observation:
+        """Inject ``packet`` at ``source`` (a VM, or ``underlay`` with ``tunnel``) and observe."""
+        for wire in self._wires.values():
+            wire.drain()
+        if self._kernel_log is not None:
+            self._kernel_log.records()
+        marks = {name: len(m.text().splitlines()) for name, m in self._monitors.items()}
+        if source == UNDERLAY:
+            if tunnel is None:
+                raise UsageError("a packet from the underlay needs its tunnel (or VLAN) and node")
+            self._send_from_underlay(packet, tunnel)
+        else:
+            self._wires[source].send(frame_of(packet))
+        arrived = self._arrivals(packet, wait)
+        trace = self._traces(packet, marks)
+        self._inputs = {}
+        traces = self._ofproto(packet, source, tunnel) if ofproto else {}
+        return Observation(
+            packet, source, arrived, trace, self.trace_format, traces, dict(self._inputs), tunnel
+        )
+
+    def _arrivals(self, packet: Packet, wait: float) -> tuple[str, ...]:
+        arrived: list[str] = []
+        first = True
+        for name, wire in self._wires.items():
+            frames = wire.receive(timeout=wait if first else 0.0)
+            first = False
+            if any(_same_packet(f.data, packet) for f in frames):
+                arrived.append(name)
+        return tuple(arrived)
+
+    def _traces(self, packet: Packet, marks: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        if self._kernel_log is not None:
+            lines = self._kernel_log.lines(devices=_all_devices(self.states.values()), settle=0.05)
+            mine = [line for line in lines if _kernel_line_is(line, packet)]
+            for node, state in self.states.items():
+                devs = _all_devices([state])
+                out[node] = tuple(line for line in mine if devs.intersection(_devices_in(line)))
+            return out
+        for name, monitor in self._monitors.items():
+            monitor.wait_drained(limit=2.0)
+            lines = monitor.text().splitlines()[marks[name] :]
+            out[name] = tuple(_xtables_lines_for(lines, packet))
+        return out
+
+    def _send_from_underlay(self, packet: Packet, tunnel: Tunnel) -> None:
+        from scapy.layers.inet import IP, UDP
+        from scapy.layers.l2 import GRE, Dot1Q, Ether
+        from scapy.layers.vxlan import VXLAN
+        from scapy.packet import Raw
+
+        node = self.info.node(tunnel.node)
+        dst_mac = _mac_of(node.netns, BR_PHYS)
+        # The frame pretends to come from the remote node, MAC included: OVS learns tunnel
+        # neighbours from what it receives, and a foreign MAC here would send the node's later
+        # tunnel traffic for that peer to the underlay switch instead.
+        src_mac = _mac_of(self.info.node(tunnel.remote_node).netns, BR_PHYS)
+        inner = frame_of(packet)
+        if tunnel.type is NetworkType.VLAN:
+            eth = Ether(inner)
+            frame = bytes(
+                Ether(src=eth.src, dst=eth.dst)
+                / Dot1Q(vlan=tunnel.segmentation_id, type=eth.type)
+                / eth.payload
+            )
+        else:
+            outer = Ether(src=src_mac, dst=dst_mac) / IP(
+                src=self.info.node(tunnel.remote_node).underlay_ip,
+                dst=node.underlay_ip,
+                ttl=64,
+                flags="DF",
+                id=self._rng.randrange(1, 0x10000),
+            )
+            encap: Any
+            if tunnel.type is NetworkType.VXLAN:
+                encap = UDP(sport=self._rng.randrange(32768, 61000), dport=VXLAN_PORT) / VXLAN(
+                    vni=tunnel.segmentation_id, flags=0x08
+                )
+            else:
+                encap = GRE(key_present=1, key=tunnel.segmentation_id, proto=0x6558)
+            frame = bytes(outer / encap / Raw(inner))
+        with Wire.open(_Host(self.info.underlay_netns, "underlay")) as wire:
+            wire.send(frame)
+
+    def _ofproto(self, packet: Packet, source: str, tunnel: Tunnel | None) -> dict[str, str]:
+        """``ofproto/trace`` where the packet enters OVS, and on the far node if it tunnels."""
+        out: dict[str, str] = {}
+        address = packet.nw_dst if packet.nw_dst is not None else packet.arp_tpa
+        dst_vm = vm_for_address(self.info, address) if address is not None else None
+        if source != UNDERLAY:
+            vm = self.info.vm(source)
+            state = self.states[vm.node]
+            vp = state.vm_port(vm.name)
+            out[vm.node] = self._trace(vm.node, BR_INT, flow_text(packet, in_port=vp.ofport))
+            if dst_vm is not None and dst_vm.node != vm.node:
+                out[dst_vm.node] = self._trace_arrival(
+                    packet, vp.network.type, vp.network.segmentation_id, vm.node, dst_vm.node
+                )
+        elif tunnel is not None:
+            out[tunnel.node] = self._trace_arrival(
+                packet, tunnel.type, tunnel.segmentation_id, tunnel.remote_node, tunnel.node
+            )
+        return out
+
+    def _trace_arrival(
+        self, packet: Packet, kind: NetworkType, seg: int, from_node: str, node: str
+    ) -> str:
+        state = self.states[node]
+        if kind is NetworkType.VLAN:
+            und = next(p for p in state.bridge_ports(BR_PHYS) if p.name == UNDERLAY_NIC)
+            return self._trace(
+                node, BR_PHYS, flow_text(replace(packet, dl_vlan=seg), in_port=und.ofport)
+            )
+        remote = self.info.node(from_node).underlay_ip
+        port = next(t for t in state.tunnels if t.type is kind and t.remote_ip == remote)
+        return self._trace(
+            node,
+            BR_TUN,
+            flow_text(
+                packet,
+                in_port=port.ofport,
+                tun_id=hex(seg),
+                tun_src=remote,
+                tun_dst=self.info.node(node).underlay_ip,
+            ),
+        )
+
+    def _trace(self, node: str, bridge: str, flow: str) -> str:
+        self._inputs[node] = (bridge, flow)
+        ovs = self.ovs(node)
+        proc = run(
+            [
+                "ovs-appctl",
+                "-t",
+                str(ovs.rundir / "ovs-vswitchd.ctl"),
+                "ofproto/trace",
+                bridge,
+                flow,
+            ],
+            env=ovs.env,
+            check=False,
+        )
+        return (
+            proc.stdout if proc.returncode == 0 else f"ofproto/trace failed: {proc.stderr.strip()}"
+        )
+
+
+def _mac_of(netns: str, ifname: str) -> str:
+    with netlink(netns) as nl:
+        return str(nl.get_links(nl.link_lookup(ifname=ifname)[0])[0].get_attr("IFLA_ADDRESS"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Host:
+    netns: str
+    ifname: str = "eth0"
+
+
+def _all_devices(states: Iterable[NodeState]) -> set[str]:
+    out: set[str] = set()
+    for st in states:
+        for vp in st.vm_ports:
+            out |= {vp.devices.tap, vp.devices.qbr, vp.devices.qvb}
+    return out
+
+
+def _devices_in(line: str) -> set[str]:
+    out = set()
+    for word in line.split():
+        for key in ("IN=", "OUT=", "PHYSIN=", "PHYSOUT="):
+            if word.startswith(key) and len(word) > len(key):
+                out.add(word[len(key) :])
+    return out
+
+
+def _kernel_line_is(line: str, packet: Packet) -> bool:
+    """A legacy TRACE line about ``packet`` (same addresses and IP ID)."""
+    words = set(line.split())
+    if f"SRC={packet.nw_src}" not in words or f"DST={packet.nw_dst}" not in words:
+        return False
+    return packet.dl_type != ETH_TYPE_IPV4 or f"ID={packet.ip_id}" in words
+
+
+def _xtables_lines_for(lines: Sequence[str], packet: Packet) -> list[str]:
+    """The xtables-monitor records of ``packet``: its PACKET lines pick the trace ids."""
+    ids: set[str] = set()
+    for line in lines:
+        if line.startswith("PACKET:"):
+            words = line.split()
+            if (
+                f"SRC={packet.nw_src}" in words
+                and f"DST={packet.nw_dst}" in words
+                and (packet.dl_type != ETH_TYPE_IPV4 or _xtables_ip_id(words) == packet.ip_id)
+            ):
+                ids.add(words[2])
+    return [line for line in lines if len(line.split()) > 2 and line.split()[2] in ids]
+
+
+def _xtables_ip_id(words: Sequence[str]) -> int | None:
+    """The IP ID of a PACKET line; xtables-monitor glues flags to it (``ID=38349DF``)."""
+    for w in words:
+        if w.startswith("ID="):
+            digits = w[3:].rstrip("CDEFM")
+            return int(digits) if digits.isdigit() else None
+    return None
+
+
+def frame_of(packet: Packet) -> bytes:
+    """The frame for an IP packet (:func:`frame_bytes`) or an ARP message."""
+    if packet.dl_type != ETH_TYPE_ARP:
+        return frame_bytes(packet)
+    from scapy.layers.l2 import ARP, Ether
+
+    return bytes(
+        Ether(src=packet.dl_src, dst=packet.dl_dst)
+        / ARP(
+            op=packet.arp_op or 1,
+            hwsrc=packet.arp_sha or packet.dl_src,
+            psrc=str(packet.arp_spa),
+            hwdst=packet.arp_tha or "00:00:00:00:00:00",
+            pdst=str(packet.arp_tpa),
+        )
+    )
+
+
+def _same_packet(data: bytes, packet: Packet) -> bool:
+    """True if the frame carries ``packet`` (same addresses and, for IPv4, the same IP ID)."""
+    if packet.dl_type == ETH_TYPE_ARP:
+        if len(data) < 42 or data[12:14] != b"\x08\x06":
+            return False
+        return (
+            int.from_bytes(data[20:22], "big") == (packet.arp_op or 1)
+            and ip_address(data[28:32]) == packet.arp_spa
+            and ip_address(data[38:42]) == packet.arp_tpa
+        )
+    if packet.dl_type == ETH_TYPE_IPV4:
+        if len(data) < 34 or data[12:14] != b"\x08\x00":
+            return False
+        return (
+            int.from_bytes(data[18:20], "big") == packet.ip_id
+            and ip_address(data[26:30]) == packet.nw_src
+            and ip_address(data[30:34]) == packet.nw_dst
+        )
+    if len(data) < 54 or data[12:14] != b"\x86\xdd":
+        return False
+    return ip_address(data[22:38]) == packet.nw_src and ip_address(data[38:54]) == packet.nw_dst
+
+
+@contextmanager
+def probing(lab: LabDir, *, mute_vms: bool = False) -> Iterator[LabProbe]:
+    info = lab.read_info()
+    if info is None:
+        raise UsageError(f"lab {lab.name} was not completely built")
+    with LabProbe(lab, info, mute_vms=mute_vms) as probe:
+        yield probe
+
+
+__all__ = ["LabProbe", "Observation", "Tunnel", "complete_packet", "flow_text", "probing"]

@@ -1,0 +1,225 @@
+"""The result of tracing a packet through OVS bridges: a tree in the shape of ``ofproto/trace``,
+the packets that leave (port, bridge, encapsulation), learned flows, and what it all assumed.
+
+The tree mirrors OVS's own trace nodes (bridge, table, action, detail, warning, error, thaw), so
+it can be printed exactly as ``ovs-appctl ofproto/trace`` prints it. The same trace flattens
+into the shared :class:`~nodetrace.model.trace.OpenFlowStep` / ``DeviceStep`` sequence that a
+whole-node walk joins with netfilter steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address
+
+from nodetrace.model.packet import Packet
+from nodetrace.model.trace import DeviceStep, OpenFlowStep, Outcome, Trace
+
+IPAddress = IPv4Address | IPv6Address
+
+
+class NodeKind(StrEnum):
+    """The kinds of ``ofproto/trace`` nodes; they decide indentation and prefixes."""
+
+    BRIDGE = "bridge"
+    TABLE = "table"
+    ACTION = "action"
+    DETAIL = "detail"
+    """Printed `` -> text``."""
+    WARN = "warn"
+    """Printed `` >> text``."""
+    ERROR = "error"
+    """Printed `` >>>> text <<<<``."""
+    THAW = "thaw"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceNode:
+    kind: NodeKind
+    text: str
+    children: tuple[TraceNode, ...] = ()
+    step: OpenFlowStep | DeviceStep | None = None
+    """The shared step this node stands for (table lookups, patch/tunnel/output crossings)."""
+    extra: bool = False
+    """Added by nodetrace (an output, an encapsulation); ``ofproto/trace`` prints no such line."""
+
+    def walk(self) -> Iterator[TraceNode]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+class EgressKind(StrEnum):
+    PORT = "port"
+    TUNNEL = "tunnel"
+    CONTROLLER = "controller"
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelEncap:
+    """The outer headers a tunnel port adds, from its OVSDB options and the packet's tun_*."""
+
+    type: str
+    key: int | None
+    """The VNI / GRE key; ``None`` when the port sends no key."""
+    src: IPAddress | None
+    """``None`` when ``local_ip`` is not set: the host routing table picks it."""
+    dst: IPAddress | None
+    dst_port: int | None = None
+    tos: int = 0
+    ttl: int = 0
+    flags: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        key = f"key 0x{self.key:x}" if self.key is not None else "no key"
+        vni = (
+            f"VNI 0x{self.key:x}"
+            if self.key is not None and self.type in ("vxlan", "geneve")
+            else key
+        )
+        src = str(self.src) if self.src is not None else "(source from routing)"
+        port = f" port {self.dst_port}" if self.dst_port else ""
+        return f"{self.type} {vni} {src} -> {self.dst}{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Egress:
+    """A packet leaving the traced bridges."""
+
+    bridge: str
+    port: str
+    """The port name, or ``port N`` when only the number is known."""
+    ofport: int | None
+    kind: EgressKind
+    packet: Packet
+    """The frame as it leaves (VLAN tag, rewritten addresses)."""
+    flow: str
+    """The whole flow as it leaves, in OVS flow syntax (including registers and tunnel)."""
+    encap: TunnelEncap | None = None
+    interface_type: str | None = None
+    pass_index: int = 0
+    """0 for the first pass, N for the Nth conntrack recirculation."""
+    inner_vlan: int | None = None
+
+    def describe(self) -> str:
+        if self.kind is EgressKind.CONTROLLER:
+            return f"{self.bridge}: to the OpenFlow controller"
+        vlan = f" VLAN {self.packet.dl_vlan}" if self.packet.dl_vlan is not None else " untagged"
+        text = f"{self.bridge} port {self.port}" + (
+            f" ({self.ofport})" if self.ofport is not None else ""
+        )
+        if self.encap is not None:
+            return f"{text}: {self.encap.describe()}"
+        return text + vlan
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedFlow:
+    """A flow a ``learn`` action adds (or would add, when side effects are not applied)."""
+
+    bridge: str
+    table: int
+    priority: int
+    match: str
+    actions: str
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    applied: bool = False
+
+    def text(self) -> str:
+        parts = [f"table={self.table} {self.match} priority={self.priority}".replace("  ", " ")]
+        if self.cookie:
+            parts.append(f"cookie={self.cookie:#x}")
+        if self.idle_timeout:
+            parts.append(f"idle={self.idle_timeout}")
+        if self.hard_timeout:
+            parts.append(f"hard={self.hard_timeout}")
+        parts.append(f"actions={self.actions}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class TracePass:
+    """One translation: the first, or one conntrack recirculation (``recirc_id`` > 0)."""
+
+    flow: str
+    """The packet as the pass starts, in OVS flow syntax."""
+    nodes: tuple[TraceNode, ...]
+    final_flow: str | None
+    """``None`` when the flow is unchanged at the end."""
+    recirc_id: int = 0
+    ct_state: str | None = None
+    ct_state_default: bool = False
+    """True when ``ct_state`` is the default ``trk|new`` (nothing said otherwise)."""
+    nat: str | None = None
+    """For a recirculation after ``ct(nat)``: how the addresses were replaced."""
+    zone: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFlowTrace:
+    bridge: str
+    in_port: str
+    packet: Packet
+    passes: tuple[TracePass, ...]
+    egress: tuple[Egress, ...]
+    outcome: Outcome
+    verdict: str
+    """One line: where the packet went or why it stopped."""
+    reason: str = ""
+    assumptions: tuple[str, ...] = ()
+    learned: tuple[LearnedFlow, ...] = ()
+    verdict_step: int | None = None
+    """Index into :attr:`steps` of the step that decided a drop, when one did."""
+
+    @property
+    def steps(self) -> tuple[OpenFlowStep | DeviceStep, ...]:
+        out: list[OpenFlowStep | DeviceStep] = []
+        for p in self.passes:
+            for node in p.nodes:
+                out.extend(n.step for n in node.walk() if n.step is not None)
+        return tuple(out)
+
+    def as_trace(self) -> Trace:
+        """The shared trace type, for the whole-node walk and the generic renderers."""
+        return Trace(
+            steps=self.steps,
+            outcome=self.outcome,
+            verdict_step=self.verdict_step,
+            reason=self.reason or self.verdict,
+            assumptions=self.assumptions,
+            packet=self.packet,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedLine:
+    """One line of an ``ofproto/trace`` tree as OVS printed it."""
+
+    indent: int
+    text: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedPass:
+    """One section of a real ``ofproto/trace`` output (the first, or a recirculation)."""
+
+    flow: str
+    lines: tuple[ObservedLine, ...]
+    final_flow: str | None
+    megaflow: str | None = None
+    datapath_actions: str | None = None
+    header: str = ""
+    """For a recirculation: ``recirc(0x2) - resume conntrack with ...``."""
+    failure: str | None = None
+    """``Translation failed (...)`` when OVS gave up."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedTrace:
+    passes: tuple[ObservedPass, ...]
+    source: str = ""

@@ -1,0 +1,501 @@
+"""Parse iproute2's plain-text output, as sosreports hold it: ``ip -d address``,
+``ip -s -d link``, ``ip route show table all``, ``ip rule list``, ``ip neigh show``,
+``bridge fdb show`` and ``ip netns``.
+
+A sample of ``ip -d address`` (iproute2 6.1, abridged)::
+
+    6: tap3b1f6a2c-8d@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master qbr3b1f6a2c-8d state UP group default qlen 1000
+        link/ether 22:8c:99:12:c3:82 brd ff:ff:ff:ff:ff:ff link-netns snpv9f1ca4 promiscuity 1  allmulti 1 minmtu 68 maxmtu 65535
+        veth
+        bridge_slave state forwarding priority 32 cost 2 hairpin off guard off ... learning on flood on ...
+        inet6 fe80::208c:99ff:fe12:c382/64 scope link
+           valid_lft forever preferred_lft forever
+    7: qbr3b1f6a2c-8d: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP group default qlen 1000
+        link/ether 22:8c:99:12:c3:82 brd ff:ff:ff:ff:ff:ff promiscuity 0  allmulti 0 minmtu 68 maxmtu 65535
+        bridge forward_delay 1500 hello_time 200 max_age 2000 ageing_time 0 stp_state 0 ... nf_call_iptables 0 ...
+
+The JSON forms (parsers/ip_json.py) are preferred when a snapshot has them: the text drops the
+peer's ifindex (``@if2``) when the peer is in another namespace, so only its name is known.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import ip_address, ip_interface, ip_network
+
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
+from nodetrace.model.netfilter import IPNetwork
+from nodetrace.model.packet import Family
+from nodetrace.model.topology import (
+    MAIN_NS,
+    Address,
+    BridgeInfo,
+    BridgePortInfo,
+    FdbEntry,
+    Interface,
+    IPAddress,
+    LinkDetail,
+    LinkKind,
+    NamespaceId,
+    Neighbour,
+    NextHop,
+    Route,
+    RouteRule,
+    RouteType,
+    TunnelInfo,
+    TunTapInfo,
+    VethInfo,
+    default_network,
+)
+
+_HEADER = re.compile(r"^(\d+):\s+([^\s:@]+)(?:@([^\s:]+))?:\s+<([^>]*)>(.*)$")
+_LINK = re.compile(r"^\s+link/(\S+)(?:\s+(\S+))?(.*)$")
+_INET = re.compile(r"^\s+(inet6?)\s+(\S+)(?:\s+peer\s+(\S+))?(.*)$")
+_KIND_WORDS = {
+    "veth": LinkKind.VETH,
+    "bridge": LinkKind.BRIDGE,
+    "vxlan": LinkKind.VXLAN,
+    "gre": LinkKind.GRE,
+    "gretap": LinkKind.GRETAP,
+    "ip6gre": LinkKind.GRE,
+    "ip6gretap": LinkKind.GRETAP,
+    "geneve": LinkKind.GENEVE,
+    "tun": LinkKind.TUN,
+    "openvswitch": LinkKind.OPENVSWITCH,
+    "bond": LinkKind.BOND,
+    "vlan": LinkKind.VLAN,
+    "macvlan": LinkKind.MACVLAN,
+    "dummy": LinkKind.DUMMY,
+}
+_SLAVE_WORDS = {"bridge_slave": "bridge", "openvswitch_slave": "openvswitch", "bond_slave": "bond"}
+
+
+def _report(sink: DiagnosticSink | None, err: ParseError) -> None:
+    if sink is None:
+        raise err
+    sink.error(err)
+
+
+def _pairs(words: list[str]) -> dict[str, str]:
+    """Each word mapped to the word after it (first occurrence wins): ``get("dev")`` is the
+    device after ``dev``. Flags are tested with ``in``; no guessing of which word is a key."""
+    out: dict[str, str] = {}
+    for i, word in enumerate(words):
+        out.setdefault(word, words[i + 1] if i + 1 < len(words) else "")
+    return out
+
+
+def _ip(text: str | None) -> IPAddress | None:
+    if text is None:
+        return None
+    try:
+        return ip_address(text.split("%")[0])
+    except ValueError:
+        return None
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+class _Builder:
+    def __init__(self, netns: str, ifindex: int, name: str, at: str | None, flags: str, rest: str):
+        self.netns = netns
+        self.ifindex = ifindex
+        self.name = name
+        self.at = at
+        self.flags = flags.split(",")
+        attrs = _pairs(rest.split())
+        self.mtu = _int(attrs.get("mtu"))
+        self.master = attrs.get("master")
+        self.kind: LinkKind | None = None
+        self.link_type = ""
+        self.mac: str | None = None
+        self.peer_netns: str | None = None
+        self.peer_netnsid: int | None = None
+        self.kind_attrs: dict[str, str] = {}
+        self.slave_kind: str | None = None
+        self.slave_attrs: dict[str, str] = {}
+        self.addresses: list[Address] = []
+
+    def detail_line(self, words: list[str]) -> None:
+        first = words[0]
+        if first in _SLAVE_WORDS:
+            self.slave_kind = _SLAVE_WORDS[first]
+            self.slave_attrs = _pairs(words[1:])
+        elif self.kind is None and first in _KIND_WORDS:
+            self.kind = _KIND_WORDS[first]
+            self.kind_attrs = _pairs(words[1:])
+            if first == "tun":
+                self.kind = LinkKind.TAP if self.kind_attrs.get("type") == "tap" else LinkKind.TUN
+            # `veth` is alone on its line when slave details follow on the next one.
+            for i, w in enumerate(words[1:], 1):
+                if w in _SLAVE_WORDS:
+                    self.kind_attrs = _pairs(words[1:i])
+                    self.slave_kind = _SLAVE_WORDS[w]
+                    self.slave_attrs = _pairs(words[i + 1 :])
+                    break
+
+    def build(self) -> Interface:
+        kind = self.kind
+        if kind is None:
+            kind = {"loopback": LinkKind.LOOPBACK, "ether": LinkKind.PHYSICAL}.get(
+                self.link_type, LinkKind.OTHER
+            )
+        a = self.kind_attrs
+        detail: LinkDetail | None = None
+        if kind is LinkKind.VETH:
+            same_ns = self.peer_netns is None and self.peer_netnsid is None
+            peer = self.at if self.at and not re.fullmatch(r"if\d+", self.at) else None
+            detail = VethInfo(
+                peer=peer if same_ns else None,
+                peer_ifindex=_int(self.at[2:]) if self.at and self.at.startswith("if") else None,
+                peer_netnsid=self.peer_netnsid,
+                peer_netns=self.peer_netns,
+            )
+        elif kind is LinkKind.BRIDGE:
+            detail = BridgeInfo(
+                ageing_time=_int(a.get("ageing_time")),
+                stp_state=_int(a.get("stp_state")) or 0,
+                vlan_filtering=a.get("vlan_filtering") == "1",
+                nf_call_iptables=a.get("nf_call_iptables") == "1",
+                nf_call_ip6tables=a.get("nf_call_ip6tables") == "1",
+                nf_call_arptables=a.get("nf_call_arptables") == "1",
+            )
+        elif kind in (LinkKind.VXLAN, LinkKind.GENEVE, LinkKind.GRE, LinkKind.GRETAP):
+            detail = TunnelInfo(
+                key=None if "external" in a else _int(a.get("id", a.get("key", a.get("ikey")))),
+                local=_ip(a.get("local")),
+                remote=_ip(a.get("remote", a.get("group"))),
+                dst_port=_int(a.get("dstport")),
+                underlay=a.get("dev"),
+                learning="nolearning" not in a,
+                external="external" in a,
+            )
+        elif kind in (LinkKind.TAP, LinkKind.TUN):
+            detail = TunTapInfo(mode=a.get("type", kind.value))
+        port = None
+        if self.slave_kind == "bridge":
+            s = self.slave_attrs
+            port = BridgePortInfo(
+                state=s.get("state", "forwarding"),
+                learning=s.get("learning", "on") == "on",
+                flood=s.get("flood", "on") == "on",
+                hairpin=s.get("hairpin", "off") == "on",
+                isolated=s.get("isolated", "off") == "on",
+            )
+        return Interface(
+            name=self.name,
+            netns=self.netns,
+            ifindex=self.ifindex,
+            kind=kind,
+            mac=self.mac,
+            mtu=self.mtu,
+            up="UP" in self.flags,
+            carrier="LOWER_UP" in self.flags,
+            master=self.master,
+            master_kind=self.slave_kind or ("bridge" if self.master and port else None),
+            addresses=tuple(self.addresses),
+            detail=detail,
+            bridge_port=port,
+        )
+
+
+def parse_ip_link_text(
+    text: str, *, source: str, sink: DiagnosticSink | None = None, netns: str = MAIN_NS
+) -> tuple[Interface, ...]:
+    """Interfaces from ``ip [-s] [-d] link`` or ``ip [-d] address`` text."""
+    out: list[Interface] = []
+    current: _Builder | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _HEADER.match(line)
+        if m:
+            if current is not None:
+                out.append(current.build())
+            current = _Builder(
+                netns, int(m.group(1)), m.group(2), m.group(3), m.group(4), m.group(5)
+            )
+            continue
+        if current is None:
+            # sosreport fixtures sometimes start with tool noise ("Message truncated").
+            _report(
+                sink,
+                ParseError(
+                    SourcePos(source, number),
+                    "line before the first interface",
+                    token=line.strip()[:40],
+                    expected="N: NAME: <FLAGS>",
+                ),
+            )
+            continue
+        lm = _LINK.match(line)
+        if lm:
+            current.link_type = lm.group(1)
+            if lm.group(2) and re.fullmatch(r"[0-9a-fA-F:]{11,}", lm.group(2)):
+                current.mac = lm.group(2).lower()
+            words = (lm.group(3) or "").split()
+            attrs = _pairs(words)
+            current.peer_netns = attrs.get("link-netns")
+            current.peer_netnsid = _int(attrs.get("link-netnsid"))
+            continue
+        im = _INET.match(line)
+        if im:
+            try:
+                iface = ip_interface(im.group(2))
+                peer = ip_interface(im.group(3)) if im.group(3) else None
+            except ValueError:
+                _report(
+                    sink,
+                    ParseError(SourcePos(source, number), "bad address", token=im.group(2)),
+                )
+                continue
+            scope = _pairs(im.group(4).split()).get("scope", "global")
+            current.addresses.append(Address(iface, scope, peer))
+            continue
+        words = line.split()
+        if words[0] in ("valid_lft", "RX:", "TX:", "altname", "alias") or words[0].isdigit():
+            continue
+        current.detail_line(words)
+    if current is not None:
+        out.append(current.build())
+    return tuple(out)
+
+
+_ROUTE_TYPES = {t.value: t for t in RouteType}
+
+
+def _route_dst(word: str, family: Family) -> IPNetwork | None:
+    if word == "default":
+        return default_network(family)
+    try:
+        return ip_network(word, strict=False)
+    except ValueError:
+        return None
+
+
+def parse_ip_route_text(
+    text: str,
+    *,
+    source: str,
+    sink: DiagnosticSink | None = None,
+    netns: str = MAIN_NS,
+    family: Family = Family.IPV4,
+) -> tuple[Route, ...]:
+    """Routes from ``ip [-6] route show table all`` text (``nexthop`` lines join their route)."""
+    out: list[Route] = []
+    pending: tuple[int, list[str], list[NextHop]] | None = None
+
+    def flush() -> None:
+        if pending is None:
+            return
+        number, words, hops = pending
+        route = _route(words, hops, number)
+        if route is not None:
+            out.append(route)
+
+    def _route(words: list[str], hops: list[NextHop], number: int) -> Route | None:
+        rtype = RouteType.UNICAST
+        if words[0] in _ROUTE_TYPES and len(words) > 1:
+            rtype = _ROUTE_TYPES[words[0]]
+            words = words[1:]
+        dst = _route_dst(words[0], family)
+        if dst is None:
+            _report(
+                sink,
+                ParseError(
+                    SourcePos(source, number),
+                    "unreadable destination",
+                    token=words[0],
+                    expected="PREFIX or default",
+                ),
+            )
+            return None
+        attrs = _pairs(words[1:])
+        return Route(
+            family=Family.IPV4 if dst.version == 4 else Family.IPV6,
+            dst=dst,
+            table=attrs.get("table", "main"),
+            type=rtype,
+            gateway=_ip(attrs.get("via")),
+            dev=attrs.get("dev"),
+            prefsrc=_ip(attrs.get("src")),
+            metric=_int(attrs.get("metric")) or 0,
+            scope=attrs.get("scope", "global" if rtype is RouteType.UNICAST else "host"),
+            protocol=attrs.get("proto", ""),
+            nexthops=tuple(hops),
+            netns=netns,
+        )
+
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words:
+            continue
+        if line[0] in " \t":
+            if words[0] == "nexthop" and pending is not None:
+                a = _pairs(words[1:])
+                pending[2].append(
+                    NextHop(_ip(a.get("via")), a.get("dev"), _int(a.get("weight")) or 1)
+                )
+            continue  # `cache` lines and other continuations
+        flush()
+        pending = (number, words, [])
+    flush()
+    return tuple(out)
+
+
+def parse_ip_rule_text(
+    text: str,
+    *,
+    source: str,
+    sink: DiagnosticSink | None = None,
+    netns: str = MAIN_NS,
+    family: Family = Family.IPV4,
+) -> tuple[RouteRule, ...]:
+    """Policy rules from ``ip [-4|-6] rule list`` (``32766:\\tfrom all lookup main``)."""
+    out: list[RouteRule] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"^\s*(\d+):\s+(.*)$", line)
+        if not m:
+            if line.strip():
+                _report(
+                    sink,
+                    ParseError(
+                        SourcePos(source, number), "not a rule", expected="PRIO: SELECTOR ACTION"
+                    ),
+                )
+            continue
+        words = m.group(2).split()
+        negate = bool(words) and words[0] == "not"
+        attrs = _pairs(words[1:] if negate else words)
+        action, table = "lookup", attrs.get("lookup", attrs.get("table"))
+        for word in ("blackhole", "unreachable", "prohibit", "goto", "nop"):
+            if word in attrs:
+                action, table = word, None
+        mark, _, mask = (attrs.get("fwmark") or "").partition("/")
+
+        def net(key: str, attrs: dict[str, str] = attrs) -> IPNetwork | None:
+            value = attrs.get(key)
+            if value in (None, "all"):
+                return None
+            found = _route_dst(value, family)
+            return (
+                found
+                if found is not None and (found.version == 4) == (family is Family.IPV4)
+                else None
+            )
+
+        out.append(
+            RouteRule(
+                family=family,
+                priority=int(m.group(1)),
+                table=table,
+                action=action,
+                src=net("from"),
+                dst=net("to"),
+                iif=attrs.get("iif"),
+                oif=attrs.get("oif"),
+                fwmark=_int(mark) if mark else None,
+                fwmask=_int(mask) if mask else None,
+                not_=negate,
+                netns=netns,
+            )
+        )
+    return tuple(out)
+
+
+_NUD = {
+    "PERMANENT",
+    "NOARP",
+    "REACHABLE",
+    "STALE",
+    "NONE",
+    "INCOMPLETE",
+    "DELAY",
+    "PROBE",
+    "FAILED",
+}
+
+
+def parse_ip_neigh_text(
+    text: str, *, source: str, sink: DiagnosticSink | None = None, netns: str = MAIN_NS
+) -> tuple[Neighbour, ...]:
+    """ARP/NDP entries from ``ip [-s] neigh show`` text."""
+    out: list[Neighbour] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words:
+            continue
+        ip = _ip(words[0])
+        if ip is None or "dev" not in words:
+            _report(
+                sink, ParseError(SourcePos(source, number), "not a neighbour entry", token=words[0])
+            )
+            continue
+        dev = words[words.index("dev") + 1] if words.index("dev") + 1 < len(words) else ""
+        mac = words[words.index("lladdr") + 1] if "lladdr" in words[:-1] else None
+        out.append(
+            Neighbour(
+                ip=ip,
+                dev=dev,
+                mac=mac.lower() if mac else None,
+                state=tuple(w for w in words if w in _NUD),
+                netns=netns,
+            )
+        )
+    return tuple(out)
+
+
+def parse_bridge_fdb_text(
+    text: str, *, source: str, sink: DiagnosticSink | None = None, netns: str = MAIN_NS
+) -> tuple[FdbEntry, ...]:
+    """Forwarding entries from ``bridge [-s] [-d] fdb show`` text."""
+    out: list[FdbEntry] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words:
+            continue
+        if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", words[0]) or "dev" not in words:
+            _report(sink, ParseError(SourcePos(source, number), "not an fdb entry", token=words[0]))
+            continue
+        rest = words[1:]
+        flags = {w for w in rest if w in ("self", "permanent", "static", "extern_learn")}
+        attrs = _pairs([w for w in rest if w not in flags])
+        state = "permanent" if "permanent" in flags else "static" if "static" in flags else ""
+        out.append(
+            FdbEntry(
+                mac=words[0].lower(),
+                dev=attrs.get("dev", ""),
+                master=attrs.get("master"),
+                vlan=_int(attrs.get("vlan")),
+                state=state,
+                self_entry="self" in flags,
+                dst=_ip(attrs.get("dst")),
+                netns=netns,
+            )
+        )
+    return tuple(out)
+
+
+def parse_ip_netns_text(
+    text: str, *, source: str, sink: DiagnosticSink | None = None
+) -> tuple[NamespaceId, ...]:
+    """Names and ids from ``ip netns`` (``qrouter-1c2d (id: 0)``)."""
+    out: list[NamespaceId] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = re.match(r"^(\S+)(?:\s+\(id:\s*(\d+)\))?\s*$", line)
+        if not m:
+            _report(
+                sink, ParseError(SourcePos(source, number), "not a namespace line", token=line[:40])
+            )
+            continue
+        out.append(NamespaceId(m.group(1), int(m.group(2)) if m.group(2) else None))
+    return tuple(out)

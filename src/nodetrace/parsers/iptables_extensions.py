@@ -1,0 +1,941 @@
+"""Turn the options of one match module or target, as ``iptables-save`` wrote them, into types.
+
+Each builder takes the module's options in saved order (``RawOption``) and returns the typed
+match or target of :mod:`nodetrace.model.netfilter`. An option a builder does not know raises
+:class:`Unmodelled`, and the caller keeps the module verbatim as unknown; a value that cannot be
+read (``--dport abc``) raises :class:`BadValue` with the token and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace as _replace
+from ipaddress import ip_address, ip_network
+from typing import Any
+
+from nodetrace.model.netfilter import (
+    CT_STATES,
+    CT_STATUSES,
+    AddrtypeMatch,
+    ChecksumTarget,
+    CommentMatch,
+    ConnmarkTarget,
+    ConntrackMatch,
+    CtTarget,
+    DscpMatch,
+    IcmpMatch,
+    IPAddress,
+    IPNetwork,
+    IprangeMatch,
+    LengthMatch,
+    LimitMatch,
+    LogTarget,
+    MacMatch,
+    MarkMatch,
+    MarkTarget,
+    Match,
+    MultiportMatch,
+    NatRange,
+    NatTarget,
+    Neg,
+    NflogTarget,
+    NotrackTarget,
+    OwnerMatch,
+    PhysdevMatch,
+    PkttypeMatch,
+    PortRange,
+    RawOption,
+    RejectTarget,
+    SctpMatch,
+    SetMatch,
+    StateMatch,
+    Target,
+    TcpFlags,
+    TcpMatch,
+    TcpmssTarget,
+    TosMatch,
+    TraceTarget,
+    TtlMatch,
+    UdpMatch,
+)
+from nodetrace.model.packet import Family, TcpFlag
+
+
+class Unmodelled(Exception):
+    """The module has an option nodetrace does not interpret; keep the module as unknown."""
+
+
+class BadValue(Exception):
+    """A value that cannot be read; ``token`` is the word, ``expected`` what would be valid."""
+
+    def __init__(self, message: str, token: str, expected: str) -> None:
+        super().__init__(message)
+        self.token = token
+        self.expected = expected
+
+
+PROTOCOLS: dict[str, int] = {
+    "ip": 0,
+    "hopopt": 0,
+    "icmp": 1,
+    "igmp": 2,
+    "ipencap": 4,
+    "ipv4": 4,
+    "tcp": 6,
+    "egp": 8,
+    "udp": 17,
+    "ipv6": 41,
+    "ipv6-route": 43,
+    "ipv6-frag": 44,
+    "rsvp": 46,
+    "gre": 47,
+    "esp": 50,
+    "ah": 51,
+    "ipv6-icmp": 58,
+    "icmpv6": 58,
+    "ipv6-nonxt": 59,
+    "ipv6-opts": 60,
+    "ospf": 89,
+    "vrrp": 112,
+    "l2tp": 115,
+    "sctp": 132,
+    "udplite": 136,
+    "mpls-in-ip": 137,
+    "dccp": 33,
+}
+"""Protocol names iptables accepts and prints (from /etc/protocols), to numbers."""
+
+ICMP_TYPE_NAMES: dict[str, tuple[int, int, int]] = {
+    "echo-reply": (0, 0, 0xFF),
+    "pong": (0, 0, 0xFF),
+    "destination-unreachable": (3, 0, 0xFF),
+    "network-unreachable": (3, 0, 0),
+    "host-unreachable": (3, 1, 1),
+    "protocol-unreachable": (3, 2, 2),
+    "port-unreachable": (3, 3, 3),
+    "fragmentation-needed": (3, 4, 4),
+    "source-route-failed": (3, 5, 5),
+    "network-unknown": (3, 6, 6),
+    "host-unknown": (3, 7, 7),
+    "network-prohibited": (3, 9, 9),
+    "host-prohibited": (3, 10, 10),
+    "TOS-network-unreachable": (3, 11, 11),
+    "TOS-host-unreachable": (3, 12, 12),
+    "communication-prohibited": (3, 13, 13),
+    "host-precedence-violation": (3, 14, 14),
+    "precedence-cutoff": (3, 15, 15),
+    "source-quench": (4, 0, 0xFF),
+    "redirect": (5, 0, 0xFF),
+    "network-redirect": (5, 0, 0),
+    "host-redirect": (5, 1, 1),
+    "TOS-network-redirect": (5, 2, 2),
+    "TOS-host-redirect": (5, 3, 3),
+    "echo-request": (8, 0, 0xFF),
+    "ping": (8, 0, 0xFF),
+    "router-advertisement": (9, 0, 0xFF),
+    "router-solicitation": (10, 0, 0xFF),
+    "time-exceeded": (11, 0, 0xFF),
+    "ttl-exceeded": (11, 0, 0xFF),
+    "ttl-zero-during-transit": (11, 0, 0),
+    "ttl-zero-during-reassembly": (11, 1, 1),
+    "parameter-problem": (12, 0, 0xFF),
+    "ip-header-bad": (12, 0, 0),
+    "required-option-missing": (12, 1, 1),
+    "timestamp-request": (13, 0, 0xFF),
+    "timestamp-reply": (14, 0, 0xFF),
+    "address-mask-request": (17, 0, 0xFF),
+    "address-mask-reply": (18, 0, 0xFF),
+}
+"""``--icmp-type`` names as libxt_icmp knows them: (type, code min, code max)."""
+
+ICMPV6_TYPE_NAMES: dict[str, tuple[int, int, int]] = {
+    "destination-unreachable": (1, 0, 0xFF),
+    "no-route": (1, 0, 0),
+    "communication-prohibited": (1, 1, 1),
+    "beyond-scope": (1, 2, 2),
+    "address-unreachable": (1, 3, 3),
+    "port-unreachable": (1, 4, 4),
+    "failed-policy": (1, 5, 5),
+    "reject-route": (1, 6, 6),
+    "packet-too-big": (2, 0, 0xFF),
+    "time-exceeded": (3, 0, 0xFF),
+    "ttl-exceeded": (3, 0, 0xFF),
+    "ttl-zero-during-transit": (3, 0, 0),
+    "ttl-zero-during-reassembly": (3, 1, 1),
+    "parameter-problem": (4, 0, 0xFF),
+    "bad-header": (4, 0, 0),
+    "unknown-header-type": (4, 1, 1),
+    "unknown-option": (4, 2, 2),
+    "echo-request": (128, 0, 0xFF),
+    "ping": (128, 0, 0xFF),
+    "echo-reply": (129, 0, 0xFF),
+    "pong": (129, 0, 0xFF),
+    "mld-listener-query": (130, 0, 0xFF),
+    "mld-listener-report": (131, 0, 0xFF),
+    "mld-listener-done": (132, 0, 0xFF),
+    "mld-listener-reduction": (132, 0, 0xFF),
+    "router-solicitation": (133, 0, 0xFF),
+    "router-advertisement": (134, 0, 0xFF),
+    "neighbour-solicitation": (135, 0, 0xFF),
+    "neighbor-solicitation": (135, 0, 0xFF),
+    "neighbour-advertisement": (136, 0, 0xFF),
+    "neighbor-advertisement": (136, 0, 0xFF),
+    "redirect": (137, 0, 0xFF),
+}
+
+TCP_FLAG_NAMES: dict[str, int] = {
+    "FIN": TcpFlag.FIN,
+    "SYN": TcpFlag.SYN,
+    "RST": TcpFlag.RST,
+    "PSH": TcpFlag.PSH,
+    "ACK": TcpFlag.ACK,
+    "URG": TcpFlag.URG,
+    "ECE": TcpFlag.ECE,
+    "CWR": TcpFlag.CWR,
+    "ALL": 0x3F,
+    "NONE": 0,
+}
+
+DSCP_CLASSES: dict[str, int] = {
+    "CS0": 0x00,
+    "CS1": 0x08,
+    "CS2": 0x10,
+    "CS3": 0x18,
+    "CS4": 0x20,
+    "CS5": 0x28,
+    "CS6": 0x30,
+    "CS7": 0x38,
+    "BE": 0x00,
+    "AF11": 0x0A,
+    "AF12": 0x0C,
+    "AF13": 0x0E,
+    "AF21": 0x12,
+    "AF22": 0x14,
+    "AF23": 0x16,
+    "AF31": 0x1A,
+    "AF32": 0x1C,
+    "AF33": 0x1E,
+    "AF41": 0x22,
+    "AF42": 0x24,
+    "AF43": 0x26,
+    "EF": 0x2E,
+}
+
+ADDRTYPES = (
+    "UNSPEC",
+    "UNICAST",
+    "LOCAL",
+    "BROADCAST",
+    "ANYCAST",
+    "MULTICAST",
+    "BLACKHOLE",
+    "UNREACHABLE",
+    "PROHIBIT",
+    "THROW",
+    "NAT",
+    "XRESOLVE",
+)
+
+TOS_NAMES: dict[str, int] = {
+    "Minimize-Delay": 0x10,
+    "Maximize-Throughput": 0x08,
+    "Maximize-Reliability": 0x04,
+    "Minimize-Cost": 0x02,
+    "Normal-Service": 0x00,
+}
+
+
+# --- value readers ----------------------------------------------------------------------------
+
+
+def _one(opt: RawOption) -> str:
+    if len(opt.values) != 1:
+        raise BadValue(
+            f"--{opt.name} takes one value", " ".join(opt.values) or f"--{opt.name}", "one value"
+        )
+    return opt.values[0]
+
+
+def _none(opt: RawOption) -> None:
+    if opt.values:
+        raise BadValue(f"--{opt.name} takes no value", opt.values[0], f"--{opt.name} alone")
+
+
+def read_int(text: str, what: str = "a number", *, limit: int = 0xFFFFFFFF) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise BadValue(f"not {what}", text, what) from None
+    if not 0 <= value <= limit:
+        raise BadValue(f"out of range (0..{limit})", text, what)
+    return value
+
+
+def read_port(text: str) -> int:
+    return read_int(text, "a port number", limit=0xFFFF)
+
+
+def read_port_range(text: str, sep: str = ":") -> PortRange:
+    """``22``, ``1024:65535``, ``:1023`` and ``1024:`` (iptables fills the open ends)."""
+    if sep in text:
+        lo_s, hi_s = text.split(sep, 1)
+        lo = read_port(lo_s) if lo_s else 0
+        hi = read_port(hi_s) if hi_s else 0xFFFF
+        if lo > hi:
+            raise BadValue("range start above its end", text, "LOW:HIGH")
+        return PortRange(lo, hi)
+    port = read_port(text)
+    return PortRange(port, port)
+
+
+def read_int_range(text: str, limit: int = 0xFFFFFFFF) -> PortRange:
+    if ":" in text:
+        lo_s, hi_s = text.split(":", 1)
+        lo = read_int(lo_s, limit=limit) if lo_s else 0
+        hi = read_int(hi_s, limit=limit) if hi_s else limit
+        return PortRange(lo, hi)
+    value = read_int(text, limit=limit)
+    return PortRange(value, value)
+
+
+def read_value_mask(text: str) -> tuple[int, int]:
+    """``0x5`` or ``0x5/0xff`` (marks, TOS)."""
+    if "/" in text:
+        v, m = text.split("/", 1)
+        return read_int(v, "a number"), read_int(m, "a mask")
+    return read_int(text, "a number"), 0xFFFFFFFF
+
+
+def read_network(text: str, family: Family) -> IPNetwork:
+    try:
+        net = ip_network(text, strict=False)
+    except ValueError:
+        raise BadValue("not an address or network", text, "ADDRESS[/PREFIX]") from None
+    if (net.version == 4) != (family is Family.IPV4):
+        raise BadValue(f"address family does not match this {family.value} ruleset", text, "")
+    return net
+
+
+def read_address(text: str) -> IPAddress:
+    try:
+        return ip_address(text)
+    except ValueError:
+        raise BadValue("not an address", text, "an IP address") from None
+
+
+def read_words(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """A comma list of words from ``allowed``, returned in ``allowed`` order (as saved)."""
+    words = {w.upper() for w in text.split(",") if w}
+    bad = words - set(allowed)
+    if bad or not words:
+        raise BadValue(f"not a {what}", text, ",".join(allowed))
+    return tuple(w for w in allowed if w in words)
+
+
+def read_mac(text: str) -> str:
+    parts = text.split(":")
+    try:
+        if len(parts) != 6 or any(not 1 <= len(p) <= 2 for p in parts):
+            raise ValueError
+        return ":".join(f"{int(p, 16):02x}" for p in parts)
+    except ValueError:
+        raise BadValue("not a MAC address", text, "XX:XX:XX:XX:XX:XX") from None
+
+
+def read_tcp_flags(text: str) -> int:
+    bits = 0
+    for word in text.split(","):
+        if word.upper() not in TCP_FLAG_NAMES:
+            raise BadValue("not a TCP flag", word, "FIN,SYN,RST,PSH,ACK,URG,ECE,CWR,ALL,NONE")
+        bits |= TCP_FLAG_NAMES[word.upper()]
+    return bits
+
+
+def read_icmp_type(text: str, family: Family) -> tuple[int | None, int, int]:
+    names = ICMP_TYPE_NAMES if family is Family.IPV4 else ICMPV6_TYPE_NAMES
+    if text == "any":
+        return None, 0, 0xFF
+    if text in names:
+        return names[text]
+    if "/" in text:
+        t, c = text.split("/", 1)
+        code = read_int(c, "an ICMP code", limit=0xFF)
+        return read_int(t, "an ICMP type", limit=0xFF), code, code
+    return read_int(text, "an ICMP type or name", limit=0xFF), 0, 0xFF
+
+
+# --- match builders ---------------------------------------------------------------------------
+
+MatchBuilder = Callable[[str, list[RawOption], Family], Match]
+
+
+def _unknown_option(module: str, opt: RawOption) -> Unmodelled:
+    return Unmodelled(f"option --{opt.name} of -m {module} is not modelled")
+
+
+def _tcp(module: str, opts: list[RawOption], family: Family) -> Match:
+    m = TcpMatch()
+    for opt in opts:
+        if opt.name in ("sport", "source-port"):
+            m = _replace(m, sport=Neg(read_port_range(_one(opt)), opt.negated))
+        elif opt.name in ("dport", "destination-port"):
+            m = _replace(m, dport=Neg(read_port_range(_one(opt)), opt.negated))
+        elif opt.name == "tcp-flags":
+            if len(opt.values) != 2:
+                raise BadValue("--tcp-flags takes MASK COMP", " ".join(opt.values), "MASK COMP")
+            mask, comp = read_tcp_flags(opt.values[0]), read_tcp_flags(opt.values[1])
+            m = _replace(m, flags=Neg(TcpFlags(mask, comp), opt.negated))
+        elif opt.name == "syn":
+            _none(opt)
+            flags = TcpFlags(
+                TcpFlag.FIN | TcpFlag.SYN | TcpFlag.RST | TcpFlag.ACK, int(TcpFlag.SYN)
+            )
+            m = _replace(m, flags=Neg(flags, opt.negated))
+        elif opt.name == "tcp-option":
+            m = _replace(
+                m, option=Neg(read_int(_one(opt), "an option kind", limit=255), opt.negated)
+            )
+        else:
+            raise _unknown_option(module, opt)
+    return m
+
+
+def _udp(module: str, opts: list[RawOption], family: Family) -> Match:
+    m = UdpMatch(module=module)
+    for opt in opts:
+        if opt.name in ("sport", "source-port"):
+            m = _replace(m, sport=Neg(read_port_range(_one(opt)), opt.negated))
+        elif opt.name in ("dport", "destination-port"):
+            m = _replace(m, dport=Neg(read_port_range(_one(opt)), opt.negated))
+        else:
+            raise _unknown_option(module, opt)
+    return m
+
+
+def _sctp(module: str, opts: list[RawOption], family: Family) -> Match:
+    m = SctpMatch()
+    for opt in opts:
+        if opt.name in ("sport", "source-port"):
+            m = _replace(m, sport=Neg(read_port_range(_one(opt)), opt.negated))
+        elif opt.name in ("dport", "destination-port"):
+            m = _replace(m, dport=Neg(read_port_range(_one(opt)), opt.negated))
+        elif opt.name == "chunk-types":
+            m = _replace(m, chunk_types=(("!",) if opt.negated else ()) + opt.values)
+        else:
+            raise _unknown_option(module, opt)
+    return m
+
+
+def _multiport(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1:
+        raise Unmodelled("-m multiport with several port options")
+    opt = opts[0]
+    names = {
+        "sports": "sports",
+        "source-ports": "sports",
+        "dports": "dports",
+        "destination-ports": "dports",
+        "ports": "ports",
+    }
+    if opt.name not in names:
+        raise _unknown_option(module, opt)
+    ports = tuple(read_port_range(p) for p in _one(opt).split(","))
+    return MultiportMatch(direction=names[opt.name], ports=ports, negated=opt.negated)
+
+
+def _icmp(module: str, opts: list[RawOption], family: Family) -> Match:
+    want = "icmp-type" if module == "icmp" else "icmpv6-type"
+    fam = Family.IPV4 if module == "icmp" else Family.IPV6
+    if len(opts) != 1 or opts[0].name != want:
+        raise Unmodelled(f"-m {module} without exactly one --{want}")
+    icmp_type, lo, hi = read_icmp_type(_one(opts[0]), fam)
+    return IcmpMatch(
+        module=module, icmp_type=icmp_type, code_min=lo, code_max=hi, negated=opts[0].negated
+    )
+
+
+def _state(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1 or opts[0].name != "state":
+        raise Unmodelled("-m state without exactly one --state")
+    states = read_words(_one(opts[0]), CT_STATES[:5], "connection state")
+    return StateMatch(states=states, negated=opts[0].negated)
+
+
+_CT_ADDR = ("ctorigsrc", "ctorigdst", "ctreplsrc", "ctrepldst")
+_CT_PORT = ("ctorigsrcport", "ctorigdstport", "ctreplsrcport", "ctrepldstport")
+
+
+def _conntrack(module: str, opts: list[RawOption], family: Family) -> Match:
+    m = ConntrackMatch()
+    for opt in opts:
+        if opt.name == "ctstate":
+            m = _replace(m, ctstate=Neg(read_words(_one(opt), CT_STATES, "state"), opt.negated))
+        elif opt.name == "ctstatus":
+            words = read_words(_one(opt), CT_STATUSES, "conntrack status")
+            m = _replace(m, ctstatus=Neg(words, opt.negated))
+        elif opt.name == "ctproto":
+            text = _one(opt).lower()
+            proto = PROTOCOLS.get(text)
+            if proto is None:
+                proto = read_int(text, "a protocol", limit=255)
+            m = _replace(m, ctproto=Neg(proto, opt.negated))
+        elif opt.name in _CT_ADDR:
+            addr: dict[str, Any] = {opt.name: Neg(read_network(_one(opt), family), opt.negated)}
+            m = _replace(m, **addr)
+        elif opt.name in _CT_PORT:
+            port: dict[str, Any] = {opt.name: Neg(read_port_range(_one(opt)), opt.negated)}
+            m = _replace(m, **port)
+        elif opt.name == "ctexpire":
+            m = _replace(m, ctexpire=Neg(read_int_range(_one(opt)), opt.negated))
+        elif opt.name == "ctdir":
+            value = _one(opt).upper()
+            if value not in ("ORIGINAL", "REPLY"):
+                raise BadValue("not a direction", value, "ORIGINAL or REPLY")
+            m = _replace(m, ctdir=value)
+        else:
+            raise _unknown_option(module, opt)
+    return m
+
+
+def _physdev(module: str, opts: list[RawOption], family: Family) -> Match:
+    m = PhysdevMatch()
+    for opt in opts:
+        if opt.name == "physdev-in":
+            m = _replace(m, physdev_in=Neg(_one(opt), opt.negated))
+        elif opt.name == "physdev-out":
+            m = _replace(m, physdev_out=Neg(_one(opt), opt.negated))
+        elif opt.name == "physdev-is-in":
+            _none(opt)
+            m = _replace(m, is_in=Neg(True, opt.negated))
+        elif opt.name == "physdev-is-out":
+            _none(opt)
+            m = _replace(m, is_out=Neg(True, opt.negated))
+        elif opt.name == "physdev-is-bridged":
+            _none(opt)
+            m = _replace(m, is_bridged=Neg(True, opt.negated))
+        else:
+            raise _unknown_option(module, opt)
+    return m
+
+
+def _set(module: str, opts: list[RawOption], family: Family) -> Match:
+    m = SetMatch()
+    seen = False
+    counters: list[RawOption] = []
+    for opt in opts:
+        if opt.name in ("match-set", "set"):
+            if len(opt.values) != 2:
+                raise BadValue("--match-set takes NAME FLAGS", " ".join(opt.values), "NAME src,dst")
+            dirs = tuple(opt.values[1].split(","))
+            if not dirs or any(d not in ("src", "dst") for d in dirs) or len(dirs) > 6:
+                raise BadValue("not a list of src/dst", opt.values[1], "src, dst or src,dst...")
+            m = _replace(m, set_name=opt.values[0], directions=dirs, negated=opt.negated)
+            seen = True
+        elif opt.name == "return-nomatch":
+            m = _replace(m, return_nomatch=True)
+        elif opt.name == "update-counters":
+            m = _replace(m, update_counters=not opt.negated)
+        elif opt.name == "update-subcounters":
+            m = _replace(m, update_subcounters=not opt.negated)
+        elif opt.name in (
+            "packets-eq",
+            "packets-lt",
+            "packets-gt",
+            "bytes-eq",
+            "bytes-lt",
+            "bytes-gt",
+        ):
+            counters.append(opt)
+        else:
+            raise _unknown_option(module, opt)
+    if not seen:
+        raise Unmodelled("-m set without --match-set")
+    return _replace(m, counter_conditions=tuple(counters))
+
+
+def _mac(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1 or opts[0].name != "mac-source":
+        raise Unmodelled("-m mac without exactly one --mac-source")
+    return MacMatch(source=Neg(read_mac(_one(opts[0])), opts[0].negated))
+
+
+def _comment(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1 or opts[0].name != "comment":
+        raise Unmodelled("-m comment without exactly one --comment")
+    return CommentMatch(comment=" ".join(opts[0].values))
+
+
+def _mark(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1 or opts[0].name != "mark":
+        raise Unmodelled(f"-m {module} without exactly one --mark")
+    value, mask = read_value_mask(_one(opts[0]))
+    return MarkMatch(module=module, value=value, mask=mask, negated=opts[0].negated)
+
+
+def _iprange(module: str, opts: list[RawOption], family: Family) -> Match:
+    m = IprangeMatch()
+    for opt in opts:
+        if opt.name not in ("src-range", "dst-range"):
+            raise _unknown_option(module, opt)
+        text = _one(opt)
+        lo_s, sep, hi_s = text.partition("-")
+        lo = read_address(lo_s)
+        hi = read_address(hi_s) if sep else lo
+        if lo.version != hi.version or (lo.version == 4) != (family is Family.IPV4):
+            raise BadValue("range of the wrong address family", text, "ADDR-ADDR")
+        key = "src_range" if opt.name == "src-range" else "dst_range"
+        spec: dict[str, Any] = {key: Neg((lo, hi), opt.negated)}
+        m = _replace(m, **spec)
+    return m
+
+
+def _addrtype(module: str, opts: list[RawOption], family: Family) -> Match:
+    m = AddrtypeMatch()
+    for opt in opts:
+        if opt.name == "src-type":
+            m = _replace(m, src_type=Neg(read_words(_one(opt), ADDRTYPES, "type"), opt.negated))
+        elif opt.name == "dst-type":
+            m = _replace(m, dst_type=Neg(read_words(_one(opt), ADDRTYPES, "type"), opt.negated))
+        elif opt.name == "limit-iface-in":
+            m = _replace(m, limit_iface_in=True)
+        elif opt.name == "limit-iface-out":
+            m = _replace(m, limit_iface_out=True)
+        else:
+            raise _unknown_option(module, opt)
+    return m
+
+
+def _pkttype(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1 or opts[0].name != "pkt-type":
+        raise Unmodelled("-m pkttype without exactly one --pkt-type")
+    value = _one(opts[0]).lower()
+    if value not in ("unicast", "broadcast", "multicast", "host", "otherhost"):
+        raise BadValue("not a packet type", value, "unicast, broadcast or multicast")
+    return PkttypeMatch(pkt_type=Neg(value, opts[0].negated))
+
+
+def _length(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1 or opts[0].name != "length":
+        raise Unmodelled("-m length without exactly one --length")
+    return LengthMatch(length=Neg(read_int_range(_one(opts[0]), 0xFFFF), opts[0].negated))
+
+
+def _ttl(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1:
+        raise Unmodelled(f"-m {module} without exactly one comparison")
+    opt = opts[0]
+    prefix = f"{module}-"
+    if not opt.name.startswith(prefix) or opt.name[len(prefix) :] not in ("eq", "lt", "gt"):
+        raise _unknown_option(module, opt)
+    op = opt.name[len(prefix) :]
+    if opt.negated:
+        if op != "eq":
+            raise BadValue(f"only --{module}-eq can be negated", opt.name, f"! --{module}-eq")
+        op = "ne"
+    return TtlMatch(module=module, op=op, value=read_int(_one(opt), "a TTL", limit=255))
+
+
+def _tos(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1 or opts[0].name != "tos":
+        raise Unmodelled("-m tos without exactly one --tos")
+    text = _one(opts[0])
+    if text in TOS_NAMES:
+        value, mask = TOS_NAMES[text], 0x3F
+    else:
+        value, mask = read_value_mask(text)
+        mask = mask if "/" in text else 0xFF
+    return TosMatch(value=value & 0xFF, mask=mask & 0xFF, negated=opts[0].negated)
+
+
+def _dscp(module: str, opts: list[RawOption], family: Family) -> Match:
+    if len(opts) != 1:
+        raise Unmodelled("-m dscp without exactly one option")
+    opt = opts[0]
+    if opt.name == "dscp":
+        value = read_int(_one(opt), "a DSCP value", limit=0x3F)
+    elif opt.name == "dscp-class":
+        cls = _one(opt).upper()
+        if cls not in DSCP_CLASSES:
+            raise BadValue("not a DSCP class", cls, "CS0-CS7, AF11-AF43, EF, BE")
+        value = DSCP_CLASSES[cls]
+    else:
+        raise _unknown_option(module, opt)
+    return DscpMatch(dscp=value, negated=opt.negated)
+
+
+def _owner(module: str, opts: list[RawOption], family: Family) -> Match:
+    m = OwnerMatch()
+    for opt in opts:
+        if opt.name in ("uid-owner", "gid-owner"):
+            text = _one(opt)
+            if not text.replace("-", "").isdigit():
+                raise Unmodelled(f"--{opt.name} by name ({text}) needs the node's user database")
+            lo_s, _, hi_s = text.partition("-")
+            rng = PortRange(int(lo_s), int(hi_s or lo_s))
+            owner: dict[str, Any] = {
+                "uid" if opt.name == "uid-owner" else "gid": Neg(rng, opt.negated)
+            }
+            m = _replace(m, **owner)
+        elif opt.name == "socket-exists":
+            m = _replace(m, socket_exists=Neg(True, opt.negated))
+        elif opt.name == "suppl-groups":
+            m = _replace(m, suppl_groups=True)
+        else:
+            raise _unknown_option(module, opt)
+    return m
+
+
+def _limit(module: str, opts: list[RawOption], family: Family) -> Match:
+    return LimitMatch(module=module, options=tuple(opts))
+
+
+MATCH_BUILDERS: dict[str, MatchBuilder] = {
+    "tcp": _tcp,
+    "udp": _udp,
+    "udplite": _udp,
+    "sctp": _sctp,
+    "multiport": _multiport,
+    "icmp": _icmp,
+    "icmp6": _icmp,
+    "state": _state,
+    "conntrack": _conntrack,
+    "physdev": _physdev,
+    "set": _set,
+    "mac": _mac,
+    "comment": _comment,
+    "mark": _mark,
+    "connmark": _mark,
+    "iprange": _iprange,
+    "addrtype": _addrtype,
+    "pkttype": _pkttype,
+    "length": _length,
+    "ttl": _ttl,
+    "hl": _ttl,
+    "tos": _tos,
+    "dscp": _dscp,
+    "owner": _owner,
+    "limit": _limit,
+    "hashlimit": _limit,
+}
+
+
+# --- target builders --------------------------------------------------------------------------
+
+TargetBuilder = Callable[[str, list[RawOption], Family], Target]
+
+
+def _no_options(name: str, opts: list[RawOption]) -> None:
+    if opts:
+        raise Unmodelled(f"option --{opts[0].name} of -j {name} is not modelled")
+
+
+def _reject(name: str, opts: list[RawOption], family: Family) -> Target:
+    target = RejectTarget(
+        reject_with="icmp-port-unreachable" if family is Family.IPV4 else "icmp6-port-unreachable"
+    )
+    for opt in opts:
+        if opt.name != "reject-with":
+            raise Unmodelled(f"option --{opt.name} of -j REJECT is not modelled")
+        target = RejectTarget(reject_with=_one(opt))
+    return target
+
+
+def _log(name: str, opts: list[RawOption], family: Family) -> Target:
+    prefix = level = None
+    flags: list[str] = []
+    for opt in opts:
+        if opt.name == "log-prefix":
+            prefix = " ".join(opt.values)
+        elif opt.name == "log-level":
+            level = _one(opt)
+        elif opt.name.startswith("log-"):
+            _none(opt)
+            flags.append(opt.name[4:])
+        else:
+            raise Unmodelled(f"option --{opt.name} of -j LOG is not modelled")
+    return LogTarget(prefix=prefix, level=level, flags=tuple(flags))
+
+
+def _nflog(name: str, opts: list[RawOption], family: Family) -> Target:
+    group, prefix = 0, None
+    other: list[RawOption] = []
+    for opt in opts:
+        if opt.name == "nflog-group":
+            group = read_int(_one(opt), "a group number", limit=0xFFFF)
+        elif opt.name == "nflog-prefix":
+            prefix = " ".join(opt.values)
+        elif opt.name in ("nflog-range", "nflog-size", "nflog-threshold"):
+            other.append(opt)
+        else:
+            raise Unmodelled(f"option --{opt.name} of -j NFLOG is not modelled")
+    return NflogTarget(group=group, prefix=prefix, options=tuple(other))
+
+
+def _trace(name: str, opts: list[RawOption], family: Family) -> Target:
+    _no_options(name, opts)
+    return TraceTarget()
+
+
+def _ct(name: str, opts: list[RawOption], family: Family) -> Target:
+    target = CtTarget()
+    other: list[RawOption] = []
+    for opt in opts:
+        if opt.name == "notrack":
+            _none(opt)
+            target = _replace(target, notrack=True)
+        elif opt.name in ("zone", "zone-orig", "zone-reply"):
+            text = _one(opt)
+            if text == "mark":
+                raise Unmodelled("-j CT --zone mark (zone taken from the packet mark)")
+            zone_dir = {"zone": "", "zone-orig": "orig", "zone-reply": "reply"}[opt.name]
+            target = _replace(
+                target, zone=read_int(text, "a zone", limit=0xFFFF), zone_dir=zone_dir
+            )
+        elif opt.name in ("helper", "ctevents", "expevents", "timeout"):
+            other.append(opt)
+        else:
+            raise Unmodelled(f"option --{opt.name} of -j CT is not modelled")
+    return _replace(target, options=tuple(other))
+
+
+def _notrack(name: str, opts: list[RawOption], family: Family) -> Target:
+    _no_options(name, opts)
+    return NotrackTarget()
+
+
+def _mark_target(name: str, opts: list[RawOption], family: Family) -> Target:
+    if len(opts) != 1:
+        raise Unmodelled("-j MARK without exactly one operation")
+    opt = opts[0]
+    text = _one(opt)
+    if opt.name == "set-xmark":
+        value, mask = read_value_mask(text)
+    elif opt.name == "set-mark":
+        value, mask = read_value_mask(text)
+        mask = mask | value if "/" in text else 0xFFFFFFFF
+    elif opt.name == "and-mark":
+        bits = read_int(text)
+        value, mask = 0, ~bits & 0xFFFFFFFF
+    elif opt.name == "or-mark":
+        bits = read_int(text)
+        value, mask = bits, bits
+    elif opt.name == "xor-mark":
+        value, mask = read_int(text), 0
+    else:
+        raise Unmodelled(f"option --{opt.name} of -j MARK is not modelled")
+    return MarkTarget(value=value, mask=mask)
+
+
+def _connmark_target(name: str, opts: list[RawOption], family: Family) -> Target:
+    target = ConnmarkTarget()
+    mode = ""
+    for opt in opts:
+        if opt.name in ("set-xmark", "set-mark"):
+            text = _one(opt)
+            value, mask = read_value_mask(text)
+            if opt.name == "set-mark":
+                mask = mask | value if "/" in text else 0xFFFFFFFF
+            target, mode = _replace(target, mode="set", value=value, mask=mask), "set"
+        elif opt.name in ("save-mark", "restore-mark"):
+            mode = opt.name.split("-")[0]
+            target = _replace(target, mode=mode)
+        elif opt.name in ("nfmask", "ctmask", "mask"):
+            value = read_int(_one(opt), "a mask")
+            if opt.name == "mask":
+                target = _replace(target, nfmask=value, ctmask=value)
+            elif opt.name == "nfmask":
+                target = _replace(target, nfmask=value)
+            else:
+                target = _replace(target, ctmask=value)
+        elif opt.name in ("and-mark", "or-mark", "xor-mark"):
+            bits = read_int(_one(opt))
+            value, mask = {
+                "and-mark": (0, ~bits & 0xFFFFFFFF),
+                "or-mark": (bits, bits),
+                "xor-mark": (bits, 0),
+            }[opt.name]
+            target, mode = _replace(target, mode="set", value=value, mask=mask), "set"
+        else:
+            raise Unmodelled(f"option --{opt.name} of -j CONNMARK is not modelled")
+    if not mode:
+        raise Unmodelled("-j CONNMARK without an operation")
+    return target
+
+
+def _nat_range(text: str) -> NatRange:
+    """``1.2.3.4``, ``1.2.3.4-1.2.3.6``, ``1.2.3.4:80``, ``1.2.3.4:1000-2000``, ``[::1]:80``."""
+    addr_part, ports = text, None
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise BadValue("unclosed [", text, "[ADDR]:PORT")
+        addr_part, rest = text[1:close], text[close + 1 :]
+        if rest.startswith(":"):
+            ports = read_port_range(rest[1:], "-")
+    elif text.count(":") == 1:
+        addr_part, port_text = text.split(":")
+        ports = read_port_range(port_text, "-")
+    lo = hi = None
+    if addr_part:
+        lo_s, sep, hi_s = addr_part.partition("-")
+        lo = read_address(lo_s)
+        hi = read_address(hi_s) if sep else lo
+    return NatRange(lo, hi, ports)
+
+
+def _nat(name: str, opts: list[RawOption], family: Family) -> Target:
+    target = NatTarget(nat_type=name)
+    ranges: list[NatRange] = []
+    for opt in opts:
+        if opt.name in ("to-source", "to-destination") and name in ("SNAT", "DNAT"):
+            ranges.append(_nat_range(_one(opt)))
+        elif opt.name == "to-ports" and name in ("MASQUERADE", "REDIRECT"):
+            target = _replace(target, to_ports=read_port_range(_one(opt), "-"))
+        elif opt.name in ("random", "random-fully", "persistent"):
+            _none(opt)
+            flag: dict[str, Any] = {opt.name.replace("-", "_"): True}
+            target = _replace(target, **flag)
+        else:
+            raise Unmodelled(f"option --{opt.name} of -j {name} is not modelled")
+    if name in ("SNAT", "DNAT") and not ranges:
+        raise BadValue(
+            f"-j {name} needs a range",
+            name,
+            f"--to-{'source' if name == 'SNAT' else 'destination'}",
+        )
+    return _replace(target, ranges=tuple(ranges))
+
+
+def _checksum(name: str, opts: list[RawOption], family: Family) -> Target:
+    if len(opts) != 1 or opts[0].name != "checksum-fill":
+        raise Unmodelled("-j CHECKSUM without --checksum-fill")
+    return ChecksumTarget(fill=True)
+
+
+def _tcpmss(name: str, opts: list[RawOption], family: Family) -> Target:
+    if len(opts) != 1:
+        raise Unmodelled("-j TCPMSS without exactly one option")
+    opt = opts[0]
+    if opt.name == "clamp-mss-to-pmtu":
+        return TcpmssTarget(clamp_to_pmtu=True)
+    if opt.name == "set-mss":
+        return TcpmssTarget(mss=read_int(_one(opt), "an MSS", limit=0xFFFF))
+    raise Unmodelled(f"option --{opt.name} of -j TCPMSS is not modelled")
+
+
+TARGET_BUILDERS: dict[str, TargetBuilder] = {
+    "REJECT": _reject,
+    "LOG": _log,
+    "NFLOG": _nflog,
+    "TRACE": _trace,
+    "CT": _ct,
+    "NOTRACK": _notrack,
+    "MARK": _mark_target,
+    "CONNMARK": _connmark_target,
+    "SNAT": _nat,
+    "DNAT": _nat,
+    "MASQUERADE": _nat,
+    "REDIRECT": _nat,
+    "CHECKSUM": _checksum,
+    "TCPMSS": _tcpmss,
+}

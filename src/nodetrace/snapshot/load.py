@@ -1,0 +1,423 @@
+"""Load any snapshot source (bundle, sosreport, plain folder; folder or archive) into a
+:class:`~nodetrace.model.snapshot.Snapshot`.
+
+Every file is parsed leniently: malformed lines become diagnostics with file, line and reason,
+and whatever parsed is kept. What the source lacks is listed in ``Snapshot.missing`` with the
+reason (not collected, tool missing, command failed), so the walk can state its assumptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from nodetrace.errors import DiagnosticSink, InputError, ParseError, SourcePos
+from nodetrace.model.ipset import IpSets
+from nodetrace.model.netfilter import Backend, Ruleset
+from nodetrace.model.packet import Family
+from nodetrace.model.snapshot import Missing, NamespaceState, RawOutput, Snapshot, Sysctls
+from nodetrace.model.topology import (
+    MAIN_NS,
+    BridgeLink,
+    BridgeVlan,
+    FdbEntry,
+    Interface,
+    NamespaceId,
+    Neighbour,
+    Route,
+    RouteRule,
+    Topology,
+)
+from nodetrace.parsers import bridge_json, ip_json, ip_text
+from nodetrace.parsers.ipset_list import parse_ipset_list
+from nodetrace.parsers.ipset_save import parse_ipset_save
+from nodetrace.parsers.iptables_save import parse_iptables_save
+from nodetrace.parsers.sysctl import parse_sysctl
+from nodetrace.snapshot.bundle import MANIFEST, read_bundle
+from nodetrace.snapshot.folder import read_folder
+from nodetrace.snapshot.listing import OK, Entry, Listing
+from nodetrace.snapshot.ovs import build_switch
+from nodetrace.snapshot.sosreport import read_sosreport
+from nodetrace.snapshot.tree import ArchiveTree, SubTree, find_root, open_tree
+
+T = TypeVar("T")
+
+RAW_KINDS = (
+    "ovs-vsctl-show",
+    "ovs-vsctl-list-open_vswitch",
+    "ovs-vsctl-list-bridge",
+    "ovs-vsctl-list-port",
+    "ovs-vsctl-list-interface",
+    "ovs-ofctl-show",
+    "ovs-ofctl-dump-flows",
+    "ovs-appctl-fdb-show",
+    "conntrack-ipv4",
+    "conntrack-ipv6",
+)
+"""Outputs kept as text in the snapshot for the layers that parse them (Open vSwitch state,
+conntrack tables)."""
+
+EXPECTED_PER_NAMESPACE = ("iptables-save", "ipset-save", "ip-link", "ip-route", "sysctl")
+EXPECTED_MAIN = ("ovs-vsctl-list-bridge", "bridge-fdb", "ip6tables-save")
+
+_OTHER = {
+    "iptables-legacy-save": Backend.LEGACY,
+    "iptables-nft-save": Backend.NFT,
+    "ip6tables-legacy-save": Backend.LEGACY,
+    "ip6tables-nft-save": Backend.NFT,
+}
+
+
+def open_listing(path: Path) -> Listing:
+    """Find out what ``path`` is (bundle, sosreport or plain folder) and list its outputs."""
+    tree = open_tree(path)
+    root = find_root(tree, (MANIFEST, "sos_commands"))
+    files = root.files()
+    if MANIFEST in files:
+        try:
+            listing = read_bundle(root)
+        except InputError as err:
+            listing = read_folder(root)
+            listing.notes.append(f"{err}; read as a plain folder instead")
+    elif any(f.startswith("sos_commands/") for f in files):
+        listing = read_sosreport(root)
+    else:
+        listing = read_folder(root)
+    listing.notes[:0] = tree.problems
+    return listing
+
+
+def load(path: str | Path) -> Snapshot:
+    """Load the snapshot at ``path``: a folder or archive holding a bundle, sosreport or outputs."""
+    p = Path(path)
+    listing = open_listing(p)
+    try:
+        return _Loader(listing, str(p)).snapshot()
+    finally:
+        if isinstance(listing.root.tree, ArchiveTree):
+            listing.root.tree.close()
+
+
+class _Loader:
+    def __init__(self, listing: Listing, source: str) -> None:
+        self.listing = listing
+        self.source = source
+        self.sink = DiagnosticSink()
+        self.missing: list[Missing] = []
+        self.root: SubTree = listing.root
+
+    # -- reading entries ---------------------------------------------------------------
+
+    def text(self, entry: Entry | None, kind: str, netns: str = MAIN_NS) -> tuple[str, str] | None:
+        """The text of an entry, or ``None`` (recording why it is missing)."""
+        if entry is None:
+            self.missing.append(Missing(kind, "not in the snapshot", netns))
+            return None
+        if entry.status != OK or entry.path is None:
+            reason = entry.status + (f": {entry.detail.splitlines()[0]}" if entry.detail else "")
+            self.missing.append(Missing(kind, reason, netns, entry.bridge))
+            return None
+        try:
+            text = self.root.read_text(entry.path)
+        except InputError as err:
+            self.missing.append(Missing(kind, str(err), netns, entry.bridge))
+            return None
+        return text, self.root.display(entry.path)
+
+    def parse(
+        self, kind: str, netns: str, parser: Callable[[str, str], T], *, quiet: bool = False
+    ) -> T | None:
+        entry = self.listing.find(kind, netns)
+        if entry is None and quiet:
+            return None
+        got = self.text(entry, kind, netns)
+        if got is None:
+            return None
+        text, where = got
+        before = len(self.sink.items)
+        try:
+            return parser(text, where)
+        except ParseError as err:  # a parser that could not even start
+            self.sink.error(err)
+            return None
+        finally:
+            if entry is not None and entry.truncated and len(self.sink.items) == before:
+                self.sink.warn(SourcePos(where, 0), "output was cut at the collector's limit")
+
+    # -- per kind ----------------------------------------------------------------------
+
+    def interfaces(self, netns: str) -> tuple[Interface, ...]:
+        for kind in ("ip-addr", "ip-link"):
+            entry = self.listing.find(kind, netns)
+            if entry is not None and entry.status == OK:
+                got = self.text(entry, kind, netns)
+                if got is None:
+                    continue
+                text, where = got
+                if _is_json(text):
+                    return ip_json.parse_ip_link(text, source=where, sink=self.sink, netns=netns)
+                return ip_text.parse_ip_link_text(text, source=where, sink=self.sink, netns=netns)
+        self.text(self.listing.find("ip-link", netns), "ip-link", netns)
+        return ()
+
+    def routes(self, netns: str) -> tuple[Route, ...]:
+        out: list[Route] = []
+        for kind, family in (("ip-route", Family.IPV4), ("ip6-route", Family.IPV6)):
+
+            def parse(text: str, where: str, family: Family = family) -> tuple[Route, ...]:
+                if _is_json(text):
+                    return ip_json.parse_ip_route(
+                        text, source=where, sink=self.sink, netns=netns, family=family
+                    )
+                return ip_text.parse_ip_route_text(
+                    text, source=where, sink=self.sink, netns=netns, family=family
+                )
+
+            out.extend(self.parse(kind, netns, parse, quiet=kind == "ip6-route") or ())
+        return tuple(out)
+
+    def rules(self, netns: str) -> tuple[RouteRule, ...]:
+        out: list[RouteRule] = []
+        for kind, family in (("ip-rule", Family.IPV4), ("ip6-rule", Family.IPV6)):
+
+            def parse(text: str, where: str, family: Family = family) -> tuple[RouteRule, ...]:
+                if _is_json(text):
+                    return ip_json.parse_ip_rule(
+                        text, source=where, sink=self.sink, netns=netns, family=family
+                    )
+                return ip_text.parse_ip_rule_text(
+                    text, source=where, sink=self.sink, netns=netns, family=family
+                )
+
+            out.extend(self.parse(kind, netns, parse, quiet=True) or ())
+        return tuple(out)
+
+    def neighbours(self, netns: str) -> tuple[Neighbour, ...]:
+        def parse(text: str, where: str) -> tuple[Neighbour, ...]:
+            if _is_json(text):
+                return ip_json.parse_ip_neigh(text, source=where, sink=self.sink, netns=netns)
+            return ip_text.parse_ip_neigh_text(text, source=where, sink=self.sink, netns=netns)
+
+        return self.parse("ip-neigh", netns, parse, quiet=True) or ()
+
+    def fdb(self, netns: str) -> tuple[FdbEntry, ...]:
+        def parse(text: str, where: str) -> tuple[FdbEntry, ...]:
+            if _is_json(text):
+                return bridge_json.parse_bridge_fdb(text, source=where, sink=self.sink, netns=netns)
+            return ip_text.parse_bridge_fdb_text(text, source=where, sink=self.sink, netns=netns)
+
+        return self.parse("bridge-fdb", netns, parse, quiet=netns != MAIN_NS) or ()
+
+    def bridge_links(self, netns: str) -> tuple[BridgeLink, ...]:
+        def parse(text: str, where: str) -> tuple[BridgeLink, ...]:
+            if not _is_json(text):
+                return ()  # `ip -d link` text carries the same port settings
+            return bridge_json.parse_bridge_link(text, source=where, sink=self.sink, netns=netns)
+
+        return self.parse("bridge-link", netns, parse, quiet=True) or ()
+
+    def vlans(self, netns: str) -> tuple[BridgeVlan, ...]:
+        def parse(text: str, where: str) -> tuple[BridgeVlan, ...]:
+            if not _is_json(text):
+                return ()
+            return bridge_json.parse_bridge_vlan(text, source=where, sink=self.sink, netns=netns)
+
+        return self.parse("bridge-vlan", netns, parse, quiet=True) or ()
+
+    def namespace_ids(self, netns: str) -> tuple[NamespaceId, ...]:
+        def parse(text: str, where: str) -> tuple[NamespaceId, ...]:
+            if _is_json(text):
+                return ip_json.parse_ip_netns(text, source=where, sink=self.sink)
+            return ip_text.parse_ip_netns_text(text, source=where, sink=self.sink)
+
+        return self.parse("ip-netns", netns, parse, quiet=True) or ()
+
+    def ruleset(self, netns: str, family: Family) -> tuple[Ruleset | None, tuple[Ruleset, ...]]:
+        """The default backend's ruleset, and the other backend's when it holds rules too."""
+        base = "iptables" if family is Family.IPV4 else "ip6tables"
+        found: dict[str, Ruleset] = {}
+        seen: dict[str, Ruleset] = {}
+        for kind in (f"{base}-save", f"{base}-legacy-save", f"{base}-nft-save"):
+
+            def parse(text: str, where: str) -> Ruleset:
+                # `iptables-save` prints the same as the backend it stands for: parse it once
+                # (rulesets of big nodes take most of the load time).
+                same = seen.get(_rules_only(text))
+                if same is not None:
+                    return dataclasses.replace(same, source=where)
+                ruleset = parse_iptables_save(text, source=where, family=family, sink=self.sink)
+                seen[_rules_only(text)] = ruleset
+                return ruleset
+
+            quiet = kind != f"{base}-save" or family is Family.IPV6
+            ruleset = self.parse(kind, netns, parse, quiet=quiet)
+            if ruleset is not None:
+                if ruleset.backend is Backend.UNKNOWN or kind in _OTHER:
+                    backend = _OTHER.get(kind, self.listing.iptables_backend)
+                    ruleset = dataclasses.replace(ruleset, backend=backend)
+                found[kind] = ruleset
+        primary = found.get(f"{base}-save")
+        if primary is None or not _has_rules(primary):
+            # The default backend may be empty while the other holds the node's rules (the
+            # kernel applies both): simulate the one that has rules.
+            with_rules = [r for r in found.values() if _has_rules(r)]
+            if with_rules:
+                primary = with_rules[0]
+            elif primary is None:
+                primary = next(iter(found.values()), None)
+        if primary is not None:
+            self.missing[:] = [
+                m for m in self.missing if not (m.what == f"{base}-save" and m.netns == netns)
+            ]
+        others = tuple(
+            r
+            for r in found.values()
+            if primary is not None
+            and r is not primary
+            and r.backend is not primary.backend
+            and r.backend is not Backend.UNKNOWN
+            and _has_rules(r)
+        )
+        return primary, others
+
+    def ipsets(self, netns: str) -> IpSets | None:
+        def save(text: str, where: str) -> IpSets:
+            return parse_ipset_save(text, source=where, sink=self.sink)
+
+        def listed(text: str, where: str) -> IpSets:
+            return parse_ipset_list(text, source=where, sink=self.sink)
+
+        if self.listing.find("ipset-list", netns) and not self.listing.find("ipset-save", netns):
+            return self.parse("ipset-list", netns, listed)
+        return self.parse("ipset-save", netns, save)
+
+    def sysctls(self, netns: str) -> Sysctls:
+        def parse(text: str, where: str) -> Sysctls:
+            return parse_sysctl(text, source=where, sink=self.sink)
+
+        return self.parse("sysctl", netns, parse) or Sysctls()
+
+    # -- the whole ---------------------------------------------------------------------
+
+    def namespaces(self) -> list[str]:
+        names = {e.netns for e in self.listing.entries}
+        return [MAIN_NS, *sorted(n for n in names if n != MAIN_NS)]
+
+    def snapshot(self) -> Snapshot:
+        interfaces: list[Interface] = []
+        routes: list[Route] = []
+        rules: list[RouteRule] = []
+        neighbours: list[Neighbour] = []
+        fdb: list[FdbEntry] = []
+        vlans: list[BridgeVlan] = []
+        states: list[NamespaceState] = []
+        ids: dict[str, dict[int, str]] = {}
+        for ns in self.namespaces():
+            links = {(b.dev, b.master): b for b in self.bridge_links(ns)}
+            for iface in self.interfaces(ns):
+                link = links.get((iface.name, iface.master or ""))
+                if iface.bridge_port is None and link is not None:
+                    iface = dataclasses.replace(
+                        iface, bridge_port=link.port, master_kind=iface.master_kind or "bridge"
+                    )
+                interfaces.append(iface)
+            routes.extend(self.routes(ns))
+            rules.extend(self.rules(ns))
+            neighbours.extend(self.neighbours(ns))
+            fdb.extend(self.fdb(ns))
+            vlans.extend(self.vlans(ns))
+            ids[ns] = {n.nsid: n.name for n in self.namespace_ids(ns) if n.nsid is not None}
+            v4, others4 = self.ruleset(ns, Family.IPV4)
+            v6, others6 = self.ruleset(ns, Family.IPV6)
+            states.append(
+                NamespaceState(
+                    name=ns,
+                    iptables=v4,
+                    ip6tables=v6,
+                    other_backend=others4 + others6,
+                    ipsets=self.ipsets(ns),
+                    sysctls=self.sysctls(ns),
+                )
+            )
+        interfaces = [_resolve_peer_namespace(i, ids) for i in interfaces]
+        raw = self.raw_outputs()
+        switch = build_switch(raw, self.sink)
+        for kind in EXPECTED_MAIN:
+            if kind.startswith("ovs") and self.listing.find(kind) is None:
+                self.missing.append(Missing(kind, "not in the snapshot"))
+        topology = Topology(
+            interfaces=tuple(interfaces),
+            routes=tuple(routes),
+            rules=tuple(rules),
+            neighbours=tuple(neighbours),
+            fdb=tuple(fdb),
+            vlans=tuple(vlans),
+            namespaces=tuple(s.name for s in states),
+        )
+        diagnostics = [
+            *(
+                ParseError(SourcePos(self.source, 0), note).as_diagnostic()
+                for note in self.listing.notes
+            ),
+            *self.sink.items,
+        ]
+        return Snapshot(
+            source=self.source,
+            source_kind=self.listing.kind,
+            host=self.listing.host,
+            kernel=self.listing.kernel,
+            collected_at=self.listing.collected_at,
+            iptables_backend=self.listing.iptables_backend,
+            topology=topology,
+            namespaces=tuple(states),
+            ovs=switch,
+            raw=raw,
+            missing=tuple(_dedupe(self.missing)),
+            diagnostics=tuple(diagnostics),
+        )
+
+    def raw_outputs(self) -> tuple[RawOutput, ...]:
+        out: list[RawOutput] = []
+        for entry in self.listing.entries:
+            if entry.kind not in RAW_KINDS:
+                continue
+            got = self.text(entry, entry.kind, entry.netns)
+            if got is not None:
+                text, where = got
+                out.append(RawOutput(entry.kind, text, where, entry.netns, entry.bridge))
+        return tuple(out)
+
+
+def _rules_only(text: str) -> str:
+    """A save's content without its comment lines (the header names the tool and the time)."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+
+def _has_rules(ruleset: Ruleset) -> bool:
+    return any(True for _ in ruleset.rules())
+
+
+def _is_json(text: str) -> bool:
+    return text.lstrip()[:1] in ("[", "{")
+
+
+def _resolve_peer_namespace(iface: Interface, ids: dict[str, dict[int, str]]) -> Interface:
+    info = iface.veth
+    if info is None or info.peer_netnsid is None:
+        return iface
+    name = ids.get(iface.netns, {}).get(info.peer_netnsid)
+    if name is None:
+        return iface
+    return dataclasses.replace(iface, detail=dataclasses.replace(info, peer_netns=name))
+
+
+def _dedupe(items: list[Missing]) -> list[Missing]:
+    seen: set[Missing] = set()
+    out = []
+    for m in items:
+        if m not in seen:
+            seen.add(m)
+            out.append(m)
+    return out

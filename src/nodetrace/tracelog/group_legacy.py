@@ -1,0 +1,316 @@
+"""Group legacy TRACE records into packets: one :class:`LegacyPass` per traversal of the stack.
+
+Legacy TRACE lines carry no packet id. A record joins an open pass when it shows the same
+packet (the dump from ``SRC=`` on, which a bridged packet keeps unchanged across hooks) and
+comes *later* in the hook/table order (:mod:`nodetrace.tracelog.order`) than the pass's last
+record, not more than ``gap`` seconds after it. A record that would go back in that order starts
+a new pass of the same packet: a retransmission, a broadcast copy, or a second bridge pass
+after a veth. Routed packets lose one TTL between hooks and DNAT rewrites the destination in
+nat PREROUTING; a record that matches no open pass exactly is tried against those two
+changes before it starts a pass of its own. The algorithm and its limits are described in
+docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from nodetrace.parsers.trace_kernel_log import LegacyRecord, envelope_time, parse_devs, parse_prefix
+from nodetrace.tracelog.order import HOOK_RANK, hook_of_chain, rank
+
+DEFAULT_GAP = 1.0
+"""Seconds between two records of one pass beyond which they are taken as two packets."""
+DEFAULT_WINDOW = 4000
+"""Records after which a pass that got no new record is closed (this bounds memory)."""
+
+_VOLATILE_RE = re.compile(r" MARK=0x[0-9a-fA-F]+| UID=\d+ GID=\d+")
+_LOOSE_RE = re.compile(
+    r"SRC=(\S+) DST=\S+ LEN=(\d+) .*?(?:ID=(\d+)|FLOWLBL=(\d+))(?:.*? PROTO=(\S+)(?: SPT=(\d+))?)?"
+)
+_HEX_ID_RE = re.compile(r"\s*([0-9a-f]{8,})\s*$")
+
+
+class PrefixInfo:
+    """What the grouper needs from a ``table:chain:kind:number`` prefix, computed once per prefix."""
+
+    __slots__ = ("builtin_hook", "chain", "kind", "number", "rank", "table")
+
+    def __init__(self, prefix: str) -> None:
+        parsed = parse_prefix(prefix)
+        assert parsed is not None  # the reader only passes well-formed prefixes
+        self.table, self.chain, self.kind, self.number = parsed
+        hook = hook_of_chain(self.chain)
+        self.builtin_hook: str | None = hook.value if hook is not None else None
+        self.rank = rank(self.builtin_hook, self.table) if self.builtin_hook else -1
+
+    @staticmethod
+    def of(prefix: str) -> PrefixInfo:
+        info = PREFIX_INFOS.get(prefix)
+        if info is None:
+            if len(PREFIX_INFOS) > 100_000:  # a ruleset has far fewer; this only bounds memory
+                PREFIX_INFOS.clear()
+            info = PREFIX_INFOS[prefix] = PrefixInfo(prefix)
+        return info
+
+
+PREFIX_INFOS: dict[str, PrefixInfo] = {}
+
+
+@dataclass(eq=False, slots=True)
+class LegacyPass:
+    """One traversal of the stack by one packet, as the log shows it, in record order.
+
+    ``occurrence`` counts the passes of the same packet identity (1 = first time seen);
+    ``same_ports`` tells, for a later pass, whether it entered through the same bridge ports
+    as the first one (a retransmission or copy) or not (a second bridge pass).
+    """
+
+    key: str | None
+    start: int
+    records: list[LegacyRecord] = field(default_factory=list)
+    infos: list[PrefixInfo] = field(default_factory=list)
+    """The parsed prefix of each record (shared objects, one per distinct prefix)."""
+    occurrence: int = 1
+    same_ports: bool | None = None
+    # grouping state
+    hook: str | None = None
+    rank: int = -1
+    table: str = ""
+    last_builtin: int = 0
+    time: float | None = None
+    closed: bool = False
+    norm_key: str | None = None
+    loose_key: tuple[str | None, ...] | None = None
+
+    def hooks(self) -> list[str | None]:
+        """The hook of each record: a user chain runs in its caller's built-in chain's hook
+        (``None`` before the pass showed any built-in chain)."""
+        out: list[str | None] = []
+        hook: str | None = None
+        for info in self.infos:
+            hook = info.builtin_hook or hook
+            out.append(hook)
+        return out
+
+    @property
+    def starts_midway(self) -> bool:
+        """The first record is in a user chain: the lines before it are missing."""
+        return bool(self.infos) and self.infos[0].builtin_hook is None
+
+
+def _single(records: Iterable[LegacyRecord]) -> Iterator[list[LegacyRecord]]:
+    """Records one by one as batches of up to 256 (for callers without the reader's batches)."""
+    batch: list[LegacyRecord] = []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) >= 256:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _loose_key(ident: str) -> tuple[str | None, ...] | None:
+    m = _LOOSE_RE.match(ident)
+    return m.groups() if m is not None else None
+
+
+def _ports(devs_text: str) -> tuple[str, str]:
+    devs = parse_devs(devs_text)
+    return devs.get("IN") or devs.get("OUT", ""), devs.get("PHYSIN", "")
+
+
+def _norm(ident: str) -> str:
+    """The dump without what changes between hooks of one packet (TTL, hop limit, mark)."""
+    i = ident.find(" TTL=")
+    if i < 0:
+        i = ident.find(" HOPLIMIT=")
+    if i >= 0:
+        j = ident.find(" ", i + 5)
+        ident = ident[:i] + (ident[j:] if j >= 0 else "")
+    if "MARK=" in ident or "UID=" in ident:
+        ident = _VOLATILE_RE.sub("", ident)
+    return ident
+
+
+@dataclass
+class LegacyGrouper:
+    """Streaming grouper: :meth:`passes` yields passes in the order their first record came."""
+
+    gap: float = DEFAULT_GAP
+    window: int = DEFAULT_WINDOW
+    _open: dict[str | None, LegacyPass] = field(default_factory=dict)
+    _by_norm: dict[str, LegacyPass] = field(default_factory=dict)
+    _by_loose: dict[tuple[str | None, ...], LegacyPass] = field(default_factory=dict)
+    _queue: deque[LegacyPass] = field(default_factory=deque)
+    _seen: OrderedDict[str, tuple[int, str]] = field(default_factory=OrderedDict)
+    """Recent packet identities: how often seen, and the devices of their first record."""
+    _index: int = 0
+    _evicted: int = 0
+
+    def passes(self, records: Iterable[LegacyRecord]) -> Iterator[LegacyPass]:
+        return self.passes_of_batches([records] if isinstance(records, list) else _single(records))
+
+    def passes_of_batches(self, batches: Iterable[Iterable[LegacyRecord]]) -> Iterator[LegacyPass]:
+        """Passes from records given in batches (the reader's :meth:`batches`)."""
+        for batch in batches:
+            yield from self._feed(batch)
+        yield from self._flush()
+
+    def _feed(self, batch: Iterable[LegacyRecord]) -> Iterator[LegacyPass]:
+        # The loop body runs once per TRACE line: the common cases (a user chain's record, or
+        # the next record of the same or a later table) cost a few dict and attribute lookups.
+        infos = PREFIX_INFOS
+        opened = self._open
+        index = self._index
+        gap = self.gap
+        for rec in batch:
+            index += 1
+            info = infos.get(rec[0])
+            if info is None:
+                info = PrefixInfo.of(rec[0])
+            ident = rec[2]
+            key = ident if ident is not None else self._tool_key(rec)
+            p = opened.get(key)
+            norm = None
+            if p is None and ident is not None:
+                norm = _norm(ident)
+                p = self._moved(rec, info, norm)
+            hook = info.builtin_hook
+            if p is not None:
+                if hook is None:  # a user chain runs in the hook and table of its caller
+                    p.records.append(rec)
+                    p.infos.append(info)
+                    continue
+                r = info.rank
+                if r == p.rank and hook == p.hook:
+                    if info.number > p.last_builtin:  # rule numbers only grow in one traversal
+                        p.last_builtin = info.number
+                        p.records.append(rec)
+                        p.infos.append(info)
+                        continue
+                elif r > p.rank and not (
+                    # INPUT after FORWARD is another copy of the packet (a broadcast); a long
+                    # silence before the next hook means another packet with the same headers
+                    (r // 10 == p.rank // 10 and hook != p.hook)
+                    or (gap and r // 10 != p.rank // 10 and self._too_late(p, rec))
+                ):
+                    p.hook, p.rank, p.last_builtin, p.table = hook, r, info.number, info.table
+                    p.records.append(rec)
+                    p.infos.append(info)
+                    if info.table == "nat":
+                        self._entered_nat(p, rec)
+                    continue
+                self._close(p)
+                if ident is not None and norm is None:
+                    norm = _norm(ident)
+            p = self._new(key, rec, index, norm)
+            if info.table == "nat":
+                self._entered_nat(p, rec)
+            if hook is not None:
+                p.hook, p.rank, p.last_builtin = hook, info.rank, info.number
+            p.table = info.table
+            p.records.append(rec)
+            p.infos.append(info)
+        self._index = index
+        if index - self._evicted >= 1024:
+            self._evicted = index
+            self._evict(index - self.window)
+        queue = self._queue
+        while queue and queue[0].closed:
+            yield queue.popleft()
+
+    def _flush(self) -> Iterator[LegacyPass]:
+        for p in list(self._open.values()):
+            self._close(p)
+        while self._queue:
+            yield self._queue.popleft()
+
+    def _tool_key(self, rec: LegacyRecord) -> str | None:
+        """Records without a packet dump: a hex packet id before ``TRACE:`` (as nftrace prints)."""
+        m = _HEX_ID_RE.match(rec.envelope)
+        return "id:" + m.group(1) if m is not None else None
+
+    def _moved(self, rec: LegacyRecord, info: PrefixInfo, norm: str) -> LegacyPass | None:
+        """The open pass this record continues although its dump changed (TTL, mark, DNAT)."""
+        ident = rec.ident
+        assert ident is not None
+        p = self._by_norm.get(norm)
+        if p is None and self._by_loose:
+            loose = _loose_key(ident)
+            # Only nat rewrites addresses between hooks: only passes seen in nat are indexed.
+            p = self._by_loose.get(loose) if loose is not None else None
+            if p is not None and p.table != "nat":  # the rewrite shows right after nat
+                p = None
+        if p is None or p.closed:
+            return None
+        if info.builtin_hook is not None and info.rank <= p.rank:
+            return None
+        # From now on the pass is found under the record's exact dump.
+        self._open.pop(p.key, None)
+        p.key = ident
+        self._open[ident] = p
+        return p
+
+    def _too_late(self, p: LegacyPass, rec: LegacyRecord) -> bool:
+        """Compares with the time the pass entered its previous hook (checked only when it enters
+        the next one: within one hook the kernel prints its lines microseconds apart)."""
+        now = envelope_time(rec.envelope)
+        if now is None:
+            return False
+        before, p.time = p.time, now
+        return before is not None and now - before > self.gap
+
+    def _new(self, key: str | None, rec: LegacyRecord, index: int, norm: str | None) -> LegacyPass:
+        p = LegacyPass(key, index)
+        if self.gap:
+            p.time = envelope_time(rec.envelope)
+        if norm is not None:
+            p.norm_key = norm
+            self._by_norm[norm] = p
+            seen = self._seen.get(norm)
+            if seen is not None:
+                p.occurrence = seen[0] + 1
+                p.same_ports = _ports(seen[1]) == _ports(rec.devs)
+                self._seen.move_to_end(norm)
+            self._seen[norm] = (p.occurrence, seen[1] if seen is not None else rec.devs)
+            if len(self._seen) > 4 * self.window:
+                self._seen.popitem(last=False)
+        self._open[key] = p
+        self._queue.append(p)
+        return p
+
+    def _entered_nat(self, p: LegacyPass, rec: LegacyRecord) -> None:
+        """A pass in nat may see its destination rewritten: index it by what DNAT keeps."""
+        if p.loose_key is None and rec.ident is not None:
+            p.loose_key = _loose_key(rec.ident)
+            if p.loose_key is not None:
+                self._by_loose[p.loose_key] = p
+
+    def _close(self, p: LegacyPass) -> None:
+        p.closed = True
+        if self._open.get(p.key) is p:
+            del self._open[p.key]
+        if p.norm_key is not None and self._by_norm.get(p.norm_key) is p:
+            del self._by_norm[p.norm_key]
+        if p.loose_key is not None and self._by_loose.get(p.loose_key) is p:
+            del self._by_loose[p.loose_key]
+
+    def _evict(self, before: int) -> None:
+        """Close passes that started more than ``window`` records ago: one traversal's lines
+        come out within microseconds, so its pass is complete long before that."""
+        for p in [p for p in self._open.values() if p.start < before]:
+            self._close(p)
+
+
+__all__ = [
+    "DEFAULT_GAP",
+    "DEFAULT_WINDOW",
+    "HOOK_RANK",
+    "LegacyGrouper",
+    "LegacyPass",
+    "PrefixInfo",
+]

@@ -1,0 +1,128 @@
+"""Read the ``--rules`` and ``--ipsets`` files a log is explained with, reporting what is wrong.
+
+A file that is not what it should be (not iptables-save output, not ipset save output) is
+reported in one line naming the file and the first line that gave it away, and left out: the
+log is then explained without it rather than not at all.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from pathlib import Path
+
+from nodetrace.errors import DiagnosticSink, Severity, SourcePos
+from nodetrace.model.ipset import IpSet, IpSets
+from nodetrace.model.netfilter import Ruleset
+from nodetrace.model.packet import Family
+from nodetrace.parsers.ipset_list import looks_like_ipset_list, parse_ipset_list
+from nodetrace.parsers.ipset_save import parse_ipset_save
+from nodetrace.parsers.iptables_save import parse_iptables_save
+from nodetrace.tracelog.rulebook import RuleBook
+
+MAX_REPORTED = 10
+
+
+def _read(name: str, sink: DiagnosticSink) -> str | None:
+    try:
+        data = Path(name).read_bytes()
+    except FileNotFoundError:
+        sink.warn(SourcePos(name, 0), "no such file; explaining without it")
+        return None
+    except OSError as err:
+        sink.warn(SourcePos(name, 0), f"cannot read ({err.strerror}); explaining without it")
+        return None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            sink.warn(SourcePos(name, 0), f"damaged gzip file ({err}); explaining without it")
+            return None
+    if not data.strip():
+        sink.warn(SourcePos(name, 0), "empty file; explaining without it")
+        return None
+    return data.decode("utf-8", errors="replace")
+
+
+def _report(name: str, what: str, problems: DiagnosticSink, sink: DiagnosticSink) -> None:
+    errors = [d for d in problems.items if d.severity is Severity.ERROR]
+    for d in errors[:MAX_REPORTED]:
+        sink.warn(d.pos, f"{d.message} (line left out of the {what})")
+    if len(errors) > MAX_REPORTED:
+        sink.warn(
+            errors[MAX_REPORTED].pos, f"{len(errors) - MAX_REPORTED} more bad lines in {name}"
+        )
+
+
+def load_ruleset(name: str, sink: DiagnosticSink) -> Ruleset | None:
+    text = _read(name, sink)
+    if text is None:
+        return None
+    attempts: list[tuple[Ruleset, DiagnosticSink]] = []
+    families = [Family.IPV6] if "ip6tables" in text[:300] else [Family.IPV4, Family.IPV6]
+    for family in families:
+        problems = DiagnosticSink()
+        ruleset = parse_iptables_save(text, source=name, family=family, sink=problems)
+        attempts.append((ruleset, problems))
+        if not problems.errors:
+            break
+    ruleset, problems = min(attempts, key=lambda a: len(a[1].errors))
+    rules = sum(1 for _ in ruleset.rules())
+    if not ruleset.tables or (rules == 0 and problems.errors):
+        first = problems.errors[0] if problems.errors else None
+        where = first.pos if first is not None else SourcePos(name, 1)
+        detail = f" ({first.message})" if first is not None else ""
+        sink.warn(
+            where,
+            f"not iptables-save output{detail}; steps are explained without rule text",
+        )
+        return None
+    _report(name, "ruleset", problems, sink)
+    return ruleset
+
+
+def load_ipsets(name: str, sink: DiagnosticSink) -> IpSets | None:
+    text = _read(name, sink)
+    if text is None:
+        return None
+    problems = DiagnosticSink()
+    if looks_like_ipset_list(text):
+        sets = parse_ipset_list(text, source=name, sink=problems)
+    else:
+        sets = parse_ipset_save(text, source=name, sink=problems)
+    if not len(sets):
+        first = problems.errors[0] if problems.errors else None
+        where = first.pos if first is not None else SourcePos(name, 1)
+        detail = f" ({first.message})" if first is not None else ""
+        sink.warn(where, f"not ipset save output{detail}; set members are not shown")
+        return None
+    _report(name, "ipsets", problems, sink)
+    return sets
+
+
+def load_rulebook(
+    rule_files: Sequence[str], ipset_files: Sequence[str], sink: DiagnosticSink
+) -> RuleBook | None:
+    """The rulesets (one per family; a later file of the same family wins) and ipsets given."""
+    book = RuleBook()
+    sources: list[str] = []
+    for name in rule_files:
+        ruleset = load_ruleset(name, sink)
+        if ruleset is None:
+            continue
+        if ruleset.family in book.rulesets:
+            sink.warn(
+                SourcePos(name, 0), f"a second {ruleset.family.value} ruleset; this one is used"
+            )
+        book.rulesets[ruleset.family] = ruleset
+        sources.append(name)
+    merged: dict[str, IpSet] = {}
+    for name in ipset_files:
+        sets = load_ipsets(name, sink)
+        if sets is not None:
+            merged.update(sets.sets)
+            sources.append(name)
+    if merged:
+        book.ipsets = IpSets(merged, ",".join(ipset_files))
+    book.sources = tuple(sources)
+    return book if book.rulesets or book.ipsets is not None else None

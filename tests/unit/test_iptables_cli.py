@@ -1,0 +1,186 @@
+"""``nodetrace iptables``: the command a user runs, its formats, and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nodetrace.cli import main
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "iptables"
+RULES = str(DATA / "reference-compute-node-example.save")
+BRIDGE = [
+    "--in", "qbr3b1f6a2c-8d", "--out", "qbr3b1f6a2c-8d",
+    "--physdev-in", "qvb3b1f6a2c-8d", "--physdev-out", "tap3b1f6a2c-8d",
+]  # fmt: skip
+PING = (
+    "icmp,dl_src=fa:16:3e:5d:6e:7f,dl_dst=fa:16:3e:4c:2a:11,nw_src=10.0.0.50,nw_dst=10.0.0.11,"
+    "icmp_type=8,icmp_code=0,icmp_id=3021,icmp_seq=1,ip_id=51234,ip_df=1,ip_len=84"
+)
+HTTP = "tcp,nw_src=10.0.0.50,nw_dst=10.0.0.11,tp_src=40000,tp_dst=80,tcp_flags=+syn"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["iptables", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_kernel_format_prints_the_composed_reference_trace(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = _run(
+        capsys, RULES, "--packet", PING, "--hook", "PREROUTING,FORWARD,POSTROUTING",
+        "--format", "kernel", *BRIDGE,
+    )  # fmt: skip
+    assert code == 0 and err == ""
+    prefixes = [line.split()[1] for line in out.splitlines()]
+    assert prefixes == [
+        "raw:PREROUTING:rule:1",
+        "raw:neutron-openvswi-PREROUTING:rule:1",
+        "raw:neutron-openvswi-PREROUTING:return:7",
+        "raw:PREROUTING:policy:2",
+        "nat:PREROUTING:rule:1",
+        "nat:neutron-openvswi-PREROUTING:return:5",
+        "nat:PREROUTING:policy:2",
+        "filter:FORWARD:rule:1",
+        "filter:neutron-filter-top:rule:1",
+        "filter:neutron-openvswi-local:return:1",
+        "filter:neutron-filter-top:return:2",
+        "filter:FORWARD:rule:2",
+        "filter:neutron-openvswi-FORWARD:rule:1",
+        "filter:neutron-openvswi-sg-chain:rule:1",
+        "filter:neutron-openvswi-i3b1f6a2c-8:rule:5",
+        "filter:neutron-openvswi-sg-chain:return:5",
+        "nat:POSTROUTING:policy:1",
+    ]
+    assert out.splitlines()[-1].startswith(
+        "TRACE: nat:POSTROUTING:policy:1 IN= OUT=qbr3b1f6a2c-8d PHYSIN=qvb3b1f6a2c-8d "
+        "PHYSOUT=tap3b1f6a2c-8d SRC=10.0.0.50 "
+    )
+
+
+def test_a_dropped_packet_still_exits_0_and_the_tree_names_the_rule(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _run(capsys, RULES, "--packet", HTTP, "--hook", "FORWARD", *BRIDGE)
+    out = " ".join(out.split())  # the table wraps long rules at the terminal's width
+    assert code == 0
+    assert "DROPPED" in out
+    assert "dropped by rule 1 of filter neutron-openvswi-sg-fallback (FORWARD)" in out
+    assert "neutron-openvswi-sg-fallback rule 1" in out
+    assert "no -j TRACE rule in the ruleset" in out
+
+
+def test_json_carries_the_verdict_steps_and_assumptions(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys, RULES, "--packet", HTTP, "--hook", "FORWARD", "--format", "json", *BRIDGE
+    )
+    doc = json.loads(out)
+    assert code == 0 and doc["schema"] == 1 and doc["verdict"] == "DROP"
+    last = doc["trace"]["steps"][doc["trace"]["verdict_step"]]
+    assert (last["type"], last["chain"], last["number"]) == (
+        "netfilter",
+        "neutron-openvswi-sg-fallback",
+        1,
+    )
+    assert any("conntrack state NEW" in a for a in doc["trace"]["assumptions"])
+
+
+def test_ct_state_changes_the_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys, RULES, "--packet", HTTP, "--hook", "FORWARD", "--ct-state", "ESTABLISHED",
+        "--format", "json", *BRIDGE,
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["verdict"] == "ACCEPT"
+
+
+def test_xtables_format(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys, RULES, "--packet", PING, "--hook", "PREROUTING", "--format", "xtables",
+        "--backend", "nft", *BRIDGE,
+    )  # fmt: skip
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("PACKET: 2 00000000 IN=qbr3b1f6a2c-8d MACSRC=fa:16:3e:5d:6e:7f ")
+    assert lines[1] == (
+        " TRACE: 2 00000000 raw:PREROUTING:rule:0x5:JUMP:neutron-openvswi-PREROUTING  -4 -t raw "
+        "-A PREROUTING -j neutron-openvswi-PREROUTING"
+    )
+
+
+def test_ipsets_are_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "r.save"
+    rules.write_text(
+        "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -m set --match-set s src -j DROP\nCOMMIT\n"
+    )
+    sets = tmp_path / "s.ipset"
+    sets.write_text("create s hash:ip family inet\nadd s 10.0.0.50\n")
+    flow = "udp,nw_src=10.0.0.50,nw_dst=10.0.0.1,tp_src=1,tp_dst=2"
+    _, without, _ = _run(
+        capsys, str(rules), "--packet", flow, "--hook", "FORWARD", "--format", "json"
+    )
+    _, with_sets, _ = _run(
+        capsys,
+        str(rules),
+        "--packet",
+        flow,
+        "--hook",
+        "FORWARD",
+        "--format",
+        "json",
+        "--ipsets",
+        str(sets),
+    )
+    assert json.loads(without)["verdict"] == "UNKNOWN"
+    assert json.loads(with_sets)["verdict"] == "DROP"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hook", "SIDEWAYS"], "--hook 'SIDEWAYS': not a hook"),
+        (["--hook", "FORWARD", "--packet", "tcp,nw_src=10.0.0.1"], "needs nw_src and nw_dst"),
+        (
+            ["--hook", "FORWARD", "--packet", "tcp,in_port=1,nw_src=1.1.1.1,nw_dst=2.2.2.2"],
+            "in_port: OpenFlow pipeline fields",
+        ),
+        (
+            ["--hook", "FORWARD", "--packet", "tcp6,ipv6_src=::1,ipv6_dst=::2"],
+            "the ruleset is ipv4",
+        ),
+        (["--hook", "FORWARD", "--local-address", "eth0"], "expected DEV=ADDR"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    argv = [RULES, "--packet", HTTP, *args] if "--packet" not in args else [RULES, *args]
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("nodetrace: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_input_errors_are_reported_with_their_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.save"
+    code, _, err = _run(capsys, str(missing), "--packet", HTTP, "--hook", "FORWARD")
+    assert code == 2 and "nope.save" in err
+    broken = tmp_path / "broken.save"
+    broken.write_text(
+        "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p tcp -m tcp --dport x -j DROP\nCOMMIT\n"
+    )
+    code, out, err = _run(
+        capsys, str(broken), "--packet", HTTP, "--hook", "FORWARD", "--format", "json"
+    )
+    assert code == 0
+    assert f"{broken}:3: error: -m tcp: not a port number at 'x'" in err
+    assert json.loads(out)["verdict"] == "UNKNOWN"
+    empty = tmp_path / "empty.save"
+    empty.write_text("hello\n")
+    code, _, err = _run(capsys, str(empty), "--packet", HTTP, "--hook", "FORWARD")
+    assert code == 2 and "no iptables table found" in err
