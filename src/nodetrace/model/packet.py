@@ -33,6 +33,25 @@ class IPProto(IntEnum):
     UDPLITE = 136
 
 
+PROTOCOL_SHORTHANDS: dict[str, tuple[int, int | None]] = {
+    "ip": (ETH_TYPE_IPV4, None),
+    "ipv6": (ETH_TYPE_IPV6, None),
+    "icmp": (ETH_TYPE_IPV4, IPProto.ICMP),
+    "icmp6": (ETH_TYPE_IPV6, IPProto.ICMPV6),
+    "tcp": (ETH_TYPE_IPV4, IPProto.TCP),
+    "tcp6": (ETH_TYPE_IPV6, IPProto.TCP),
+    "udp": (ETH_TYPE_IPV4, IPProto.UDP),
+    "udp6": (ETH_TYPE_IPV6, IPProto.UDP),
+    "sctp": (ETH_TYPE_IPV4, IPProto.SCTP),
+    "sctp6": (ETH_TYPE_IPV6, IPProto.SCTP),
+    "arp": (ETH_TYPE_ARP, None),
+    "rarp": (0x8035, None),
+    "mpls": (0x8847, None),
+    "mplsm": (0x8848, None),
+}
+"""OVS's protocol keywords (ovs-fields(7)): each stands for a ``dl_type`` and maybe a ``nw_proto``."""
+
+
 class TcpFlag(IntEnum):
     """TCP flag bits as on the wire (and as OVS's ``tcp_flags`` field numbers them)."""
 

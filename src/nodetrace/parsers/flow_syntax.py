@@ -20,29 +20,12 @@ from typing import Any
 
 from nodetrace.errors import UsageError
 from nodetrace.model.packet import (
-    ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
     ETH_TYPE_IPV6,
-    IPProto,
+    PROTOCOL_SHORTHANDS,
     Packet,
     TcpFlag,
 )
-
-# Protocol shorthands as ovs-fields(7) defines them: (dl_type, nw_proto).
-_SHORTHANDS: dict[str, tuple[int, int | None]] = {
-    "eth": (0, None),
-    "ip": (ETH_TYPE_IPV4, None),
-    "ipv6": (ETH_TYPE_IPV6, None),
-    "icmp": (ETH_TYPE_IPV4, IPProto.ICMP),
-    "icmp6": (ETH_TYPE_IPV6, IPProto.ICMPV6),
-    "tcp": (ETH_TYPE_IPV4, IPProto.TCP),
-    "tcp6": (ETH_TYPE_IPV6, IPProto.TCP),
-    "udp": (ETH_TYPE_IPV4, IPProto.UDP),
-    "udp6": (ETH_TYPE_IPV6, IPProto.UDP),
-    "sctp": (ETH_TYPE_IPV4, IPProto.SCTP),
-    "sctp6": (ETH_TYPE_IPV6, IPProto.SCTP),
-    "arp": (ETH_TYPE_ARP, None),
-}
 
 _METADATA = re.compile(
     r"^(in_port|in_port_oxm|tun_id|tunnel_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_flags|"
@@ -135,11 +118,13 @@ def parse_flow(text: str) -> FlowSpec:
     vlan_given = False
     for part in _split(text):
         if "=" not in part:
-            if part not in _SHORTHANDS:
+            if part == "eth":  # every frame: no dl_type constraint
+                continue
+            if part not in PROTOCOL_SHORTHANDS:
                 raise UsageError(
                     f"{part!r}: unknown protocol keyword (try ip, tcp, udp, icmp, arp, ipv6...)"
                 )
-            dl_type, proto = _SHORTHANDS[part]
+            dl_type, proto = PROTOCOL_SHORTHANDS[part]
             if proto is not None:
                 nw_proto = proto
             continue

@@ -66,6 +66,7 @@ from nodetrace.model.openflow import (
     field_segments,
     field_width,
 )
+from nodetrace.model.packet import PROTOCOL_SHORTHANDS
 
 
 class FlowTextError(ValueError):
@@ -150,23 +151,6 @@ def parse_port(value: object) -> PortRef:
 
 # ---------------------------------------------------------------------------------------------
 # Match
-
-_SHORTHANDS: dict[str, tuple[int, int | None]] = {
-    "ip": (0x0800, None),
-    "ipv6": (0x86DD, None),
-    "icmp": (0x0800, 1),
-    "icmp6": (0x86DD, 58),
-    "tcp": (0x0800, 6),
-    "tcp6": (0x86DD, 6),
-    "udp": (0x0800, 17),
-    "udp6": (0x86DD, 17),
-    "sctp": (0x0800, 132),
-    "sctp6": (0x86DD, 132),
-    "arp": (0x0806, None),
-    "rarp": (0x8035, None),
-    "mpls": (0x8847, None),
-    "mplsm": (0x8848, None),
-}
 
 _FRAG = {"no": (0, 1), "yes": (1, 1), "first": (1, 3), "later": (3, 3), "not_later": (0, 2)}
 
@@ -276,8 +260,8 @@ def convert_match(
             try:
                 if key == "priority":
                     priority = int(value)
-                elif key in _SHORTHANDS:
-                    dl_type, proto = _SHORTHANDS[key]
+                elif key in PROTOCOL_SHORTHANDS:
+                    dl_type, proto = PROTOCOL_SHORTHANDS[key]
                     _add(matches, "dl_type", dl_type, 0xFFFF)
                     if proto is not None:
                         _add(matches, "nw_proto", proto, 0xFF)

@@ -136,6 +136,8 @@ def _netfilter_cells(step: NetfilterStep, depth: int, decided: bool) -> tuple[Te
     text = step.rule.text if step.rule is not None else step.rule_text
     if text:
         meaning.append(text)
+    elif step.note is None:
+        meaning.append(_implicit_end(step), style="italic")
     if step.note:
         if meaning:
             meaning.append("\n")
@@ -147,6 +149,16 @@ def _netfilter_cells(step: NetfilterStep, depth: int, decided: bool) -> tuple[Te
     if decided:
         meaning.append("  ◀ decided here", style="bold")
     return where, meaning
+
+
+def _implicit_end(step: NetfilterStep) -> str:
+    """What a step without a rule means: the end of its chain (a return or the policy)."""
+    if step.kind.value == "return":
+        return f"end of {step.chain}: back to the calling chain"
+    if step.kind.value == "policy":
+        policy = f" {step.verdict}" if step.verdict else ""
+        return f"end of {step.chain}: its policy{policy} decides"
+    return ""
 
 
 def _other_cells(step: Step) -> tuple[str, Text, Text]:

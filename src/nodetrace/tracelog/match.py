@@ -15,22 +15,10 @@ from fnmatch import fnmatchcase
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from nodetrace.errors import UsageError
-from nodetrace.model.packet import ETH_TYPE_IPV4, ETH_TYPE_IPV6, IPProto, Packet
+from nodetrace.model.packet import PROTOCOL_SHORTHANDS, Packet
 from nodetrace.model.trace import NetfilterStep, Outcome
 from nodetrace.tracelog.observed import ObservedPacket
 
-_SHORTHANDS: dict[str, tuple[int | None, int | None]] = {
-    "ip": (ETH_TYPE_IPV4, None),
-    "ipv6": (ETH_TYPE_IPV6, None),
-    "icmp": (ETH_TYPE_IPV4, IPProto.ICMP),
-    "icmp6": (ETH_TYPE_IPV6, IPProto.ICMPV6),
-    "tcp": (ETH_TYPE_IPV4, IPProto.TCP),
-    "tcp6": (ETH_TYPE_IPV6, IPProto.TCP),
-    "udp": (ETH_TYPE_IPV4, IPProto.UDP),
-    "udp6": (ETH_TYPE_IPV6, IPProto.UDP),
-    "sctp": (ETH_TYPE_IPV4, IPProto.SCTP),
-    "sctp6": (ETH_TYPE_IPV6, IPProto.SCTP),
-}
 _INT_FIELDS = {
     "tp_src": "tp_src",
     "tp_dst": "tp_dst",
@@ -102,8 +90,8 @@ def _network(name: str, value: str) -> IPv4Network | IPv6Network:
 
 
 def _term(word: str) -> Term:
-    if word in _SHORTHANDS:
-        dl_type, proto = _SHORTHANDS[word]
+    if word in PROTOCOL_SHORTHANDS:
+        dl_type, proto = PROTOCOL_SHORTHANDS[word]
         return _packet_term(
             lambda p: p.dl_type == dl_type and (proto is None or p.nw_proto == proto)
         )
@@ -138,7 +126,9 @@ def _term(word: str) -> Term:
     elif name in _GLOB_FIELDS:
         term = _glob_term(name, value)
     else:
-        known = sorted([*_SHORTHANDS, *_ADDR_FIELDS, *_INT_FIELDS, "outcome", *_GLOB_FIELDS])
+        known = sorted(
+            [*PROTOCOL_SHORTHANDS, *_ADDR_FIELDS, *_INT_FIELDS, "outcome", *_GLOB_FIELDS]
+        )
         raise UsageError(f"--match: unknown field {name!r} (known: {', '.join(known)})")
     if negate:
         positive = term
