@@ -116,12 +116,20 @@ def test_collect_in_a_lab_node_captures_ovs_linux_and_netfilter(
     out = tmp_path / "bundle"
     collector.collect(
         str(out),
-        collector.Options(netns=node.netns, ovs_rundir=str(node.ovs.rundir), namespaces=()),
+        collector.Options(
+            netns=node.netns, ovs_rundir=str(node.ovs.rundir), namespaces=(), conntrack_max=100
+        ),
     )
     manifest = json.loads((out / "manifest.json").read_text())
     by_kind = {(c["kind"], c["bridge"]): c for c in manifest["commands"]}
     assert manifest["collector"]["netns"] == node.netns
-    for key in [("ovs-vsctl-show", None), ("ovs-ofctl-dump-flows", "br-tun"), ("ip-link", None)]:
+    for key in [
+        ("ovs-vsctl-show", None),
+        ("ovs-ofctl-dump-flows", "br-tun"),
+        ("ip-link", None),
+        ("conntrack-ipv4", None),
+        ("ovs-appctl-dpctl-dump-conntrack", None),
+    ]:
         assert by_kind[key]["status"] == "ok", by_kind[key]
     assert {b for _, b in by_kind if b} == {"br-int", "br-tun", "br-phys"}
     flows = (out / by_kind["ovs-ofctl-dump-flows", "br-tun"]["file"]).read_text()

@@ -17,6 +17,7 @@ ALLOWED = {
     "render": {"model", "errors", "render"},
     "tracelog": {"model", "errors", "parsers", "tracelog"},
     "snapshot": {"model", "errors", "parsers", "snapshot"},
+    "neutron": {"model", "errors", "neutron"},
 }
 
 

@@ -80,6 +80,21 @@ def test_bundle_archive_reads_like_the_folder(tmp_path: Path) -> None:
     assert [r.text for r in a.main.iptables.rules()] == [r.text for r in f.main.iptables.rules()]
 
 
+def test_userspace_conntrack_table_reaches_the_switch(tmp_path: Path) -> None:
+    """A folder with ``ovs-appctl dpctl/dump-conntrack`` gives the OpenFlow engine its
+    connections, so ``ct()`` recirculations need not assume ``trk|new``."""
+    host = BUNDLE / "host"
+    shutil.copy(host / "ovs-ofctl-dump-flows.br-tun.txt", tmp_path / "ovs-ofctl dump-flows br-tun")
+    shutil.copy(
+        DATA / "openflow" / "samples-ovs-dpctl-dump-conntrack.txt",
+        tmp_path / "ovs-appctl dpctl/dump-conntrack".replace("/", "_"),
+    )
+    snap = load(tmp_path)
+    assert snap.ovs is not None and snap.ovs.conntrack is not None
+    entries = snap.ovs.conntrack.entries
+    assert len(entries) == 1 and entries[0].zone == 1
+
+
 def test_plain_folder_of_command_outputs(tmp_path: Path) -> None:
     host = BUNDLE / "host"
     (tmp_path / "netns" / "qrouter-1").mkdir(parents=True)
@@ -208,6 +223,7 @@ def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
         ("ip netns exec qdhcp-9 ip -d -j addr show.json", None, "ip-addr", None),
         ("ovs-ofctl-dump-flows.br-int.txt", None, "ovs-ofctl-dump-flows", "br-int"),
         ("conntrack -L -f ipv6", None, "conntrack-ipv6", None),
+        ("ovs-appctl_dpctl.dump-conntrack_-m", None, "ovs-appctl-dpctl-dump-conntrack", None),
     ],
 )
 def test_file_names_are_recognised(

@@ -88,7 +88,6 @@ NAT_MANIP = {
 
 # The verdict word xtables-monitor prints for a rule's target (nft_compat maps XT_CONTINUE to
 # CONTINUE; REJECT returns NF_DROP, the nat targets NF_ACCEPT; RETURN has no name there).
-NFT_RETURN = "0xfffffffb"
 
 
 @dataclass(frozen=True, slots=True)
@@ -987,7 +986,7 @@ class NetfilterEngine:
 def _nft_verdict(target: Target) -> str:
     """The verdict xtables-monitor prints for a rule with this target."""
     if isinstance(target, Verdict):
-        return NFT_RETURN if target.verdict == "RETURN" else target.verdict
+        return target.verdict
     if isinstance(target, JumpTarget):
         return f"{'GOTO' if target.goto else 'JUMP'}:{target.chain}"
     if isinstance(target, RejectTarget):

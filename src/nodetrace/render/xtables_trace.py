@@ -84,9 +84,11 @@ def packet_line(p: Packet, trace_id: int, *, in_dev: str, out_dev: str, family: 
 def _rule_line(step: NetfilterStep, trace_id: int, family: int) -> str:
     v = "-4" if family == 2 else "-6"
     text = step.rule_text or ""
+    # xtables-monitor 1.8.9 has no name for RETURN and prints the raw verdict code.
+    verdict = "0xfffffffb" if step.verdict == "RETURN" else step.verdict
     return (
         f" TRACE: {family} {trace_id:08x} {step.table}:{step.chain}:rule:0x{step.handle or 0:x}:"
-        f"{step.verdict}  {v} -t {step.table} {text}"
+        f"{verdict}  {v} -t {step.table} {text}"
     )
 
 

@@ -190,6 +190,16 @@ def ovs_specs(options: Options) -> List[Spec]:
                 f"ovs-vsctl-list-{table.lower()}.json",
             )
         )
+    if options.conntrack_max > 0:
+        # The userspace datapath keeps its own connection table; ct() flows read it.
+        specs.append(
+            Spec(
+                "ovs-appctl-dpctl-dump-conntrack",
+                _appctl(options, "dpctl/dump-conntrack"),
+                "ovs-appctl-dpctl-dump-conntrack.txt",
+                max_lines=options.conntrack_max,
+            )
+        )
     return specs
 
 

@@ -44,6 +44,7 @@ KNOWN_KINDS = frozenset(
         "ovs-ofctl-show",
         "ovs-ofctl-dump-flows",
         "ovs-appctl-fdb-show",
+        "ovs-appctl-dpctl-dump-conntrack",
     }
 )
 """Every kind a reader may produce; the collector's kinds are a subset (a test checks it)."""
@@ -182,6 +183,12 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
         pos = _join_bridge(pos)
         if len(pos) == 2 and pos[0] in ("fdb/show", "fdb.show"):
             return Recognised("ovs-appctl-fdb-show", bridge=pos[1])
+        # "/" cannot be in a file name: sos writes "dpctl.dump-conntrack", others "dpctl_dump...".
+        if pos[:1] in (["dpctl/dump-conntrack"], ["dpctl.dump-conntrack"]) or pos[:2] == [
+            "dpctl",
+            "dump-conntrack",
+        ]:
+            return Recognised("ovs-appctl-dpctl-dump-conntrack")
         return None
     return None
 

@@ -53,6 +53,7 @@ RAW_KINDS = (
     "ovs-ofctl-show",
     "ovs-ofctl-dump-flows",
     "ovs-appctl-fdb-show",
+    "ovs-appctl-dpctl-dump-conntrack",
     "conntrack-ipv4",
     "conntrack-ipv6",
 )

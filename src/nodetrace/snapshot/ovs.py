@@ -3,7 +3,7 @@
 The parsers belong to the OpenFlow layer; this module only picks the outputs a source has and
 feeds them in: the JSON ``list`` tables when present (they carry OpenFlow numbers, VLAN modes
 and external_ids), ``ovs-vsctl show`` otherwise (sosreports), per bridge the flows, port
-numbers and MAC table.
+numbers and MAC table, and the userspace datapath's connection table.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from typing import TypeVar
 
 from nodetrace.errors import DiagnosticSink, ParseError
 from nodetrace.model.openflow import FlowDump
-from nodetrace.model.ovs_runtime import MacTable, OfctlShow
+from nodetrace.model.ovs_runtime import ConntrackTable, MacTable, OfctlShow
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.ovsdb import OvsdbConfig, OvsdbTable
 from nodetrace.model.snapshot import RawOutput
+from nodetrace.parsers.ovs_appctl_dpctl_dump_conntrack import (
+    parse_ovs_appctl_dpctl_dump_conntrack,
+)
 from nodetrace.parsers.ovs_appctl_fdb_show import parse_ovs_appctl_fdb_show
 from nodetrace.parsers.ovs_ofctl_dump_flows import parse_ovs_ofctl_dump_flows
 from nodetrace.parsers.ovs_ofctl_show import parse_ovs_ofctl_show
@@ -46,6 +49,7 @@ def build_switch(raw: tuple[RawOutput, ...], sink: DiagnosticSink) -> OvsSwitch 
     flows: dict[str, FlowDump] = {}
     ofctl: dict[str, OfctlShow] = {}
     fdb: dict[str, MacTable] = {}
+    conntrack: ConntrackTable | None = None
     for r in main:
         if r.kind == "ovs-vsctl-show":
             show = _parse(r, parse_ovs_vsctl_show, sink)
@@ -54,6 +58,8 @@ def build_switch(raw: tuple[RawOutput, ...], sink: DiagnosticSink) -> OvsSwitch 
             table = _parse(r, parse_ovs_vsctl_list, sink)
             if table is not None:
                 tables.append(table)
+        elif r.kind == "ovs-appctl-dpctl-dump-conntrack":
+            conntrack = _parse(r, parse_ovs_appctl_dpctl_dump_conntrack, sink)
         elif r.bridge is None:
             continue
         elif r.kind == "ovs-ofctl-dump-flows":
@@ -71,4 +77,4 @@ def build_switch(raw: tuple[RawOutput, ...], sink: DiagnosticSink) -> OvsSwitch 
     ovsdb = show
     if tables:
         ovsdb = ovsdb_from_tables(tables, show=show, source=tables[0].source)
-    return OvsSwitch.build(flows, ovsdb=ovsdb, ofctl=ofctl, fdb=fdb)
+    return OvsSwitch.build(flows, ovsdb=ovsdb, ofctl=ofctl, fdb=fdb, conntrack=conntrack)

@@ -25,6 +25,7 @@ sos file                                                read as
 ``sos_commands/openvswitch/ovs-ofctl_dump-flows_BR``    ``ovs-ofctl-dump-flows`` of BR
 ``sos_commands/openvswitch/ovs-ofctl_-O_OpenFlow13_*``  the same when the plain one is absent
 ``sos_commands/openvswitch/ovs-appctl_fdb.show_BR``     ``ovs-appctl-fdb-show`` of BR
+``sos_commands/openvswitch/ovs-appctl_dpctl.dump-conntrack*`` ``ovs-appctl-dpctl-dump-conntrack``
 =====================================================  ============================
 
 Host name, kernel and date come from ``hostname``, ``uname`` and ``date`` at the top (or
