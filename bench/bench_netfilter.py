@@ -26,6 +26,7 @@ from pathlib import Path
 from nodetrace.engine.netfilter import NetfilterEngine, bridge_path
 from nodetrace.lab.netfilter_rulegen import NeutronPort, neutron_ipset, neutron_ruleset
 from nodetrace.model.packet import Packet, TcpFlag
+from nodetrace.neutron.naming import qbr_name, qvb_name, tap_name
 from nodetrace.parsers.ipset_save import parse_ipset_save
 from nodetrace.parsers.iptables_save import parse_iptables_save
 
@@ -52,8 +53,8 @@ def _ports(n: int, rng: random.Random) -> list[NeutronPort]:
         ports.append(
             NeutronPort(
                 port_id=pid,
-                tap=f"tap{pid[:11]}",
-                qvb=f"qvb{pid[:11]}",
+                tap=tap_name(pid),
+                qvb=qvb_name(pid),
                 mac=f"fa:16:3e:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}",
                 ip=IPv4Address(0x0A000000 + 10 + i),
                 zone=4097 + i,
@@ -90,9 +91,9 @@ def _packets(ports: list[NeutronPort], count: int, rng: random.Random):  # type:
             **kw,
         )  # type: ignore[arg-type]
         path = (
-            bridge_path(f"qbr{port.port_id[:11]}", physin=port.qvb, physout=port.tap)
+            bridge_path(qbr_name(port.port_id), physin=port.qvb, physout=port.tap)
             if ingress
-            else bridge_path(f"qbr{port.port_id[:11]}", physin=port.tap, physout=port.qvb)
+            else bridge_path(qbr_name(port.port_id), physin=port.tap, physout=port.qvb)
         )
         yield packet, path
 

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nodetrace.neutron.naming import qbr_name, qvb_name, tap_name
+
 WRAP = "neutron-openvswi"
 
 
@@ -39,20 +41,16 @@ class Port:
     mac: str
 
     @property
-    def short(self) -> str:
-        return self.uuid[:11]
-
-    @property
     def tap(self) -> str:
-        return "tap" + self.short
+        return tap_name(self.uuid)
 
     @property
     def qvb(self) -> str:
-        return "qvb" + self.short
+        return qvb_name(self.uuid)
 
     @property
     def qbr(self) -> str:
-        return "qbr" + self.short
+        return qbr_name(self.uuid)
 
     @property
     def chain(self) -> str:

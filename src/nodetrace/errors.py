@@ -99,3 +99,10 @@ class DiagnosticSink:
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.items if d.severity is Severity.ERROR]
+
+
+def report(sink: DiagnosticSink | None, err: ParseError) -> None:
+    """Raise ``err`` in a strict parse (no sink), else record it and let the parser go on."""
+    if sink is None:
+        raise err
+    sink.error(err)

@@ -16,7 +16,8 @@ from nodetrace.engine.walk import FromInterface, WalkRequest, walk
 from nodetrace.engine.walk_adapters import conntrack_state, engines_for
 from nodetrace.errors import UsageError
 from nodetrace.model.packet import Packet
-from nodetrace.model.trace import Outcome
+from nodetrace.model.snapshot import Snapshot
+from nodetrace.model.trace import Outcome, Trace
 from nodetrace.snapshot.load import load
 from tests.conftest import DATA
 
@@ -178,9 +179,27 @@ def test_show_of_a_missing_snapshot_is_an_error(
     assert "no such file or folder" in capsys.readouterr().err
 
 
-def _with_files(tmp_path: Path, **replacements: str) -> Path:
+def _copy(tmp_path: Path) -> Path:
+    """A copy of the snapshot that a test may change."""
     dst = tmp_path / "snap"
     shutil.copytree(SNAP, dst)
+    return dst
+
+
+def _ping_from_a(
+    snap: Snapshot, *, dl_dst: str = "fa:16:3e:31:3f:2e", nw_dst: str = "10.30.0.11"
+) -> Trace:
+    """The walk of a ping from VM a (10.30.0.10), to VM b unless told otherwise."""
+    packet = Packet(
+        dl_src="fa:16:3e:10:94:fc", dl_dst=dl_dst, nw_src=ip("10.30.0.10"), nw_dst=ip(nw_dst),
+        nw_proto=1, icmp_type=8,
+    )  # fmt: skip
+    request = WalkRequest(packet, FromInterface("tapbd978bef-1a"))
+    return walk(snap, request, engines_for(snap), switch=snap.ovs)
+
+
+def _with_files(tmp_path: Path, **replacements: str) -> Path:
+    dst = _copy(tmp_path)
     for name, text in replacements.items():
         (dst / "host" / name.replace("_", "-")).write_text(text)
     return dst
@@ -194,12 +213,7 @@ def test_br_netfilter_off_means_no_iptables_for_bridged_frames(tmp_path: Path) -
     )
     path = _with_files(tmp_path, **{"sysctl.txt": sysctl})
     snap = load(path)
-    packet = Packet(
-        dl_src="fa:16:3e:10:94:fc", dl_dst="fa:16:3e:31:3f:2e", nw_src=ip("10.30.0.10"),
-        nw_dst=ip("10.30.0.11"), nw_proto=1, icmp_type=8,
-    )  # fmt: skip
-    trace = walk(snap, WalkRequest(packet, FromInterface("tapbd978bef-1a")), engines_for(snap),
-                 switch=snap.ovs)  # fmt: skip
+    trace = _ping_from_a(snap)
     # Without br_netfilter the security group never sees the ping: it reaches b.
     assert trace.outcome is Outcome.DELIVERED
     assert not any(type(s).__name__ == "NetfilterStep" for s in trace.steps)
@@ -207,18 +221,12 @@ def test_br_netfilter_off_means_no_iptables_for_bridged_frames(tmp_path: Path) -
 
 
 def test_missing_ruleset_is_an_assumption_not_a_guess(tmp_path: Path) -> None:
-    dst = tmp_path / "snap"
-    shutil.copytree(SNAP, dst)
+    dst = _copy(tmp_path)
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest["commands"] = [c for c in manifest["commands"] if "iptables" not in c["kind"]]
     (dst / "manifest.json").write_text(json.dumps(manifest))
     snap = load(dst)
-    packet = Packet(
-        dl_src="fa:16:3e:10:94:fc", dl_dst="fa:16:3e:31:3f:2e", nw_src=ip("10.30.0.10"),
-        nw_dst=ip("10.30.0.11"), nw_proto=1, icmp_type=8,
-    )  # fmt: skip
-    trace = walk(snap, WalkRequest(packet, FromInterface("tapbd978bef-1a")), engines_for(snap),
-                 switch=snap.ovs)  # fmt: skip
+    trace = _ping_from_a(snap)
     assert trace.outcome is Outcome.DELIVERED
     assert any(
         "no ipv4 ruleset for namespace main (not in the snapshot): every hook assumed to accept"
@@ -232,19 +240,13 @@ def test_kernel_datapath_sends_the_outer_packet_through_the_host_stack(tmp_path:
     packet to the host, which routes it (OUTPUT, POSTROUTING with OUT=br-phys) and sends it
     into br-phys through its LOCAL port (compute-node.md §3.4). No lab can check this one:
     this machine's kernel has no openvswitch module, so it follows the reference."""
-    dst = tmp_path / "snap"
-    shutil.copytree(SNAP, dst)
+    dst = _copy(tmp_path)
     bridges = dst / "host" / "ovs-vsctl-list-bridge.json"
     bridges.write_text(bridges.read_text().replace('"netdev"', '"system"'))
     show = dst / "host" / "ovs-vsctl-show.txt"
     show.write_text(show.read_text().replace("datapath_type: netdev", "datapath_type: system"))
     snap = load(dst)
-    packet = Packet(
-        dl_src="fa:16:3e:10:94:fc", dl_dst="fa:16:3e:92:6d:18", nw_src=ip("10.30.0.10"),
-        nw_dst=ip("10.30.0.12"), nw_proto=1, icmp_type=8,
-    )  # fmt: skip
-    trace = walk(snap, WalkRequest(packet, FromInterface("tapbd978bef-1a")), engines_for(snap),
-                 switch=snap.ovs)  # fmt: skip
+    trace = _ping_from_a(snap, dl_dst="fa:16:3e:92:6d:18", nw_dst="10.30.0.12")
     assert trace.outcome is Outcome.DELIVERED, trace.reason
     outer = [
         s for s in trace.steps

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nodetrace.model.ipset import (
+    PORT_PROTOCOLS,
     Dimension,
     IcmpPart,
     IfacePart,
@@ -26,13 +27,6 @@ from nodetrace.model.ipset import (
     SetPart,
 )
 from nodetrace.model.packet import Family, IPProto, Packet
-
-_PORT_PROTOS = {
-    IPProto.TCP: "tcp",
-    IPProto.UDP: "udp",
-    IPProto.SCTP: "sctp",
-    IPProto.UDPLITE: "udplite",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +53,7 @@ def _part_matches(dim: Dimension, part: object, packet: Packet, src: bool, ctx: 
     if dim is Dimension.PORT:
         port = packet.tp_src if src else packet.tp_dst
         if isinstance(part, PortPart):
-            proto = (
-                _PORT_PROTOS.get(IPProto(packet.nw_proto))
-                if packet.nw_proto in _PORT_PROTOS
-                else None
-            )
+            proto = PORT_PROTOCOLS.get(packet.nw_proto)
             if part.proto == "":
                 return proto is not None and port == part.port
             return proto == part.proto and port == part.port

@@ -35,7 +35,7 @@ from nodetrace.engine.ipset import SetIndex
 from nodetrace.engine.netfilter_match import (
     Ctx,
     Predicate,
-    Result,
+    all_of,
     compile_ip,
     compile_match,
     ip_length,
@@ -259,7 +259,7 @@ def _compile_rule(rule: Rule, handle: int | None) -> _CRule:
     if len(preds) == 1:
         pred = preds[0]
     elif preds:
-        pred = _and(tuple(preds))
+        pred = all_of(preds)
     t = rule.target
     return _CRule(
         rule,
@@ -272,20 +272,6 @@ def _compile_rule(rule: Rule, handle: int | None) -> _CRule:
         goto=isinstance(t, JumpTarget) and t.goto,
         trace=isinstance(t, TraceTarget),
     )
-
-
-def _and(preds: tuple[Predicate, ...]) -> Predicate:
-    def run(c: Ctx) -> Result:
-        unknown: str | None = None
-        for p in preds:
-            r = p(c)
-            if r is False:
-                return False
-            if r is not True:
-                unknown = unknown or str(r)
-        return unknown if unknown is not None else True
-
-    return run
 
 
 def assumed_handles(ruleset: Ruleset) -> dict[tuple[str, str, int], int]:

@@ -12,7 +12,7 @@ matter for a verdict.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
@@ -20,6 +20,7 @@ from nodetrace.engine.conntrack import CtLookup, CtState
 from nodetrace.engine.ipset import SetContext, SetIndex, SetUnknown, in_set
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import (
+    PROTOCOL_NUMBERS,
     AddrtypeMatch,
     CommentMatch,
     ConntrackMatch,
@@ -52,26 +53,6 @@ from nodetrace.model.trace import Hook
 
 Result = bool | str
 Predicate = Callable[["Ctx"], Result]
-
-PROTO_NUMBERS: dict[str, int] = {
-    "icmp": 1,
-    "igmp": 2,
-    "ipencap": 4,
-    "ipv4": 4,
-    "tcp": 6,
-    "udp": 17,
-    "ipv6": 41,
-    "gre": 47,
-    "esp": 50,
-    "ah": 51,
-    "ipv6-icmp": 58,
-    "icmpv6": 58,
-    "sctp": 132,
-    "udplite": 136,
-    "dccp": 33,
-    "ospf": 89,
-    "vrrp": 112,
-}
 
 _PORT_PROTOS = frozenset({IPProto.TCP, IPProto.UDP, IPProto.UDPLITE, IPProto.SCTP, 33})
 
@@ -164,12 +145,12 @@ def compile_ip(ip: IpSpec) -> Predicate | None:
         checks.append(lambda c: iface_matches(opat, c.out_dev) != oneg)
     if ip.proto is not None:
         text = ip.proto.value
-        number = int(text) if text.isdigit() else PROTO_NUMBERS.get(text)
+        number = int(text) if text.isdigit() else PROTOCOL_NUMBERS.get(text)
         pneg = ip.proto.negated
         if number is None:
             reason = f"protocol name {text!r} is not known to nodetrace"
             checks.append(lambda c: reason)
-        else:
+        elif number != 0:  # protocol 0 (``ip``, ``hopopt``) is "any": ip_packet_match skips it
             checks.append(lambda c: (c.proto == number) != pneg)
     if ip.fragment is not None:
         fneg = ip.fragment.negated
@@ -178,10 +159,14 @@ def compile_ip(ip: IpSpec) -> Predicate | None:
         return None
     if len(checks) == 1:
         return checks[0]
-    return _all(checks)
+    return all_of(checks)
 
 
-def _all(checks: list[Predicate]) -> Predicate:
+def all_of(checks: Sequence[Predicate]) -> Predicate:
+    """All checks at once: False as soon as one fails, else the first "cannot tell" reason any
+    gave, else True (a rule's matches, or the parts of one match, combined)."""
+    checks = tuple(checks)
+
     def run(c: Ctx) -> Result:
         unknown: str | None = None
         for check in checks:

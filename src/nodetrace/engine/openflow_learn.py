@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv6Address
 
-from nodetrace.engine.openflow_state import read_field
+from nodetrace.engine.openflow_state import CT_KEYS, TUNNEL_KEYS, mac_text, read_field
 from nodetrace.model.openflow import (
     Action,
     FieldMatch,
@@ -35,28 +35,9 @@ MATCH_ORDER = (
     "conj_id",
     "skb_priority",
     "pkt_mark",
-    "ct_state",
-    "ct_zone",
-    "ct_mark",
-    "ct_label",
-    "ct_nw_proto",
-    "ct_nw_src",
-    "ct_nw_dst",
-    "ct_ipv6_src",
-    "ct_ipv6_dst",
-    "ct_tp_src",
-    "ct_tp_dst",
+    *CT_KEYS,
     *(f"reg{i}" for i in range(16)),
-    "tun_id",
-    "tun_src",
-    "tun_dst",
-    "tun_ipv6_src",
-    "tun_ipv6_dst",
-    "tun_flags",
-    "tun_tos",
-    "tun_ttl",
-    "tun_gbp_id",
-    "tun_gbp_flags",
+    *TUNNEL_KEYS,
     "metadata",
     "in_port",
     "actset_output",
@@ -83,11 +64,6 @@ MATCH_ORDER = (
 """Roughly the order ``ovs-ofctl`` prints match fields in."""
 
 
-def _mac(v: int) -> str:
-    raw = f"{v:012x}"
-    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
-
-
 def format_match_field(field: str, value: int, mask: int, width: int) -> str:
     """One storage-field match the way OVS prints it (``vlan_tci=0x0001/0x0fff``)."""
     full = (1 << width) - 1
@@ -96,7 +72,11 @@ def format_match_field(field: str, value: int, mask: int, width: int) -> str:
             return f"dl_vlan={value & 0xFFF}"
         return f"vlan_tci={value:#06x}" if mask == 0xFFFF else f"vlan_tci={value:#06x}/{mask:#06x}"
     if field in _MAC_FIELDS:
-        return f"{field}={_mac(value)}" if mask == full else f"{field}={_mac(value)}/{_mac(mask)}"
+        return (
+            f"{field}={mac_text(value)}"
+            if mask == full
+            else f"{field}={mac_text(value)}/{mac_text(mask)}"
+        )
     if field in _IP4_FIELDS or field in _IP6_FIELDS:
         cls = IPv4Address if field in _IP4_FIELDS else IPv6Address
         if mask == full:

@@ -20,7 +20,13 @@ from nodetrace.model.openflow import (
     ct_state_text,
     field_segments,
 )
-from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, Packet
+from nodetrace.model.packet import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    PROTOCOL_SHORTHANDS,
+    Packet,
+)
 
 State = dict[str, int]
 
@@ -341,16 +347,7 @@ def packet_from_state(s: Mapping[str, int], original: Packet) -> Packet:
 # ---------------------------------------------------------------------------------------------
 # Formatting, close to OVS's flow_format()
 
-_PROTO_NAMES = {
-    (ETH_TYPE_IPV4, 1): "icmp",
-    (ETH_TYPE_IPV4, 6): "tcp",
-    (ETH_TYPE_IPV4, 17): "udp",
-    (ETH_TYPE_IPV4, 132): "sctp",
-    (ETH_TYPE_IPV6, 58): "icmp6",
-    (ETH_TYPE_IPV6, 6): "tcp6",
-    (ETH_TYPE_IPV6, 17): "udp6",
-    (ETH_TYPE_IPV6, 132): "sctp6",
-}
+_PROTO_NAMES = {key: name for name, key in PROTOCOL_SHORTHANDS.items() if key[1] is not None}
 
 
 def port_text(number: int, names: Mapping[int, str] | None = None) -> str:

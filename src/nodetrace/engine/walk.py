@@ -301,16 +301,7 @@ class _Walk:
             self.end(Outcome.UNKNOWN, name, f"device {name} is not in the snapshot")
             return
         if dev.kind is LinkKind.VETH:
-            peer = self.snap.topology.veth_peer(dev)
-            if peer is None:
-                self.deliver_outside(dev)
-                return
-            self.device(
-                DeviceAction.VETH,
-                f"{dev.name} → {peer.name}",
-                "veth: conntrack and the TRACE flag are reset (skb_scrub_packet)",
-            )
-            self.receive(peer.name, peer.netns, packet, meta)
+            self.cross_veth(dev, packet, meta)
             return
         if dev.kind in (LinkKind.TAP, LinkKind.TUN):
             self.end(
@@ -337,6 +328,19 @@ class _Walk:
         self.end(
             Outcome.UNKNOWN, dev.name, f"sending out of a {dev.kind.value} device is not modelled"
         )
+
+    def cross_veth(self, dev: Interface, packet: Packet, meta: Metadata) -> None:
+        """Sent on a veth: the packet is received by its peer, or leaves the snapshot."""
+        peer = self.snap.topology.veth_peer(dev)
+        if peer is None:
+            self.deliver_outside(dev)
+            return
+        self.device(
+            DeviceAction.VETH,
+            f"{dev.name} → {peer.name}",
+            "veth: conntrack and the TRACE flag are reset (skb_scrub_packet)",
+        )
+        self.receive(peer.name, peer.netns, packet, meta)
 
     def deliver_outside(self, dev: Interface) -> None:
         """A veth whose peer is not in the snapshot: the packet leaves the node (to a VM's
@@ -764,16 +768,7 @@ class _Walk:
             self.end(Outcome.UNKNOWN, name, f"OVS port {name} has no Linux device in the snapshot")
             return
         if dev.kind is LinkKind.VETH:
-            peer = self.snap.topology.veth_peer(dev)
-            if peer is None:
-                self.deliver_outside(dev)
-                return
-            self.device(
-                DeviceAction.VETH,
-                f"{dev.name} → {peer.name}",
-                "veth: conntrack and the TRACE flag are reset (skb_scrub_packet)",
-            )
-            self.receive(peer.name, peer.netns, packet, meta)
+            self.cross_veth(dev, packet, meta)
             return
         self.transmit(name, MAIN_NS, packet, meta)
 

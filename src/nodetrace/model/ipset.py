@@ -14,7 +14,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from nodetrace.errors import SourcePos
-from nodetrace.model.packet import Family
+from nodetrace.model.packet import Family, IPProto
 
 IPNetwork = IPv4Network | IPv6Network
 
@@ -48,6 +48,15 @@ class NetPart:
 
     def contains(self, addr: IPv4Address | IPv6Address) -> bool:
         return addr in self.network
+
+
+PORT_PROTOCOLS: dict[int, str] = {
+    IPProto.TCP: "tcp",
+    IPProto.UDP: "udp",
+    IPProto.SCTP: "sctp",
+    IPProto.UDPLITE: "udplite",
+}
+"""The protocol a :class:`PortPart` names (``tcp:80``), by IP protocol number."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,38 @@ CT_STATUSES = ("NONE", "EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED")
 """``--ctstatus`` words in the order iptables-save prints them."""
 
 
+PROTOCOL_NUMBERS: dict[str, int] = {
+    "ip": 0,
+    "hopopt": 0,
+    "icmp": 1,
+    "igmp": 2,
+    "ipencap": 4,
+    "ipv4": 4,
+    "tcp": 6,
+    "egp": 8,
+    "udp": 17,
+    "ipv6": 41,
+    "ipv6-route": 43,
+    "ipv6-frag": 44,
+    "rsvp": 46,
+    "gre": 47,
+    "esp": 50,
+    "ah": 51,
+    "ipv6-icmp": 58,
+    "icmpv6": 58,
+    "ipv6-nonxt": 59,
+    "ipv6-opts": 60,
+    "ospf": 89,
+    "vrrp": 112,
+    "l2tp": 115,
+    "sctp": 132,
+    "udplite": 136,
+    "mpls-in-ip": 137,
+    "dccp": 33,
+}
+"""Protocol names iptables accepts and prints (from /etc/protocols), to numbers."""
+
+
 class Backend(StrEnum):
     """Which iptables implementation wrote a ruleset or a log: it decides the TRACE format."""
 

@@ -8,6 +8,7 @@ simulated packet can be rendered exactly as the kernel would log it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from ipaddress import IPv4Address, IPv6Address
@@ -64,6 +65,19 @@ class TcpFlag(IntEnum):
     ECE = 0x040
     CWR = 0x080
     AE = 0x100
+
+
+_MAC = re.compile(r"[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}")
+
+
+def canonical_mac(text: str) -> str:
+    """A MAC address the way the model keeps it (``02:0a:...``: lower case, two digits a byte).
+
+    Tools print it unpadded or in upper case (``2:A:...``); anything else raises ValueError.
+    """
+    if not _MAC.fullmatch(text):
+        raise ValueError(f"not a MAC address: {text!r}")
+    return ":".join(f"{int(b, 16):02x}" for b in text.split(":"))
 
 
 class Family(StrEnum):

@@ -25,6 +25,7 @@ from nodetrace.model.packet import (
     PROTOCOL_SHORTHANDS,
     Packet,
     TcpFlag,
+    canonical_mac,
 )
 
 _METADATA = re.compile(
@@ -33,8 +34,6 @@ _METADATA = re.compile(
     r"ct_mark|ct_label|ct_nw_src|ct_nw_dst|ct_ipv6_src|ct_ipv6_dst|ct_nw_proto|ct_tp_src|ct_tp_dst|"
     r"recirc_id|dp_hash|skb_priority|actset_output|packet_type|conj_id)$"
 )
-
-_MAC = re.compile(r"^[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}$")
 
 _TCP_FLAG_NAMES = {f.name.lower(): int(f) for f in TcpFlag}
 
@@ -63,9 +62,12 @@ def _int(name: str, value: str) -> int:
 
 
 def _mac(name: str, value: str) -> str:
-    if not _MAC.match(value):
-        raise UsageError(f"{name}={value}: not a MAC address (expected xx:xx:xx:xx:xx:xx)")
-    return ":".join(f"{int(b, 16):02x}" for b in value.split(":"))
+    try:
+        return canonical_mac(value)
+    except ValueError:
+        raise UsageError(
+            f"{name}={value}: not a MAC address (expected xx:xx:xx:xx:xx:xx)"
+        ) from None
 
 
 def _addr(name: str, value: str) -> IPv4Address | IPv6Address:

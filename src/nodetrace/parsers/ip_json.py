@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from ipaddress import ip_address, ip_interface, ip_network
 from typing import Any
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.netfilter import IPNetwork
 from nodetrace.model.packet import Family
 from nodetrace.model.topology import (
@@ -59,7 +59,7 @@ def json_array(text: str, *, source: str, sink: DiagnosticSink | None) -> Iterat
     if not stripped:
         return
     if not stripped.startswith("["):
-        _report(sink, ParseError(SourcePos(source, 1), "not a JSON array", expected="'['"))
+        report(sink, ParseError(SourcePos(source, 1), "not a JSON array", expected="'['"))
         return
     decoder = json.JSONDecoder()
     pos, n, index = stripped.index("[") + 1, len(stripped), 0
@@ -67,14 +67,14 @@ def json_array(text: str, *, source: str, sink: DiagnosticSink | None) -> Iterat
         while pos < n and stripped[pos] in " \t\r\n,":
             pos += 1
         if pos >= n:
-            _report(sink, _cut(source, stripped, pos, index))
+            report(sink, _cut(source, stripped, pos, index))
             return
         if stripped[pos] == "]":
             return
         try:
             value, pos = decoder.raw_decode(stripped, pos)
         except json.JSONDecodeError as err:
-            _report(sink, _cut(source, stripped, err.pos, index, err.msg))
+            report(sink, _cut(source, stripped, err.pos, index, err.msg))
             return
         yield index, value
         index += 1
@@ -88,16 +88,10 @@ def _cut(source: str, text: str, pos: int, index: int, why: str = "") -> ParseEr
     return ParseError(SourcePos(source, line), reason)
 
 
-def _report(sink: DiagnosticSink | None, err: ParseError) -> None:
-    if sink is None:
-        raise err
-    sink.error(err)
-
-
 def entry_error(
     sink: DiagnosticSink | None, source: str, index: int, reason: str, token: str | None = None
 ) -> None:
-    _report(sink, ParseError(SourcePos(source, 1), f"entry {index + 1}: {reason}", token=token))
+    report(sink, ParseError(SourcePos(source, 1), f"entry {index + 1}: {reason}", token=token))
 
 
 def as_int(value: Any) -> int | None:
@@ -254,7 +248,8 @@ parse_ip_addr = parse_ip_link
 _ROUTE_TYPES = {t.value: t for t in RouteType}
 
 
-def _network(value: Any, family: Family | None) -> IPNetwork | None:
+def as_network(value: Any, family: Family | None) -> IPNetwork | None:
+    """A prefix as ip prints it (``10.0.0.0/24``, ``default`` in ``family``), else None."""
     if value == "default":
         return default_network(family or Family.IPV4)
     if not isinstance(value, str):
@@ -286,11 +281,11 @@ def parse_ip_route(
         fam = family
         if fam is None:
             for key in ("dst", "gateway", "prefsrc"):
-                addr = _network(r.get(key), None) if r.get(key) != "default" else None
+                addr = as_network(r.get(key), None) if r.get(key) != "default" else None
                 if addr is not None:
                     fam = Family.IPV4 if addr.version == 4 else Family.IPV6
                     break
-        dst = _network(r.get("dst"), fam)
+        dst = as_network(r.get("dst"), fam)
         if dst is None:
             entry_error(sink, source, index, "unreadable destination", str(r.get("dst")))
             continue
@@ -325,7 +320,7 @@ def _rule_net(r: dict[str, Any], key: str, family: Family) -> IPNetwork | None:
         return None
     length = r.get(f"{key}len")
     text = f"{value}/{length}" if length is not None else str(value)
-    net = _network(text, family)
+    net = as_network(text, family)
     if net is not None and (net.version == 4) != (family is Family.IPV4):
         return None
     return net

@@ -21,9 +21,9 @@ peer's ifindex (``@if2``) when the peer is in another namespace, so only its nam
 from __future__ import annotations
 
 import re
-from ipaddress import ip_address, ip_interface, ip_network
+from ipaddress import ip_interface
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.netfilter import IPNetwork
 from nodetrace.model.packet import Family
 from nodetrace.model.topology import (
@@ -33,7 +33,6 @@ from nodetrace.model.topology import (
     BridgePortInfo,
     FdbEntry,
     Interface,
-    IPAddress,
     LinkDetail,
     LinkKind,
     NamespaceId,
@@ -45,8 +44,8 @@ from nodetrace.model.topology import (
     TunnelInfo,
     TunTapInfo,
     VethInfo,
-    default_network,
 )
+from nodetrace.parsers.ip_json import as_int, as_ip, as_network
 
 _HEADER = re.compile(r"^(\d+):\s+([^\s:@]+)(?:@([^\s:]+))?:\s+<([^>]*)>(.*)$")
 _LINK = re.compile(r"^\s+link/(\S+)(?:\s+(\S+))?(.*)$")
@@ -70,12 +69,6 @@ _KIND_WORDS = {
 _SLAVE_WORDS = {"bridge_slave": "bridge", "openvswitch_slave": "openvswitch", "bond_slave": "bond"}
 
 
-def _report(sink: DiagnosticSink | None, err: ParseError) -> None:
-    if sink is None:
-        raise err
-    sink.error(err)
-
-
 def _pairs(words: list[str]) -> dict[str, str]:
     """Each word mapped to the word after it (first occurrence wins): ``get("dev")`` is the
     device after ``dev``. Flags are tested with ``in``; no guessing of which word is a key."""
@@ -83,24 +76,6 @@ def _pairs(words: list[str]) -> dict[str, str]:
     for i, word in enumerate(words):
         out.setdefault(word, words[i + 1] if i + 1 < len(words) else "")
     return out
-
-
-def _ip(text: str | None) -> IPAddress | None:
-    if text is None:
-        return None
-    try:
-        return ip_address(text.split("%")[0])
-    except ValueError:
-        return None
-
-
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text, 0)
-    except ValueError:
-        return None
 
 
 class _Builder:
@@ -111,7 +86,7 @@ class _Builder:
         self.at = at
         self.flags = flags.split(",")
         attrs = _pairs(rest.split())
-        self.mtu = _int(attrs.get("mtu"))
+        self.mtu = as_int(attrs.get("mtu"))
         self.master = attrs.get("master")
         self.kind: LinkKind | None = None
         self.link_type = ""
@@ -154,14 +129,14 @@ class _Builder:
             peer = self.at if self.at and not re.fullmatch(r"if\d+", self.at) else None
             detail = VethInfo(
                 peer=peer if same_ns else None,
-                peer_ifindex=_int(self.at[2:]) if self.at and self.at.startswith("if") else None,
+                peer_ifindex=as_int(self.at[2:]) if self.at and self.at.startswith("if") else None,
                 peer_netnsid=self.peer_netnsid,
                 peer_netns=self.peer_netns,
             )
         elif kind is LinkKind.BRIDGE:
             detail = BridgeInfo(
-                ageing_time=_int(a.get("ageing_time")),
-                stp_state=_int(a.get("stp_state")) or 0,
+                ageing_time=as_int(a.get("ageing_time")),
+                stp_state=as_int(a.get("stp_state")) or 0,
                 vlan_filtering=a.get("vlan_filtering") == "1",
                 nf_call_iptables=a.get("nf_call_iptables") == "1",
                 nf_call_ip6tables=a.get("nf_call_ip6tables") == "1",
@@ -169,10 +144,10 @@ class _Builder:
             )
         elif kind in (LinkKind.VXLAN, LinkKind.GENEVE, LinkKind.GRE, LinkKind.GRETAP):
             detail = TunnelInfo(
-                key=None if "external" in a else _int(a.get("id", a.get("key", a.get("ikey")))),
-                local=_ip(a.get("local")),
-                remote=_ip(a.get("remote", a.get("group"))),
-                dst_port=_int(a.get("dstport")),
+                key=None if "external" in a else as_int(a.get("id", a.get("key", a.get("ikey")))),
+                local=as_ip(a.get("local")),
+                remote=as_ip(a.get("remote", a.get("group"))),
+                dst_port=as_int(a.get("dstport")),
                 underlay=a.get("dev"),
                 learning="nolearning" not in a,
                 external="external" in a,
@@ -225,7 +200,7 @@ def parse_ip_link_text(
             continue
         if current is None:
             # sosreport fixtures sometimes start with tool noise ("Message truncated").
-            _report(
+            report(
                 sink,
                 ParseError(
                     SourcePos(source, number),
@@ -243,7 +218,7 @@ def parse_ip_link_text(
             words = (lm.group(3) or "").split()
             attrs = _pairs(words)
             current.peer_netns = attrs.get("link-netns")
-            current.peer_netnsid = _int(attrs.get("link-netnsid"))
+            current.peer_netnsid = as_int(attrs.get("link-netnsid"))
             continue
         im = _INET.match(line)
         if im:
@@ -251,7 +226,7 @@ def parse_ip_link_text(
                 iface = ip_interface(im.group(2))
                 peer = ip_interface(im.group(3)) if im.group(3) else None
             except ValueError:
-                _report(
+                report(
                     sink,
                     ParseError(SourcePos(source, number), "bad address", token=im.group(2)),
                 )
@@ -269,15 +244,6 @@ def parse_ip_link_text(
 
 
 _ROUTE_TYPES = {t.value: t for t in RouteType}
-
-
-def _route_dst(word: str, family: Family) -> IPNetwork | None:
-    if word == "default":
-        return default_network(family)
-    try:
-        return ip_network(word, strict=False)
-    except ValueError:
-        return None
 
 
 def parse_ip_route_text(
@@ -305,9 +271,9 @@ def parse_ip_route_text(
         if words[0] in _ROUTE_TYPES and len(words) > 1:
             rtype = _ROUTE_TYPES[words[0]]
             words = words[1:]
-        dst = _route_dst(words[0], family)
+        dst = as_network(words[0], family)
         if dst is None:
-            _report(
+            report(
                 sink,
                 ParseError(
                     SourcePos(source, number),
@@ -323,10 +289,10 @@ def parse_ip_route_text(
             dst=dst,
             table=attrs.get("table", "main"),
             type=rtype,
-            gateway=_ip(attrs.get("via")),
+            gateway=as_ip(attrs.get("via")),
             dev=attrs.get("dev"),
-            prefsrc=_ip(attrs.get("src")),
-            metric=_int(attrs.get("metric")) or 0,
+            prefsrc=as_ip(attrs.get("src")),
+            metric=as_int(attrs.get("metric")) or 0,
             scope=attrs.get("scope", "global" if rtype is RouteType.UNICAST else "host"),
             protocol=attrs.get("proto", ""),
             nexthops=tuple(hops),
@@ -341,7 +307,7 @@ def parse_ip_route_text(
             if words[0] == "nexthop" and pending is not None:
                 a = _pairs(words[1:])
                 pending[2].append(
-                    NextHop(_ip(a.get("via")), a.get("dev"), _int(a.get("weight")) or 1)
+                    NextHop(as_ip(a.get("via")), a.get("dev"), as_int(a.get("weight")) or 1)
                 )
             continue  # `cache` lines and other continuations
         flush()
@@ -364,7 +330,7 @@ def parse_ip_rule_text(
         m = re.match(r"^\s*(\d+):\s+(.*)$", line)
         if not m:
             if line.strip():
-                _report(
+                report(
                     sink,
                     ParseError(
                         SourcePos(source, number), "not a rule", expected="PRIO: SELECTOR ACTION"
@@ -384,7 +350,7 @@ def parse_ip_rule_text(
             value = attrs.get(key)
             if value in (None, "all"):
                 return None
-            found = _route_dst(value, family)
+            found = as_network(value, family)
             return (
                 found
                 if found is not None and (found.version == 4) == (family is Family.IPV4)
@@ -401,8 +367,8 @@ def parse_ip_rule_text(
                 dst=net("to"),
                 iif=attrs.get("iif"),
                 oif=attrs.get("oif"),
-                fwmark=_int(mark) if mark else None,
-                fwmask=_int(mask) if mask else None,
+                fwmark=as_int(mark) if mark else None,
+                fwmask=as_int(mask) if mask else None,
                 not_=negate,
                 netns=netns,
             )
@@ -432,9 +398,9 @@ def parse_ip_neigh_text(
         words = line.split()
         if not words:
             continue
-        ip = _ip(words[0])
+        ip = as_ip(words[0])
         if ip is None or "dev" not in words:
-            _report(
+            report(
                 sink, ParseError(SourcePos(source, number), "not a neighbour entry", token=words[0])
             )
             continue
@@ -462,7 +428,7 @@ def parse_bridge_fdb_text(
         if not words:
             continue
         if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", words[0]) or "dev" not in words:
-            _report(sink, ParseError(SourcePos(source, number), "not an fdb entry", token=words[0]))
+            report(sink, ParseError(SourcePos(source, number), "not an fdb entry", token=words[0]))
             continue
         rest = words[1:]
         flags = {w for w in rest if w in ("self", "permanent", "static", "extern_learn")}
@@ -473,10 +439,10 @@ def parse_bridge_fdb_text(
                 mac=words[0].lower(),
                 dev=attrs.get("dev", ""),
                 master=attrs.get("master"),
-                vlan=_int(attrs.get("vlan")),
+                vlan=as_int(attrs.get("vlan")),
                 state=state,
                 self_entry="self" in flags,
-                dst=_ip(attrs.get("dst")),
+                dst=as_ip(attrs.get("dst")),
                 netns=netns,
             )
         )
@@ -493,7 +459,7 @@ def parse_ip_netns_text(
             continue
         m = re.match(r"^(\S+)(?:\s+\(id:\s*(\d+)\))?\s*$", line)
         if not m:
-            _report(
+            report(
                 sink, ParseError(SourcePos(source, number), "not a namespace line", token=line[:40])
             )
             continue

@@ -39,7 +39,7 @@ from nodetrace.model.ipset import (
     PortPart,
     SetPart,
 )
-from nodetrace.model.packet import Family
+from nodetrace.model.packet import Family, canonical_mac
 from nodetrace.parsers.iptables_save import tokenize
 
 # ICMP names exactly as ipset 7.17 prints them (checked by adding every type/code in a lab
@@ -261,11 +261,8 @@ def _port_part(word: str, pos: SourcePos) -> list[Part]:
 
 
 def _mac(word: str, pos: SourcePos) -> MacPart:
-    octets = word.split(":")
-    if len(octets) != 6 or not all(1 <= len(o) <= 2 for o in octets):
-        raise ParseError(pos, "not a MAC address", token=word)
     try:
-        return MacPart(":".join(f"{int(o, 16):02x}" for o in octets))
+        return MacPart(canonical_mac(word))
     except ValueError:
         raise ParseError(pos, "not a MAC address", token=word) from None
 

@@ -16,6 +16,7 @@ from typing import Any
 from nodetrace.model.netfilter import (
     CT_STATES,
     CT_STATUSES,
+    PROTOCOL_NUMBERS,
     AddrtypeMatch,
     ChecksumTarget,
     CommentMatch,
@@ -58,7 +59,7 @@ from nodetrace.model.netfilter import (
     TtlMatch,
     UdpMatch,
 )
-from nodetrace.model.packet import Family, TcpFlag
+from nodetrace.model.packet import Family, TcpFlag, canonical_mac
 
 
 class Unmodelled(Exception):
@@ -73,37 +74,6 @@ class BadValue(Exception):
         self.token = token
         self.expected = expected
 
-
-PROTOCOLS: dict[str, int] = {
-    "ip": 0,
-    "hopopt": 0,
-    "icmp": 1,
-    "igmp": 2,
-    "ipencap": 4,
-    "ipv4": 4,
-    "tcp": 6,
-    "egp": 8,
-    "udp": 17,
-    "ipv6": 41,
-    "ipv6-route": 43,
-    "ipv6-frag": 44,
-    "rsvp": 46,
-    "gre": 47,
-    "esp": 50,
-    "ah": 51,
-    "ipv6-icmp": 58,
-    "icmpv6": 58,
-    "ipv6-nonxt": 59,
-    "ipv6-opts": 60,
-    "ospf": 89,
-    "vrrp": 112,
-    "l2tp": 115,
-    "sctp": 132,
-    "udplite": 136,
-    "mpls-in-ip": 137,
-    "dccp": 33,
-}
-"""Protocol names iptables accepts and prints (from /etc/protocols), to numbers."""
 
 ICMP_TYPE_NAMES: dict[str, tuple[int, int, int]] = {
     "echo-reply": (0, 0, 0xFF),
@@ -333,11 +303,8 @@ def read_words(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...
 
 
 def read_mac(text: str) -> str:
-    parts = text.split(":")
     try:
-        if len(parts) != 6 or any(not 1 <= len(p) <= 2 for p in parts):
-            raise ValueError
-        return ":".join(f"{int(p, 16):02x}" for p in parts)
+        return canonical_mac(text)
     except ValueError:
         raise BadValue("not a MAC address", text, "XX:XX:XX:XX:XX:XX") from None
 
@@ -475,7 +442,7 @@ def _conntrack(module: str, opts: list[RawOption], family: Family) -> Match:
             m = _replace(m, ctstatus=Neg(words, opt.negated))
         elif opt.name == "ctproto":
             text = _one(opt).lower()
-            proto = PROTOCOLS.get(text)
+            proto = PROTOCOL_NUMBERS.get(text)
             if proto is None:
                 proto = read_int(text, "a protocol", limit=255)
             m = _replace(m, ctproto=Neg(proto, opt.negated))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.ovs_runtime import DpifPort, DpifShow
 
 _BRIDGE = re.compile(r"^\s{2}(\S+):\s*$")
@@ -42,7 +42,5 @@ def parse_ovs_appctl_dpif_show(
             ports.append(DpifPort(bridge, p.group(1), int(p.group(2)), dp, p.group(4).strip()))
             continue
         err = ParseError(SourcePos(source, number), "not a dpif/show line", token=line.strip()[:60])
-        if sink is None:
-            raise err
-        sink.error(err)
+        report(sink, err)
     return DpifShow(tuple(ports), source)

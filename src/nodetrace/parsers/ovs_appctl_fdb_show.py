@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.openflow import LOCAL_PORT
 from nodetrace.model.ovs_runtime import MacEntry, MacTable
 
@@ -40,9 +40,7 @@ def parse_ovs_appctl_fdb_show(
                 token=line.strip()[:60],
                 expected="PORT VLAN MAC AGE",
             )
-            if sink is None:
-                raise err
-            sink.error(err)
+            report(sink, err)
             continue
         port = LOCAL_PORT if m.group(1) == "LOCAL" else int(m.group(1))
         age = None if m.group(4) == "static" else int(m.group(4))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.openflow_trace import (
     NodeKind,
     ObservedLine,
@@ -106,9 +106,7 @@ def _bad(sink: DiagnosticSink | None, source: str, number: int, line: str) -> No
     err = ParseError(
         SourcePos(source, number), "not part of an ofproto/trace output", token=line[:60]
     )
-    if sink is None:
-        raise err
-    sink.error(err)
+    report(sink, err)
 
 
 _TABLE = re.compile(r"^(\d+)\. ")

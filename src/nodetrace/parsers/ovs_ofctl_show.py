@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.openflow import LOCAL_PORT
 from nodetrace.model.ovs_runtime import OfctlShow, OfPort
 
@@ -81,8 +81,6 @@ def parse_ovs_ofctl_show(
         err = ParseError(
             SourcePos(source, number), "not an ovs-ofctl show line", token=stripped[:60]
         )
-        if sink is None:
-            raise err
-        sink.error(err)
+        report(sink, err)
     flush()
     return OfctlShow(tuple(ports), dpid, n_tables, source)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.ovsdb import Bridge, Interface, OvsdbConfig, Pairs, Port, VlanMode
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -164,9 +164,7 @@ def parse_ovs_vsctl_show(
 
 def _bad(sink: DiagnosticSink | None, source: str, number: int, line: str) -> None:
     err = ParseError(SourcePos(source, number), "not an ovs-vsctl show line", token=line[:60])
-    if sink is None:
-        raise err
-    sink.error(err)
+    report(sink, err)
 
 
 def _bridge(b: _Bridge) -> Bridge:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.snapshot import Sysctls
 
 _LINE = re.compile(r"^\s*([A-Za-z0-9_./:@+-]+?)\s*=\s?(.*?)\s*$")
@@ -31,9 +31,7 @@ def parse_sysctl(text: str, *, source: str, sink: DiagnosticSink | None = None) 
         m = _LINE.match(line)
         if m is None:
             err = ParseError(SourcePos(source, number), "not a sysctl line", expected="KEY = VALUE")
-            if sink is None:
-                raise err
-            sink.error(err)
+            report(sink, err)
             continue
         values[m.group(1)] = m.group(2)
     return Sysctls(tuple(values.items()), source=source)

@@ -129,6 +129,13 @@ class LineCounts:
     """Skipped lines that hold binary data (NUL bytes or bytes that are not UTF-8)."""
     first_not_text: int = 0
 
+    def skip(self, line: str, lineno: int) -> None:
+        """Count a line that is not part of a trace, noting whether it is text at all."""
+        self.skipped += 1
+        if "\x00" in line or "\ufffd" in line:
+            self.not_text += 1
+            self.first_not_text = self.first_not_text or lineno
+
     def add(self, other: LineCounts) -> None:
         self.total += other.total
         self.parsed += other.parsed
@@ -239,10 +246,7 @@ class KernelLogReader:
                 continue
             if pending:
                 out.extend(self._finish())
-            counts.skipped += 1
-            if "\x00" in line or "\ufffd" in line:
-                counts.not_text += 1
-                counts.first_not_text = counts.first_not_text or lineno
+            counts.skip(line, lineno)
         if rec is not None:
             fast_parsed += 1
             out.append(rec)

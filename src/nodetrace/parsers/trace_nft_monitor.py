@@ -200,10 +200,7 @@ def read_nft_monitor(
         counts.total += 1
         line = raw.rstrip("\r\n")
         if "trace id" not in line:
-            counts.skipped += 1
-            if "\x00" in line or "\ufffd" in line:
-                counts.not_text += 1
-                counts.first_not_text = counts.first_not_text or lineno
+            counts.skip(line, lineno)
             continue
         m = _LINE_RE.match(line)
         if m is None:

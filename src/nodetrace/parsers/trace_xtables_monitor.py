@@ -96,10 +96,7 @@ def read_xtables_monitor(
         counts.total += 1
         line = raw.rstrip("\r\n")
         if "TRACE:" not in line and "PACKET:" not in line:
-            counts.skipped += 1
-            if "\x00" in line or "\ufffd" in line:
-                counts.not_text += 1
-                counts.first_not_text = counts.first_not_text or lineno
+            counts.skip(line, lineno)
             continue
         m = _TRACE_RE.match(line)
         if m is not None:

@@ -42,6 +42,19 @@ class SummaryCounts:
     """(last step label, rule text or "", packets) of traces that end without a verdict."""
 
 
+def _step_table(rows: Sequence[tuple[str, str, int]], style: str) -> Table:
+    """Packets per step: the count, the step's label and, dimmed below it, its rule."""
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(justify="right")
+    table.add_column(overflow="fold")
+    for label, rule, n in rows:
+        cell = Text(label, style=style)
+        if rule:
+            cell.append("\n  " + rule, style="dim")
+        table.add_row(f"{n:,}", cell)
+    return table
+
+
 def summary_renderable(counts: SummaryCounts) -> RenderableType:
     parts: list[RenderableType] = []
     head = Text(f"{counts.packets:,} packet{'s' if counts.packets != 1 else ''}", style="bold")
@@ -67,27 +80,11 @@ def summary_renderable(counts: SummaryCounts) -> RenderableType:
 
     if counts.dropping:
         parts.append(Text("\nTop dropping rules", style="bold"))
-        drops = Table(box=None, show_header=False, pad_edge=False)
-        drops.add_column(justify="right")
-        drops.add_column(overflow="fold")
-        for label, rule, n in counts.dropping:
-            cell = Text(label, style="red")
-            if rule:
-                cell.append("\n  " + rule, style="dim")
-            drops.add_row(f"{n:,}", cell)
-        parts.append(drops)
+        parts.append(_step_table(counts.dropping, "red"))
 
     if counts.ends_at:
         parts.append(Text("\nWhere traces end without a verdict line", style="bold"))
-        ends = Table(box=None, show_header=False, pad_edge=False)
-        ends.add_column(justify="right")
-        ends.add_column(overflow="fold")
-        for label, rule, n in counts.ends_at:
-            cell = Text(label, style="yellow")
-            if rule:
-                cell.append("\n  " + rule, style="dim")
-            ends.add_row(f"{n:,}", cell)
-        parts.append(ends)
+        parts.append(_step_table(counts.ends_at, "yellow"))
 
     if counts.chains:
         parts.append(Text("\nChains by hits", style="bold"))

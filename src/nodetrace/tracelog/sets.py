@@ -9,6 +9,7 @@ packet's addresses and ports up in the set, the way the kernel does for the comm
 from __future__ import annotations
 
 from nodetrace.model.ipset import (
+    PORT_PROTOCOLS,
     IcmpPart,
     IpSet,
     IpSets,
@@ -19,14 +20,7 @@ from nodetrace.model.ipset import (
     SetPart,
 )
 from nodetrace.model.netfilter import Rule, SetMatch
-from nodetrace.model.packet import IPProto, Packet
-
-_PROTO_NAMES = {
-    IPProto.TCP: "tcp",
-    IPProto.UDP: "udp",
-    IPProto.SCTP: "sctp",
-    IPProto.UDPLITE: "udplite",
-}
+from nodetrace.model.packet import Packet
 
 
 def _part_holds(part: object, packet: Packet, direction: str) -> bool | None:
@@ -37,9 +31,7 @@ def _part_holds(part: object, packet: Packet, direction: str) -> bool | None:
         return addr is not None and addr.version == part.network.version and addr in part.network
     if isinstance(part, PortPart):
         port = packet.tp_src if src else packet.tp_dst
-        proto = (
-            _PROTO_NAMES.get(IPProto(packet.nw_proto)) if packet.nw_proto in _PROTO_NAMES else None
-        )
+        proto = PORT_PROTOCOLS.get(packet.nw_proto)
         return port is not None and port == part.port and (part.proto in ("", proto))
     if isinstance(part, IcmpPart):
         return packet.icmp_type == part.icmp_type and packet.icmp_code == part.icmp_code
