@@ -8,6 +8,7 @@ These are the translator's output methods (:class:`Outputs`, mixed into
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from nodetrace.engine.openflow_compile import CompiledBridge, encapsulation, number_for_name
@@ -54,7 +55,7 @@ _CONTROLLER = RESERVED_PORT_NUMBERS[ReservedPort.CONTROLLER]
 _NONE = RESERVED_PORT_NUMBERS[ReservedPort.NONE]
 
 
-class Outputs:
+class Outputs(ABC):
     """Output actions; the translator provides the state and reporting they use."""
 
     engine: OpenFlowEngine
@@ -74,6 +75,7 @@ class Outputs:
     orig_tun_dst: int
     leaving_cache: dict[tuple[tuple[str, int], ...], tuple[Packet, str]]
 
+    @abstractmethod
     def report(
         self,
         kind: NodeKind,
@@ -81,17 +83,16 @@ class Outputs:
         step: OpenFlowStep | DeviceStep | None = None,
         *,
         extra: bool = False,
-    ) -> _Node:
-        raise NotImplementedError
+    ) -> _Node: ...
 
-    def note(self, text: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def note(self, text: str) -> None: ...
 
-    def stop(self, reason: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def stop(self, reason: str) -> None: ...
 
-    def _table_action(self, in_port: int, table_id: int, is_last: bool) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _table_action(self, in_port: int, table_id: int, is_last: bool) -> None: ...
 
     # -- output ------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import tarfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,17 +25,17 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".
 
 
 @dataclass
-class Tree:
+class Tree(ABC):
     """Files by relative POSIX path, and what was skipped (with the reason)."""
 
     name: str
     problems: list[str] = field(default_factory=list)
 
-    def files(self) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def files(self) -> list[str]: ...
 
-    def read(self, path: str) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def read(self, path: str) -> bytes: ...
 
     def read_text(self, path: str) -> str:
         return self.read(path).decode("utf-8", "replace")

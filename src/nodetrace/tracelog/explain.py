@@ -9,6 +9,8 @@ summary and the per-packet view both call :func:`conclude`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from nodetrace.model.packet import Family, Packet
 from nodetrace.model.trace import Hook, NetfilterStep, Outcome, SourceSpan, StepKind, Trace
 from nodetrace.parsers.trace_kernel_log import (
@@ -30,7 +32,7 @@ LEGACY_GROUPING = (
 )
 
 
-class _View:
+class _View(ABC):
     """The facts :func:`conclude` needs of a pass, whatever format it came from.
 
     Per-step facts are read on demand: the summary only looks at a few steps of each pass.
@@ -38,8 +40,8 @@ class _View:
 
     n: int
 
-    def hook(self, i: int) -> str | None:
-        raise NotImplementedError
+    @abstractmethod
+    def hook(self, i: int) -> str | None: ...
 
     def hooks(self) -> list[str | None]:
         return [self.hook(i) for i in range(self.n)]
@@ -48,23 +50,23 @@ class _View:
         """The first step in ``hook``."""
         return next((i for i in range(self.n) if self.hook(i) == hook), None)
 
-    def table(self, i: int) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def table(self, i: int) -> str: ...
 
-    def chain(self, i: int) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def chain(self, i: int) -> str: ...
 
-    def kind(self, i: int) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def kind(self, i: int) -> str: ...
 
-    def resolution(self, i: int) -> Resolution:
-        raise NotImplementedError
+    @abstractmethod
+    def resolution(self, i: int) -> Resolution: ...
 
-    def label(self, i: int) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def label(self, i: int) -> str: ...
 
-    def devs(self, i: int) -> dict[str, str]:
-        raise NotImplementedError
+    @abstractmethod
+    def devs(self, i: int) -> dict[str, str]: ...
 
     def egress(self, i: int) -> str | None:
         devs = self.devs(i)
