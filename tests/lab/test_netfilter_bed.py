@@ -61,7 +61,9 @@ def test_frames_cross_the_bed_and_their_trace_is_captured(tmp_path: Path, backen
                 nft = nft_mon.stop()
             arrived = b.receive(timeout=0.5)
         got = [packet_from_frame(f.data) for f in arrived]
-        assert [p.ip_id for p in got if p is not None] == [101]
+        # Only our UDP frames count: a host's own chatter (IGMP, for one) may cross the bridge too.
+        ours = [p for p in got if p is not None and p.nw_proto == 17 and p.tp_src == 1000]
+        assert [p.ip_id for p in ours] == [101]
         if backend is Backend.LEGACY:
             assert [line.split()[1] for line in kernel if "filter:" in line] == [
                 "filter:FORWARD:policy:3",
