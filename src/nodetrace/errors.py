@@ -48,6 +48,10 @@ class InputError(NodetraceError):
     """The input could not be used at all (missing file, unreadable archive, nothing parsed)."""
 
 
+MAX_TOKEN_SHOWN = 60
+"""How much of an offending word an error message quotes."""
+
+
 class ParseError(NodetraceError):
     """A line of input does not have the expected form.
 
@@ -64,13 +68,16 @@ class ParseError(NodetraceError):
         self.expected = expected
         detail = reason
         if token is not None:
-            detail += f" at {token!r}"
+            # A word of binary junk or a runaway line would otherwise fill the terminal.
+            shown = token if len(token) <= MAX_TOKEN_SHOWN else token[:MAX_TOKEN_SHOWN] + "…"
+            detail += f" at {shown!r}"
         if expected is not None:
             detail += f" (expected {expected})"
+        self.detail = detail
         super().__init__(f"{pos}: {detail}")
 
     def as_diagnostic(self) -> Diagnostic:
-        return Diagnostic(self.pos, Severity.ERROR, str(self).split(": ", 1)[1])
+        return Diagnostic(self.pos, Severity.ERROR, self.detail)
 
 
 class UsageError(NodetraceError):

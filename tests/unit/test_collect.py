@@ -224,3 +224,29 @@ def test_nodetrace_collect_command(
     assert main(["collect", "-q", "-o", str(out)]) == 2
     assert "exists already" in capsys.readouterr().err
     assert main(["collect", "-q", "-o", str(tmp_path / "x"), "--timeout", "0"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--netns", "nodetrace-no-such-ns"], "nodetrace-no-such-ns: no such network namespace"),
+        (["--namespaces", "nodetrace-no-such-ns"], "nodetrace-no-such-ns: no such network namespace"),
+        (["--namespaces", "../etc"], "../etc: no such network namespace"),
+        (["--ovs-rundir", "/nonexistent-ovs-run"], "--ovs-rundir /nonexistent-ovs-run: no such folder"),
+        (["--max-namespaces", "-1"], "--max-namespaces must be 0 or more"),
+        (["--conntrack", "-5"], "--conntrack must be 0 or more"),
+    ],
+)  # fmt: skip
+def test_options_that_name_nothing_are_usage_errors_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from nodetrace.cli import main
+
+    out = tmp_path / "node"
+    assert main(["collect", "-q", "-o", str(out), *argv]) == 2
+    assert capsys.readouterr().err == f"nodetrace: error: {message}" + (
+        " (ip netns list shows the names)\n" if message.endswith("network namespace") else "\n"
+    )
+    assert not out.exists()
+    assert collector.main(["-q", "-o", str(out), *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"collect: error: {message}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -164,6 +165,29 @@ def test_usage_errors_exit_2_with_one_line(
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("flow", "message"),
+    [
+        ("tcp,nw_src=1.1.1.1,nw_dst=2.2.2.2,tp_dst=70000", "tp_dst=70000: out of range (0 to 65535)"),
+        ("tcp,nw_src=1.1.1.1,nw_dst=2.2.2.2,tp_src=-1", "tp_src=-1: out of range (0 to 65535)"),
+        ("icmp,nw_src=1.1.1.1,nw_dst=2.2.2.2,icmp_type=300", "icmp_type=300: out of range (0 to 255)"),
+        ("tcp,nw_src=1.1.1.1,nw_dst=2.2.2.2,nw_ttl=256", "nw_ttl=256: out of range (0 to 255)"),
+        ("tcp,nw_src=1.1.1.1,nw_dst=2.2.2.2,tcp_flags=0x1000", "tcp_flags=0x1000: out of range"),
+        ("tcp,nw_src=1.1.1.1,nw_dst=2.2.2.2,dl_vlan=4096", "dl_vlan=4096: out of range (0 to 4095)"),
+        ("tcp,nw_src=::1,nw_dst=::2", "nw_src=::1: an IPv6 address in an IPv4 packet"),
+        ("tcp6,nw_src=1.1.1.1,nw_dst=2.2.2.2", "nw_src=1.1.1.1: an IPv4 address in an IPv6 packet"),
+        ("tcp,ipv6_src=::1,nw_dst=2.2.2.2", "ipv6_src=::1: an IPv6 address in an IPv4 packet"),
+    ],
+)  # fmt: skip
+def test_packet_values_ofproto_trace_would_refuse_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], flow: str, message: str
+) -> None:
+    code, out, err = _run(capsys, RULES, "--hook", "FORWARD", "--packet", flow)
+    assert code == 2 and out == ""
+    assert err.startswith(f"nodetrace: error: {message}")
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_input_errors_are_reported_with_their_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -184,3 +208,48 @@ def test_input_errors_are_reported_with_their_line(
     empty.write_text("hello\n")
     code, _, err = _run(capsys, str(empty), "--packet", HTTP, "--hook", "FORWARD")
     assert code == 2 and "no iptables table found" in err
+
+
+def test_gzip_rules_read_like_plain_and_damaged_ones_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gz = tmp_path / "rules.save.gz"
+    gz.write_bytes(gzip.compress(Path(RULES).read_bytes()))
+    argv = ["--packet", HTTP, "--hook", "FORWARD", *BRIDGE, "--format", "json"]
+    from_gzip = _run(capsys, str(gz), *argv)[1].replace(str(gz), RULES)
+    assert from_gzip == _run(capsys, RULES, *argv)[1]
+    cut = tmp_path / "cut.save.gz"
+    cut.write_bytes(gz.read_bytes()[:200])
+    code, out, err = _run(capsys, str(cut), *argv)
+    assert code == 2 and out == ""
+    assert err.startswith(f"nodetrace: error: {cut}: damaged gzip file (")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_binary_junk_and_devices_are_input_errors_not_empty_rulesets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"*\xff\xfe\x00garbage\n" + bytes(range(256)) * 8)
+    code, out, err = _run(capsys, str(junk), "--packet", HTTP, "--hook", "FORWARD")
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == (
+        f"nodetrace: error: {junk}: not iptables-save output: no rule could be read "
+        "(first bad line: 2)"
+    )
+    code, out, err = _run(capsys, "/dev/zero", "--packet", HTTP, "--hook", "FORWARD")
+    assert (code, out, err) == (2, "", "nodetrace: error: /dev/zero: is a device, not a file\n")
+
+
+def test_many_bad_lines_are_counted_after_the_first_twenty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = "".join(f"-A FORWARD -p tcp -m tcp --dport x{i} -j DROP\n" for i in range(30))
+    rules = tmp_path / "bad.save"
+    rules.write_text(f"*filter\n:FORWARD ACCEPT [0:0]\n{bad}COMMIT\n")
+    code, out, err = _run(capsys, str(rules), "--packet", HTTP, "--hook", "FORWARD")
+    assert code == 0 and "rule 1 of filter FORWARD cannot be evaluated" in out
+    lines = err.splitlines()
+    assert len(lines) == 21
+    assert lines[0].startswith(f"nodetrace: {rules}:3: error: -m tcp: not a port number")
+    assert lines[-1] == f"nodetrace: 10 more problems like these (lines 23-32 of {rules})"

@@ -333,3 +333,12 @@ def test_unconditional_means_no_match_no_address_and_a_standard_verdict() -> Non
     assert not _rule('-A u1 -m comment --comment "x" -j DROP').is_unconditional
     assert not _rule("-A u1 -j u1").is_unconditional
     assert not _rule("-A u1 -p all -j LOG").is_unconditional
+
+
+def test_a_runaway_word_is_quoted_short_in_the_error() -> None:
+    from nodetrace.errors import MAX_TOKEN_SHOWN, ParseError, SourcePos
+
+    err = ParseError(SourcePos("f", 3), "unexpected word", token="x" * 5000, expected="-j")
+    assert len(str(err)) < MAX_TOKEN_SHOWN + 80
+    assert str(err) == f"f:3: unexpected word at '{'x' * MAX_TOKEN_SHOWN}…' (expected -j)"
+    assert err.as_diagnostic().message == str(err).removeprefix("f:3: ")

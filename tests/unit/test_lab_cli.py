@@ -192,3 +192,10 @@ def test_real_ofproto_trace_is_read_as_lookups_and_a_verdict() -> None:
     assert ofproto_verdict(text) == "output"
     assert ofproto_verdict("Datapath actions: drop\n") == "drop"
     assert ofproto_verdict("ofproto/trace failed: ...") == "unknown"
+
+
+def test_generate_refuses_a_device_as_the_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", "generate", "/dev/zero"]) == 2
+    assert capsys.readouterr().err == (
+        "nodetrace: error: /dev/zero: is a device, not a scenario file\n"
+    )

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,7 @@ def test_binary_junk_is_nothing_usable(capsys: pytest.CaptureFixture[str], tmp_p
         DIAGNOSTIC.match(x) or x.startswith("nodetrace: error: nothing usable") for x in lines
     )
     assert any("not text (binary data?)" in x for x in lines)
-    assert lines[-1] == f"nodetrace: error: nothing usable: {junk} hold no TRACE records"
+    assert lines[-1] == f"nodetrace: error: nothing usable: {junk} holds no TRACE records"
 
 
 def test_binary_junk_beside_a_good_log_is_a_warning_only(
@@ -366,3 +367,80 @@ def test_summary_hit_counts_equal_the_steps_shown(
     _, out, _ = run(capsys, str(TRACELOG / name), "--summary", "--json")
     (summary,) = jsonl(out)
     assert {c["chain"]: c["hits"] for c in summary["chains_by_hits"]} == dict(shown.most_common(10))
+
+
+def test_gzip_cut_within_the_sniffed_lines_is_reported_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = gzip.compress(DMESG.read_bytes())
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    code, _, err = run(capsys, str(cut), "--summary", "--json")
+    assert code in (0, 1)
+    damaged = [x for x in err.splitlines() if "compressed data ends early" in x]
+    assert len(damaged) == 1 and DIAGNOSTIC.match(damaged[0]) and str(cut) in damaged[0]
+
+
+def test_damaged_gzip_rules_file_is_a_warning_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = bytearray(gzip.compress(RULES.read_bytes()))
+    data[30:60] = bytes(b ^ 0xFF for b in data[30:60])  # broken deflate data, not a cut
+    rules = tmp_path / "rules.save.gz"
+    rules.write_bytes(bytes(data))
+    code, out, err = run(capsys, str(DMESG), "--rules", str(rules), "--json")
+    assert code == 0 and len(jsonl(out)) == 3
+    (line,) = err.splitlines()
+    assert line.startswith(f"nodetrace: {rules}:0: warning: damaged gzip file (")
+    assert line.endswith("; explaining without it")
+
+
+def test_a_device_is_refused_instead_of_read_forever(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "/dev/zero")
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        "nodetrace: error: /dev/zero: is a device, not a log file",
+        "nodetrace: error: nothing usable: /dev/zero could not be read",
+    ]
+
+
+@pytest.mark.parametrize("gap", ["-1", "nan", "inf", "soon"])
+def test_gap_must_be_a_finite_number_of_seconds(
+    capsys: pytest.CaptureFixture[str], gap: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, str(DMESG), f"--gap={gap}")
+    assert exit_.value.code == 2
+    assert f"argument --gap: invalid number of seconds (0 or more) value: '{gap}'" in (
+        capsys.readouterr().err
+    )
+
+
+def test_empty_match_is_a_usage_error_not_ignored(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(DMESG), "--match", "")
+    assert code == 2 and out == ""
+    assert err == "nodetrace: error: --match needs at least one term, e.g. tcp,tp_dst=22\n"
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
+    big = tmp_path / "big.log"
+    big.write_bytes(DMESG.read_bytes() * 300)  # far more output than a pipe buffer holds
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nodetrace", "log", str(big)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"packet 1 ")
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert err == b""
+
+
+def test_a_device_as_the_rules_file_is_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(DMESG), "--rules", "/dev/zero", "--json")
+    assert code == 0 and len(jsonl(out)) == 3
+    assert (
+        err == "nodetrace: /dev/zero:0: warning: is a device, not a file; explaining without it\n"
+    )

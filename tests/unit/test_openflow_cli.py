@@ -162,3 +162,26 @@ def test_missing_input_and_damaged_lines(
     assert code == 0
     assert f"{flows}:2: error: flow has no actions=" in err
     assert "port 2 is not in the snapshot's port list" in out
+
+
+def test_a_device_as_a_flow_file_is_refused_not_read_forever(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(
+        capsys, "br-int=/dev/zero", "--bridge", "br-int", "--in-port", "1", "--packet", "ip"
+    )
+    assert (code, out, err) == (2, "", "nodetrace: error: /dev/zero: is a device, not a file\n")
+
+
+def test_a_damaged_snapshot_names_its_first_problems_and_counts_the_rest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    junk = bytes(range(256)) * 40
+    (tmp_path / "iptables-save").write_bytes(junk)
+    (tmp_path / "ovs-ofctl_dump-flows_br-int").write_text(" priority=1,ip actions=drop\n")
+    code, _, err = run(capsys, tmp_path, "--bridge", "br-int", "--in-port", "1", "--packet", "ip")
+    lines = err.splitlines()
+    assert len(lines) <= 21, lines[:25]
+    assert lines[0].startswith("nodetrace: ")
+    assert "more problems like these" in lines[-1]
+    assert code == 0  # the flows were readable: the trace is still given

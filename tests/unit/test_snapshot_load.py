@@ -205,6 +205,21 @@ def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
         load(tmp_path / "junk.tar.gz")
 
 
+def test_unreadable_sources_are_named_in_one_line(tmp_path: Path) -> None:
+    from nodetrace.errors import InputError
+
+    (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
+    with pytest.raises(InputError) as bad:
+        load(tmp_path / "junk.tar.gz")
+    assert str(bad.value) == (
+        f"{tmp_path / 'junk.tar.gz'}: not a readable archive (not a tar archive, plain or "
+        "compressed)"
+    )
+    with pytest.raises(InputError) as device:
+        load("/dev/null")
+    assert str(device.value) == "/dev/null: not a file or folder (a device, fifo or socket)"
+
+
 @pytest.mark.parametrize(
     ("name", "netns", "kind", "bridge"),
     [

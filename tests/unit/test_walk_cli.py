@@ -118,6 +118,19 @@ def test_mistakes_are_one_line_errors(
     assert message in err and "Traceback" not in err
 
 
+def test_ct_state_for_a_packet_without_addresses_is_an_assumption_not_a_crash(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = _run(
+        capsys, "--from-port", A, "--packet", "tcp,tp_dst=22", "--ct-state", "est"
+    )
+    assert code == 0 and "Traceback" not in err
+    assert (
+        "conntrack state given: ESTABLISHED, but the packet has no IP addresses, so no "
+        "connection can hold it" in out
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "state"),
     [
@@ -177,6 +190,17 @@ def test_show_of_a_missing_snapshot_is_an_error(
 ) -> None:
     assert main(["show", str(tmp_path / "nope")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_show_of_a_folder_with_no_known_output_says_nothing_is_usable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a command output\n")
+    assert main(["show", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        f"nodetrace: error: nothing usable: {tmp_path} holds no known command output"
+    )
 
 
 def _copy(tmp_path: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -62,9 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("nodetrace: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader (head, less) went away: not an error worth a message.
-        sys.stderr.close()
+        # The reader (head, less) went away: not an error worth a message. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail again on the closed pipe.
+        _silence_stdout()
         return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a real file (tests capture it): nothing will be flushed to a pipe
 
 
 if __name__ == "__main__":

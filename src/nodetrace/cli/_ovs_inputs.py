@@ -91,6 +91,8 @@ def load_switch(inputs: list[str], default_bridge: str, sink: DiagnosticSink) ->
                 )
             base = _from_snapshot(path, sink)
             continue
+        if path.is_char_device() or path.is_block_device():
+            raise InputError(f"{path}: is a device, not a file")  # /dev/zero would never end
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as err:

@@ -28,8 +28,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    options = collector.options_from(args)
+    problem = collector.option_problem(options)
+    if problem is not None:
+        raise UsageError(problem)
     output = args.output or collector.default_output()
 
     def log(msg: str) -> None:
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"collect: {msg}", file=sys.stderr)
 
     try:
-        path = collector.collect(output, collector.options_from(args), log=log)
+        path = collector.collect(output, options, log=log)
     except FileExistsError as err:
         raise UsageError(str(err)) from None
     except OSError as err:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import sys
+import zlib
 from dataclasses import replace
 from ipaddress import ip_address
 from pathlib import Path
 
+from nodetrace.cli._report import print_diagnostics
 from nodetrace.engine.conntrack import CtState, Direction
 from nodetrace.engine.netfilter import (
     CtFacts,
@@ -127,13 +130,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run)
 
 
+"""Diagnostics printed one by one; the rest are counted in one line."""
+
+
 def _read(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
+    file = Path(path)
+    if file.is_char_device() or file.is_block_device():
+        raise InputError(f"{path}: is a device, not a file")  # /dev/zero would never end
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
+        data = file.read_bytes()
     except OSError as err:
         raise InputError(f"{path}: {err.strerror or err}") from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise InputError(f"{path}: damaged gzip file ({err})") from None
+    return data.decode("utf-8", errors="replace")
 
 
 def _hooks(text: str) -> list[Hook]:
@@ -181,6 +196,13 @@ def _load_rules(args: argparse.Namespace, sink: DiagnosticSink) -> Ruleset:
     )
     if not ruleset.tables:
         raise InputError(f"{args.rules}: no iptables table found (is it iptables-save output?)")
+    if not any(True for _ in ruleset.rules()) and sink.errors:
+        # Binary junk or another tool's output can open a "*table" line by chance.
+        first = sink.errors[0].pos
+        raise InputError(
+            f"{args.rules}: not iptables-save output: no rule could be read (first bad line: "
+            f"{first.line})"
+        )
     return ruleset
 
 
@@ -194,8 +216,7 @@ def run(args: argparse.Namespace) -> int:
     sink = DiagnosticSink()
     ruleset = _load_rules(args, sink)
     ipsets = _load_ipsets(args, sink)
-    for d in sink.items:
-        print(f"nodetrace: {d}", file=sys.stderr)
+    print_diagnostics(sink.items)
     spec = parse_flow(args.packet)
     if spec.metadata:
         names = ", ".join(k for k, _ in spec.metadata)

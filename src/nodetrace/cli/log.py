@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import sys
 import threading
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from nodetrace.errors import Diagnostic, DiagnosticSink, InputError, UsageError
 from nodetrace.render.summary import SummaryCounts, summary_renderable
-from nodetrace.render.text import describe_packet, print_trace
+from nodetrace.render.text import StdoutConsole, describe_packet, print_trace
 from nodetrace.tracelog.jsonout import dumps_packet
 from nodetrace.tracelog.match import parse_match
 from nodetrace.tracelog.observed import ObservedPacket
@@ -64,13 +65,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--json", action="store_true", help="JSON: one object per packet per line")
     p.add_argument(
         "--gap",
-        type=float,
+        type=_seconds,
         default=1.0,
         metavar="SECONDS",
         help="lines of one packet further apart than this are two packets (default 1; 0: ignore time)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on large inputs")
     p.set_defaults(func=run)
+
+
+def _seconds(text: str) -> float:
+    """A --gap value: a finite number of seconds, 0 or more (argparse reports a ValueError)."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "number of seconds (0 or more)"  # argparse names the type in its message
 
 
 def _print_diagnostics(items: list[Diagnostic], start: int) -> int:
@@ -146,11 +158,13 @@ def run(args: argparse.Namespace) -> int:
             "give a log file (or '-' and pipe one in), e.g. nodetrace log /var/log/kern.log"
         )
     sink = DiagnosticSink()
-    match = parse_match(args.match) if args.match else None
+    match = parse_match(args.match) if args.match is not None else None
     book = load_rulebook(args.rules, args.ipsets, sink)
     reported = _print_diagnostics(sink.items, 0)
     analysis = Analysis(book=book, match=match, sink=sink, gap=args.gap)
-    out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 130)
+    out = StdoutConsole(
+        highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 130
+    )
     show_progress = not args.no_progress and sys.stderr.isatty()
     files = args.files or [STDIN]
     unreadable = 0
@@ -190,7 +204,10 @@ def run(args: argparse.Namespace) -> int:
     summary = analysis.summary
     if summary.lines.parsed == 0:
         names = ", ".join("<stdin>" if f == STDIN else f for f in files)
-        why = "could not be read" if unreadable == len(files) else "hold no TRACE records"
+        if unreadable == len(files):
+            why = "could not be read"
+        else:
+            why = "holds no TRACE records" if len(files) == 1 else "hold no TRACE records"
         print(f"nodetrace: error: nothing usable: {names} {why}", file=sys.stderr)
         return EXIT_NOTHING_USABLE
     if args.summary:

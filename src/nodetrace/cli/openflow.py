@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from nodetrace.cli._ovs_inputs import load_switch
+from nodetrace.cli._report import print_diagnostics
 from nodetrace.engine.openflow import OpenFlowEngine
 from nodetrace.errors import DiagnosticSink, InputError, UsageError
 from nodetrace.parsers.flow_syntax import parse_flow
@@ -79,8 +80,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     sink = DiagnosticSink()
     switch = load_switch(list(args.inputs), args.bridge, sink)
-    for d in sink.items:
-        print(f"nodetrace: {d}", file=sys.stderr)
+    print_diagnostics(sink.items)
     if switch.bridge(args.bridge) is None:
         known = ", ".join(b.name for b in switch.bridges)
         raise UsageError(f"bridge {args.bridge!r} is not in the inputs (bridges: {known})")

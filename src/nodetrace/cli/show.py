@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodetrace.cli import EXIT_NOTHING_USABLE
 from nodetrace.model.netfilter import Backend
 from nodetrace.model.openflow import Flow, Output, PortName, PortNumber
 from nodetrace.model.ovs_switch import BridgeState, SwitchPort
@@ -112,6 +113,15 @@ def run(args: argparse.Namespace) -> int:
         print(dumps(summary, indent=2))
     else:
         sys.stdout.write(render(summary))
+    if (
+        not snap.raw
+        and snap.ovs is None
+        and not snap.topology.interfaces
+        and not any(ns.iptables is not None for ns in snap.namespaces)
+    ):
+        print(f"nodetrace: error: nothing usable: {args.snapshot} holds no known command output",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_NOTHING_USABLE
     return 0
 
 

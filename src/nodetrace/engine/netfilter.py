@@ -497,7 +497,14 @@ class NetfilterEngine:
             run.note("conntrack state given: INVALID (no connection)")
             return
         p = ctx.packet
-        assert p.nw_src is not None and p.nw_dst is not None
+        if p.nw_src is None or p.nw_dst is None:
+            # Without addresses there is no tuple, so no connection the state could belong to.
+            ctx.ct = CtLookup(CtState.INVALID, unknown="the packet has no IP addresses")
+            run.note(
+                f"conntrack state given: {ct.state.value}, but the packet has no IP addresses, "
+                "so no connection can hold it"
+            )
+            return
         t = Tuple(p.nw_src, p.nw_dst, p.nw_proto, p.tp_src or 0, p.tp_dst or 0)
         if ct.direction is Direction.REPLY:
             t = invert(t)

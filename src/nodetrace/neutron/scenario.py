@@ -719,6 +719,8 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file; a missing or unreadable file is an :class:`InputError`."""
     path = Path(path)
+    if path.is_char_device() or path.is_block_device():
+        raise InputError(f"{path}: is a device, not a scenario file")  # /dev/zero never ends
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:

@@ -54,11 +54,28 @@ class FlowSpec:
         return None
 
 
+_FIELD_BITS = {
+    "dl_type": 16, "eth_type": 16, "dl_vlan": 12, "vlan_vid": 12, "dl_vlan_pcp": 3,
+    "vlan_pcp": 3, "vlan_tci": 16, "nw_proto": 8, "ip_proto": 8, "nw_tos": 8, "ip_dscp": 6,
+    "nw_ecn": 2, "ip_ecn": 2, "nw_ttl": 8, "ipv6_label": 20, "ip_id": 16, "ip_len": 16,
+    "ip_frag_offset": 13, "tcp_seq": 32, "tcp_ack": 32, "tcp_window": 16, "icmp_id": 16,
+    "icmp_seq": 16, "arp_op": 16, "pkt_mark": 32, "ip_df": 1, "ip_mf": 1, "tp_src": 16,
+    "tp_dst": 16, "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16, "sctp_src": 16,
+    "sctp_dst": 16, "tcp_flags": 12, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8,
+    "icmpv6_code": 8,
+}  # fmt: skip
+"""Width of each numeric header field: ofproto/trace refuses a value that does not fit."""
+
+
 def _int(name: str, value: str) -> int:
     try:
-        return int(value, 0)
+        number = int(value, 0)
     except ValueError:
         raise UsageError(f"{name}={value}: not a number") from None
+    bits = _FIELD_BITS.get(name)
+    if bits is not None and not 0 <= number < 1 << bits:
+        raise UsageError(f"{name}={value}: out of range (0 to {(1 << bits) - 1})")
+    return number
 
 
 def _mac(name: str, value: str) -> str:
@@ -118,6 +135,7 @@ def parse_flow(text: str) -> FlowSpec:
     dl_type: int | None = None
     nw_proto: int | None = None
     vlan_given = False
+    written: dict[str, str] = {}
     for part in _split(text):
         if "=" not in part:
             if part == "eth":  # every frame: no dl_type constraint
@@ -152,7 +170,7 @@ def parse_flow(text: str) -> FlowSpec:
         elif name in ("dl_type", "eth_type"):
             dl_type = _int(name, value)
         elif name in ("dl_vlan", "vlan_vid"):
-            fields["dl_vlan"] = _int(name, value) & 0xFFF
+            fields["dl_vlan"] = _int(name, value)
         elif name in ("dl_vlan_pcp", "vlan_pcp"):
             fields["dl_vlan_pcp"] = _int(name, value)
         elif name == "vlan_tci":
@@ -165,6 +183,7 @@ def parse_flow(text: str) -> FlowSpec:
             key = "nw_src" if name.endswith("src") else "nw_dst"
             addr = _addr(name, value)
             fields[key] = addr
+            written[key] = f"{name}={value}"
             if dl_type is None:
                 dl_type = ETH_TYPE_IPV6 if addr.version == 6 else ETH_TYPE_IPV4
         elif name in ("arp_spa", "arp_tpa"):
@@ -236,6 +255,19 @@ def parse_flow(text: str) -> FlowSpec:
         given.add("nw_proto")
     if vlan_given:
         given.add("dl_vlan")
+    v6_packet = dl_type == ETH_TYPE_IPV6
+    for key in ("nw_src", "nw_dst"):
+        given_addr = fields.get(key)
+        if (
+            given_addr is not None
+            and dl_type in (ETH_TYPE_IPV4, ETH_TYPE_IPV6)
+            and (given_addr.version == 6) != v6_packet
+        ):
+            hint = "tcp6, udp6, icmp6, ipv6" if given_addr.version == 6 else "tcp, udp, icmp, ip"
+            raise UsageError(
+                f"{written[key]}: an IPv{given_addr.version} address in an "
+                f"{'IPv6' if v6_packet else 'IPv4'} packet (use {hint})"
+            )
     packet = replace(Packet(), **fields)
     if (
         packet.nw_src is not None

@@ -237,6 +237,17 @@ def trace_renderable(
     return Group(*parts)
 
 
+class StdoutConsole(Console):
+    """A console on stdout that lets a closed pipe (``| head``) surface as BrokenPipeError.
+
+    rich's own handling exits with status 1, which would read as "nothing usable"; the command
+    line turns BrokenPipeError into a quiet exit 0 instead.
+    """
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def print_trace(
     trace: Trace,
     *,
@@ -245,5 +256,5 @@ def print_trace(
     subtitle: str | None = None,
     warnings: Sequence[str] = (),
 ) -> None:
-    out = console if console is not None else Console()
+    out = console if console is not None else StdoutConsole()
     out.print(trace_renderable(trace, title=title, subtitle=subtitle, warnings=warnings))

@@ -582,6 +582,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
 
 
+NETNS_DIR = "/run/netns"
+"""Where ``ip netns`` keeps the named namespaces that ``ip netns exec`` enters."""
+
+
+def option_problem(options: Options) -> Optional[str]:
+    """What is wrong with ``options`` as a user gave them, or ``None``.
+
+    A namespace or run folder that does not exist would make every command fail one by one
+    and still yield an empty snapshot; it is a typo, so it is said at once instead.
+    """
+    if options.timeout <= 0:
+        return "--timeout must be positive"
+    if options.max_namespaces < 0:
+        return "--max-namespaces must be 0 or more"
+    if options.conntrack_max < 0:
+        return "--conntrack must be 0 or more"
+    if options.ovs_rundir is not None and not os.path.isdir(options.ovs_rundir):
+        return f"--ovs-rundir {options.ovs_rundir}: no such folder"
+    for name in ([options.netns] if options.netns else []) + list(options.namespaces or ()):
+        if "/" in name or not os.path.exists(os.path.join(NETNS_DIR, name)):
+            return f"{name}: no such network namespace (ip netns list shows the names)"
+    return None
+
+
 def options_from(args: argparse.Namespace) -> Options:
     namespaces: Optional[Tuple[str, ...]] = None
     if args.namespaces is not None:
@@ -592,7 +616,7 @@ def options_from(args: argparse.Namespace) -> Options:
         ovs_rundir=args.ovs_rundir,
         namespaces=namespaces,
         max_namespaces=args.max_namespaces,
-        conntrack_max=max(0, args.conntrack),
+        conntrack_max=args.conntrack,
         timeout=args.timeout,
     )
 
@@ -604,6 +628,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
+    options = options_from(args)
+    problem = option_problem(options)
+    if problem is not None:
+        print(f"collect: error: {problem}", file=sys.stderr)
+        return 2
     output = args.output or default_output()
 
     def log(msg: str) -> None:
@@ -611,7 +640,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"collect: {msg}", file=sys.stderr)
 
     try:
-        path = collect(output, options_from(args), log=log)
+        path = collect(output, options, log=log)
     except (OSError, FileExistsError) as exc:
         print(f"collect: error: {exc}", file=sys.stderr)
         return 2

@@ -100,6 +100,11 @@ class ArchiveTree(Tree):
             # Kept open for the tree's life: members are read on demand; close() ends it.
             self._tar = tarfile.open(path, "r:*")  # noqa: SIM115
             members = self._tar.getmembers()
+        except tarfile.ReadError as err:
+            # tarfile lists every decompressor it tried, one per line: say it in one.
+            first = str(err).splitlines()[0].rstrip(":")
+            why = "not a tar archive, plain or compressed" if "\n" in str(err) else first
+            raise InputError(f"{path}: not a readable archive ({why})") from None
         except (tarfile.TarError, OSError, EOFError) as err:
             raise InputError(f"{path}: not a readable archive ({err})") from None
         self._regular: dict[str, tarfile.TarInfo] = {}
@@ -172,6 +177,8 @@ def open_tree(path: Path) -> Tree:
         return FolderTree(path)
     if path.is_file():
         return ArchiveTree(path)
+    if path.exists():
+        raise InputError(f"{path}: not a file or folder (a device, fifo or socket)")
     raise InputError(f"{path}: no such file or folder")
 
 

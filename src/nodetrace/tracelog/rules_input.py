@@ -8,6 +8,7 @@ log is then explained without it rather than not at all.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,9 @@ MAX_REPORTED = 10
 
 
 def _read(name: str, sink: DiagnosticSink) -> str | None:
+    if Path(name).is_char_device() or Path(name).is_block_device():
+        sink.warn(SourcePos(name, 0), "is a device, not a file; explaining without it")
+        return None
     try:
         data = Path(name).read_bytes()
     except FileNotFoundError:
@@ -35,7 +39,7 @@ def _read(name: str, sink: DiagnosticSink) -> str | None:
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             sink.warn(SourcePos(name, 0), f"damaged gzip file ({err}); explaining without it")
             return None
     if not data.strip():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import stat
 import sys
 import zlib
 from collections.abc import Iterator
@@ -67,6 +69,8 @@ class LogSource:
 
     def lines(self) -> Iterator[str]:
         """The text lines, each with its line end; stops with a warning if the data is damaged."""
+        if self.truncated:
+            return iter(self._head)  # peek_lines met the damage and has said so already
         lines = chain(self._head, self._text)
         if not self.compressed:
             return lines  # the common case: no Python-level layer per line
@@ -129,6 +133,11 @@ def open_log(name: str, sink: DiagnosticSink) -> LogSource:
             raise InputError(f"{name}: is a directory, not a log file") from None
         except OSError as err:
             raise InputError(f"{name}: cannot read ({err.strerror})") from None
+        mode = os.fstat(raw.fileno()).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            # /dev/zero or a disk would be read forever as one endless line.
+            raw.close()
+            raise InputError(f"{name}: is a device, not a log file")
         size = path.stat().st_size
         display = name
         closers = [raw]
