@@ -129,3 +129,27 @@ def test_local_vlans_are_read_from_tunnel_flows_in_both_openflow_dialects() -> N
     )
     provider = [" table=0, priority=3,in_port=2,dl_vlan=100 actions=mod_vlan_vid:3,resubmit(,58)"]
     assert n.local_vlans_from_provider_flows(provider) == (n.LocalVlan(100, 3),)
+
+
+def test_port_addresses_come_from_the_anti_spoofing_chain() -> None:
+    from ipaddress import ip_address
+
+    from nodetrace.neutron.addresses import port_addresses
+    from nodetrace.parsers.iptables_save import parse_iptables_save
+
+    port = "3b1f6a2c-8d4e-4f7a-9b2c-1d5e6f7a8b9c"
+    chain = "neutron-openvswi-s3b1f6a2c-8"
+    text = f"""*filter
+:{chain} - [0:0]
+-A {chain} -s 10.0.0.11/32 -m mac --mac-source fa:16:3e:4c:2a:11 -j RETURN
+-A {chain} -s 10.0.1.0/24 -m mac --mac-source fa:16:3e:4c:2a:11 -j RETURN
+-A {chain} -s 10.0.0.12/32 -j RETURN
+-A {chain} -s 10.0.0.13/32 -m mac --mac-source fa:16:3e:4c:2a:11 -j DROP
+-A {chain} -m comment --comment "Drop traffic without an IP/MAC allow rule." -j DROP
+COMMIT
+"""
+    ruleset = parse_iptables_save(text, source="t")
+    # Only single addresses paired with a MAC and allowed: not the /24 pair, not the bare -s
+    # rule, not a DROP.
+    assert port_addresses((ruleset, None), port) == (ip_address("10.0.0.11"),)
+    assert port_addresses((ruleset,), "a7e9c4d1-2b3f-4e5a-8c6d-7f8e9a0b1c2d") == ()

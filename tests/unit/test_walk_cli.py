@@ -40,6 +40,17 @@ def test_ssh_between_vms_of_one_node_is_delivered(capsys: pytest.CaptureFixture[
     assert "dl_src not given: the port's MAC fa:16:3e:10:94:fc used" in out
 
 
+def test_ports_alone_give_the_packet_their_addresses(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without nw_src/nw_dst the ports' addresses come from their anti-spoofing chains, said."""
+    code, out, _ = _run(
+        capsys, "--from-port", A, "--to-port", B, "--packet", "tcp,tp_dst=22,tcp_flags=+syn"
+    )
+    assert code == 0
+    assert "Verdict: DELIVERED" in out
+    assert "nw_src not given: the port's address 10.30.0.10 used (its anti-spoofing chain)" in out
+    assert "nw_dst not given: the port's address 10.30.0.11 used (its anti-spoofing chain)" in out
+
+
 def test_ping_is_dropped_by_the_security_group_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(
         capsys, "--from-port", A[:8], "--to-port", B[:8], "--packet", PING, "--format", "json"

@@ -30,11 +30,12 @@ from nodetrace.engine.walk import (
 from nodetrace.engine.walk_adapters import engines_for
 from nodetrace.errors import UsageError
 from nodetrace.model.ovs_switch import SwitchPort
-from nodetrace.model.packet import Packet
+from nodetrace.model.packet import Family, Packet
 from nodetrace.model.snapshot import Snapshot
 from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import NetfilterStep, OpenFlowStep, Trace
 from nodetrace.neutron import naming
+from nodetrace.neutron.addresses import port_addresses
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.render.json import dumps
 from nodetrace.render.kernel_trace import render_kernel_trace
@@ -170,6 +171,26 @@ def _tunnel_start(
     return FromOvsPort("br-tun", chosen.name), meta, notes
 
 
+def _port_address(
+    snap: Snapshot, packet: Packet, port_id: str, field: str, notes: list[str]
+) -> Packet:
+    """Fill ``nw_src``/``nw_dst`` from the port's anti-spoofing rules when the user left it out."""
+    family = packet.family
+    if family is None or getattr(packet, field) is not None:
+        return packet
+    version = 4 if family is Family.IPV4 else 6
+    rulesets = (snap.main.iptables, snap.main.ip6tables)
+    addresses = [a for a in port_addresses(rulesets, port_id) if a.version == version]
+    if not addresses:
+        return packet
+    notes.append(
+        f"{field} not given: the port's address {addresses[0]} used (its anti-spoofing chain)"
+    )
+    if field == "nw_src":
+        return dataclasses.replace(packet, nw_src=addresses[0])
+    return dataclasses.replace(packet, nw_dst=addresses[0])
+
+
 def build_request(snap: Snapshot, args: argparse.Namespace) -> tuple[WalkRequest, list[str]]:
     spec = parse_flow(args.packet)
     packet: Packet = spec.packet
@@ -182,6 +203,7 @@ def build_request(snap: Snapshot, args: argparse.Namespace) -> tuple[WalkRequest
         if packet.dl_dst == ZERO_MAC and to_port.mac:
             packet = dataclasses.replace(packet, dl_dst=to_port.mac)
             notes.append(f"dl_dst not given: the port's MAC {to_port.mac} used")
+        packet = _port_address(snap, packet, to_port.port_id, "nw_dst", notes)
     start: Start
     if args.from_iface:
         start = FromInterface(args.from_iface, args.netns)
@@ -197,6 +219,7 @@ def build_request(snap: Snapshot, args: argparse.Namespace) -> tuple[WalkRequest
         if packet.dl_src == ZERO_MAC and port.mac:
             packet = dataclasses.replace(packet, dl_src=port.mac)
             notes.append(f"dl_src not given: the port's MAC {port.mac} used")
+        packet = _port_address(snap, packet, port.port_id, "nw_src", notes)
     elif args.from_host:
         start = FromHost(args.netns)
     elif to_port is not None:

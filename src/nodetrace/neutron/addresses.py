@@ -1,0 +1,43 @@
+"""A Neutron port's addresses, read back from what the agent wrote on the node.
+
+The hybrid firewall's anti-spoofing chain (``neutron-openvswi-s<port>``) lists every IP/MAC
+pair the port may send from, one ``-s IP -m mac --mac-source MAC -j RETURN`` rule each, fixed
+IPs and allowed address pairs alike. That chain is the one place on a compute node where a
+port's addresses are written down, so a packet given only by its ports can be completed from it.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+
+from nodetrace.model.netfilter import MacMatch, Ruleset
+from nodetrace.neutron.naming import WRAPS, ChainKind, chain_name
+
+IPAddress = IPv4Address | IPv6Address
+
+HOST_PREFIX = {4: 32, 6: 128}
+
+
+def port_addresses(rulesets: tuple[Ruleset | None, ...], port_id: str) -> tuple[IPAddress, ...]:
+    """The single addresses the port may send from (IPv4 and IPv6), in rule order.
+
+    Address-pair entries that are whole networks are left out: they name no one address.
+    """
+    found: list[IPAddress] = []
+    for ruleset in rulesets:
+        if ruleset is None:
+            continue
+        for wrap in WRAPS:
+            chain = ruleset.chain("filter", chain_name(ChainKind.SPOOF, port_id, wrap))
+            if chain is None:
+                continue
+            for rule in chain.rules:
+                src = rule.ip.src
+                if src is None or src.negated or rule.target.name != "RETURN":
+                    continue
+                if not any(isinstance(m, MacMatch) for m in rule.matches):
+                    continue
+                net = src.value
+                if net.prefixlen == HOST_PREFIX[net.version] and net.network_address not in found:
+                    found.append(net.network_address)
+    return tuple(found)
