@@ -13,11 +13,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from nodetrace.lab.netfilter_oracle import Send
 from nodetrace.model.netfilter import BUILTIN_CHAINS
-from nodetrace.model.packet import Packet, TcpFlag
+from nodetrace.model.packet import ETH_TYPE_IPV6, Family, Packet, TcpFlag
 
 WRAP = "neutron-openvswi"
 
@@ -205,6 +205,12 @@ class BedNames:
     macs: tuple[str, ...]
     addresses: tuple[str, ...] = ("10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.1.7")
     ipsets: tuple[str, ...] = ()
+    family: Family = Family.IPV4
+    """IPv6: addresses, ICMPv6, hop limit and the ip6tables spellings are drawn instead."""
+
+
+V6_ADDRESSES = ("2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:1::7")
+"""The IPv6 twins of :class:`BedNames`' default addresses (same roles, same hosts)."""
 
 
 class RandomRuleset:
@@ -219,6 +225,8 @@ class RandomRuleset:
         self.rng = rng
         self.n = names
         self.nat = rng.random() < 0.4 if nat is None else nat
+        self.v6 = names.family is Family.IPV6
+        self.icmp = "ipv6-icmp" if self.v6 else "icmp"
 
     # -- building blocks ------------------------------------------------------------------------
 
@@ -227,6 +235,10 @@ class RandomRuleset:
 
     def _addr(self) -> str:
         r = self.rng
+        if self.v6:
+            nets = ["2001:db8::/64", "2001:db8::/32", "2001:db8:1::/64", "2001:db8::/126"]
+            choice = r.choice([*self.n.addresses, *nets])
+            return choice if "/" in choice else choice + "/128"
         choice = r.choice([*self.n.addresses, "10.9.0.0/24", "10.9.0.0/16", "10.9.1.0/24"])
         return choice if "/" in choice else choice + "/32"
 
@@ -247,7 +259,7 @@ class RandomRuleset:
         if proto:
             out.append(f"-p {proto}")
         elif r.random() < 0.1:
-            out.append(f"! -p {r.choice(['tcp', 'udp', 'icmp'])}")
+            out.append(f"! -p {r.choice(['tcp', 'udp', self.icmp])}")
         return out
 
     def _iface(self, hook: str) -> list[str]:
@@ -292,7 +304,7 @@ class RandomRuleset:
                 if r.random() < 0.3:
                     opts.append(f"--ctdir {r.choice(['ORIGINAL', 'REPLY'])}")
                 if r.random() < 0.2:
-                    opts.append(f"{self._neg(0.2)}--ctproto {r.choice(['tcp', 'udp', 'icmp'])}")
+                    opts.append(f"{self._neg(0.2)}--ctproto {r.choice(['tcp', 'udp', self.icmp])}")
                 if r.random() < 0.2:
                     opts.append(f"{self._neg(0.2)}--ctorigsrc {r.choice(self.n.addresses)}")
                 if not opts:
@@ -330,8 +342,9 @@ class RandomRuleset:
                 rng_text = f"{lo}:{lo + r.choice([0, 10, 100])}" if r.random() < 0.6 else str(lo)
                 out.append(f"-m length {self._neg(0.2)}--length {rng_text}")
             elif kind == "ttl":
-                op = r.choice(["--ttl-eq", "--ttl-lt", "--ttl-gt", "! --ttl-eq"])
-                out.append(f"-m ttl {op} {r.choice([1, 32, 64, 128])}")
+                word = "hl" if self.v6 else "ttl"
+                op = r.choice([f"--{word}-eq", f"--{word}-lt", f"--{word}-gt", f"! --{word}-eq"])
+                out.append(f"-m {word} {op} {r.choice([1, 32, 64, 128])}")
             elif kind == "tos":
                 out.append(
                     f"-m tos {self._neg(0.2)}--tos 0x{r.choice([0, 0x10, 0x08]):02x}/0x{r.choice(['3f', 'ff'])}"
@@ -339,9 +352,10 @@ class RandomRuleset:
             elif kind == "dscp":
                 out.append(f"-m dscp {self._neg(0.2)}--dscp 0x{r.choice([0, 0x0A, 0x2E]):02x}")
             elif kind == "iprange":
-                first = r.choice(["10.9.0.1", "10.9.0.2", "10.9.0.0"])
+                net = "2001:db8::" if self.v6 else "10.9.0."
+                first = net + r.choice(["1", "2", "0" if not self.v6 else "0"])
                 out.append(
-                    f"-m iprange {self._neg(0.2)}--src-range {first}-10.9.0.{r.choice([1, 2, 200])}"
+                    f"-m iprange {self._neg(0.2)}--src-range {first}-{net}{r.choice([1, 2, 200])}"
                 )
             elif kind == "pkttype":
                 out.append(
@@ -388,6 +402,9 @@ class RandomRuleset:
         if proto == "icmp" and r.random() < 0.6:
             t = r.choice(["8", "0", "3", "3/3", "echo-request", "any", "11"])
             return [f"-m icmp {self._neg(0.2)}--icmp-type {t}"]
+        if proto == "ipv6-icmp" and r.random() < 0.6:
+            t = r.choice(["128", "129", "1", "1/4", "echo-request", "135", "3"])
+            return [f"-m icmp6 {self._neg(0.2)}--icmpv6-type {t}"]
         return []
 
     def _target(self, table: str, hook: str, chain_index: int, chains: list[str]) -> str:
@@ -416,12 +433,12 @@ class RandomRuleset:
                 (1, "-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff")
             )
         if table == "filter":
-            options.append(
-                (
-                    1,
-                    f"-j REJECT --reject-with {r.choice(['icmp-port-unreachable', 'icmp-host-prohibited'])}",
-                )
+            kinds = (
+                ["icmp6-port-unreachable", "icmp6-adm-prohibited"]
+                if self.v6
+                else ["icmp-port-unreachable", "icmp-host-prohibited"]
             )
+            options.append((1, f"-j REJECT --reject-with {r.choice(kinds)}"))
         if table == "raw":
             options.append((3, f"-j CT --zone {r.choice([1, 2, 4097])}"))
             options.append((1, "-j CT --notrack"))
@@ -430,13 +447,14 @@ class RandomRuleset:
             if later:
                 options.append((3, f"-j {r.choice(later)}"))
             if hook == "POSTROUTING":
-                options.append((2, f"-j SNAT --to-source 10.9.3.{r.choice([1, 2])}"))
+                net = "2001:db8:3::" if self.v6 else "10.9.3."
+                options.append((2, f"-j SNAT --to-source {net}{r.choice([1, 2])}"))
         weights = [w for w, _ in options]
         return r.choices([t for _, t in options], weights=weights)[0]
 
     def _rule(self, table: str, hook: str, chain_index: int, chains: list[str]) -> str:
         r = self.rng
-        proto = r.choice([None, None, "tcp", "udp", "icmp"])
+        proto = r.choice([None, None, "tcp", "udp", self.icmp])
         target = self._target(table, hook, chain_index, chains)
         if r.random() < 0.12 and target in ("-j ACCEPT", "-j DROP", "-j RETURN"):
             return target  # a bare verdict: TRACE logs it as return/policy
@@ -454,7 +472,9 @@ class RandomRuleset:
         r = self.rng
         tables: list[_Table] = []
         raw = _Table("raw")
-        trace = r.choice(["", "-p icmp ", "-p udp ", "-s 10.9.0.0/16 "])
+        trace = r.choice(
+            ["", f"-p {self.icmp} ", "-p udp ", "-s 2001:db8::/32 " if self.v6 else "-s 10.9.0.0/16 "]
+        )
         pre = [self._rule("raw", "PREROUTING", -1, []) for _ in range(r.randint(0, 2))]
         pre.insert(r.randint(0, len(pre)), f"{trace}-j TRACE")
         if trace and r.random() < 0.5:
