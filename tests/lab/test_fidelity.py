@@ -1,5 +1,7 @@
 """The fidelity suite in CI: random labs and at least 100 random packets; every engine that is
-installed must agree with the real kernel and OVS on every packet it is asked about.
+installed must agree with the real kernel and OVS on every packet it is asked about. The labs
+alternate between iptables-legacy (kernel log TRACE lines) and iptables-nft
+(``xtables-monitor --trace`` lines, compared in full with the trace ids normalised).
 
 The seed is random and printed; replay a run with NODETRACE_FIDELITY_SEED.
 """
@@ -31,6 +33,7 @@ def test_engines_agree_with_the_real_lab(tmp_path: Path) -> None:
     assert any('type = "vxlan"' in s for s in report.scenarios)
     assert any('type = "gre"' in s for s in report.scenarios)
     assert any('type = "vlan"' in s for s in report.scenarios)
+    assert report.backends() == ["legacy", "nft"]
     kinds = {(c.kind, c.path) for c in report.cases}
     assert {("new", "same-node"), ("new", "cross-node"), ("underlay", "from-underlay")} <= kinds
     assert {k for k, _ in kinds} >= {"established", "spoofed", "arp"}
@@ -50,5 +53,8 @@ def test_engines_agree_with_the_real_lab(tmp_path: Path) -> None:
         agree, total = compared.get(engine, (0, 0))
         assert total >= CASES // 2, f"{engine}: only {total} packets compared\n{text}"
         assert agree == total, f"seed {seed}: {engine} disagrees\n{text}"
+        for backend in ("legacy", "nft"):
+            _, on_backend = report.agreement(backend).get(engine, (0, 0))
+            assert on_backend >= 20, f"{engine}: {on_backend} packets on iptables-{backend}"
         errors = [c.id for c in report.cases if c.engines[engine]["status"] == "error"]
         assert not errors, f"seed {seed}: {engine} failed on {errors}\n{text}"

@@ -1,5 +1,6 @@
 """The lab's parts that need no namespaces: `lab generate`, state files, packet completion, the
-TRACE line reader the fidelity suite uses, random scenarios, and clean errors for user mistakes."""
+TRACE line readers the fidelity suite uses (kernel log and xtables-monitor), random scenarios, and
+clean errors for user mistakes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,19 @@ import pytest
 
 from nodetrace.cli import main
 from nodetrace.errors import UsageError
-from nodetrace.lab.fidelity import plan_packets, random_scenario
-from nodetrace.lab.fidelity_engines import kernel_steps
+from nodetrace.lab.fidelity import (
+    CaseReport,
+    FidelityReport,
+    format_report,
+    plan_packets,
+    random_scenario,
+)
+from nodetrace.lab.fidelity_engines import (
+    kernel_steps,
+    normalise_trace_id,
+    xtables_last_verdict,
+    xtables_pass,
+)
 from nodetrace.lab.observe import complete_packet, flow_text
 from nodetrace.lab.state import LabDir, LabInfo, NodeInfo, VmInfo, find_lab
 from nodetrace.model.packet import IPProto
@@ -134,6 +146,58 @@ def test_kernel_trace_lines_are_cut_into_steps_per_bridge() -> None:
     assert kernel_steps(lines, "qbr4d81d703-a9")[-1].startswith(
         "nat:POSTROUTING:policy:1 IN= OUT=qbr4d81d703-a9"
     )
+
+
+def test_xtables_monitor_lines_are_cut_into_bridge_passes_by_trace_id() -> None:
+    lines = (DATA / "xtables-trace-two-bridges.txt").read_text().splitlines()
+    first = xtables_pass(lines, "qbr072aa413-13")
+    second = xtables_pass(lines, "qbr2ce376bd-02")
+    # One skb per bridge pass: every line of the file goes to exactly one pass.
+    assert len(first) == 20 and len(second) == 18
+    assert first[0].startswith("PACKET: 2 <id> IN=qbr072aa413-13 MACSRC=fa:16:3e:2:79:c2 ")
+    assert (
+        first[1]
+        == " TRACE: 2 <id> raw:PREROUTING:rule:0x5:CONTINUE  -4 -t raw -A PREROUTING -j TRACE"
+    )
+    assert first[-2].startswith("PACKET: 2 <id> OUT=qbr072aa413-13 LL=0x0 fffffffa163e")
+    assert second[-1] == " TRACE: 2 <id> nat:POSTROUTING:policy:ACCEPT "
+    assert not any("e6046d66" in line or "6b74c141" in line for line in first + second)
+    assert xtables_pass(lines, "qbr-other") == []
+    assert xtables_last_verdict(first) == "ACCEPT"
+    dropped = (DATA / "xtables-trace-dropped.txt").read_text().splitlines()
+    assert xtables_last_verdict(xtables_pass(dropped, "qbrf40872d8-6d")) == "DROP"
+    assert xtables_last_verdict(first[:-2]) == "ACCEPT"  # sg-chain's ACCEPT rule
+    assert xtables_last_verdict(first[:10]) == "JUMP"
+
+
+def test_trace_id_normalisation_touches_only_the_id() -> None:
+    line = " TRACE: 2 6b74c141 raw:PREROUTING:rule:0x5:CONTINUE  -4 -t raw -A PREROUTING -j TRACE"
+    assert normalise_trace_id(line) == line.replace("6b74c141", "<id>")
+    packet = "PACKET: 10 0000abcd IN=br0 SRC=10.0.0.1 ID=0000abcd "
+    assert normalise_trace_id(packet) == "PACKET: 10 <id> IN=br0 SRC=10.0.0.1 ID=0000abcd "
+    assert (
+        normalise_trace_id("TRACE: raw:PREROUTING:policy:1 IN=x")
+        == "TRACE: raw:PREROUTING:policy:1 IN=x"
+    )
+
+
+def test_report_shows_agreement_per_backend_and_where_long_lines_part() -> None:
+    real = " TRACE: 2 <id> filter:neutron-openvswi-sg-chain:rule:0x60:ACCEPT  -4 -t filter -A x"
+    predicted = real.replace("0x60", "0x61")
+    cases = [
+        CaseReport("a#0", "a", "new", "same-node", "vm1", "vm2", "icmp", ["vm2"], {}, "legacy", {},
+                   {"netfilter": {"status": "agree", "detail": "", "real": [], "predicted": []}}),
+        CaseReport("b#0", "b", "new", "same-node", "vm1", "vm2", "icmp", [], {}, "nft", {},
+                   {"netfilter": {"status": "disagree", "detail": "qbr1: real 1 steps",
+                                  "real": [real], "predicted": [predicted]}}),
+    ]  # fmt: skip
+    report = FidelityReport(1, cases, {"netfilter": {"available": True, "reason": ""}}, ["a", "b"])
+    text = format_report(report)
+    assert "1 iptables-legacy, 1 iptables-nft" in text
+    assert "netfilter  1/2 agree (50.0%)  [legacy 1/1, nft 0/1]" in text
+    assert "netfilter DISAGREE on b#0 (new, same-node, iptables-nft)" in text
+    assert "from column 56: real 'n:rule:0x60:ACCEPT" in text
+    assert "predicted 'n:rule:0x61:ACCEPT" in text
 
 
 @pytest.mark.parametrize("kind", list(NetworkType))

@@ -11,7 +11,7 @@ from nodetrace.parsers.trace_kernel_log import KernelLogReader
 from nodetrace.parsers.trace_nft_events import NftReadResult
 from nodetrace.parsers.trace_nft_monitor import read_nft_monitor
 from nodetrace.parsers.trace_xtables_monitor import read_xtables_monitor
-from nodetrace.tracelog.explain import observe_legacy, observe_nft
+from nodetrace.tracelog.explain import conclude_legacy, observe_legacy, observe_nft
 from nodetrace.tracelog.group_legacy import LegacyGrouper
 from nodetrace.tracelog.group_nft import NftGrouper
 from nodetrace.tracelog.observed import ObservedPacket
@@ -295,3 +295,26 @@ def test_ipsets_tell_which_member_let_the_packet_through() -> None:
         [trace_line("filter:FORWARD:rule:1", 0).replace("SRC=10.0.0.1", "SRC=10.0.0.9"), line], book
     )
     assert "the packet's src is a member (10.0.0.0/24)" in (steps(obs)[1].note or "")
+
+
+KERNEL_LOGS = [
+    "seed-kern.log",
+    "lab-legacy-dmesg.txt",
+    "lab-capture-legacy.dmesg",
+    "lab-capture-legacy6.dmesg",
+    "corpus-quantum-network-node-mangled.txt",
+]
+
+
+@pytest.mark.parametrize("name", KERNEL_LOGS)
+def test_the_summarys_lean_passes_conclude_like_the_full_ones(name: str) -> None:
+    """The summary groups without keeping records; its outcomes must be the detailed view's."""
+    lines = (TRACELOG / name).read_text(errors="replace").splitlines(keepends=True)
+    full = list(LegacyGrouper().passes(KernelLogReader().records(lines)))
+    lean = list(LegacyGrouper(keep_records=False).passes(KernelLogReader().records(lines)))
+    assert full and all(not p.records for p in lean)
+    assert [p.devs for p in lean] == [[r.devs for r in p.records] for p in full]
+    for book in (None, LAB_BOOK):
+        assert [conclude_legacy(p, book) for p in lean] == [
+            observe_legacy(p, book, index=1, source="log").conclusion for p in full
+        ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from ipaddress import ip_address
 
 import pytest
@@ -278,3 +279,11 @@ def test_wall_clock_envelopes_order_correctly() -> None:
     d = envelope_time("2025-11-10T11:23:13+00:00 node kernel: ")
     assert a is not None and b is not None and b - a == pytest.approx(1.5)
     assert c is not None and d is not None and d - c == pytest.approx(1.75)
+
+
+def test_prefix_counts_count_each_record_once_even_when_wrapped_or_glued() -> None:
+    seed = (TRACELOG / "seed-kern.log").read_text().splitlines(keepends=True)
+    lines = DMESG + seed + ["unrelated kernel line\n", "TRACE: not-a-prefix IN=x\n"] + DMESG
+    records, reader = read(lines)
+    assert reader.prefix_counts == Counter(r.prefix for r in records)
+    assert reader.counts.malformed == 1

@@ -128,7 +128,8 @@ def register(subparsers: Any) -> None:
     fid = sub.add_parser(
         "fidelity",
         help="random labs and packets: the real kernel/OVS against nodetrace's engines",
-        description="Build random 2-node labs (iptables-legacy), send random packets (allowed "
+        description="Build random 2-node labs (iptables-legacy and -nft in turn), send random "
+        "packets (allowed "
         "and denied, new and established, same node, across the tunnel, from the underlay), "
         "and compare what really happened with what each available engine predicts from the "
         "lab's snapshot. Exit status 1 if any engine disagreed or failed.",
@@ -136,6 +137,13 @@ def register(subparsers: Any) -> None:
     fid.add_argument("--cases", type=int, default=100, help="number of packets (default 100)")
     fid.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fid.add_argument("--per-lab", type=int, default=40, help="packets per random lab (default 40)")
+    fid.add_argument(
+        "--iptables",
+        choices=("both", "legacy", "nft"),
+        default="both",
+        help="the labs' iptables backend: legacy (TRACE in the kernel log), nft "
+        "(xtables-monitor --trace), or both in turn (default)",
+    )
     fid.add_argument(
         "--report",
         default=None,
@@ -384,12 +392,15 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
 
     if args.cases < 1 or args.per_lab < 1:
         raise UsageError("--cases and --per-lab must be at least 1")
-    check_prerequisites("legacy")
+    backends = ("legacy", "nft") if args.iptables == "both" else (args.iptables,)
+    for backend in backends:
+        check_prerequisites(backend)
     report = run_fidelity(
         cases=args.cases,
         seed=args.seed,
         root=args.root,
         per_scenario=args.per_lab,
+        backends=backends,
         progress=lambda msg: print(f"fidelity: {msg}", file=sys.stderr),
     )
     path = Path(args.report or f"nodetrace-fidelity-{args.seed}.json")

@@ -289,5 +289,11 @@ class ConntrackTable:
         if conn.confirmed:
             return
         conn.status.add("CONFIRMED")
-        self._by_tuple[(conn.zone, conn.orig)] = (conn, Direction.ORIGINAL)
-        self._by_tuple[(conn.zone, conn.reply)] = (conn, Direction.REPLY)
+        # A tuple another connection already holds is never taken over: when the new one's reply
+        # tuple clashes (e.g. a packet to an address an earlier connection was SNATed from,
+        # whose reply would come back to the NAT address), the kernel keeps the older entry and
+        # inserts the newcomer by its original tuple only (nf_ct_resolve_clash_harder), so the
+        # older connection's next packet is still in its own ORIGINAL direction (lab-verified
+        # for UDP).
+        self._by_tuple.setdefault((conn.zone, conn.orig), (conn, Direction.ORIGINAL))
+        self._by_tuple.setdefault((conn.zone, conn.reply), (conn, Direction.REPLY))

@@ -79,6 +79,14 @@ HOOK_TABLES: dict[Hook, tuple[str, ...]] = {
     Hook.POSTROUTING: ("mangle", "nat", "confirm"),
 }
 
+# iptables-nft registers the security table's base chains at priority 150, not 50 as
+# iptables-legacy does (seen in the lab with `nft list ruleset`), so at INPUT it runs after nat
+# (100). At FORWARD and OUTPUT the order is the same either way.
+HOOK_TABLES_NFT: dict[Hook, tuple[str, ...]] = {
+    **HOOK_TABLES,
+    Hook.INPUT: ("mangle", "filter", "nat", "security", "confirm"),
+}
+
 NAT_MANIP = {
     Hook.PREROUTING: "DST",
     Hook.OUTPUT: "DST",
@@ -115,6 +123,26 @@ def bridge_path(bridge: str, *, physin: str, physout: str) -> tuple[tuple[Hook, 
         (Hook.PREROUTING, Devices(bridge, "", physin, None, True)),
         (Hook.FORWARD, Devices(bridge, bridge, physin, physout, True)),
         (Hook.POSTROUTING, Devices("", bridge, physin, physout, True)),
+    )
+
+
+def input_path(bridge: str, *, physin: str) -> tuple[tuple[Hook, Devices], ...]:
+    """The hooks a frame entering bridge port ``physin`` and addressed to the bridge's own
+    address meets: br_netfilter's PREROUTING, then INPUT, both with ``IN=`` the bridge and the
+    port still recorded as ``PHYSIN``."""
+    return (
+        (Hook.PREROUTING, Devices(bridge, "", physin, None, True)),
+        (Hook.INPUT, Devices(bridge, "", physin, None, True)),
+    )
+
+
+def output_path(out_dev: str) -> tuple[tuple[Hook, Devices], ...]:
+    """The hooks a packet the node sends itself meets on its way out of ``out_dev``: OUTPUT and
+    POSTROUTING. A bridge's port is chosen only after both, so no ``PHYSOUT`` appears and the
+    bridge's own POSTROUTING pass is skipped (the skb has no bridge info)."""
+    return (
+        (Hook.OUTPUT, Devices("", out_dev, None, None, False)),
+        (Hook.POSTROUTING, Devices("", out_dev, None, None, False)),
     )
 
 
@@ -560,7 +588,8 @@ class NetfilterEngine:
         ctx.physin, ctx.physout = devices.physin, devices.physout
         ctx.bridged = devices.is_bridged
         looked_up = False
-        for table in HOOK_TABLES[hook]:
+        tables = HOOK_TABLES_NFT if self.backend is Backend.NFT else HOOK_TABLES
+        for table in tables[hook]:
             if table == "conntrack":
                 self._conntrack_in(run, ct_facts)
                 looked_up = True

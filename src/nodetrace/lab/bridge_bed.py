@@ -74,6 +74,9 @@ class BridgeBed:
     """The namespace holding the bridge and the rulesets (the "compute node")."""
     bridge: str
     hosts: tuple[Host, ...]
+    bridge_mac: str = ""
+    """The bridge's own MAC when it has an address (frames to the bed itself go there)."""
+    bridge_addresses: tuple[str, ...] = ()
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -85,6 +88,9 @@ class BridgeBed:
     def devices(self) -> frozenset[str]:
         """Every device name of the bed in TRACE lines (bridge and ports), all unique to it."""
         return frozenset({self.bridge, *(h.port for h in self.hosts)})
+
+
+BRIDGE_MAC = "02:00:00:00:fe:01"
 
 
 def _mac_for(prefix_index: int) -> str:
@@ -122,7 +128,11 @@ def build_bridge_bed(
     # mcast_snooping 0: a snooping bridge joins 224.0.0.106 and sends IGMP reports of its own.
     run(["ip", "-n", netns, "link", "add", bridge, "type", "bridge", "mcast_snooping", "0"])
     run(["ip", "-n", netns, "link", "set", bridge, "multicast", "off"])
+    bridge_mac = ""
     if bridge_address:
+        # A fixed MAC: otherwise the bridge takes its lowest port's, which changes as ports join.
+        bridge_mac = BRIDGE_MAC
+        run(["ip", "-n", netns, "link", "set", bridge, "address", bridge_mac])
         run(["ip", "-n", netns, "addr", "add", bridge_address, "dev", bridge])
     run(["ip", "-n", netns, "link", "set", bridge, "up"])
     made: list[Host] = []
@@ -146,7 +156,18 @@ def build_bridge_bed(
         if static_fdb:
             run(["bridge", "-n", netns, "fdb", "replace", mac, "dev", port, "master", "static"])
         made.append(Host(spec.name, host_ns, "eth0", port, mac, tuple(spec.addresses)))
-    return BridgeBed(netns, bridge, tuple(made))
+    return BridgeBed(
+        netns, bridge, tuple(made), bridge_mac, (bridge_address,) if bridge_address else ()
+    )
+
+
+def add_neighbors(bed: BridgeBed, addresses: dict[str, str]) -> None:
+    """Pin ``address -> host name`` in the bed's neighbour table (on the bridge), so that the
+    bed reaches hosts that have no address of their own without ARP crossing the bridge."""
+    for address, name in addresses.items():
+        mac = bed.host(name).mac
+        run(["ip", "-n", bed.netns, "neigh", "replace", address, "lladdr", mac, "dev", bed.bridge,
+             "nud", "permanent"])  # fmt: skip
 
 
 def _disable_ipv6(netns: str) -> None:

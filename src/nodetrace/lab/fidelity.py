@@ -1,7 +1,8 @@
 """The fidelity suite: random labs and packets, the real kernel and OVS against nodetrace's engines.
 
-For each random scenario a lab is built (iptables-legacy, so TRACE gives rule numbers), each
-node's snapshot bundle is collected, and random packets are sent: allowed and denied, new and
+For each random scenario a lab is built (iptables-legacy and iptables-nft in turn: TRACE in
+the kernel log, or ``xtables-monitor --trace``), each node's snapshot bundle is collected, and
+random packets are sent: allowed and denied, new and
 established (a reply after an opener), same node and across the tunnel, from VMs and from the
 underlay, some with spoofed addresses. For every packet the real outcome (which VM received it),
 the TRACE lines and ``ofproto/trace`` are recorded; each available engine predicts the same from
@@ -30,6 +31,10 @@ from nodetrace.model.packet import ETH_TYPE_ARP, IPProto, Packet, TcpFlag
 from nodetrace.neutron.scenario import NetworkType, parse_scenario
 
 Progress = Callable[[str], None]
+
+BACKENDS = ("legacy", "nft")
+"""The iptables backends the labs take in turn: legacy TRACE lines come from the kernel log,
+nft ones from ``xtables-monitor --trace``."""
 
 _TCP_PORTS = (22, 80, 443, 8080, 1500, 3306)
 _UDP_PORTS = (53, 123, 5000)
@@ -232,6 +237,7 @@ class CaseReport:
     packet: str
     arrived: list[str]
     trace: dict[str, list[str]]
+    backend: str
     ofproto: dict[str, str]
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -244,15 +250,21 @@ class FidelityReport:
     scenarios: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def agreement(self) -> dict[str, tuple[int, int]]:
-        """(agreeing, compared) per engine."""
+    def agreement(self, backend: str | None = None) -> dict[str, tuple[int, int]]:
+        """(agreeing, compared) per engine, over the labs of one iptables backend or all."""
         out: dict[str, tuple[int, int]] = {}
         for case in self.cases:
+            if backend is not None and case.backend != backend:
+                continue
             for name, cmp in case.engines.items():
                 if cmp["status"] in ("agree", "disagree"):
                     agree, total = out.get(name, (0, 0))
                     out[name] = (agree + (cmp["status"] == "agree"), total + 1)
         return out
+
+    def backends(self) -> list[str]:
+        """The iptables backends of the labs, in the order they first ran."""
+        return list(dict.fromkeys(c.backend for c in self.cases))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -264,10 +276,14 @@ def run_fidelity(
     seed: int,
     root: str | Path | None = None,
     per_scenario: int = 40,
+    backends: Sequence[str] = BACKENDS,
     adapters: Sequence[EngineAdapter] | None = None,
     progress: Progress = lambda _: None,
 ) -> FidelityReport:
-    """Run ``cases`` packets over as many random labs as needed (``per_scenario`` each)."""
+    """Run ``cases`` packets over as many random labs as needed (``per_scenario`` each); the
+    labs take the network types and the iptables ``backends`` in turn."""
+    if not backends or set(backends) - set(BACKENDS):
+        raise ValueError(f"backends must be some of {', '.join(BACKENDS)}")
     rng = random.Random(seed)
     adapters = list(ADAPTERS if adapters is None else adapters)
     report = FidelityReport(seed)
@@ -279,10 +295,11 @@ def run_fidelity(
     while done < cases:
         n = min(per_scenario, cases - done)
         tunnel = (NetworkType.VXLAN, NetworkType.GRE, NetworkType.VLAN)[index % 3]
+        backend = backends[index % len(backends)]
         text = random_scenario(rng, index, tunnel)
         report.scenarios.append(text)
-        progress(f"scenario {index} ({tunnel.value}): {n} packets")
-        _run_scenario(report, text, index, n, rng, root, adapters, progress)
+        progress(f"scenario {index} ({tunnel.value}, iptables-{backend}): {n} packets")
+        _run_scenario(report, text, index, n, rng, root, backend, adapters, progress)
         done += n
         index += 1
     report.seconds = round(time.monotonic() - start, 1)
@@ -296,12 +313,13 @@ def _run_scenario(
     count: int,
     rng: random.Random,
     root: str | Path | None,
+    backend: str,
     adapters: Sequence[EngineAdapter],
     progress: Progress,
 ) -> None:
     scenario = parse_scenario(text, source=f"fid{index}.toml")
     name = f"fid{index}-{rng.randrange(16**6):06x}"
-    info = lab_up(scenario, text, name=name, backend="legacy", root=root)
+    info = lab_up(scenario, text, name=name, backend=backend, root=root)
     workdir = Path(tempfile.mkdtemp(prefix="nodetrace-fidelity-"))
     try:
         lab = LabDir(name, root)
@@ -331,6 +349,7 @@ def _run_scenario(
                     packet=flow_text(send.packet),
                     arrived=list(obs.arrived),
                     trace={k: list(v) for k, v in obs.trace.items()},
+                    backend=backend,
                     ofproto=dict(obs.ofproto),
                 )
                 for a in adapters:
@@ -374,11 +393,14 @@ def _snapshots(info: LabInfo, workdir: Path) -> dict[str, Path]:
 
 
 def format_report(report: FidelityReport, *, width: int = 100) -> str:
+    backends = report.backends()
+    mix = ", ".join(f"{sum(c.backend == b for c in report.cases)} iptables-{b}" for b in backends)
     lines = [
         f"fidelity: {len(report.cases)} packets over {len(report.scenarios)} random labs "
-        f"(seed {report.seed}, {report.seconds:.0f}s)"
+        f"(seed {report.seed}, {report.seconds:.0f}s; {mix or 'no packets'})"
     ]
     agreement = report.agreement()
+    per_backend = {b: report.agreement(b) for b in backends}
     for name, status in report.engines.items():
         if not status["available"]:
             lines.append(f"  {name:10} not available: {status['reason']}")
@@ -387,12 +409,16 @@ def format_report(report: FidelityReport, *, width: int = 100) -> str:
         errors = sum(1 for c in report.cases if c.engines.get(name, {}).get("status") == "error")
         pct = f"{100 * agree / total:.1f}%" if total else "-"
         extra = f", {errors} engine errors" if errors else ""
-        lines.append(f"  {name:10} {agree}/{total} agree ({pct}){extra}")
+        split = ", ".join(
+            "{b} {}/{}".format(*per_backend[b].get(name, (0, 0)), b=b) for b in backends
+        )
+        lines.append(f"  {name:10} {agree}/{total} agree ({pct}){extra}  [{split}]")
     for case in report.cases:
         for name, cmp in case.engines.items():
             if cmp["status"] not in ("disagree", "error"):
                 continue
-            lines += ["", f"{name} {cmp['status'].upper()} on {case.id} ({case.kind}, {case.path}): "
+            lines += ["", f"{name} {cmp['status'].upper()} on {case.id} ({case.kind}, {case.path}, "
+                      f"iptables-{case.backend}): "
                       f"{case.source} -> {case.target}", f"  packet {case.packet}",
                       f"  {cmp['detail']}"]  # fmt: skip
             lines += _side_by_side(cmp.get("real", []), cmp.get("predicted", []), width)
@@ -409,4 +435,11 @@ def _side_by_side(real: Sequence[str], predicted: Sequence[str], width: int) -> 
         right = predicted[i] if i < len(predicted) else ""
         mark = " " if left == right else "*"
         out.append(f" {mark}{left[:half]:<{half}} | {right[:half]}")
+        if left != right and left and right and max(len(left), len(right)) > half:
+            # Long lines (xtables-monitor's) are cut above: show where they part.
+            at = next((k for k, (a, b) in enumerate(zip(left, right, strict=False)) if a != b),
+                      min(len(left), len(right)))  # fmt: skip
+            start = max(0, at - 10)
+            out.append(f"    from column {at}: real {left[start : start + half]!r}")
+            out.append(f"    {'':>{len(str(at)) + 12}}predicted {right[start : start + half]!r}")
     return out

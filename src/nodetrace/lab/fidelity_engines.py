@@ -8,12 +8,15 @@ that is not part of this installation reports itself as not available, with the 
   VM, then the one of the receiving VM), the engine's TRACE steps (table, chain, kind, number
   and the devices IN/OUT/PHYSIN/PHYSOUT) against the kernel's legacy TRACE lines, in order. One
   engine per node keeps its conntrack table across the scenario's packets, as the kernel does.
+  On iptables-nft labs the engine's steps are printed as ``xtables-monitor --trace`` prints
+  them (:mod:`nodetrace.render.xtables_trace`) and compared line for line, ``PACKET:`` lines,
+  rule handles and re-printed rules included, with the per-packet trace id normalised.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -73,6 +76,48 @@ def step_text(table: str, chain: str, kind: str, number: object, in_dev: str, ou
     if physout:
         text += f" PHYSOUT={physout}"
     return text
+
+
+_XTABLES_ID = re.compile(r"^( ?(?:PACKET|TRACE): \d+ )([0-9a-f]{8})\b")
+TRACE_ID = "<id>"
+"""What every trace id becomes before comparing: the kernel draws a new one per skb."""
+
+
+def normalise_trace_id(line: str) -> str:
+    """An ``xtables-monitor --trace`` line with its trace id replaced by :data:`TRACE_ID`."""
+    return _XTABLES_ID.sub(lambda m: m.group(1) + TRACE_ID, line, count=1)
+
+
+def xtables_pass(lines: list[str] | tuple[str, ...], bridge: str) -> list[str]:
+    """The ``xtables-monitor --trace`` lines of one Linux bridge pass, trace ids normalised.
+
+    Each pass over a bridge is one skb, and every line of an skb carries its trace id: the
+    pass's lines are those of the ids whose ``PACKET:`` lines have the bridge as IN or OUT.
+    """
+    ids = set()
+    for line in lines:
+        if line.startswith("PACKET:"):
+            words = line.split()
+            if f"IN={bridge}" in words or f"OUT={bridge}" in words:
+                ids.add(words[2])
+    return [
+        normalise_trace_id(line)
+        for line in lines
+        if len(line.split()) > 2 and line.split()[2] in ids
+    ]
+
+
+def xtables_last_verdict(lines: list[str]) -> str:
+    """The verdict word of the last ``TRACE:`` line (``DROP``, ``ACCEPT``, ...), or ``""``."""
+    for line in reversed(lines):
+        words = line.split()
+        if words and words[0] == "TRACE:" and len(words) > 3:
+            event = words[3]  # table:chain:rule:0xH:VERDICT[:target] or table:chain:policy:V
+            parts = event.split(":")
+            if parts[2] == "policy" and len(parts) > 3:
+                return parts[3]
+            return parts[4] if len(parts) > 4 else ""
+    return ""
 
 
 def kernel_steps(lines: list[str] | tuple[str, ...], bridge: str) -> list[str]:
@@ -145,35 +190,29 @@ class NetfilterAdapter:
 
     def compare(self, send: Send, obs: Observation) -> Comparison:
         from nodetrace.engine.netfilter import bridge_path
-        from nodetrace.model.trace import NetfilterStep
 
-        if obs.trace_format != "kernel":
-            return Comparison("skipped", "TRACE steps are compared on iptables-legacy labs")
+        if obs.trace_format not in ("kernel", "xtables"):
+            return Comparison("skipped", f"no comparison for {obs.trace_format} TRACE output")
         real_all: list[str] = []
         predicted_all: list[str] = []
         notes = []
         for p in self._passes(send):
-            real = kernel_steps(obs.trace.get(p.node, ()), p.bridge)
+            lines = obs.trace.get(p.node, ())
+            if obs.trace_format == "kernel":
+                real = kernel_steps(lines, p.bridge)
+            else:
+                real = xtables_pass(lines, p.bridge)
             if not real:
                 notes.append(f"{p.bridge} not reached")
                 continue  # the packet never got to this bridge (dropped before, or by OVS)
             result = self._engines[p.node].run(
                 send.packet, bridge_path(p.bridge, physin=p.physin, physout=p.physout)
             )
-            predicted = [
-                step_text(
-                    s.table,
-                    s.chain,
-                    s.kind.value,
-                    s.number,
-                    s.in_dev,
-                    s.out_dev,
-                    s.physin,
-                    s.physout,
-                )
-                for s in result.trace.steps
-                if isinstance(s, NetfilterStep) and s.traced
-            ]
+            predicted = (
+                _legacy_steps(result.trace.steps)
+                if obs.trace_format == "kernel"
+                else [normalise_trace_id(line) for line in _xtables_lines(result.trace.steps)]
+            )
             real_all += [f"{p.node} {line}" for line in real]
             predicted_all += [f"{p.node} {line}" for line in predicted]
             notes.append(f"{p.bridge}: real {len(real)} steps, predicted {result.verdict}")
@@ -181,6 +220,24 @@ class NetfilterAdapter:
             return Comparison("skipped", "no Linux bridge pass was reached; " + "; ".join(notes))
         status = "agree" if real_all == predicted_all else "disagree"
         return Comparison(status, "; ".join(notes), tuple(real_all), tuple(predicted_all))
+
+
+def _legacy_steps(steps: Sequence[Any]) -> list[str]:
+    from nodetrace.model.trace import NetfilterStep
+
+    return [
+        step_text(
+            s.table, s.chain, s.kind.value, s.number, s.in_dev, s.out_dev, s.physin, s.physout
+        )
+        for s in steps
+        if isinstance(s, NetfilterStep) and s.traced
+    ]
+
+
+def _xtables_lines(steps: Sequence[Any]) -> list[str]:
+    from nodetrace.render.xtables_trace import render_xtables_trace
+
+    return render_xtables_trace(steps, trace_id=0)
 
 
 _OFPROTO_BRIDGE = re.compile(r'^\s*bridge\("([^"]+)"\)')
@@ -407,7 +464,8 @@ def _drop_rules(state: NodeState) -> set[tuple[str, str, int]]:
 def real_outcome(ctx: ScenarioContext, send: Send, obs: Observation) -> str:
     """What the real lab did with the packet: delivered, or dropped on which node by which layer.
 
-    A bridge pass whose last TRACE line names a DROP rule was dropped by netfilter. A packet
+    A bridge pass whose last TRACE line names a DROP rule (legacy) or says ``DROP`` (nft) was
+    dropped by netfilter. A packet
     that left the sending VM's bridge but never reached the receiving one was dropped by Open
     vSwitch, on the first node whose ``ofproto/trace`` says so.
     """
@@ -425,7 +483,9 @@ def real_outcome(ctx: ScenarioContext, send: Send, obs: Observation) -> str:
     dst = ctx.info.vm(send.target)
     passes.append((dst.node, ctx.states[dst.node].vm_port(dst.name).devices.qbr))
     for i, (node, bridge) in enumerate(passes):
-        steps = kernel_steps(obs.trace.get(node, ()), bridge)
+        lines = obs.trace.get(node, ())
+        xtables = obs.trace_format == "xtables"
+        steps = xtables_pass(lines, bridge) if xtables else kernel_steps(lines, bridge)
         if not steps:
             if i == 0 and send.source != "underlay":
                 return "never entered the sending VM's bridge"
@@ -433,6 +493,11 @@ def real_outcome(ctx: ScenarioContext, send: Send, obs: Observation) -> str:
                 if ofproto_verdict(text) == "drop":
                     return f"dropped on {n} by openflow"
             return f"lost before {bridge} on {node}"
+        if xtables:
+            # nf_tables names the verdict itself: no need to look the rule up.
+            if xtables_last_verdict(steps) == "DROP":
+                return f"dropped on {node} by netfilter"
+            continue
         table, chain, _, number = steps[-1].split(" ", 1)[0].split(":")
         if (table, chain, int(number)) in _drop_rules(ctx.states[node]):
             return f"dropped on {node} by netfilter"

@@ -7,11 +7,19 @@ kernel produced for it (legacy kernel log lines, or ``xtables-monitor --trace`` 
 iptables-nft) and whether and how it arrived at the destination host. Lines are attributed to
 packets by their IPv4 ID (unique within a batch): in the kernel log each line carries it; in
 xtables-monitor output each ``PACKET:`` line does, for the ``TRACE:`` lines that follow it.
+
+A send may also involve the bed itself (:data:`BED`, when the bridge has an address): a frame
+to it crosses PREROUTING and INPUT, and is *delivered* when a UDP socket listening in the bed
+receives it, or (ICMP echo) when the bed's echo reply reaches the sender; a packet from it is
+written by a raw socket in the bed (so it is socket-owned: ``UID=``/``GID=`` in the log) and
+crosses OUTPUT and POSTROUTING.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,9 +28,12 @@ from pathlib import Path
 from nodetrace.lab.bridge_bed import BridgeBed
 from nodetrace.lab.capture import KernelTraceLog, TraceMonitor
 from nodetrace.lab.resources import Resources
-from nodetrace.lab.send import Frame, Wire, frame_bytes
+from nodetrace.lab.send import Frame, Wire, frame_bytes, in_netns, ip_bytes, packet_from_frame
 from nodetrace.model.netfilter import Backend
-from nodetrace.model.packet import ETH_TYPE_IPV6, Packet
+from nodetrace.model.packet import ETH_TYPE_IPV6, IPProto, Packet
+
+BED = "@bed"
+"""The bed's own stack as the source or destination of a :class:`Send`."""
 
 _KERNEL_ID = re.compile(r" TTL=\d+ ID=(\d+) | HOPLIMIT=\d+ FLOWLBL=(\d+) ")
 _XT_PACKET = re.compile(r"^PACKET: \d+ ([0-9a-f]{8}) .*? (?:ID=|FLOWLBL=)(\d+) ")
@@ -31,7 +42,8 @@ _XT_TRACE = re.compile(r"^ TRACE: \d+ ([0-9a-f]{8}) ")
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """One frame to send: from host ``src`` to host ``dst`` of the bed (MACs are filled in)."""
+    """One frame to send: from host ``src`` to host ``dst`` of the bed (MACs are filled in);
+    either may be :data:`BED`, the bed's own stack."""
 
     src: str
     dst: str
@@ -49,6 +61,8 @@ class Observation:
     """TRACE lines for this packet, in order (kernel log or xtables-monitor)."""
     trace_id: int | None = None
     """nft only: the trace id xtables-monitor gave the packet."""
+    delivered: bool | None = None
+    """To :data:`BED` only: whether the bed's stack took it (socket or echo reply)."""
 
 
 def packet_key(packet: Packet) -> int:
@@ -56,8 +70,17 @@ def packet_key(packet: Packet) -> int:
     return packet.ipv6_label if packet.dl_type == ETH_TYPE_IPV6 else packet.ip_id
 
 
+def _mac(bed: BridgeBed, name: str) -> str:
+    return bed.bridge_mac if name == BED else bed.host(name).mac
+
+
 def with_macs(bed: BridgeBed, send: Send) -> Packet:
-    return replace(send.packet, dl_src=bed.host(send.src).mac, dl_dst=bed.host(send.dst).mac)
+    return replace(send.packet, dl_src=_mac(bed, send.src), dl_dst=_mac(bed, send.dst))
+
+
+def local_payload(packet: Packet) -> bytes:
+    """What a UDP datagram to the bed carries: its key, so the listening socket tells it apart."""
+    return b"nodetrace" + packet_key(packet).to_bytes(4, "big")
 
 
 def observe(
@@ -68,16 +91,27 @@ def observe(
     backend: Backend,
     workdir: Path,
     settle: float = 0.05,
+    listen_udp: int | None = None,
 ) -> list[Observation]:
     """Send every frame of ``sends`` in order and report what the kernel did with each.
 
-    IP IDs must be unique within the batch (they attribute log lines to packets).
+    IP IDs must be unique within the batch (they attribute log lines to packets). With
+    ``listen_udp`` a UDP socket in the bed listens on that port for datagrams to the bed.
     """
     ids = [packet_key(s.packet) for s in sends]
     if len(set(ids)) != len(ids):
         raise ValueError("every packet of a batch needs its own ip_id (IPv6: flow label)")
     wires = {h.name: Wire.open(h) for h in bed.hosts}
     monitor = TraceMonitor(bed.netns, workdir, "xtables") if backend is Backend.NFT else None
+    local: list[socket.socket] = []
+    with in_netns(bed.netns):
+        if any(s.src == BED for s in sends):
+            local.append(socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW))
+        if listen_udp is not None:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            local.append(listener)
+            listener.bind(("0.0.0.0", listen_udp))
+            listener.setblocking(False)
     try:
         for w in wires.values():
             w.drain()
@@ -87,21 +121,65 @@ def observe(
             packets = []
             for send in sends:
                 packet = with_macs(bed, send)
+                payload = local_payload(packet) if send.dst == BED else b""
+                if payload:  # the packet as sent, so its length is the one the kernel logs
+                    packet = replace(packet, ip_len=len(ip_bytes(packet, payload=payload)))
                 packets.append(packet)
-                wires[send.src].send(frame_bytes(packet))
+                if send.src == BED:
+                    # A drop in OUTPUT makes sendto fail with EPERM: the verdict, not an error.
+                    with contextlib.suppress(PermissionError):
+                        local[0].sendto(ip_bytes(packet), (str(packet.nw_dst), 0))
+                else:
+                    wires[send.src].send(frame_bytes(packet, payload=payload))
             time.sleep(settle)
             kernel_lines = log.lines(devices=bed.devices) if backend is Backend.LEGACY else []
         monitor_lines = monitor.stop(settle=settle) if monitor is not None else []
         received: dict[str, list[Frame]] = {name: w.receive(timeout=0) for name, w in wires.items()}
+        datagrams = _datagrams(local[-1]) if listen_udp is not None else set()
     finally:
         if monitor is not None:
             monitor.stop(settle=0)
         for w in wires.values():
             w.close()
-    return [
-        _attribute(send, packet, received[send.dst], kernel_lines, monitor_lines, backend)
-        for send, packet in zip(sends, packets, strict=True)
-    ]
+        for sock in local:
+            sock.close()
+    observations = []
+    for send, packet in zip(sends, packets, strict=True):
+        frames = [] if send.dst == BED else received[send.dst]
+        obs = _attribute(send, packet, frames, kernel_lines, monitor_lines, backend)
+        if send.dst == BED:
+            obs = replace(obs, delivered=_delivered(packet, datagrams, received[send.src]))
+        observations.append(obs)
+    return observations
+
+
+def _datagrams(sock: socket.socket) -> set[bytes]:
+    got: set[bytes] = set()
+    while True:
+        try:
+            got.add(sock.recv(65535))
+        except BlockingIOError:
+            return got
+
+
+def _delivered(packet: Packet, datagrams: set[bytes], back: list[Frame]) -> bool | None:
+    """Whether the bed's stack took ``packet``: its datagram reached the socket, or its echo
+    request was answered. ``None`` for packets whose delivery leaves no trace."""
+    if packet.nw_proto == IPProto.UDP:
+        return local_payload(packet) in datagrams
+    if packet.nw_proto == IPProto.ICMP and packet.icmp_type == 8:
+        for frame in back:
+            reply = packet_from_frame(frame.data)
+            if (
+                reply is not None
+                and reply.nw_proto == IPProto.ICMP
+                and reply.icmp_type == 0
+                and (reply.icmp_id, reply.icmp_seq) == (packet.icmp_id, packet.icmp_seq)
+                and reply.nw_dst == packet.nw_src
+            ):
+                return True
+        return False
+    return None
 
 
 def _attribute(

@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from nodetrace.lab.netfilter_oracle import Send
 from nodetrace.model.netfilter import BUILTIN_CHAINS
-from nodetrace.model.packet import ETH_TYPE_IPV6, Family, Packet, TcpFlag
+from nodetrace.model.packet import ETH_TYPE_IPV4, ETH_TYPE_IPV6, Family, Packet, TcpFlag
 
 WRAP = "neutron-openvswi"
 
@@ -213,15 +213,39 @@ V6_ADDRESSES = ("2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8:1::7")
 """The IPv6 twins of :class:`BedNames`' default addresses (same roles, same hosts)."""
 
 
+PATH_HOOKS: dict[str, tuple[str, ...]] = {
+    "forward": ("PREROUTING", "FORWARD", "POSTROUTING"),
+    "input": ("PREROUTING", "INPUT"),
+    "output": ("OUTPUT", "POSTROUTING"),
+}
+"""The hooks a packet meets on each path: bridged across the bed, to the bed's own address,
+sent by the bed itself."""
+
+
 class RandomRuleset:
     """A random ruleset over the modelled matches and targets, valid for iptables-restore.
+
+    ``exclude`` names match kinds not to draw (e.g. ``ttl``). ``path`` says which hooks the bed's packets cross (:data:`PATH_HOOKS`): rules are drawn for
+    those only, and the ``-j TRACE`` rule sits in raw PREROUTING (raw OUTPUT for ``output``).
 
     Every table's user chains are reached from one built-in chain only (so hook-restricted
     matches like ``-m mac`` are placed where the kernel accepts them), and jumps go only to
     chains created later (no loops). Rules are drawn so that real packets of the bed hit them.
     """
 
-    def __init__(self, rng: random.Random, names: BedNames, *, nat: bool | None = None) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        names: BedNames,
+        *,
+        nat: bool | None = None,
+        path: str = "forward",
+        exclude: frozenset[str] = frozenset(),
+    ) -> None:
+        if path not in PATH_HOOKS:
+            raise ValueError(f"path must be one of {', '.join(PATH_HOOKS)}")
+        self.path = path
+        self.exclude = exclude
         self.rng = rng
         self.n = names
         self.nat = rng.random() < 0.4 if nat is None else nat
@@ -282,8 +306,15 @@ class RandomRuleset:
             kinds += ["state", "conntrack", "connmark", "state", "conntrack"]
         if hook in ("PREROUTING", "INPUT", "FORWARD"):
             kinds.append("mac")
+        if hook in ("OUTPUT", "POSTROUTING"):
+            kinds += ["owner", "owner"]
+        kinds = [k for k in kinds if k not in self.exclude]
+        used: set[str] = set()
         for _ in range(r.choice([0, 1, 1, 2, 2, 3])):
             kind = r.choice(kinds)
+            if kind in used and kind in ("connmark", "owner"):
+                continue  # iptables accepts these options once per rule
+            used.add(kind)
             if kind == "state":
                 states = r.sample(
                     ["NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED"], r.choice([1, 1, 2])
@@ -353,7 +384,7 @@ class RandomRuleset:
                 out.append(f"-m dscp {self._neg(0.2)}--dscp 0x{r.choice([0, 0x0A, 0x2E]):02x}")
             elif kind == "iprange":
                 net = "2001:db8::" if self.v6 else "10.9.0."
-                first = net + r.choice(["1", "2", "0" if not self.v6 else "0"])
+                first = net + r.choice(["1", "2", "0"])
                 out.append(
                     f"-m iprange {self._neg(0.2)}--src-range {first}-{net}{r.choice([1, 2, 200])}"
                 )
@@ -371,15 +402,25 @@ class RandomRuleset:
             elif kind == "set" and self.n.ipsets:
                 flags = r.choice(["src", "dst"])
                 out.append(f"-m set {self._neg(0.2)}--match-set {r.choice(self.n.ipsets)} {flags}")
-            elif kind == "addrtype":
-                out.append(
-                    f"-m addrtype {self._neg(0.2)}--dst-type {r.choice(['UNICAST', 'LOCAL', 'BROADCAST', 'MULTICAST'])}"
+            elif kind == "owner":
+                owner = r.choice(
+                    [
+                        f"{self._neg(0.3)}--uid-owner {r.choice(['0', '1000', '0-10'])}",
+                        f"{self._neg(0.3)}--gid-owner {r.choice(['0', '1000'])}",
+                        f"{self._neg(0.3)}--socket-exists",
+                        f"--uid-owner 0 {self._neg(0.3)}--gid-owner {r.choice(['0', '5'])}",
+                    ]
                 )
+                out.append(f"-m owner {owner}")
+            elif kind == "addrtype":
+                # IPv6 has no broadcast: ip6t addrtype refuses the type.
+                types = ["UNICAST", "LOCAL", "MULTICAST", *([] if self.v6 else ["BROADCAST"])]
+                out.append(f"-m addrtype {self._neg(0.2)}--dst-type {r.choice(types)}")
         return out
 
     def _proto_match(self, proto: str | None) -> list[str]:
         r = self.rng
-        if proto in ("tcp", "udp") and r.random() < 0.6:
+        if proto in ("tcp", "udp") and "ports" not in self.exclude and r.random() < 0.6:
             opts = []
             if r.random() < 0.5:
                 opts.append(f"{self._neg(0.2)}--sport {self._port_range()}")
@@ -402,7 +443,7 @@ class RandomRuleset:
         if proto == "icmp" and r.random() < 0.6:
             t = r.choice(["8", "0", "3", "3/3", "echo-request", "any", "11"])
             return [f"-m icmp {self._neg(0.2)}--icmp-type {t}"]
-        if proto == "ipv6-icmp" and r.random() < 0.6:
+        if proto == "ipv6-icmp" and "icmp6" not in self.exclude and r.random() < 0.6:
             t = r.choice(["128", "129", "1", "1/4", "echo-request", "135", "3"])
             return [f"-m icmp6 {self._neg(0.2)}--icmpv6-type {t}"]
         return []
@@ -471,27 +512,41 @@ class RandomRuleset:
     def text(self) -> str:
         r = self.rng
         tables: list[_Table] = []
+        hooks = PATH_HOOKS[self.path]
         raw = _Table("raw")
+        trace_hook = "OUTPUT" if self.path == "output" else "PREROUTING"
         trace = r.choice(
-            ["", f"-p {self.icmp} ", "-p udp ", "-s 2001:db8::/32 " if self.v6 else "-s 10.9.0.0/16 "]
+            [
+                "",
+                f"-p {self.icmp} ",
+                "-p udp ",
+                "-s 2001:db8::/32 " if self.v6 else "-s 10.9.0.0/16 ",
+            ]
         )
-        pre = [self._rule("raw", "PREROUTING", -1, []) for _ in range(r.randint(0, 2))]
+        pre = [self._rule("raw", trace_hook, -1, []) for _ in range(r.randint(0, 2))]
         pre.insert(r.randint(0, len(pre)), f"{trace}-j TRACE")
         if trace and r.random() < 0.5:
             pre.insert(0, "-j TRACE")  # traced already: the second TRACE rule is logged
         for args in pre:
-            raw.add("PREROUTING", args)
+            raw.add(trace_hook, args)
         tables.append(raw)
         if r.random() < 0.6:
-            tables.append(self._table("mangle", ("PREROUTING", "FORWARD", "POSTROUTING")))
+            tables.append(self._table("mangle", hooks))
         if self.nat:
-            tables.append(self._table("nat", ("PREROUTING", "POSTROUTING")))
-        tables.append(self._table("filter", ("FORWARD",)))
+            nat_hooks = ("PREROUTING", "POSTROUTING") if self.path == "forward" else hooks
+            tables.append(self._table("nat", nat_hooks))
+        tables.append(self._table("filter", tuple(h for h in hooks if h in _FILTER_HOOKS)))
         if r.random() < 0.3:
-            tables.append(_Table("security"))
+            if self.path != "forward" and r.random() < 0.6:
+                tables.append(
+                    self._table("security", tuple(h for h in hooks if h in _FILTER_HOOKS))
+                )
+            else:
+                tables.append(_Table("security"))
         return "".join(t.text() for t in tables)
 
     def _table(self, name: str, hooks: tuple[str, ...]) -> _Table:
+        hooks = tuple(h for h in hooks if h in BUILTIN_CHAINS[name])
         r = self.rng
         t = _Table(name)
         for hook in hooks:
@@ -518,29 +573,41 @@ class RandomRuleset:
         return t
 
 
+_FILTER_HOOKS = ("INPUT", "FORWARD", "OUTPUT")
+
+
 # --- random traffic -----------------------------------------------------------------------------
 
 
-def random_sends(rng: random.Random, *, first_id: int = 1000) -> list[Send]:
+def random_sends(
+    rng: random.Random, *, first_id: int = 1000, family: Family = Family.IPV4
+) -> list[Send]:
     """Short random flows between bed hosts ``a`` and ``b``, interleaved: ICMP echoes and their
     replies, UDP exchanges, TCP handshakes, stray mid-stream TCP and lone replies, and ICMP
-    errors quoting earlier packets, with random TTL, TOS, DF and length."""
-    addrs = {"a": ["10.9.0.1", "10.9.1.7"], "b": ["10.9.0.2", "10.9.0.3"]}
+    errors quoting earlier packets, with random TTL (hop limit), TOS (traffic class), DF and
+    length. IPv6 packets are told apart by their flow label (``first_id`` on), IPv4 by ID."""
+    v6 = family is Family.IPV6
+    if v6:
+        addrs = {"a": [V6_ADDRESSES[0], V6_ADDRESSES[3]], "b": list(V6_ADDRESSES[1:3])}
+    else:
+        addrs = {"a": ["10.9.0.1", "10.9.1.7"], "b": ["10.9.0.2", "10.9.0.3"]}
+    address = IPv6Address if v6 else IPv4Address
 
     def vary(p: Packet) -> Packet:
         return replace(
             p,
             nw_ttl=rng.choice([1, 64, 64, 128, 255]),
             nw_tos=rng.choice([0, 0, 0x10, 0x28, 0xB8]),
-            ip_df=rng.random() < 0.5,
+            ip_df=not v6 and rng.random() < 0.5,
         )
 
     flows: list[list[tuple[str, str, Packet]]] = []
     for _ in range(rng.randint(2, 4)):
         src, dst = ("a", "b") if rng.random() < 0.6 else ("b", "a")
-        s_ip, d_ip = IPv4Address(rng.choice(addrs[src])), IPv4Address(rng.choice(addrs[dst]))
-        fwd = Packet(nw_src=s_ip, nw_dst=d_ip)
-        back = Packet(nw_src=d_ip, nw_dst=s_ip)
+        s_ip, d_ip = address(rng.choice(addrs[src])), address(rng.choice(addrs[dst]))
+        dl_type = ETH_TYPE_IPV6 if v6 else ETH_TYPE_IPV4
+        fwd = Packet(dl_type=dl_type, nw_src=s_ip, nw_dst=d_ip)
+        back = Packet(dl_type=dl_type, nw_src=d_ip, nw_dst=s_ip)
         flows.append(
             _flow(
                 rng, rng.choice(["icmp", "udp", "tcp", "tcp", "stray"]), src, dst, fwd, back, vary
@@ -551,7 +618,8 @@ def random_sends(rng: random.Random, *, first_id: int = 1000) -> list[Send]:
     while any(flows):
         flow = rng.choice([f for f in flows if f])
         src, dst, packet = flow.pop(0)
-        sends.append(Send(src, dst, replace(packet, ip_id=next_id)))
+        key = {"ipv6_label": next_id} if v6 else {"ip_id": next_id}
+        sends.append(Send(src, dst, replace(packet, **key)))  # type: ignore[arg-type]
         next_id += 1
     return sends
 
@@ -567,12 +635,16 @@ def _flow(
 ) -> list[tuple[str, str, Packet]]:
     """One flow's packets: ``fwd``/``back`` carry the two directions' addresses."""
     out: list[tuple[str, str, Packet]] = []
+    v6 = fwd.dl_type == ETH_TYPE_IPV6
+    # (protocol, echo request, echo reply, port unreachable type/code, IP header length)
+    icmp, echo, reply, unreach, header = (58, 128, 129, (1, 4), 40) if v6 else (1, 8, 0, (3, 3), 20)
     if kind == "icmp":
         ident = rng.randint(1, 65535)
-        req = vary(replace(fwd, nw_proto=1, icmp_type=8, icmp_code=0, icmp_id=ident, icmp_seq=1))
+        req = vary(replace(fwd, nw_proto=icmp, icmp_type=echo, icmp_code=0, icmp_id=ident,
+                           icmp_seq=1))  # fmt: skip
         out.append((src, dst, req))
         if rng.random() < 0.8:
-            out.append((dst, src, vary(replace(back, nw_proto=1, icmp_type=0, icmp_code=0,
+            out.append((dst, src, vary(replace(back, nw_proto=icmp, icmp_type=reply, icmp_code=0,
                                                icmp_id=ident, icmp_seq=1))))  # fmt: skip
         if rng.random() < 0.5:
             out.append((src, dst, replace(req, icmp_seq=2)))
@@ -580,11 +652,15 @@ def _flow(
         sport, dport = rng.randint(1024, 65535), rng.choice([53, 67, 68, 80, 4000])
         pay = rng.choice([None, 100, 300])
         req = vary(replace(fwd, nw_proto=17, tp_src=sport, tp_dst=dport,
-                           ip_len=None if pay is None else 28 + pay))  # fmt: skip
+                           ip_len=None if pay is None else header + 8 + pay))  # fmt: skip
         out.append((src, dst, req))
         if rng.random() < 0.4:
             err = replace(
-                back, nw_proto=1, icmp_type=3, icmp_code=3, inner=replace(req, ip_len=None)
+                back,
+                nw_proto=icmp,
+                icmp_type=unreach[0],
+                icmp_code=unreach[1],
+                inner=replace(req, ip_len=None),
             )
             out.append((dst, src, vary(err)))
         elif rng.random() < 0.7:
@@ -610,6 +686,85 @@ def _flow(
                         tcp_ack=rng.randint(0, 2**31), tcp_window=500)  # fmt: skip
         out.append((src, dst, vary(stray)))
         if rng.random() < 0.5:
-            lone = replace(back, nw_proto=1, icmp_type=0, icmp_id=rng.randint(1, 999), icmp_seq=1)
+            lone = replace(
+                back, nw_proto=icmp, icmp_type=reply, icmp_id=rng.randint(1, 999), icmp_seq=1
+            )
             out.append((dst, src, vary(lone)))
     return out
+
+
+def random_local_sends(
+    rng: random.Random, *, path: str, local: IPv4Address, listen_port: int, first_id: int = 3000
+) -> list[Send]:
+    """Random IPv4 traffic to or from the bed's own address ``local``, interleaved.
+
+    ``input``: hosts ``a`` and ``b`` send UDP datagrams to ``listen_port`` (several per flow)
+    and single ICMP echo requests (the bed's echo reply is a packet the engine does not see, so
+    no flow continues after one). ``output``: the bed sends UDP from ``listen_port``, ICMP
+    echoes and TCP SYNs to the hosts, and some are answered (the answers cross PREROUTING and
+    INPUT, moving conntrack on, and an answered UDP flow sends again).
+    """
+    from nodetrace.lab.netfilter_oracle import BED
+
+    addrs = {"a": ["10.9.0.1", "10.9.1.7"], "b": ["10.9.0.2", "10.9.0.3"]}
+
+    def vary(p: Packet) -> Packet:
+        return replace(
+            p,
+            nw_ttl=rng.choice([1, 64, 64, 128]),
+            nw_tos=rng.choice([0, 0, 0x10, 0xB8]),
+            ip_df=rng.random() < 0.5,
+        )
+
+    flows: list[list[tuple[str, str, Packet]]] = []
+    for _ in range(rng.randint(3, 5)):
+        host = rng.choice(["a", "b"])
+        remote = IPv4Address(rng.choice(addrs[host]))
+        kind = rng.choice(["udp", "udp", "icmp", "tcp"] if path == "output" else ["udp", "icmp"])
+        flow: list[tuple[str, str, Packet]] = []
+        if path == "input":
+            if kind == "udp":
+                sport = rng.randint(1024, 65535)
+                for _ in range(rng.choice([1, 2, 3])):
+                    flow.append((host, BED, vary(Packet(nw_src=remote, nw_dst=local, nw_proto=17,
+                                                        tp_src=sport, tp_dst=listen_port))))  # fmt: skip
+            else:
+                flow.append((host, BED, vary(Packet(nw_src=remote, nw_dst=local, nw_proto=1,
+                                                    icmp_type=8, icmp_code=0,
+                                                    icmp_id=rng.randint(1, 65535),
+                                                    icmp_seq=1))))  # fmt: skip
+        elif kind == "udp":
+            dport = rng.choice([53, 4000, 40000])
+            out = vary(Packet(nw_src=local, nw_dst=remote, nw_proto=17, tp_src=listen_port,
+                              tp_dst=dport))  # fmt: skip
+            flow.append((BED, host, out))
+            if rng.random() < 0.6:
+                flow.append((host, BED, vary(Packet(nw_src=remote, nw_dst=local, nw_proto=17,
+                                                    tp_src=dport, tp_dst=listen_port))))  # fmt: skip
+                flow.append((BED, host, replace(out, ip_len=None)))
+        elif kind == "icmp":
+            ident = rng.randint(1, 65535)
+            req = vary(Packet(nw_src=local, nw_dst=remote, nw_proto=1, icmp_type=8, icmp_code=0,
+                              icmp_id=ident, icmp_seq=1))  # fmt: skip
+            flow.append((BED, host, req))
+            if rng.random() < 0.6:
+                flow.append((host, BED, vary(Packet(nw_src=remote, nw_dst=local, nw_proto=1,
+                                                    icmp_type=0, icmp_code=0, icmp_id=ident,
+                                                    icmp_seq=1))))  # fmt: skip
+                flow.append((BED, host, replace(req, icmp_seq=2)))
+        else:
+            seq = rng.randint(0, 2**31)
+            flow.append((BED, host, vary(Packet(nw_src=local, nw_dst=remote, nw_proto=6,
+                                                tp_src=rng.randint(1024, 65535),
+                                                tp_dst=rng.choice([22, 80]),
+                                                tcp_flags=int(TcpFlag.SYN), tcp_seq=seq,
+                                                tcp_window=64240))))  # fmt: skip
+        flows.append(flow)
+    sends: list[Send] = []
+    next_id = first_id
+    while any(flows):
+        flow = rng.choice([f for f in flows if f])
+        src, dst, packet = flow.pop(0)
+        sends.append(Send(src, dst, replace(packet, ip_id=next_id)))
+        next_id += 1
+    return sends

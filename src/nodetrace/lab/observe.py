@@ -271,9 +271,12 @@ class LabProbe:
         ipt = f"iptables-{self.info.backend}"
         for node in self.info.nodes:
             for tool in (ipt, f"ip6tables-{self.info.backend}"):
-                self._add_rule(
-                    node.netns, tool, ["-t", "raw", "-I", "PREROUTING", "1", "-j", "TRACE"]
-                )
+                if self.info.backend == "nft":
+                    self._add_trace_rule_fresh(node.netns, tool)
+                else:
+                    self._add_rule(
+                        node.netns, tool, ["-t", "raw", "-I", "PREROUTING", "1", "-j", "TRACE"]
+                    )
         if self.mute_vms:
             for vm in self.info.vms:
                 for tool in (ipt, f"ip6tables-{self.info.backend}"):
@@ -291,6 +294,30 @@ class LabProbe:
                 self._monitors[node.name] = self._stack.enter_context(
                     TraceMonitor(node.netns, self.lab.path, "xtables")
                 )
+
+    def _add_trace_rule_fresh(self, netns: str, tool: str) -> None:
+        """Put ``-j TRACE`` on top of raw PREROUTING by restoring the whole raw table with it.
+
+        nf_tables numbers a table's chains and rules from one counter: a fresh
+        ``iptables-nft-restore`` gives the chains 1..N and the rules N+1... in the order of
+        their lines, which is what a prediction from ``iptables-nft-save`` can assume. A rule
+        inserted later (``iptables-nft -I``) takes the next free handle instead, so every
+        TRACE line of the raw table would name handles no saved ruleset shows. Restoring the
+        table (without ``--noflush``) deletes and recreates it: its handles start afresh.
+        """
+        saved = run([f"{tool}-save", "-t", "raw"], netns=netns).stdout
+        lines = saved.splitlines()
+        if "*raw" not in lines:
+            lines = ["*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", "COMMIT"]
+        # Rules follow the chain declarations: the TRACE rule goes before the first one.
+        at = next(
+            (i for i, line in enumerate(lines) if line.startswith("-A ") or line == "COMMIT"),
+        )
+        lines.insert(at, "-A PREROUTING -j TRACE")
+        run([f"{tool}-restore"], netns=netns, input="\n".join(lines) + "\n")
+        self._stack.callback(
+            run, [tool, "-t", "raw", "-D", "PREROUTING", "-j", "TRACE"], netns=netns, check=False
+        )
 
     def _add_rule(self, netns: str, tool: str, insert: list[str]) -> None:
         run([tool, *insert], netns=netns)

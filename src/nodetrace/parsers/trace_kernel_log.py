@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from operator import itemgetter
 from typing import NamedTuple
 
 from nodetrace.model.packet import ETH_TYPE_IPV4, ETH_TYPE_IPV6, Family, IPProto, Packet, TcpFlag
@@ -115,6 +117,7 @@ class LegacyRecord(NamedTuple):
 
 
 _new_record = tuple.__new__  # building the NamedTuple without its Python-level __new__ is 2x faster
+_prefix_of = itemgetter(0)
 
 
 @dataclass
@@ -177,9 +180,9 @@ class KernelLogReader:
     _first: int = 0
     _last: int = 0
     _owned: int = 0
-    prefix_counts: dict[str, int] = field(default_factory=dict)
-    """Records read per ``table:chain:kind:number`` (a malformed prefix is kept as -1 so that it
-    is parsed only once): the summary's hit counts, without a pass over the records."""
+    prefix_counts: Counter[str] = field(default_factory=Counter)
+    """Records read per ``table:chain:kind:number``: the summary's hit counts, without a pass
+    over the records. A prefix in here is known to be well formed."""
 
     def records(self, lines: Iterable[str], *, first_line: int = 1) -> Iterator[LegacyRecord]:
         """The records of ``lines``, one by one."""
@@ -192,7 +195,8 @@ class KernelLogReader:
         """The records of ``lines`` in lists of about ``size`` (fewer generator switches)."""
         counts = self.counts
         search = _FAST_RE.search
-        counted = self.prefix_counts
+        known = self.prefix_counts
+        count_prefixes = known.update
         new = _new_record
         lineno = first_line - 1
         # The hot path keeps the pending single-line record in a local; the rarer cases
@@ -206,33 +210,28 @@ class KernelLogReader:
             if m is not None:
                 trace_pos = m.start()
                 prefix, devs, ident = m.groups()
-                seen = counted.get(prefix)
-                if seen is None:
-                    seen = 0 if parse_prefix(prefix) is not None else -1
-                    if seen < 0 and len(counted) > 100_000:
-                        seen = -2  # damaged input with countless bad prefixes: stop caching
                 # The plain case: a whole record, nothing glued before or after it.
                 if (
-                    seen >= 0
-                    and (trace_pos == 0 or line.find("=", 0, trace_pos) < 0)
+                    (trace_pos == 0 or line.find("=", 0, trace_pos) < 0)
+                    and (prefix in known or parse_prefix(prefix) is not None)
                     and "TRACE: " not in ident
                 ):
-                    counted[prefix] = seen + 1
                     if rec is not None:
                         fast_parsed += 1
                         out.append(rec)
                         if len(out) >= size:
+                            count_prefixes(map(_prefix_of, out))
                             yield out
                             out = []
                     elif self._record is not None or self._text is not None:
                         out.extend(self._finish())
+                    # the dump starts after "TRACE: ", the prefix and a space
+                    dump_pos = trace_pos + len(prefix) + 8
                     rec = new(
                         LegacyRecord,
-                        (prefix, devs, ident, line, trace_pos, m.start(2), lineno, lineno, False),
+                        (prefix, devs, ident, line, trace_pos, dump_pos, lineno, lineno, False),
                     )
                     continue
-            if m is not None and seen == -1:
-                counted[prefix] = -1
             if rec is not None:  # hand the pending record to the slow path
                 self._record, self._first, self._last = rec, rec.first_line, rec.last_line
                 self._owned = 1
@@ -255,13 +254,13 @@ class KernelLogReader:
         counts.parsed += fast_parsed
         counts.total += lineno - first_line + 1
         if out:
+            count_prefixes(map(_prefix_of, out))
             yield out
 
     def _append(self, text: str, lineno: int, *, owned: bool) -> None:
         """Continue the pending record with ``text`` (the next part of a wrapped record)."""
         if self._record is not None:
-            # a record that looked whole is continued: it is parsed (and counted) again whole
-            self.prefix_counts[self._record.prefix] -= 1
+            # a record that looked whole is continued: it is parsed again whole
             self._text = self._record.text.rstrip("\r\n")
             self._record = None
         assert self._text is not None
@@ -322,7 +321,6 @@ class KernelLogReader:
             self.malformed.append(Malformed(first, _why_malformed(text), text))
             return
         self.counts.parsed += owned
-        self.prefix_counts[record.prefix] = max(self.prefix_counts.get(record.prefix, 0), 0) + 1
         yield record
 
 

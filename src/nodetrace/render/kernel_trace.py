@@ -110,7 +110,21 @@ def _icmp(p: Packet, room: int, nested: bool) -> str:
     return out
 
 
-def _ipv4(p: Packet, *, nested: bool = False, room: int | None = None) -> str:
+def _trailer(p: Packet, owner: tuple[int, int] | None) -> str:
+    """What ends the outermost packet's dump: the sending socket's owner, then the skb mark."""
+    out = f"UID={owner[0]} GID={owner[1]} " if owner is not None else ""
+    if p.skb_mark:
+        out += f"MARK=0x{p.skb_mark:x} "
+    return out
+
+
+def _ipv4(
+    p: Packet,
+    *,
+    nested: bool = False,
+    room: int | None = None,
+    owner: tuple[int, int] | None = None,
+) -> str:
     if room is not None and room < 20:
         return "TRUNCATED"
     total = total_length(p)
@@ -148,19 +162,35 @@ def _ipv4(p: Packet, *, nested: bool = False, room: int | None = None) -> str:
         out += "PROTO=ESP "
     else:
         out += f"PROTO={proto} "
-    if not nested and p.skb_mark:
-        out += f"MARK=0x{p.skb_mark:x} "
+    if not nested:
+        out += _trailer(p, owner)
     return out
 
 
-def _icmp6(p: Packet) -> str:
-    out = f"PROTO=ICMPv6 TYPE={p.icmp_type or 0} CODE={p.icmp_code or 0} "
-    if p.icmp_type in (128, 129):
+# ICMPv6 errors whose quoted packet the kernel dumps in brackets (destination unreachable,
+# packet too big, time exceeded, parameter problem).
+_ICMP6_ERRORS = (1, 2, 3, 4)
+
+
+def _icmp6(p: Packet, nested: bool) -> str:
+    t = p.icmp_type or 0
+    out = f"PROTO=ICMPv6 TYPE={t} CODE={p.icmp_code or 0} "
+    if t in (128, 129):
         out += f"ID={p.icmp_id or 0} SEQ={p.icmp_seq or 0} "
+    elif t in _ICMP6_ERRORS:
+        rest = (p.icmp_id or 0) << 16 | (p.icmp_seq or 0)
+        if t == 4:
+            out += f"POINTER={rest:08x} "
+        if not nested:
+            # Only the outermost packet's error is opened (the kernel recurses once).
+            inner = p.inner
+            out += "[" + (_ipv6(inner, nested=True) if inner is not None else "TRUNCATED") + "] "
+        if t == 2:
+            out += f"MTU={rest} "
     return out
 
 
-def _ipv6(p: Packet) -> str:
+def _ipv6(p: Packet, *, nested: bool = False, owner: tuple[int, int] | None = None) -> str:
     assert isinstance(p.nw_src, IPv6Address) and isinstance(p.nw_dst, IPv6Address)
     out = f"SRC={_ipv6_full(p.nw_src)} DST={_ipv6_full(p.nw_dst)} "
     out += f"LEN={total_length(p)} TC={p.nw_tos} HOPLIMIT={p.nw_ttl} FLOWLBL={p.ipv6_label} "
@@ -170,16 +200,22 @@ def _ipv6(p: Packet) -> str:
     elif proto in (IPProto.UDP, IPProto.UDPLITE):
         out += _udp(p, total_length(p) - 40, None)
     elif proto == IPProto.ICMPV6:
-        out += _icmp6(p)
+        out += _icmp6(p, nested)
     else:
         out += f"PROTO={proto} "
-    if p.skb_mark:
-        out += f"MARK=0x{p.skb_mark:x} "
+    if not nested:
+        out += _trailer(p, owner)
     return out
 
 
 def packet_dump(
-    p: Packet, *, in_dev: str, out_dev: str, physin: str | None, physout: str | None
+    p: Packet,
+    *,
+    in_dev: str,
+    out_dev: str,
+    physin: str | None,
+    physout: str | None,
+    owner: tuple[int, int] | None = None,
 ) -> str:
     """The kernel log's packet fields for ``p`` seen with these devices (``nf_log_ip_packet``)."""
     out = f"IN={in_dev} OUT={out_dev} "
@@ -190,11 +226,11 @@ def packet_dump(
     if in_dev:
         out += mac_field(p)
     if p.dl_type == ETH_TYPE_IPV6:
-        return out + _ipv6(p)
-    return out + _ipv4(p)
+        return out + _ipv6(p, owner=owner)
+    return out + _ipv4(p, owner=owner)
 
 
-def trace_line(step: NetfilterStep) -> str:
+def trace_line(step: NetfilterStep, *, owner: tuple[int, int] | None = None) -> str:
     """One ``TRACE: table:chain:kind:number ...`` line (with the kernel's trailing space)."""
     if step.packet is None:
         raise ValueError("a step without its packet cannot be printed as a kernel line")
@@ -205,14 +241,22 @@ def trace_line(step: NetfilterStep) -> str:
         out_dev=step.out_dev,
         physin=step.physin,
         physout=step.physout,
+        owner=owner,
     )
 
 
-def render_kernel_trace(steps: Iterable[Step], *, only_traced: bool = True) -> list[str]:
+def render_kernel_trace(
+    steps: Iterable[Step], *, only_traced: bool = True, owner: tuple[int, int] | None = None
+) -> list[str]:
     """The lines the kernel logs for these steps: by default only those it would log (after a
-    ``-j TRACE`` rule marked the packet). Steps other than netfilter ones are skipped."""
+    ``-j TRACE`` rule marked the packet). Steps other than netfilter ones are skipped.
+
+    ``owner`` is the (uid, gid) of the local socket that sent the packet: the kernel prints
+    ``UID= GID=`` (before ``MARK=``) whenever the skb holds a full socket, i.e. for a packet
+    the node sends itself from a socket; ``None`` for forwarded and received packets.
+    """
     return [
-        trace_line(s)
+        trace_line(s, owner=owner)
         for s in steps
         if isinstance(s, NetfilterStep) and (s.traced or not only_traced)
     ]

@@ -19,10 +19,12 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv6Address
 
 from nodetrace.model.packet import ETH_TYPE_IPV6, IPProto, Packet, TcpFlag, total_length
-from nodetrace.model.trace import NetfilterStep, Step, StepKind
+from nodetrace.model.trace import Hook, NetfilterStep, Step, StepKind
 
 _XT_TCP_FLAGS = (
     (TcpFlag.SYN, "SYN"),
@@ -43,8 +45,20 @@ def _signed_hex(byte: int) -> str:
     return f"{byte:02x}" if byte < 0x80 else f"{(byte - 0x100) & 0xFFFFFFFF:08x}"
 
 
-def packet_line(p: Packet, trace_id: int, *, in_dev: str, out_dev: str, family: int) -> str:
-    """The ``PACKET:`` line for the packet as the kernel attached it to a trace event."""
+def packet_line(
+    p: Packet,
+    trace_id: int,
+    *,
+    in_dev: str,
+    out_dev: str,
+    family: int,
+    link_header: bool = True,
+) -> str:
+    """The ``PACKET:`` line for the packet as the kernel attached it to a trace event.
+
+    ``link_header`` is whether the skb has an Ethernet header yet: not for a packet the node
+    sends itself (OUTPUT, and its POSTROUTING), where no ``LL=`` part is printed (lab-verified).
+    """
     out = f"PACKET: {family} {trace_id:08x} "
     if in_dev:
         out += f"IN={in_dev} "
@@ -53,7 +67,7 @@ def packet_line(p: Packet, trace_id: int, *, in_dev: str, out_dev: str, family: 
     if in_dev:
         out += f"MACSRC={_ether_ntoa(p.dl_src)} MACDST={_ether_ntoa(p.dl_dst)} "
         out += f"MACPROTO={p.dl_type:04x} "
-    else:
+    elif link_header:
         header = [int(b, 16) for b in p.dl_dst.split(":") + p.dl_src.split(":")]
         header += [p.dl_type >> 8, p.dl_type & 0xFF]
         out += "LL=0x0 " + "".join(_signed_hex(b) for b in header) + " "
@@ -81,9 +95,48 @@ def packet_line(p: Packet, trace_id: int, *, in_dev: str, out_dev: str, family: 
     return out
 
 
+_IPRANGE = re.compile(r"(--(?:src|dst)-range )([0-9A-Fa-f:.]+)-([0-9A-Fa-f:.]+)")
+_CT_ADDRESS = re.compile(r"(--ct(?:orig|repl)(?:src|dst) )([0-9A-Fa-f:.]+)(?:/\d+)?")
+_SNAT_RANGE = re.compile(r"(-j SNAT) --to-source \S+")
+_REJECT_WITH = re.compile(r"(-j REJECT --reject-with )(\S+)")
+
+# ip6tables' REJECT types by their number (ip6t_REJECT.h), printed by xtables-monitor with the
+# IPv4 name of the same number (ipt_REJECT.h); number 4 has no IPv4 name and prints "(null)".
+_V6_REJECT_AS_V4 = {
+    "icmp6-no-route": "icmp-net-unreachable",
+    "icmp6-adm-prohibited": "icmp-host-unreachable",
+    "icmp6-addr-unreachable": "icmp-port-unreachable",
+    "icmp6-port-unreachable": "(null)",
+    "tcp-reset": "icmp-host-prohibited",
+    "icmp6-policy-fail": "tcp-reset",
+    "icmp6-reject-route": "icmp-admin-prohibited",
+}
+
+
+def _v4_prefix(address: str) -> str:
+    """The first four bytes of an IPv6 address, printed as an IPv4 one."""
+    try:
+        return str(IPv4Address(IPv6Address(address).packed[:4]))
+    except ValueError:
+        return address
+
+
+def _ipv6_rule_as_monitor_prints(text: str) -> str:
+    """xtables-monitor 1.8.9 prints some parts of an IPv6 rule with their IPv4 printers (seen in
+    the lab): iprange and conntrack addresses as their first four bytes (2001:db8::1 ->
+    32.1.13.184, no mask), an SNAT target without its ``--to-source``, and REJECT's type by
+    the IPv4 name of its number."""
+    text = _IPRANGE.sub(lambda m: f"{m[1]}{_v4_prefix(m[2])}-{_v4_prefix(m[3])}", text)
+    text = _CT_ADDRESS.sub(lambda m: f"{m[1]}{_v4_prefix(m[2])}", text)
+    text = _REJECT_WITH.sub(lambda m: m[1] + _V6_REJECT_AS_V4.get(m[2], m[2]), text)
+    return _SNAT_RANGE.sub(r"\1", text)
+
+
 def _rule_line(step: NetfilterStep, trace_id: int, family: int) -> str:
     v = "-4" if family == 2 else "-6"
     text = step.rule_text or ""
+    if family != 2:
+        text = _ipv6_rule_as_monitor_prints(text)
     # xtables-monitor 1.8.9 has no name for RETURN and prints the raw verdict code.
     verdict = "0xfffffffb" if step.verdict == "RETURN" else step.verdict
     return (
@@ -93,9 +146,11 @@ def _rule_line(step: NetfilterStep, trace_id: int, family: int) -> str:
 
 
 def render_xtables_trace(
-    steps: Iterable[Step], *, trace_id: int = 0, only_traced: bool = True
+    steps: Iterable[Step], *, trace_id: int = 0, only_traced: bool = True, local: bool = False
 ) -> list[str]:
-    """The lines ``xtables-monitor --trace`` prints for these steps (one skb: one trace id)."""
+    """The lines ``xtables-monitor --trace`` prints for these steps (one skb: one trace id).
+
+    ``local``: the packet was sent by the node itself (no link-layer header at any hook)."""
     lines: list[str] = []
     current: tuple[object, str] | None = None
     for step in steps:
@@ -116,6 +171,7 @@ def render_xtables_trace(
                     in_dev=step.in_dev,
                     out_dev=step.out_dev,
                     family=family,
+                    link_header=not local and step.hook is not Hook.OUTPUT,
                 )
             )
         if step.kind is StepKind.POLICY and step.rule is None:

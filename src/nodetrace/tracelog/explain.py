@@ -10,6 +10,7 @@ summary and the per-packet view both call :func:`conclude`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from operator import attrgetter, indexOf
 
 from nodetrace.model.packet import Family, Packet
 from nodetrace.model.trace import Hook, NetfilterStep, Outcome, SourceSpan, StepKind, Trace
@@ -27,6 +28,7 @@ from nodetrace.tracelog.observed import Conclusion, ObservedPacket
 from nodetrace.tracelog.rulebook import NOT_RESOLVED, Resolution, RuleBook, nft_resolve
 from nodetrace.tracelog.sets import set_notes
 
+_BUILTIN_HOOK = attrgetter("builtin_hook")
 LEGACY_GROUPING = (
     "legacy TRACE has no packet id: lines were grouped by packet headers, hook order and time"
 )
@@ -83,7 +85,7 @@ class LegacyView(_View):
         self.book = book
         self.infos = p.infos
         self.n = len(self.infos)
-        self.family = dump_family(p.records[0].ident) if p.records else None
+        self.family = dump_family(p.first.ident)
         self._resolutions: dict[int, Resolution] = {}
 
     def hook(self, i: int) -> str | None:
@@ -98,10 +100,10 @@ class LegacyView(_View):
 
     def first_in(self, hook: str) -> int | None:
         # a pass enters a hook through a built-in chain's record
-        for i, info in enumerate(self.infos):
-            if info.builtin_hook == hook:
-                return i
-        return None
+        try:
+            return indexOf(map(_BUILTIN_HOOK, self.infos), hook)
+        except ValueError:
+            return None
 
     def table(self, i: int) -> str:
         return self.infos[i].table
@@ -120,7 +122,7 @@ class LegacyView(_View):
             info = self.infos[i]
             res = self._resolutions[i] = self.book.legacy(
                 self.family,
-                self.p.records[i].prefix,
+                info.prefix,
                 info.table,
                 info.chain,
                 info.kind,
@@ -129,10 +131,10 @@ class LegacyView(_View):
         return res
 
     def label(self, i: int) -> str:
-        return self.p.records[i].prefix
+        return self.infos[i].prefix
 
     def devs(self, i: int) -> dict[str, str]:
-        return parse_devs(self.p.records[i].devs)
+        return parse_devs(self.p.devs[i])
 
 
 class NftView(_View):

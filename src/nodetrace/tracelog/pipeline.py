@@ -107,10 +107,10 @@ class Analysis:
             if fmt is LogFormat.JOURNAL_JSON:
                 lines = journal_json_lines(lines)
             book = self.book
-            grouper = LegacyGrouper(gap=self.gap, window=self.window)
+            grouper = LegacyGrouper(gap=self.gap, window=self.window, keep_records=False)
             for p in grouper.passes_of_batches(reader.batches(lines)):
                 summary.add(conclude_legacy(p, book), p.occurrence)
-            summary.step_hits.update({k: n for k, n in reader.prefix_counts.items() if n > 0})
+            summary.step_hits.update(reader.prefix_counts)
             self.emitted = summary.packets
             self._finish_kernel(source, reader)
             return
