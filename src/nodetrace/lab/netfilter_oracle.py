@@ -6,7 +6,7 @@ engine is compared with.
 kernel produced for it (legacy kernel log lines, or ``xtables-monitor --trace`` lines for
 iptables-nft) and whether and how it arrived at the destination host. Lines are attributed to
 packets by their IPv4 ID (unique within a batch): in the kernel log each line carries it; in
-xtables-monitor output each ``PACKET:`` line does, for the ``TRACE:`` lines that follow it.
+xtables-monitor output each ``PACKET:`` line does, for the ``TRACE:`` lines of its trace id.
 
 A send may also involve the bed itself (:data:`BED`, when the bridge has an address): a frame
 to it crosses PREROUTING and INPUT, and is *delivered* when a UDP socket listening in the bed
@@ -199,18 +199,24 @@ def _attribute(
             if (m := _KERNEL_ID.search(line)) is not None and int(m.group(1) or m.group(2)) == key
         )
         return Observation(send, packet, arrived, lines)
-    # Trace ids are per skb and may repeat for the next packet of the same flow, so lines are
-    # attributed in order: each PACKET line names the IP ID the TRACE lines after it belong to.
+    # A TRACE line belongs to the packet its trace id was last announced for by a PACKET line:
+    # ids are per skb and may repeat for the next packet of the same flow, and the lines of
+    # two packets interleave when one makes another inside a hook (REJECT's ICMP error is
+    # traced through OUTPUT before the rule that sent it reports its DROP).
     trace_id: int | None = None
     mine: list[str] = []
-    current: int | None = None
+    owner: dict[str, int] = {}
     for line in monitor_lines:
         m = _XT_PACKET.match(line)
         if m:
-            current = int(m.group(2))
-            if current == key and trace_id is None:
-                trace_id = int(m.group(1), 16)
-        if current == key and (m or _XT_TRACE.match(line)):
+            owner[m.group(1)] = int(m.group(2))
+            if owner[m.group(1)] == key:
+                mine.append(line)
+                if trace_id is None:
+                    trace_id = int(m.group(1), 16)
+            continue
+        t = _XT_TRACE.match(line)
+        if t and owner.get(t.group(1)) == key:
             mine.append(line)
     lines = tuple(mine)
     return Observation(send, packet, arrived, lines, trace_id)
