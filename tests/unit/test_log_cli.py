@@ -444,3 +444,20 @@ def test_a_device_as_the_rules_file_is_a_warning(capsys: pytest.CaptureFixture[s
     assert (
         err == "nodetrace: /dev/zero:0: warning: is a device, not a file; explaining without it\n"
     )
+
+
+def test_a_packet_made_inside_a_hook_does_not_steal_the_rule_that_made_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """REJECT's ICMP error is traced between the rejected packet's jump and its DROP line;
+    the DROP line still belongs to the packet whose trace id it carries."""
+    code, out, _ = run(capsys, str(TRACELOG / "xtables-monitor-reject-interleaved.txt"), "--json")
+    assert code == 0
+    rejected, error = jsonl(out)
+    assert rejected["packet"]["ip_id"] == 77 and rejected["outcome"] == "rejected"
+    last = rejected["steps"][rejected["verdict_step"]]
+    assert (last["chain"], last["handle"]) == ("c1", 4)
+    assert error["packet"]["ip_id"] == 542 and error["outcome"] == "accepted"
+    assert all(
+        s["chain"] != "c1" or s["kind"] != "rule" or s["handle"] != 4 for s in error["steps"]
+    )
