@@ -461,3 +461,18 @@ def test_a_packet_made_inside_a_hook_does_not_steal_the_rule_that_made_it(
     assert all(
         s["chain"] != "c1" or s["kind"] != "rule" or s["handle"] != 4 for s in error["steps"]
     )
+
+
+def test_nft_steps_are_found_by_handle_with_the_nodes_nft_listing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two identical LOG rules: only the handle in the trace says which one matched."""
+    base = TRACELOG / "lab-handles"
+    trace = str(base.with_suffix(".xtables-monitor.txt"))
+    save, listing = str(base.with_suffix(".save")), str(base.with_suffix(".nft-list-ruleset.txt"))
+    code, out, _ = run(capsys, trace, "--rules", save, "--rules", listing, "--json")
+    assert code == 0
+    (packet,) = jsonl(out)
+    c1 = [(s["handle"], s["number"]) for s in packet["steps"] if s["chain"] == "c1"]
+    assert c1 == [(7, 3), (8, 4)]
+    assert any("found by their nf_tables handle" in a for a in packet["assumptions"])

@@ -27,6 +27,7 @@ from nodetrace.model.trace import Hook
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.parsers.ipset_save import parse_ipset_save
 from nodetrace.parsers.iptables_save import parse_iptables_save
+from nodetrace.parsers.nft_list_ruleset import attach_nft_handles, parse_nft_list_ruleset
 from nodetrace.render.json import SCHEMA_VERSION, dumps
 from nodetrace.render.kernel_trace import render_kernel_trace
 from nodetrace.render.text import describe_packet, print_trace
@@ -46,6 +47,9 @@ examples:
       --packet tcp,nw_src=10.0.0.50,nw_dst=10.0.0.11,tp_src=40000,tp_dst=22,tcp_flags=+syn \\
       --in qbr3b1f6a2c-8d --out qbr3b1f6a2c-8d --physdev-in qvb3b1f6a2c-8d --physdev-out tap3b1f6a2c-8d
   nodetrace iptables rules.save --hook PREROUTING,FORWARD,POSTROUTING --format kernel ...
+  nodetrace iptables rules.save --nft-handles nft-a.txt --format xtables ...
+      (nft-a.txt: 'nft -a list ruleset' of the same node, so rules inserted later with
+      iptables-nft -I are named by their real handles)
 
 A bridged packet (--physdev-in given) sees IN= the bridge in PREROUTING, IN=/OUT= the bridge in
 FORWARD and OUT= the bridge in POSTROUTING; give --in/--out as the bridge and the tool passes
@@ -107,6 +111,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="direction of the packet in its connection (with --ct-state)",
     )
     p.add_argument("--ipsets", metavar="F", help="ipset save output of the node")
+    p.add_argument(
+        "--nft-handles",
+        metavar="FILE",
+        help="'nft -a list ruleset' output of the node: rules are named by their real nf_tables "
+        "handles (xtables format) instead of those a fresh iptables-nft-restore would give",
+    )
     p.add_argument(
         "--backend",
         choices=["legacy", "nft"],
@@ -206,6 +216,18 @@ def _load_rules(args: argparse.Namespace, sink: DiagnosticSink) -> Ruleset:
     return ruleset
 
 
+def _with_nft_handles(args: argparse.Namespace, ruleset: Ruleset, sink: DiagnosticSink) -> Ruleset:
+    if not args.nft_handles:
+        return ruleset
+    if args.backend == "legacy" or ruleset.backend is Backend.LEGACY:
+        raise UsageError("--nft-handles: nf_tables handles mean nothing to iptables-legacy")
+    source = args.nft_handles if args.nft_handles != "-" else "<stdin>"
+    listing = parse_nft_list_ruleset(_read(args.nft_handles), source=source, sink=sink)
+    if not listing.tables:
+        raise InputError(f"{source}: no table found (is it 'nft -a list ruleset' output?)")
+    return attach_nft_handles(ruleset, listing).ruleset
+
+
 def _load_ipsets(args: argparse.Namespace, sink: DiagnosticSink) -> IpSets | None:
     if not args.ipsets:
         return None
@@ -214,7 +236,10 @@ def _load_ipsets(args: argparse.Namespace, sink: DiagnosticSink) -> IpSets | Non
 
 def run(args: argparse.Namespace) -> int:
     sink = DiagnosticSink()
+    if args.nft_handles == "-" and args.rules == "-":
+        raise UsageError("RULES and --nft-handles cannot both be read from stdin")
     ruleset = _load_rules(args, sink)
+    ruleset = _with_nft_handles(args, ruleset, sink)
     ipsets = _load_ipsets(args, sink)
     print_diagnostics(sink.items)
     spec = parse_flow(args.packet)
@@ -231,7 +256,11 @@ def run(args: argparse.Namespace) -> int:
         )
     hooks = _hooks(args.hook)
     facts = NodeFacts(
-        backend=Backend(args.backend) if args.backend else None,
+        backend=Backend(args.backend)
+        if args.backend
+        else Backend.NFT
+        if args.nft_handles and ruleset.backend is Backend.UNKNOWN
+        else None,
         local_addresses=_local_addresses(args.local_address),  # type: ignore[arg-type]
         socket_uid=args.uid,
         socket_gid=args.gid if args.gid is not None else args.uid,

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=[],
         metavar="F",
-        help="iptables-save / ip6tables-save output of the node (may be given twice)",
+        help="iptables-save / ip6tables-save output of the node, or its 'nft -a list ruleset' "
+        "(nf_tables steps are then found by rule handle); may repeat",
     )
     p.add_argument(
         "--ipsets",

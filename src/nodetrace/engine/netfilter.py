@@ -60,6 +60,7 @@ from nodetrace.model.netfilter import (
     RejectTarget,
     Rule,
     Ruleset,
+    Table,
     Target,
     TcpmssTarget,
     TraceTarget,
@@ -317,6 +318,53 @@ def assumed_handles(ruleset: Ruleset) -> dict[tuple[str, str, int], int]:
     return handles
 
 
+def rule_handles(ruleset: Ruleset) -> dict[tuple[str, str, int], int]:
+    """The nft handle of every rule: the real one where ``nft -a list ruleset`` gave it
+    (:attr:`Rule.handle`), else, table by table, what a fresh restore assigns.
+
+    A table is taken whole from one source: mixing real and assumed handles in one table
+    could give two rules the same handle.
+    """
+    assumed = assumed_handles(ruleset)
+    handles: dict[tuple[str, str, int], int] = {}
+    for table in ruleset.tables.values():
+        real = _real_handles(table)
+        for chain in table.chains.values():
+            for rule in chain.rules:
+                key = (table.name, chain.name, rule.position)
+                handles[key] = real[key] if real is not None else assumed[key]
+    return handles
+
+
+def _real_handles(table: Table) -> dict[tuple[str, str, int], int] | None:
+    rules = [r for chain in table.chains.values() for r in chain.rules]
+    if not rules or any(r.handle is None for r in rules):
+        return None
+    return {(table.name, r.chain, r.position): r.handle for r in rules if r.handle is not None}
+
+
+def _handle_assumptions(ruleset: Ruleset) -> list[str]:
+    """What the engine assumes about rule handles, naming the tables it assumes them for."""
+    assumed = [
+        t.name
+        for t in ruleset.tables.values()
+        if any(c.rules for c in t.chains.values()) and _real_handles(t) is None
+    ]
+    if not assumed:
+        return []
+    real = [t.name for t in ruleset.tables.values() if _real_handles(t) is not None]
+    scope = "" if not real else f" in table{'s' if len(assumed) > 1 else ''} {', '.join(assumed)}"
+    why = (
+        "; ".join(ruleset.handle_notes)
+        if ruleset.handle_notes
+        else "no nft -a list ruleset was given"
+    )
+    return [
+        f"nft rule handles{scope} assumed as a fresh iptables-nft-restore of this ruleset "
+        f"assigns them ({why}); a rule inserted later with -I has other handles"
+    ]
+
+
 def _needs_conntrack(ruleset: Ruleset) -> Rule | None:
     for rule in ruleset.rules():
         if any(uses_conntrack(m) for m in rule.matches):
@@ -402,12 +450,9 @@ class NetfilterEngine:
                     "no rule needs conntrack, so the kernel tracks no connections in this "
                     "namespace: nat chains are not consulted and every state is INVALID"
                 )
-        handles = assumed_handles(ruleset) if self.backend is Backend.NFT else {}
-        if handles:
-            self.base_assumptions.append(
-                "nft rule handles assumed as a fresh iptables-nft-restore of this ruleset "
-                "assigns them"
-            )
+        handles = rule_handles(ruleset) if self.backend is Backend.NFT else {}
+        if self.backend is Backend.NFT:
+            self.base_assumptions.extend(_handle_assumptions(ruleset))
         self._chains: dict[tuple[str, str], _CChain] = {}
         for table in ruleset.tables.values():
             for chain in table.chains.values():

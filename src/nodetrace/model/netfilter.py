@@ -637,6 +637,9 @@ class Rule:
     """The rule as iptables-save printed it, without counters (``-A CHAIN ...``)."""
     pos: SourcePos | None = None
     counters: tuple[int, int] | None = None
+    handle: int | None = None
+    """The rule's nf_tables handle, when ``nft -a list ruleset`` of the same node was read
+    (iptables-save does not print it; nf_tables traces name rules by it)."""
 
     @property
     def is_unconditional(self) -> bool:
@@ -701,6 +704,8 @@ class Ruleset:
     tables: dict[str, Table] = field(default_factory=dict)
     backend: Backend = Backend.UNKNOWN
     source: str = ""
+    handle_notes: tuple[str, ...] = ()
+    """Why tables were left without :attr:`Rule.handle` when an nft listing was read."""
 
     def chain(self, table: str, chain: str) -> Chain | None:
         t = self.tables.get(table)

@@ -148,6 +148,9 @@ def linux_specs(options: Options) -> List[Spec]:
         Spec("ip6tables-legacy-save", ("ip6tables-legacy-save",), "ip6tables-legacy-save.txt"),
         Spec("ip6tables-nft-save", ("ip6tables-nft-save",), "ip6tables-nft-save.txt"),
         Spec("ipset-save", ("ipset", "save"), "ipset-save.txt"),
+        # nf_tables traces name rules by handle, which only this listing shows (a rule added
+        # with iptables-nft -I does not get the handle a fresh restore would give it).
+        Spec("nft-list-ruleset", ("nft", "-a", "list", "ruleset"), "nft-list-ruleset.txt"),
         # Namespace ids, to find which namespace holds the far end of a veth (link_netnsid).
         Spec("ip-netns", ("ip", "-j", "netns", "list"), "ip-netns.json"),
         Spec("ip-link", ("ip", "-d", "-j", "link", "show"), "ip-link.json"),

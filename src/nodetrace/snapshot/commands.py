@@ -22,6 +22,7 @@ KNOWN_KINDS = frozenset(
         "ip6tables-nft-save",
         "ipset-save",
         "ipset-list",
+        "nft-list-ruleset",
         "ip-netns",
         "ip-link",
         "ip-addr",
@@ -141,6 +142,12 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
             return Recognised("ipset-save", preference=2)
         if pos[:1] == ["list"] and len(pos) == 1:
             return Recognised("ipset-list", preference=1)
+        return None
+    if prog == "nft":
+        # Only a listing with handles (-a) can name the rules nf_tables traces print.
+        pos, flags = _drop_options(args, ())
+        if pos == ["list", "ruleset"] and flags & {"-a", "--handle"}:
+            return Recognised("nft-list-ruleset")
         return None
     if prog == "sysctl":
         return Recognised("sysctl")

@@ -34,6 +34,11 @@ from nodetrace.parsers import bridge_json, ip_json, ip_text
 from nodetrace.parsers.ipset_list import parse_ipset_list
 from nodetrace.parsers.ipset_save import parse_ipset_save
 from nodetrace.parsers.iptables_save import parse_iptables_save
+from nodetrace.parsers.nft_list_ruleset import (
+    NftListing,
+    attach_nft_handles,
+    parse_nft_list_ruleset,
+)
 from nodetrace.parsers.sysctl import parse_sysctl
 from nodetrace.snapshot.bundle import MANIFEST, read_bundle
 from nodetrace.snapshot.folder import read_folder
@@ -108,6 +113,7 @@ class _Loader:
         self.sink = DiagnosticSink()
         self.missing: list[Missing] = []
         self.root: SubTree = listing.root
+        self._nft_listings: dict[str, NftListing | None] = {}
 
     # -- reading entries ---------------------------------------------------------------
 
@@ -281,7 +287,24 @@ class _Loader:
             and r.backend is not Backend.UNKNOWN
             and _has_rules(r)
         )
-        return primary, others
+        if primary is not None:
+            primary = self.with_handles(primary, netns)
+        return primary, tuple(self.with_handles(r, netns) for r in others)
+
+    def with_handles(self, ruleset: Ruleset, netns: str) -> Ruleset:
+        """An iptables-nft ruleset with the rule handles ``nft -a list ruleset`` shows."""
+        if ruleset.backend is not Backend.NFT or not _has_rules(ruleset):
+            return ruleset
+        if netns not in self._nft_listings:
+
+            def parse(text: str, where: str) -> NftListing:
+                return parse_nft_list_ruleset(text, source=where, sink=self.sink)
+
+            self._nft_listings[netns] = self.parse("nft-list-ruleset", netns, parse, quiet=True)
+        listing = self._nft_listings[netns]
+        if listing is None:
+            return ruleset
+        return attach_nft_handles(ruleset, listing).ruleset
 
     def ipsets(self, netns: str) -> IpSets | None:
         def save(text: str, where: str) -> IpSets:

@@ -18,6 +18,7 @@ sos file                                                read as
 ``sos_commands/networking/namespaces/NS/ip_netns_exec_NS_*``  the same, in namespace NS
 ``sos_commands/{networking,firewall_tables}/*iptables-save*`` ``iptables-save`` (older sos)
 ``sos_commands/{networking,firewall_tables}/ipset_*``   ``ipset-save`` / ``ipset-list``
+``sos_commands/nftables/nft_-a_list_ruleset``           ``nft-list-ruleset`` (rule handles)
 ``sos_commands/kernel/sysctl_-a``                       ``sysctl``
 ``sos_commands/openvswitch/ovs-vsctl_-t_5_show``        ``ovs-vsctl-show``
 ``sos_commands/openvswitch/ovs-vsctl_-t_5_list_bridge`` ``ovs-vsctl-list-bridge`` (text)
@@ -42,7 +43,15 @@ from nodetrace.snapshot.folder import named_entries
 from nodetrace.snapshot.listing import Listing
 from nodetrace.snapshot.tree import SubTree
 
-PLUGIN_FOLDERS = ("networking", "openvswitch", "firewall_tables", "kernel", "ipset", "conntrack")
+PLUGIN_FOLDERS = (
+    "networking",
+    "openvswitch",
+    "firewall_tables",
+    "nftables",
+    "kernel",
+    "ipset",
+    "conntrack",
+)
 
 
 def _first_line(root: SubTree, *paths: str) -> str:

@@ -176,6 +176,7 @@ class NftView(_View):
                 e.target_chain,
                 e.rule_text,
                 after.get(key, 0),
+                handle=e.handle,
             )
             if res.rule is not None:
                 after[key] = res.rule.position
@@ -425,10 +426,14 @@ def _hook(name: str | None) -> Hook | None:
     return Hook(name) if name is not None and name in Hook.__members__ else None
 
 
-def _assumptions(book: RuleBook | None, legacy: bool, nft_syntax: bool = False) -> tuple[str, ...]:
+def _assumptions(
+    book: RuleBook | None, legacy: bool, nft_syntax: bool = False, by_handle: bool = False
+) -> tuple[str, ...]:
     out: list[str] = []
     if legacy:
         out.append(LEGACY_GROUPING)
+    elif book and by_handle:
+        out.append("rules were found by their nf_tables handle (nft -a list ruleset)")
     elif book:
         out.append(
             "nf_tables names rules by handle, which iptables-save does not print: rules were found "
@@ -602,7 +607,12 @@ def observe_nft(
         outcome=conclusion.outcome,
         verdict_step=conclusion.verdict_step,
         reason=conclusion.reason,
-        assumptions=_assumptions(book, legacy=False, nft_syntax=log_format == "nft-monitor"),
+        assumptions=_assumptions(
+            book,
+            legacy=False,
+            nft_syntax=log_format == "nft-monitor",
+            by_handle=any(v.resolution(i).how == "handle" for i in range(len(p.events))),
+        ),
         packet=packet_from_dump(header) if header is not None else None,
     )
     return ObservedPacket(

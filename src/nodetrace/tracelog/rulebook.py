@@ -4,9 +4,10 @@ Legacy TRACE names a rule by its position; the kernel's numbering is reproduced 
 rules count from 1 in their chain, a rule without matches whose target is ACCEPT, DROP, RETURN
 or QUEUE is logged as ``return`` (user chain) or ``policy`` (built-in chain) at its own
 position, and a chain's implicit end is its rule count + 1. nf_tables traces name a rule by
-handle (which iptables-save does not print) and re-print it: ``xtables-monitor`` in iptables
-syntax, found here by its text; ``nft monitor`` in nft syntax, found by chain, verdict and
-order when exactly one rule fits.
+handle (which iptables-save does not print) and re-print it. With ``nft -a list ruleset`` of
+the node among the rule files, every rule knows its handle and a step is found by it; without,
+``xtables-monitor`` steps (iptables syntax) are found by their text and ``nft monitor`` steps
+(nft syntax) by chain, verdict and order when exactly one rule fits.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class RuleBook:
     sources: tuple[str, ...] = ()
     _legacy_cache: dict[tuple[Family, str], Resolution] = field(default_factory=dict)
     _text_index: dict[tuple[Family, str, str], dict[str, list[Rule]]] = field(default_factory=dict)
+    _handle_index: dict[tuple[Family, str, str], dict[int, Rule]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.rulesets)
@@ -90,6 +92,28 @@ class RuleBook:
             self._text_index[index_key] = index
         found = index.get(_normalize(text))
         return found[0] if found else None
+
+    def knows_handles(self, family: Family | None, table: str) -> bool:
+        """Whether every rule of ``table`` has its nf_tables handle (an ``nft -a list ruleset``
+        of the node was read and agreed with the ruleset)."""
+        ruleset = self.for_family(family)
+        t = ruleset.tables.get(table) if ruleset is not None else None
+        rules = [r for c in t.chains.values() for r in c.rules] if t is not None else []
+        return bool(rules) and all(r.handle is not None for r in rules)
+
+    def by_handle(self, family: Family | None, table: str, chain: str, handle: int) -> Rule | None:
+        """The rule of ``chain`` whose nf_tables handle is ``handle``."""
+        ruleset = self.for_family(family)
+        if ruleset is None:
+            return None
+        index_key = (ruleset.family, table, chain)
+        index = self._handle_index.get(index_key)
+        if index is None:
+            c = ruleset.chain(table, chain)
+            rules = c.rules if c is not None else ()
+            index = {r.handle: r for r in rules if r.handle is not None}
+            self._handle_index[index_key] = index
+        return index.get(handle)
 
     def chain(self, family: Family | None, table: str, chain: str) -> Chain | None:
         ruleset = self.for_family(family)
@@ -157,8 +181,10 @@ def nft_resolve(
     target_chain: str | None,
     rule_text: str | None,
     after: int,
+    handle: int | None = None,
 ) -> Resolution:
-    """The rule an nf_tables rule event names: by its iptables text, else by verdict and order.
+    """The rule an nf_tables rule event names: by its handle when the book knows handles, else
+    by its iptables text, else by verdict and order.
 
     ``after`` is the position of the last rule matched in this chain during this traversal
     (rules match in order, so the next one lies beyond it).
@@ -172,6 +198,21 @@ def nft_resolve(
         return Resolution(
             None, Effect.UNKNOWN, f"chain {chain} is not in table {table} of the ruleset"
         )
+    if handle is not None and book.knows_handles(family, table):
+        found = book.by_handle(family, table, chain, handle)
+        if found is None:
+            return Resolution(
+                None, Effect.UNKNOWN, f"no rule of {chain} has handle {handle}", how="handle"
+            )
+        misfit = None
+        text_differs = rule_text is not None and _normalize(rule_text) != _normalize(found.text)
+        if rule_text and rule_text.startswith("-A ") and text_differs:
+            # the ruleset changed between the listing and the log, or the files are of two nodes
+            misfit = (
+                f"handle {handle} is '{found.text}' in the ruleset, but the trace prints "
+                f"'{rule_text}'"
+            )
+        return Resolution(found, rule_effect(found), misfit, how="handle")
     if rule_text and rule_text.startswith("-A "):
         rule = book.by_text(family, table, chain, rule_text)
         if rule is not None:

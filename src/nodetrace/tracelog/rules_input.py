@@ -1,5 +1,8 @@
 """Read the ``--rules`` and ``--ipsets`` files a log is explained with, reporting what is wrong.
 
+A ``--rules`` file may also be ``nft -a list ruleset`` output of the node: its rule handles are
+then given to the iptables rulesets, so nf_tables trace steps are found by handle.
+
 A file that is not what it should be (not iptables-save output, not ipset save output) is
 reported in one line naming the file and the first line that gave it away, and left out: the
 log is then explained without it rather than not at all.
@@ -19,6 +22,12 @@ from nodetrace.model.packet import Family
 from nodetrace.parsers.ipset_list import looks_like_ipset_list, parse_ipset_list
 from nodetrace.parsers.ipset_save import parse_ipset_save
 from nodetrace.parsers.iptables_save import parse_iptables_save
+from nodetrace.parsers.nft_list_ruleset import (
+    NftListing,
+    attach_nft_handles,
+    looks_like_nft_listing,
+    parse_nft_list_ruleset,
+)
 from nodetrace.tracelog.rulebook import RuleBook
 
 MAX_REPORTED = 10
@@ -85,6 +94,33 @@ def load_ruleset(name: str, sink: DiagnosticSink) -> Ruleset | None:
     return ruleset
 
 
+def _load_nft_listing(name: str, sink: DiagnosticSink) -> NftListing | None:
+    """The handles of an ``nft -a list ruleset`` file, or ``None`` when the file is not one
+    (an empty listing when it is one but gives no table)."""
+    path = Path(name)
+    if not path.is_file():
+        return None  # reported when read as a ruleset
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as g:
+                head = g.read(4096)
+    except (OSError, EOFError, zlib.error):
+        return None  # reported when read as a ruleset
+    if not looks_like_nft_listing(head.decode("utf-8", errors="replace")):
+        return None
+    text = _read(name, sink)
+    if text is None:
+        return NftListing(source=name)
+    problems = DiagnosticSink()
+    listing = parse_nft_list_ruleset(text, source=name, sink=problems)
+    _report(name, "nft listing", problems, sink)
+    if not listing.tables:
+        sink.warn(SourcePos(name, 1), "no table in the nft listing; rule handles are not known")
+    return listing
+
+
 def load_ipsets(name: str, sink: DiagnosticSink) -> IpSets | None:
     text = _read(name, sink)
     if text is None:
@@ -110,7 +146,14 @@ def load_rulebook(
     """The rulesets (one per family; a later file of the same family wins) and ipsets given."""
     book = RuleBook()
     sources: list[str] = []
+    listings: list[NftListing] = []
     for name in rule_files:
+        listing = _load_nft_listing(name, sink)
+        if listing is not None:
+            if listing.tables:
+                listings.append(listing)
+                sources.append(name)
+            continue
         ruleset = load_ruleset(name, sink)
         if ruleset is None:
             continue
@@ -120,6 +163,14 @@ def load_rulebook(
             )
         book.rulesets[ruleset.family] = ruleset
         sources.append(name)
+    for listing in listings[-1:]:  # like rulesets, a later listing wins
+        for family, ruleset in book.rulesets.items():
+            attached = attach_nft_handles(ruleset, listing)
+            for note in attached.notes:
+                sink.warn(SourcePos(listing.source, 0), f"{note}; steps there are found by text")
+            book.rulesets[family] = attached.ruleset
+    if len(listings) > 1:
+        sink.warn(SourcePos(listings[-1].source, 0), "a second nft listing; this one is used")
     merged: dict[str, IpSet] = {}
     for name in ipset_files:
         sets = load_ipsets(name, sink)
