@@ -248,28 +248,8 @@ def _report(tally: Tally, tmp_path: Path, minimum: int) -> None:
 def test_random_rulesets_trace_like_the_kernel(
     lab: Resources, tmp_path: Path, backend: Backend
 ) -> None:
-    rng = random.Random(f"{SEED}-{backend.value}")
     tally = Tally()
-    hosts = [HostSpec("a"), HostSpec("b")]
-    n = 0
-    while tally.cases < RANDOM_CASES:
-        n += 1
-        seed = rng.randrange(1 << 30)
-
-        def text(bed: BridgeBed, seed: int = seed) -> str:
-            names = BedNames(
-                bed.bridge,
-                tuple(h.port for h in bed.hosts),
-                tuple(h.mac for h in bed.hosts),
-                ipsets=("s1", "s2"),
-            )
-            return RandomRuleset(random.Random(seed), names).text()
-
-        def sends(bed: BridgeBed, seed: int = seed) -> list[Send]:
-            r = random.Random(seed + 1)
-            return random_sends(r)
-
-        _run_case(tmp_path, backend, hosts, text, sends, tally, f"random{n}-{seed}", ipsets=IPSETS)
+    _random_rulesets(tmp_path, backend, tally, RANDOM_CASES)
     _report(tally, tmp_path, minimum=RANDOM_CASES)
 
 
