@@ -67,3 +67,19 @@ def lab(tmp_path: Path) -> Iterator[Resources]:
 def unique(prefix: str) -> str:
     """A short name unlikely to exist already (interface names must stay under 16 chars)."""
     return f"{prefix}{uuid.uuid4().hex[:6]}"
+
+
+DEFAULT_SEED = 20261126
+
+
+def seed_from_env(variable: str = "NODETRACE_SEED") -> int:
+    """The seed of a randomised differential test.
+
+    ``NODETRACE_SEED=N`` replays a run; ``NODETRACE_SEED=random`` draws a fresh one to explore
+    new cases. Without it the fixed default keeps every CI run the same, so a red run always
+    means a change and never the luck of the draw.
+    """
+    value = os.environ.get(variable, "")
+    if value == "random":
+        return uuid.uuid4().int % 1_000_000_000
+    return int(value) if value else DEFAULT_SEED

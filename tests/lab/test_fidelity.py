@@ -3,26 +3,25 @@ installed must agree with the real kernel and OVS on every packet it is asked ab
 alternate between iptables-legacy (kernel log TRACE lines) and iptables-nft
 (``xtables-monitor --trace`` lines, compared in full with the trace ids normalised).
 
-The seed is random and printed; replay a run with NODETRACE_FIDELITY_SEED.
+The seed is printed (fixed by default; NODETRACE_FIDELITY_SEED=N replays a run, =random explores).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
 from pathlib import Path
 
 import pytest
 
 from nodetrace.lab.fidelity import format_report, run_fidelity
+from tests.conftest import seed_from_env
 
 CASES = 120
 
 
 @pytest.mark.lab
 def test_engines_agree_with_the_real_lab(tmp_path: Path) -> None:
-    seed = int(os.environ.get("NODETRACE_FIDELITY_SEED", random.randrange(10**6)))
+    seed = seed_from_env("NODETRACE_FIDELITY_SEED")
     print(f"fidelity seed {seed}")
     report = run_fidelity(cases=CASES, seed=seed, root=tmp_path / "labs", per_scenario=40)
     text = format_report(report)

@@ -221,6 +221,8 @@ class TraceMonitor:
         self.path = workdir / f"{kind}-monitor-{uuid.uuid4().hex[:8]}.txt"
         self._proc: subprocess.Popen[bytes] | None = None
         self._out: int | None = None
+        self.exited_early: int | None = None
+        """The monitor's exit status if it ended before :meth:`stop` (then events were lost)."""
 
     def __enter__(self) -> TraceMonitor:
         self.start()
@@ -299,6 +301,21 @@ class TraceMonitor:
             last_size = size
             time.sleep(0.01)
 
+    def keep_up(self, *, limit: float = 1.0) -> None:
+        """Wait until the monitor's socket queue is empty again.
+
+        The kernel queues trace events on the monitor's netlink socket; when the queue outgrows
+        the socket buffer, xtables-monitor stops with "No buffer space available" and every
+        later event is lost. Sending the next packet only once the queue is empty keeps a busy
+        batch within the buffer.
+        """
+        pid = self._monitor_pid()
+        if pid is None:
+            return
+        deadline = time.monotonic() + limit
+        while _trace_socket_queue(_netlink_table_of(pid)) and time.monotonic() < deadline:
+            time.sleep(0.002)
+
     def wait_quiet(self, *, quiet: float = 0.1, limit: float = 3.0) -> None:
         """Kept for callers of the first API: waits as :meth:`wait_drained` does."""
         self.wait_drained(limit=max(limit, quiet))
@@ -309,6 +326,8 @@ class TraceMonitor:
         if settle:
             self.wait_drained(limit=max(settle * 50, 2.0))
         proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is not None:
+            self.exited_early = proc.returncode
         if proc is not None and proc.poll() is None:
             # ``timeout`` forwards SIGTERM to the monitor it started.
             proc.send_signal(signal.SIGTERM)

@@ -28,6 +28,7 @@ from pathlib import Path
 from nodetrace.lab.bridge_bed import BridgeBed
 from nodetrace.lab.capture import KernelTraceLog, TraceMonitor
 from nodetrace.lab.resources import Resources
+from nodetrace.lab.run import CommandError
 from nodetrace.lab.send import Frame, Wire, frame_bytes, in_netns, ip_bytes, packet_from_frame
 from nodetrace.model.netfilter import Backend
 from nodetrace.model.packet import ETH_TYPE_IPV6, IPProto, Packet
@@ -83,6 +84,10 @@ def local_payload(packet: Packet) -> bytes:
     return b"nodetrace" + packet_key(packet).to_bytes(4, "big")
 
 
+class CaptureFailed(CommandError):
+    """The TRACE capture itself failed (the monitor died): nothing to compare, not a verdict."""
+
+
 def observe(
     res: Resources,
     bed: BridgeBed,
@@ -131,9 +136,16 @@ def observe(
                         local[0].sendto(ip_bytes(packet), (str(packet.nw_dst), 0))
                 else:
                     wires[send.src].send(frame_bytes(packet, payload=payload))
+                if monitor is not None:
+                    monitor.keep_up()
             time.sleep(settle)
             kernel_lines = log.lines(devices=bed.devices) if backend is Backend.LEGACY else []
         monitor_lines = monitor.stop(settle=settle) if monitor is not None else []
+        if monitor is not None and monitor.exited_early is not None:
+            raise CaptureFailed(
+                f"xtables-monitor stopped early (status {monitor.exited_early}): "
+                f"{monitor_lines[-1] if monitor_lines else 'no output'}"
+            )
         received: dict[str, list[Frame]] = {name: w.receive(timeout=0) for name, w in wires.items()}
         datagrams = _datagrams(local[-1]) if listen_udp is not None else set()
     finally:
