@@ -191,7 +191,7 @@ def test_report_shows_agreement_per_backend_and_where_long_lines_part() -> None:
                    {"netfilter": {"status": "disagree", "detail": "qbr1: real 1 steps",
                                   "real": [real], "predicted": [predicted]}}),
     ]  # fmt: skip
-    report = FidelityReport(1, cases, {"netfilter": {"available": True, "reason": ""}}, ["a", "b"])
+    report = FidelityReport(1, cases, {"netfilter": {}}, ["a", "b"])
     text = format_report(report)
     assert "1 iptables-legacy, 1 iptables-nft" in text
     assert "netfilter  1/2 agree (50.0%)  [legacy 1/1, nft 0/1]" in text

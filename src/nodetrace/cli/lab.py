@@ -131,7 +131,7 @@ def register(subparsers: Any) -> None:
         description="Build random 2-node labs (iptables-legacy and -nft in turn), send random "
         "packets (allowed "
         "and denied, new and established, same node, across the tunnel, from the underlay), "
-        "and compare what really happened with what each available engine predicts from the "
+        "and compare what really happened with what each engine predicts from the "
         "lab's snapshot. Exit status 1 if any engine disagreed or failed.",
     )
     fid.add_argument("--cases", type=int, default=100, help="number of packets (default 100)")

@@ -1,8 +1,7 @@
 """How each engine is asked for its prediction in the fidelity suite, and how it is compared.
 
 An adapter loads what its engine needs from the lab's snapshot bundles once per scenario, then
-for each packet predicts what the real lab observed and says whether the two agree. An engine
-that is not part of this installation reports itself as not available, with the reason.
+for each packet predicts what the real lab observed and says whether the two agree.
 
 * ``netfilter``: for each Linux bridge pass the packet really made (the ``qbr`` of the sending
   VM, then the one of the receiving VM), the engine's TRACE steps (table, chain, kind, number
@@ -33,8 +32,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Comparison:
     status: str
-    """``agree``, ``disagree``, ``error`` (the engine raised), ``skipped`` (nothing to compare)
-    or ``not available``."""
+    """``agree``, ``disagree``, ``error`` (the engine raised, or could not load the scenario)
+    or ``skipped`` (nothing to compare)."""
     detail: str = ""
     real: tuple[str, ...] = ()
     predicted: tuple[str, ...] = ()
@@ -50,9 +49,6 @@ class ScenarioContext:
 
 class EngineAdapter(Protocol):
     name: str
-
-    def unavailable(self) -> str | None:
-        """Why the engine cannot be used here, or ``None``."""
 
     def prepare(self, ctx: ScenarioContext) -> None:
         """Load the scenario's snapshots (once per lab)."""
@@ -155,14 +151,6 @@ class NetfilterAdapter:
     def __init__(self) -> None:
         self._engines: dict[str, Any] = {}
         self._ctx: ScenarioContext | None = None
-
-    def unavailable(self) -> str | None:
-        try:
-            from nodetrace.engine.netfilter import NetfilterEngine, bridge_path  # noqa: F401
-            from nodetrace.snapshot.load import load  # noqa: F401
-        except ImportError as err:
-            return f"not installed ({err})"
-        return None
 
     def prepare(self, ctx: ScenarioContext) -> None:
         from nodetrace.engine.netfilter import NetfilterEngine
@@ -287,14 +275,6 @@ class OpenFlowAdapter:
     def __init__(self) -> None:
         self._engines: dict[str, Any] = {}
 
-    def unavailable(self) -> str | None:
-        try:
-            from nodetrace.engine.openflow import OpenFlowEngine  # noqa: F401
-            from nodetrace.snapshot.load import load  # noqa: F401
-        except ImportError as err:
-            return f"not installed ({err})"
-        return None
-
     def prepare(self, ctx: ScenarioContext) -> None:
         from nodetrace.engine.openflow import OpenFlowEngine
         from nodetrace.snapshot.load import load
@@ -348,14 +328,6 @@ class WalkAdapter:
         self._ctx: ScenarioContext | None = None
         self._snaps: dict[str, Any] = {}
         self._engines: dict[str, Any] = {}
-
-    def unavailable(self) -> str | None:
-        try:
-            from nodetrace.engine.walk import walk  # noqa: F401
-            from nodetrace.engine.walk_adapters import engines_for  # noqa: F401
-        except ImportError as err:
-            return f"not installed ({err})"
-        return None
 
     def prepare(self, ctx: ScenarioContext) -> None:
         from nodetrace.engine.walk_adapters import engines_for

@@ -41,6 +41,7 @@ from nodetrace.parsers.nft_list_ruleset import (
 )
 from nodetrace.parsers.sysctl import parse_sysctl
 from nodetrace.snapshot.bundle import MANIFEST, read_bundle
+from nodetrace.snapshot.commands import KNOWN_KINDS
 from nodetrace.snapshot.folder import read_folder
 from nodetrace.snapshot.listing import OK, Entry, Listing
 from nodetrace.snapshot.ovs import build_switch
@@ -49,19 +50,7 @@ from nodetrace.snapshot.tree import ArchiveTree, SubTree, find_root, open_tree
 
 T = TypeVar("T")
 
-RAW_KINDS = (
-    "ovs-vsctl-show",
-    "ovs-vsctl-list-open_vswitch",
-    "ovs-vsctl-list-bridge",
-    "ovs-vsctl-list-port",
-    "ovs-vsctl-list-interface",
-    "ovs-ofctl-show",
-    "ovs-ofctl-dump-flows",
-    "ovs-appctl-fdb-show",
-    "ovs-appctl-dpctl-dump-conntrack",
-    "conntrack-ipv4",
-    "conntrack-ipv6",
-)
+RAW_KINDS = frozenset(k for k in KNOWN_KINDS if k.startswith(("ovs-", "conntrack-")))
 """Outputs kept as text in the snapshot for the layers that parse them (Open vSwitch state,
 conntrack tables)."""
 
