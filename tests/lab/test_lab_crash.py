@@ -19,6 +19,7 @@ from nodetrace.cli import main
 from nodetrace.lab.resources import netns_exists
 from nodetrace.lab.state import LabDir
 from tests.conftest import unique
+from tests.lab.residue import processes_and_folder_left
 
 SCENARIO = """
 [[nodes]]
@@ -60,17 +61,7 @@ def _up(scenario: Path, name: str, root: Path) -> subprocess.Popen[bytes]:
 
 def _residue(name: str, root: Path) -> list[str]:
     left = [f"netns {name}-{n}" for n in NAMESPACES if netns_exists(f"{name}-{n}")]
-    marker = str(root / name).encode()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker in (proc / "cmdline").read_bytes():
-                    left.append(f"process {proc.name}: {(proc / 'cmdline').read_bytes()!r}")
-            except OSError:
-                continue
-    if (root / name).exists():
-        left.append(f"folder {root / name}")
-    return left
+    return left + processes_and_folder_left(root / name)
 
 
 def _down_force(name: str, root: Path) -> None:

@@ -21,6 +21,7 @@ from nodetrace.lab.state import LabInfo
 from nodetrace.neutron.generate import BRIDGES, generate_node
 from nodetrace.neutron.scenario import Scenario, parse_scenario
 from tests.conftest import unique
+from tests.lab.residue import processes_and_folder_left
 
 SCENARIO = """
 [[nodes]]
@@ -201,23 +202,11 @@ def lab_residue(info: LabInfo, root: Path, before_links: set[str]) -> list[str]:
         ]
         if netns_exists(ns)
     ]
-    links = set(run(["ip", "-o", "link", "show"]).stdout.split("\n"))
-    new = {line.split(":")[1].strip().split("@")[0] for line in links if line} - before_links
     ours = re.compile(
         r"^(tap|qbr|qvb|qvo)[0-9a-f]{8}-|^(und0|u\d+|br-int|br-tun|br-phys|ovs-netdev)$"
     )
-    left += [f"interface {name}" for name in new if ours.match(name)]
-    marker = str(root / info.name).encode()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker in (proc / "cmdline").read_bytes():
-                    left.append(f"process {proc.name}")
-            except OSError:
-                continue
-    if (root / info.name).exists():
-        left.append(f"folder {root / info.name}")
-    return left
+    left += [f"interface {name}" for name in _root_links() - before_links if ours.match(name)]
+    return left + processes_and_folder_left(root / info.name)
 
 
 def _root_links() -> set[str]:
