@@ -16,6 +16,7 @@ from nodetrace.tracelog.pipeline import Analysis
 from nodetrace.tracelog.rulebook import RuleBook
 from nodetrace.tracelog.source import open_bytes
 from tests.conftest import unique
+from tests.lab import log_nat_scenario as nat
 from tests.lab.log_scenario import Capture, run_legacy, run_legacy6, run_nft
 
 # What the ruleset does to each probe (by IP ID), and the step that decides it per backend:
@@ -118,3 +119,39 @@ def test_ipv6_kernel_log_explains_what_the_wire_saw(lab: Resources) -> None:
         assert all(isinstance(s, NetfilterStep) and s.misfit is None for s in obs.trace.steps)
         by_label[packet.ipv6_label] = obs.trace.outcome
     assert by_label == expected
+
+
+def _packet_lines(text: str) -> int:
+    """Packets the kernel traced: each logs its raw policy line exactly once in this scenario."""
+    return sum(
+        1
+        for line in text.splitlines()
+        if "raw:PREROUTING:policy:" in line or "raw:OUTPUT:policy:" in line
+    )
+
+
+def _check_nat(packets: list[ObservedPacket], expected: int) -> None:
+    assert len(packets) == expected
+    assert all(o.occurrence == 1 for o in packets)
+    dropped = [o for o in packets if o.trace.outcome is not Outcome.ACCEPTED]
+    # the echo reply to the 100-byte ping, dropped after conntrack undid the masquerade
+    assert [(o.trace.outcome, o.trace.packet and o.trace.packet.ip_len) for o in dropped] == [
+        (Outcome.DROPPED, 128)
+    ]
+
+
+@pytest.mark.lab
+def test_nat_rewritten_packets_stay_one_packet_in_the_kernel_log(lab: Resources) -> None:
+    capture = nat.run_legacy(lab, unique("ln"))
+    packets = explain(capture.traces["dmesg"], capture.rules, "dmesg")
+    _check_nat(packets, _packet_lines(capture.traces["dmesg"]))
+
+
+@pytest.mark.lab
+def test_nat_rewritten_packets_stay_one_packet_in_xtables_monitor(
+    lab: Resources, tmp_path: Path
+) -> None:
+    capture = nat.run_nft(lab, unique("ln"), tmp_path)
+    text = capture.traces["xtables-monitor"]
+    packets = explain(text, capture.rules, "xtables-monitor")
+    _check_nat(packets, _packet_lines(text))

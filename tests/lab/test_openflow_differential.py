@@ -18,6 +18,7 @@ import pytest
 
 from nodetrace.engine.openflow import OpenFlowEngine
 from nodetrace.lab.resources import Resources
+from nodetrace.model.openflow_trace import OpenFlowTrace
 from nodetrace.parsers.ovs_appctl_ofproto_trace import parse_ovs_appctl_ofproto_trace
 from tests.conftest import seed_from_env, unique
 from tests.lab.openflow_harness import (
@@ -46,6 +47,22 @@ def _seed() -> int:
     return seed
 
 
+DERIVED: list[int] = [0]
+"""How many passes had their datapath actions derived (and so compared)."""
+
+
+def datapath_action_differences(ovs_text: str, nt: OpenFlowTrace) -> list[str]:
+    """Where nodetrace derives a pass's ``Datapath actions``, they must be OVS's exactly."""
+    observed = parse_ovs_appctl_ofproto_trace(ovs_text)
+    out = []
+    for index, (o, p) in enumerate(zip(observed.passes, nt.passes, strict=False)):
+        derived = p.datapath_actions or ""
+        DERIVED[0] += not derived.startswith("(not derived")
+        if not derived.startswith("(not derived") and derived != o.datapath_actions:
+            out.append(f"pass {index}: datapath actions OVS {o.datapath_actions!r}, nt {derived!r}")
+    return out
+
+
 def _compare(
     lab: OvsLab,
     engine: OpenFlowEngine,
@@ -61,6 +78,7 @@ def _compare(
         problems = differences(ovs_text, nt, lab.dpif)
         if every_line and not problems:
             problems = line_differences(ovs_text, nt)
+        problems += datapath_action_differences(ovs_text, nt)
         if problems:
             failures.append(f"{bridge} {flow} ct={ct}:\n" + "\n".join(problems) + "\n" + ovs_text)
     assert not failures, f"seed {seed}: {len(failures)}/{len(cases)} differ\n\n" + "\n\n".join(
@@ -75,19 +93,22 @@ def test_neutron_br_int_and_br_tun_match_ofproto_trace(lab: Resources, tmp_path:
     (goto_table) variants of the agent's flows, read from dumps in the matching form."""
     seed = _seed()
     rng = random.Random(seed)
+    DERIVED[0] = 0
     ovs = OvsLab(lab, unique("ofn"), tmp_path)
     total = 0
     start = time.monotonic()
     for goto in (False, True):
         pipeline, vms, remotes, nets = neutron_pipeline(goto)
         ovs.load(pipeline)
-        engine = OpenFlowEngine(ovs.snapshot())
+        engine = OpenFlowEngine(ovs.snapshot(), dpif=ovs.dpif)
         cases = [(b, f, ()) for b, f in neutron_packets(rng, vms, remotes, nets, 110)]
         # The OpenFlow 1.3 variant is dumped in the version it was added with, so even the
         # action and detail lines must be OVS's, line for line.
         total += _compare(ovs, engine, cases, seed, every_line=goto)
     print(f"{total} Neutron cases in {time.monotonic() - start:.1f}s")
     assert total >= 200
+    print(f"datapath actions derived and equal to OVS's for {DERIVED[0]} passes")
+    assert DERIVED[0] >= 50
 
 
 def test_random_pipelines_match_ofproto_trace(lab: Resources, tmp_path: Path) -> None:
@@ -102,7 +123,7 @@ def test_random_pipelines_match_ofproto_trace(lab: Resources, tmp_path: Path) ->
     for index in range(5):
         pipeline, in_ports = random_pipeline(rng, index)
         ovs.load(pipeline)
-        engine = OpenFlowEngine(ovs.snapshot())
+        engine = OpenFlowEngine(ovs.snapshot(), dpif=ovs.dpif)
         total += _compare(
             ovs, engine, [(b, f, ()) for b, f in random_packets(rng, in_ports, 40)], seed
         )
@@ -116,7 +137,7 @@ def test_neutron_firewall_conntrack_matches_ofproto_trace(lab: Resources, tmp_pa
     rng = random.Random(seed)
     ovs = OvsLab(lab, unique("off"), tmp_path)
     ovs.load(firewall_pipeline())
-    engine = OpenFlowEngine(ovs.snapshot())
+    engine = OpenFlowEngine(ovs.snapshot(), dpif=ovs.dpif)
     cases = firewall_packets(rng, 60)
     assert _compare(ovs, engine, cases, seed) == 60
     # The default when nothing is said: ofproto/trace resumes with trk|new, and nodetrace says so.
@@ -142,7 +163,7 @@ def test_learned_flow_matches_ofproto_trace_generate(lab: Resources, tmp_path: P
         "table=6,priority=0,actions=drop",
     ]
     ovs.load(Pipeline({"br-x": ports}, {"br-x": flows}))
-    engine = OpenFlowEngine(ovs.snapshot(), apply_side_effects=True)
+    engine = OpenFlowEngine(ovs.snapshot(), apply_side_effects=True, dpif=ovs.dpif)
     first = "ip,in_port=p1,dl_src=fa:16:3e:00:00:01,dl_dst=fa:16:3e:00:00:02,nw_src=10.0.0.1,nw_dst=10.0.0.2"
     ovs_text = ovs.trace("br-x", first, generate=True)
     nt = nodetrace_trace(engine, "br-x", first)

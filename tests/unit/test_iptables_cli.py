@@ -119,7 +119,7 @@ def test_ipsets_are_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     )
     sets = tmp_path / "s.ipset"
     sets.write_text("create s hash:ip family inet\nadd s 10.0.0.50\n")
-    flow = "udp,nw_src=10.0.0.50,nw_dst=10.0.0.1,tp_src=1,tp_dst=2"
+    flow = "udp,nw_src=10.0.0.50,nw_dst=10.0.0.1,udp_src=1,udp_dst=2"
     _, without, _ = _run(
         capsys, str(rules), "--packet", flow, "--hook", "FORWARD", "--format", "json"
     )

@@ -120,7 +120,7 @@ def test_packets_are_completed_from_the_vms() -> None:
     text = flow_text(p, in_port=3)
     assert text.startswith("tcp,in_port=3,dl_src=fa:16:3e:00:00:01,")
     assert "tcp_flags=0x2" in text and ",tcp_dst=22," in text
-    udp = complete_packet(_info(), parse_flow("udp,tp_dst=53"), "vm1", to="vm2")
+    udp = complete_packet(_info(), parse_flow("udp,udp_dst=53"), "vm1", to="vm2")
     assert ",udp_dst=53" in flow_text(udp)  # OVS's tp_dst is TCP's field
     icmp = complete_packet(_info(), parse_flow("icmp,nw_dst=10.0.0.11"), "vm1")
     assert (icmp.icmp_type, icmp.dl_dst) == (8, "fa:16:3e:00:00:02")

@@ -300,15 +300,19 @@ def test_tcpdump_of_nflog_has_no_trace_records(capsys: pytest.CaptureFixture[str
     assert f"nodetrace: {path}:0: warning: no TRACE records in 16 lines" in err
 
 
-def test_mangled_copy_warns_once_and_still_explains(capsys: pytest.CaptureFixture[str]) -> None:
+def test_mangled_copy_warns_per_record_and_still_explains(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     path = TRACELOG / "corpus-quantum-network-node-mangled.txt"
     code, out, err = run(capsys, str(path), "--json")
     assert code == 0
     (packet,) = jsonl(out)
     assert len(packet["steps"]) == 13
+    # every repaired record is named with its line and what was put back
     assert err.splitlines() == [
-        f"nodetrace: {path}:1: warning: 13 records had lost the spaces between fields "
-        "(copied from a web page?); they were put back"
+        f"nodetrace: {path}:{n}: warning: spaces lost between fields (copied from a web page?) "
+        f"put back before the time, IN=, TOS=, ID=, CODE=, SEQ="
+        for n in range(1, 14)
     ]
 
 

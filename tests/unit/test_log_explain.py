@@ -318,3 +318,54 @@ def test_the_summarys_lean_passes_conclude_like_the_full_ones(name: str) -> None
         assert [conclude_legacy(p, book) for p in lean] == [
             observe_legacy(p, book, index=1, source="log").conclusion for p in full
         ]
+
+
+# A routed lab node with a masqueraded client and a port-forward (tests/lab/log_nat_scenario.py).
+NAT_BOOK = book_of((TRACELOG / "lab-nat.iptables-save").read_text(), "lab-nat.iptables-save")
+NAT_NFT_BOOK = book_of(
+    (TRACELOG / "lab-nat-nft.iptables-save").read_text(), "lab-nat-nft.iptables-save"
+)
+
+
+def test_nat_capture_outcomes_match_what_the_client_received() -> None:
+    lines = (TRACELOG / "lab-nat.dmesg").read_text().splitlines(keepends=True)
+    packets = legacy(lines, NAT_BOOK)
+    assert len(packets) == 28
+    dropped = [o for o in packets if o.trace.outcome is not Outcome.ACCEPTED]
+    # only the echo reply to the 100-byte ping: dropped in FORWARD by a rule that matches the
+    # client's address, which the reply carries only after conntrack undid the masquerade
+    (drop,) = dropped
+    assert drop.trace.outcome is Outcome.DROPPED
+    assert drop.conclusion.deciding == "filter:FORWARD:rule:1"
+    packet = drop.trace.packet
+    assert packet is not None
+    assert (str(packet.nw_dst), packet.ip_len, packet.icmp_type) == ("192.168.0.1", 128, 0)
+    deciding = steps(drop)[-1]
+    assert deciding.rule is not None and "--length 128 -j DROP" in deciding.rule.text
+    assert deciding.note is not None and "destination rewritten 192.168.0.1 -> 10.0.0.2" in (
+        deciding.note
+    )
+    assert "by conntrack" in deciding.note
+
+
+def test_a_port_forwards_first_packet_names_the_nat_rule_and_later_ones_conntrack() -> None:
+    lines = (TRACELOG / "lab-nat.dmesg").read_text().splitlines(keepends=True)
+    forwarded = [
+        o
+        for o in legacy(lines, NAT_BOOK)
+        if o.trace.packet is not None and o.trace.packet.tp_dst == 8080
+    ]
+    assert len(forwarded) == 6 and all(o.trace.outcome is Outcome.ACCEPTED for o in forwarded)
+    notes = [
+        next(s.note for s in steps(o) if s.note and "destination rewritten" in s.note)
+        for o in forwarded
+    ]
+    assert "192.168.0.1:8080 -> 10.0.0.1:80 by the nat table's rule" in notes[0]
+    assert all("192.168.0.1:8080 -> 10.0.0.1:80 by conntrack" in n for n in notes[1:])
+
+
+def test_nat_capture_from_xtables_monitor_has_the_same_outcomes() -> None:
+    packets = nft("lab-nat-nft.xtables-monitor", NAT_NFT_BOOK)
+    assert len(packets) == 28
+    outcomes = [o.trace.outcome for o in packets]
+    assert outcomes.count(Outcome.ACCEPTED) == 27 and outcomes.count(Outcome.DROPPED) == 1

@@ -162,3 +162,123 @@ def test_an_nft_trace_id_coming_back_for_another_packet_is_a_new_pass() -> None:
         ("5efd2773", 12, 1),
         ("5efd2773", 12, 2),
     ]
+
+
+# A routed lab node (tests/lab/log_nat_scenario.py): a masqueraded client, a port-forward to
+# another local address. TRACE is only in raw PREROUTING and raw OUTPUT, so each packet logs
+# exactly one raw policy line: that count is the number of packets, told by the kernel.
+NAT_DMESG = (TRACELOG / "lab-nat.dmesg").read_text().splitlines(keepends=True)
+NAT_XTABLES = (TRACELOG / "lab-nat-nft.xtables-monitor").read_text().splitlines(keepends=True)
+
+
+def kernel_packet_count(lines: list[str], marker: str) -> int:
+    return sum(1 for line in lines if marker in line)
+
+
+def dump_field(record_ident: str, key: str) -> str:
+    return next(w.split("=", 1)[1] for w in record_ident.split() if w.startswith(key + "="))
+
+
+def test_nat_capture_groups_into_as_many_packets_as_the_kernel_traced() -> None:
+    passes = group(NAT_DMESG)
+    truth = kernel_packet_count(NAT_DMESG, "raw:PREROUTING:policy:") + kernel_packet_count(
+        NAT_DMESG, "raw:OUTPUT:policy:"
+    )
+    assert truth == 28
+    assert len(passes) == truth
+    # every pass starts at its raw policy line, and every line is in exactly one pass
+    assert all(p.records[0].prefix.startswith("raw:") for p in passes)
+    assert sum(len(p.records) for p in passes) == len(NAT_DMESG)
+    assert all(p.occurrence == 1 for p in passes)
+
+
+def test_replies_to_a_masqueraded_client_keep_their_forward_lines() -> None:
+    replies = [
+        p
+        for p in group(NAT_DMESG)
+        if p.records[0].ident is not None
+        and dump_field(p.records[0].ident, "DST") == "192.168.0.1"
+        and dump_field(p.records[0].ident, "SRC") == "192.168.0.2"
+        and "DPT=8080" not in p.records[0].ident
+    ]
+    # 3 echo replies and 5 TCP segments from the server
+    assert len(replies) == 8
+    for p in replies:
+        assert [r.prefix for r in p.records] == ["raw:PREROUTING:policy:3", p.records[1].prefix]
+        assert p.records[1].prefix.startswith("filter:FORWARD:rule:")
+        assert dump_field(p.records[1].ident or "", "DST") == "10.0.0.2"
+        assert dump_field(p.records[1].ident or "", "ID") == dump_field(
+            p.records[0].ident or "", "ID"
+        )
+
+
+def test_port_forwarded_packets_keep_their_input_lines_with_and_without_the_nat_line() -> None:
+    forwarded = [
+        p
+        for p in group(NAT_DMESG)
+        if p.records[0].ident is not None and "DPT=8080" in p.records[0].ident
+    ]
+    assert len(forwarded) == 6
+    first, *later = forwarded
+    assert [r.prefix for r in first.records] == [
+        "raw:PREROUTING:policy:3",
+        "nat:PREROUTING:rule:1",
+        "filter:INPUT:policy:1",
+        "nat:INPUT:policy:1",
+    ]
+    for p in later:
+        assert [r.prefix for r in p.records] == ["raw:PREROUTING:policy:3", "filter:INPUT:policy:1"]
+        assert "DST=10.0.0.1" in (p.records[1].ident or "")
+        assert "DPT=80 " in (p.records[1].ident or "")
+
+
+def test_a_changed_destination_does_not_join_a_packet_that_differs_elsewhere() -> None:
+    # The reply's FORWARD line with another TCP sequence number is another packet: only what
+    # NAT rewrites (destination address and port) may differ.
+    pre = next(line for line in NAT_DMESG if "DST=192.168.0.1" in line and "SEQ=860913579 " in line)
+    fwd = next(
+        line
+        for line in NAT_DMESG
+        if "filter:FORWARD" in line and "DST=10.0.0.2" in line and "SEQ=860913579 " in line
+    )
+    assert len(group([pre, fwd])) == 1
+    assert len(group([pre, fwd.replace("SEQ=860913579 ", "SEQ=860913580 ")])) == 2
+    assert len(group([pre, fwd.replace("SRC=192.168.0.2 ", "SRC=192.168.0.3 ")])) == 2
+    # nor a line that comes before conntrack's NAT point (raw or mangle in PREROUTING)
+    assert len(group([pre, pre.replace("DST=192.168.0.1", "DST=10.0.0.2")])) == 2
+
+
+def test_nat_capture_from_xtables_monitor_groups_by_trace_id_without_false_repeats() -> None:
+    passes = list(NftGrouper().passes(read_xtables_monitor(NAT_XTABLES, NftReadResult())))
+    truth = kernel_packet_count(NAT_XTABLES, "raw:PREROUTING:policy:") + kernel_packet_count(
+        NAT_XTABLES, "raw:OUTPUT:policy:"
+    )
+    assert len(passes) == truth == 28
+    # trace ids come back for other packets (two here): that is not a packet seen again
+    ids = [p.trace_id for p in passes]
+    assert len(set(ids)) < len(ids)
+    assert all(p.occurrence == 1 for p in passes)
+
+
+def test_of_two_candidates_the_one_with_a_known_nat_mapping_is_taken() -> None:
+    # Two UDP replies from one DNS server port with IP ID 0 (unconnected sockets send DF
+    # packets with ID 0), to two masqueraded clients, on two CPUs: equal but for the
+    # destination. A's mapping is known from its first reply, so A's FORWARD line joins A's
+    # pass although B's started later.
+    def line(t: int, prefix: str, devs: str, dst: str, dpt: int, ttl: int) -> str:
+        return (
+            f"[ 5.{t:06d}] TRACE: {prefix} {devs} SRC=192.0.2.53 DST={dst} LEN=61 TOS=0x00 "
+            f"PREC=0x00 TTL={ttl} ID=0 DF PROTO=UDP SPT=53 DPT={dpt} LEN=41 \n"
+        )
+
+    pre, fwd = "IN=up OUT=", "IN=up OUT=down"
+    lines = [
+        line(1, "raw:PREROUTING:policy:2", pre, "198.51.100.1", 40001, 64),
+        line(2, "filter:FORWARD:rule:1", fwd, "10.0.0.2", 5353, 63),
+        line(3, "raw:PREROUTING:policy:2", pre, "198.51.100.1", 40001, 64),
+        line(4, "raw:PREROUTING:policy:2", pre, "198.51.100.1", 40002, 64),
+        line(5, "filter:FORWARD:rule:1", fwd, "10.0.0.2", 5353, 63),
+        line(6, "filter:FORWARD:rule:1", fwd, "10.0.0.3", 5353, 63),
+    ]
+    passes = group(lines)
+    assert [[r.first_line for r in p.records] for p in passes] == [[1, 2], [3, 5], [4, 6]]

@@ -204,7 +204,7 @@ def test_iptables_cli_takes_nft_handles(capsys: pytest.CaptureFixture[str]) -> N
         "--in",
         "br0",
         "--packet",
-        "udp,nw_src=10.1.2.3,nw_dst=10.9.9.9,tp_dst=53",
+        "udp,nw_src=10.1.2.3,nw_dst=10.9.9.9,udp_dst=53",
         "--format",
         "xtables",
     ]

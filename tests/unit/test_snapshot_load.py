@@ -239,6 +239,22 @@ def test_unreadable_sources_are_named_in_one_line(tmp_path: Path) -> None:
         ("ovs-ofctl-dump-flows.br-int.txt", None, "ovs-ofctl-dump-flows", "br-int"),
         ("conntrack -L -f ipv6", None, "conntrack-ipv6", None),
         ("ovs-appctl_dpctl.dump-conntrack_-m", None, "ovs-appctl-dpctl-dump-conntrack", None),
+        ("iptables_-vnxL", None, "iptables-list-filter", None),
+        ("iptables_-t_nat_-nvL", None, "iptables-list-nat", None),
+        ("ip6tables_-t_raw_-nvL", None, "ip6tables-list-raw", None),
+        ("iptables -L -n -v --line-numbers", None, "iptables-list-filter", None),
+        ("ip_netns_exec_qrouter-1_iptables_-t_mangle_-nvL", None, "iptables-list-mangle", None),
+        ("brctl_show", None, "brctl-show", None),
+        (
+            "ovs-appctl_bridge.dump-flows_--offload-stats_br-int",
+            None,
+            "ovs-appctl-bridge-dump-flows",
+            "br-int",
+        ),
+        ("ovs-ofctl_dump-ports-desc_br-tun", None, "ovs-ofctl-show", "br-tun"),
+        ("ovs-appctl_ovs.route.show", None, "ovs-appctl-ovs-route-show", None),
+        ("ovs-appctl_tnl.arp.show", None, "ovs-appctl-tnl-neigh-show", None),
+        ("ovs-appctl tnl/neigh/show", None, "ovs-appctl-tnl-neigh-show", None),
     ],
 )
 def test_file_names_are_recognised(
@@ -251,7 +267,18 @@ def test_file_names_are_recognised(
 
 @pytest.mark.parametrize(
     "name",
-    ["ip_-o_addr", "ip_-d_route_show_cache", "ip_-4_addr", "bridge_-s_-s_-d_-t_mdb_show", "x"],
+    [
+        "ip_-o_link",
+        "ip_-d_route_show_cache",
+        "ip_-4_addr",
+        "bridge_-s_-s_-d_-t_mdb_show",
+        "x",
+        # Without -n the listing prints host and service names that cannot be read back; a
+        # single chain is not the table.
+        "iptables_-L",
+        "iptables_-nvL_INPUT",
+        "ovs-appctl_-t_ovs-monitor-ipsec_tunnels.show",
+    ],
 )
 def test_outputs_that_would_mislead_are_not_recognised(name: str) -> None:
     assert recognise(name) is None
@@ -272,3 +299,161 @@ def test_sosreport_archive_reads_like_its_folder(tmp_path: Path) -> None:
     assert a.source_kind is SourceKind.SOSREPORT
     assert a.topology.interfaces == f.topology.interfaces
     assert a.host == f.host and not a.diagnostics
+
+
+LISTINGS = DATA / "iptables" / "listings"
+
+
+def _sos_with_listings(root: Path) -> Path:
+    fw = root / "sos_commands" / "firewall_tables"
+    fw.mkdir(parents=True)
+    for table in ("raw", "filter"):
+        shutil.copy(
+            LISTINGS / f"compute-node.nft.iptables_-t_{table}_-nvL",
+            fw / f"iptables_-t_{table}_-nvL",
+        )
+    # The all-tables listing is the filter table again; the richer of the two is read.
+    shutil.copy(LISTINGS / "compute-node.nft.iptables_-t_filter_-nvL", fw / "iptables_-vnxL")
+    return root
+
+
+def test_sosreport_without_save_rebuilds_the_ruleset_from_listings(tmp_path: Path) -> None:
+    snap = load(_sos_with_listings(tmp_path))
+    ruleset = snap.main.iptables
+    assert ruleset is not None and set(ruleset.tables) == {"raw", "filter"}
+    # Rules per chain as the listing shows them (counted in the file).
+    listing = (LISTINGS / "compute-node.nft.iptables_-t_filter_-nvL").read_text()
+    chains = listing.split("\n\nChain ")
+    expected = {
+        block.split()[1 if block.startswith("Chain") else 0]: len(block.strip().splitlines()) - 2
+        for block in chains
+    }
+    assert {n: len(c.rules) for n, c in ruleset.tables["filter"].chains.items()} == expected
+    save = snap.missing_of("iptables-save")
+    assert save is not None and "rebuilt from `-L` listings" in save.reason
+    assert save.command == "iptables-save"
+    unlisted = {m.what for m in snap.missing if m.what.startswith("iptables-list-")}
+    assert unlisted == {"iptables-list-nat", "iptables-list-mangle"}
+    assert any("treated as empty" in n and "rebuilt from an `iptables -L`" in n for n in snap.notes)
+
+
+def test_brctl_show_gives_the_bridges_ip_link_without_d_does_not(tmp_path: Path) -> None:
+    folder = SNAP / "newton-like"
+    without = tmp_path / "only-ip-link"
+    without.mkdir()
+    shutil.copy(folder / "ip_link", without / "ip_link")
+    assert load(without).topology.linux_bridges() == ()
+    snap = load(folder)
+    bridges = {b.name for b in snap.topology.linux_bridges()}
+    assert bridges == {"qbr3b1f6a2c-8d", "qbrempty"}
+    ports = {i.name for i in snap.topology.ports_of("qbr3b1f6a2c-8d")}
+    assert ports == {"qvb3b1f6a2c-8d", "tap3b1f6a2c-8d"}
+    assert all(i.is_linux_bridge_port for i in snap.topology.ports_of("qbr3b1f6a2c-8d"))
+    assert snap.topology.ports_of("qbrempty") == ()
+    assert any("brctl show" in n for n in snap.notes)
+
+
+def test_brctl_show_alone_names_devices_it_only_knows_by_name(tmp_path: Path) -> None:
+    shutil.copy(SNAP / "insights-brctl-show-tabs.txt", tmp_path / "brctl show")
+    snap = load(tmp_path)
+    assert {b.name for b in snap.topology.linux_bridges()} == {"br0", "virbr9"}
+    assert [i.name for i in snap.topology.ports_of("br0")] == ["em1", "vnet0", "vnet1"]
+    assert any("only their name and bridge are known" in n for n in snap.notes)
+
+
+def test_sos_top_level_files_holding_their_target_path(tmp_path: Path) -> None:
+    # hotsos keeps sos's top-level symlinks as files holding the target's path.
+    shutil.copytree(SOS, tmp_path / "sos")
+    root = tmp_path / "sos"
+    (root / "hostname").write_text("sos_commands/host/hostname")
+    (root / "sos_commands" / "host").mkdir()
+    (root / "sos_commands" / "host" / "hostname").write_text("compute4\n")
+    assert load(root).host == "compute4"
+
+
+HOTSOS_OVS = SNAP / "hotsos-ovs"
+
+
+def test_appctl_flows_are_read_only_without_dump_flows(tmp_path: Path) -> None:
+    ovs = tmp_path / "sos_commands" / "openvswitch"
+    ovs.mkdir(parents=True)
+    appctl = "ovs-appctl_bridge.dump-flows_--offload-stats_br-tun"
+    shutil.copy(HOTSOS_OVS / appctl, ovs / appctl)
+    shutil.copy(HOTSOS_OVS / "ovs-ofctl_dump-ports-desc_br-tun", ovs)
+    snap = load(tmp_path)
+    assert snap.ovs is not None
+    bridge = snap.ovs.bridge("br-tun")
+    assert bridge is not None and bridge.flows is not None
+    flows = bridge.flows.flows
+    # 43 lines, four of them the hidden table-254 flows ofctl does not show.
+    assert len(flows) == 43 and sum(1 for f in flows if f.table == 254) == 4
+    assert any("hidden" in n and appctl in n for n in snap.notes)
+    assert any("dump-ports-desc" in n for n in snap.notes)
+    shutil.copy(HOTSOS_OVS / "ovs-ofctl_dump-flows_br-tun", ovs)
+    both = load(tmp_path)
+    tun = both.ovs.bridge("br-tun") if both.ovs is not None else None
+    assert tun is not None and tun.flows is not None and len(tun.flows.flows) == 39
+    assert not any("hidden" in n for n in both.notes)
+
+
+def test_missing_outputs_name_the_command_that_collects_them() -> None:
+    snap = load(SOS)
+    for m in snap.missing:
+        if m.reason == "not in the snapshot":
+            assert m.command, m
+    assert all("collect with" in str(m) for m in snap.missing if m.command)
+
+
+def test_folder_with_no_known_output_lists_the_expected_names(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello\n")
+    snap = load(tmp_path)
+    text = " ".join(str(d) for d in snap.diagnostics)
+    assert "iptables-save" in text and "ovs-ofctl_dump-flows_br-int" in text
+
+
+def test_proc_sys_files_stand_in_for_a_missing_sysctl(tmp_path: Path) -> None:
+    root = tmp_path / "sos"
+    (root / "sos_commands" / "networking").mkdir(parents=True)
+    shutil.copy(
+        SOS / "sos_commands" / "networking" / "ip_-s_-d_link", root / "sos_commands" / "networking"
+    )
+    conf = root / "proc" / "sys" / "net" / "ipv4" / "conf"
+    (conf / "eth0.100").mkdir(parents=True)
+    (conf / "eth0.100" / "rp_filter").write_text("2\n")
+    (root / "proc" / "sys" / "net" / "ipv4" / "ip_forward").write_text("1\n")
+    snap = load(root)
+    assert snap.main.sysctls.rp_filter("eth0.100") == 2
+    assert snap.main.sysctls.flag("net.ipv4.ip_forward") is True
+    assert snap.missing_of("sysctl") is None
+    assert any("proc/sys/net" in n for n in snap.notes)
+
+
+def test_ip_address_without_d_takes_kinds_from_ip_d_link(tmp_path: Path) -> None:
+    sos = SNAP / "addr-without-d"
+    snap = load(sos)
+    bridge = snap.topology.interface("qbr3b1f6a2c-8d")
+    assert bridge is not None and bridge.kind is LinkKind.BRIDGE
+    assert [str(a.interface) for a in bridge.addresses] == ["10.0.0.5/24"]
+    qvb = snap.topology.interface("qvb3b1f6a2c-8d")
+    assert qvb is not None and qvb.kind is LinkKind.VETH and qvb.is_linux_bridge_port
+    assert qvb.veth is not None and qvb.veth.peer == "qvo3b1f6a2c-8d"
+    # Without the -d listing the same devices are only "physical": nothing is made up.
+    alone = tmp_path / "sos_commands" / "networking"
+    alone.mkdir(parents=True)
+    shutil.copy(sos / "sos_commands" / "networking" / "ip_address", alone)
+    plain = load(tmp_path).topology.interface("qbr3b1f6a2c-8d")
+    assert plain is not None and plain.kind is LinkKind.PHYSICAL
+
+
+def test_ip_o_addr_gives_addresses_to_the_devices_of_ip_link() -> None:
+    snap = load(SNAP / "addr-oneline")
+    bridge = snap.topology.interface("qbr3b1f6a2c-8d")
+    assert bridge is not None
+    assert [(str(a.interface), a.scope) for a in bridge.addresses[:2]] == [
+        ("10.0.0.5/24", "global"),
+        ("fd00::5/64", "global"),
+    ]
+    assert bridge.addresses[2].ip.is_link_local and bridge.addresses[2].scope == "link"
+    lo = snap.topology.interface("lo")
+    assert lo is not None and [str(a.interface) for a in lo.addresses] == ["127.0.0.1/8", "::1/128"]
+    assert not snap.diagnostics

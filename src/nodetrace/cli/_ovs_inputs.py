@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nodetrace.cli._snapshot_input import is_snapshot
 from nodetrace.errors import DiagnosticSink, InputError, ParseError, SourcePos
 from nodetrace.model.openflow import FlowDump
 from nodetrace.model.ovs_runtime import ConntrackTable, MacTable, OfctlShow
@@ -84,7 +85,7 @@ def load_switch(inputs: list[str], default_bridge: str, sink: DiagnosticSink) ->
         path = Path(path_text)
         if not path.exists():
             raise InputError(f"{path_text}: no such file or folder")
-        if path.is_dir() or path.name.endswith(ARCHIVES):
+        if path.is_dir() or path.name.endswith(ARCHIVES) or is_snapshot(path_text):
             if base is not None:
                 raise InputError(
                     "give one snapshot (folder or archive); add single files beside it"

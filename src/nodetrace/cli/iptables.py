@@ -11,6 +11,12 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from nodetrace.cli._report import print_diagnostics
+from nodetrace.cli._snapshot_input import (
+    is_snapshot,
+    load_snapshot,
+    snapshot_ipsets,
+    snapshot_ruleset,
+)
 from nodetrace.engine.conntrack import CtState, Direction
 from nodetrace.engine.netfilter import (
     CtFacts,
@@ -22,7 +28,8 @@ from nodetrace.engine.netfilter import (
 from nodetrace.errors import DiagnosticSink, InputError, UsageError
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import Backend, Ruleset
-from nodetrace.model.packet import Packet
+from nodetrace.model.packet import Family, Packet
+from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import Hook
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.parsers.ipset_save import parse_ipset_save
@@ -69,7 +76,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("rules", metavar="RULES", help="iptables-save output ('-' for stdin)")
+    p.add_argument(
+        "rules",
+        metavar="RULES",
+        help="iptables-save output ('-' for stdin), or a node snapshot (folder or archive): "
+        "its iptables-save or ip6tables-save, as the packet's family asks, and its ipsets",
+    )
+    p.add_argument(
+        "--netns",
+        default=MAIN_NS,
+        metavar="NS",
+        help="with a snapshot: the namespace whose rules are used (default: the host's)",
+    )
     p.add_argument(
         "--packet",
         required=True,
@@ -234,18 +252,42 @@ def _load_ipsets(args: argparse.Namespace, sink: DiagnosticSink) -> IpSets | Non
     return parse_ipset_save(_read(args.ipsets), source=args.ipsets, sink=sink)
 
 
+def _from_snapshot(
+    args: argparse.Namespace, family: Family, sink: DiagnosticSink
+) -> tuple[Ruleset, IpSets | None, dict[str, tuple[object, ...]] | None]:
+    """The namespace's ruleset of the packet's family, its ipsets and its devices' addresses
+    (for ``-m addrtype`` and MASQUERADE), from a snapshot; options given win."""
+    snap = load_snapshot(args.rules)
+    ruleset = snapshot_ruleset(snap, args.rules, family, args.netns)
+    ruleset = _with_nft_handles(args, ruleset, sink)
+    ipsets = _load_ipsets(args, sink) if args.ipsets else snapshot_ipsets(snap, args.netns)
+    local = _local_addresses(args.local_address)
+    if local is None:
+        devices = snap.topology.in_namespace(args.netns)
+        local = {i.name: tuple(a.ip for a in i.addresses) for i in devices} or None
+    return ruleset, ipsets, local
+
+
 def run(args: argparse.Namespace) -> int:
     sink = DiagnosticSink()
     if args.nft_handles == "-" and args.rules == "-":
         raise UsageError("RULES and --nft-handles cannot both be read from stdin")
-    ruleset = _load_rules(args, sink)
-    ruleset = _with_nft_handles(args, ruleset, sink)
-    ipsets = _load_ipsets(args, sink)
-    print_diagnostics(sink.items)
     spec = parse_flow(args.packet)
     if spec.metadata:
         names = ", ".join(k for k, _ in spec.metadata)
         raise UsageError(f"--packet: {names}: OpenFlow pipeline fields mean nothing to netfilter")
+    if is_snapshot(args.rules):
+        if spec.packet.family is None:
+            raise UsageError("--packet is not IP: netfilter's ip(6)tables never see it")
+        ruleset, ipsets, local = _from_snapshot(args, spec.packet.family, sink)
+    else:
+        if args.netns != MAIN_NS:
+            raise UsageError("--netns chooses a namespace of a snapshot; RULES is one ruleset")
+        ruleset = _load_rules(args, sink)
+        ruleset = _with_nft_handles(args, ruleset, sink)
+        ipsets = _load_ipsets(args, sink)
+        local = _local_addresses(args.local_address)
+    print_diagnostics(sink.items)
     packet = spec.packet
     if packet.nw_src is None or packet.nw_dst is None:
         raise UsageError("--packet needs nw_src and nw_dst (or ipv6_src and ipv6_dst)")
@@ -261,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
         else Backend.NFT
         if args.nft_handles and ruleset.backend is Backend.UNKNOWN
         else None,
-        local_addresses=_local_addresses(args.local_address),  # type: ignore[arg-type]
+        local_addresses=local,  # type: ignore[arg-type]
         socket_uid=args.uid,
         socket_gid=args.gid if args.gid is not None else args.uid,
     )

@@ -14,13 +14,21 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nodetrace.cli._snapshot_input import (
+    is_snapshot,
+    load_snapshot,
+    snapshot_ipsets,
+    snapshot_rulesets,
+)
 from nodetrace.errors import Diagnostic, DiagnosticSink, InputError, UsageError
+from nodetrace.model.topology import MAIN_NS
 from nodetrace.render.summary import SummaryCounts, summary_renderable
 from nodetrace.render.text import StdoutConsole, describe_packet, print_trace
 from nodetrace.tracelog.jsonout import dumps_packet
 from nodetrace.tracelog.match import parse_match
 from nodetrace.tracelog.observed import ObservedPacket
 from nodetrace.tracelog.pipeline import Analysis
+from nodetrace.tracelog.rulebook import RuleBook
 from nodetrace.tracelog.rules_input import load_rulebook
 from nodetrace.tracelog.source import STDIN, LogSource, open_log
 from nodetrace.tracelog.summary import Summary
@@ -38,6 +46,36 @@ stdin), xtables-monitor --trace and nft monitor trace output.
 """
 
 
+def _rulebook(args: argparse.Namespace, sink: DiagnosticSink) -> RuleBook | None:
+    """The rules the log is explained with: files, and the rulesets of one snapshot."""
+    snapshots = [r for r in args.rules if is_snapshot(r)]
+    if len(snapshots) > 1:
+        raise UsageError("--rules: give one snapshot (its rulesets are the node's)")
+    files = [r for r in args.rules if r not in snapshots]
+    if not snapshots:
+        if args.netns != MAIN_NS:
+            raise UsageError("--netns chooses a namespace of a snapshot given with --rules")
+        return load_rulebook(files, args.ipsets, sink)
+    name = snapshots[0]
+    snap = load_snapshot(name)
+    taken = snapshot_rulesets(snap, args.netns)
+    if not taken:
+        where = f" of namespace {args.netns}" if args.netns != MAIN_NS else ""
+        run = (
+            "iptables-save"
+            if args.netns == MAIN_NS
+            else f"ip netns exec {args.netns} iptables-save"
+        )
+        raise InputError(
+            f"{name}: the snapshot has no iptables-save or ip6tables-save output{where}; "
+            f"collect it with `{run}`"
+        )
+    ipsets = snapshot_ipsets(snap, args.netns)
+    return load_rulebook(
+        files, args.ipsets, sink, taken=taken, taken_ipsets=ipsets, taken_from=name
+    )
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("log", help="explain netfilter TRACE logs", description=DESCRIPTION)
     p.add_argument("files", nargs="*", metavar="FILE", help="log files ('-' or none: stdin)")
@@ -47,7 +85,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         metavar="F",
         help="iptables-save / ip6tables-save output of the node, or its 'nft -a list ruleset' "
-        "(nf_tables steps are then found by rule handle); may repeat",
+        "(nf_tables steps are then found by rule handle), or a node snapshot (folder or "
+        "archive: its rulesets and ipsets of --netns are used); may repeat",
+    )
+    p.add_argument(
+        "--netns",
+        default=MAIN_NS,
+        metavar="NS",
+        help="with a snapshot as --rules: the namespace whose rules explain the log "
+        "(default: the host's)",
     )
     p.add_argument(
         "--ipsets",
@@ -160,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         )
     sink = DiagnosticSink()
     match = parse_match(args.match) if args.match is not None else None
-    book = load_rulebook(args.rules, args.ipsets, sink)
+    book = _rulebook(args, sink)
     reported = _print_diagnostics(sink.items, 0)
     analysis = Analysis(book=book, match=match, sink=sink, gap=args.gap)
     out = StdoutConsole(

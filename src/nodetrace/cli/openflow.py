@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 from nodetrace.cli._ovs_inputs import load_switch
 from nodetrace.cli._report import print_diagnostics
 from nodetrace.engine.openflow import OpenFlowEngine
 from nodetrace.errors import DiagnosticSink, InputError, UsageError
+from nodetrace.model.ovs_switch import BridgeState
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.render.json import SCHEMA_VERSION, dumps, to_jsonable
 from nodetrace.render.ofproto_trace import render_ofproto, render_tree
@@ -77,6 +79,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run)
 
 
+def _check_in_port(state: BridgeState, bridge: str, in_port: str) -> None:
+    """``--in-port`` by name must be a port of the bridge; a typo gets the names close to it."""
+    text = in_port.strip()
+    if text.isdigit() or text.upper() == "LOCAL" or state.port_by_name(text) is not None:
+        return
+    if state.ofctl is not None and state.ofctl.by_name(text) is not None:
+        return
+    names = sorted({p.name for p in state.ports})
+    if not names:
+        return  # no port table: the engine says what it needs
+    close = difflib.get_close_matches(text, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UsageError(f"--in-port: port {text!r} is not a port of {bridge}{hint}")
+
+
 def run(args: argparse.Namespace) -> int:
     sink = DiagnosticSink()
     switch = load_switch(list(args.inputs), args.bridge, sink)
@@ -87,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     state = switch.bridge(args.bridge)
     if state is not None and state.flows is None:
         raise InputError(f"no flow dump for {args.bridge} among the inputs")
+    if state is not None:
+        _check_in_port(state, args.bridge, args.in_port)
     engine = OpenFlowEngine(switch, apply_side_effects=args.apply_side_effects)
     results = []
     for text in args.packet:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
+import difflib
 import sys
-from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
 
@@ -29,13 +28,14 @@ from nodetrace.engine.walk import (
 )
 from nodetrace.engine.walk_adapters import engines_for
 from nodetrace.errors import UsageError
-from nodetrace.model.ovs_switch import SwitchPort
-from nodetrace.model.packet import Family, Packet
+from nodetrace.model.node_inventory import PortInfo, PortKind
+from nodetrace.model.packet_origin import FieldOrigin, Origin
 from nodetrace.model.snapshot import Snapshot
 from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import NetfilterStep, OpenFlowStep, Trace
-from nodetrace.neutron import naming
-from nodetrace.neutron.addresses import port_addresses
+from nodetrace.neutron.inventory import inventory
+from nodetrace.neutron.packet_completion import Ends, PortFacts, complete_packet
+from nodetrace.neutron.ports import find_port
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.render.json import dumps
 from nodetrace.render.kernel_trace import render_kernel_trace
@@ -73,82 +73,36 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-@dataclass(frozen=True)
-class NeutronPort:
-    """A VM port found in a snapshot, with its devices."""
-
-    port_id: str
-    tap: str | None
-    ovs_bridge: str | None
-    ovs_port: SwitchPort | None
-    mac: str | None
-
-
-def find_port(snap: Snapshot, wanted: str) -> NeutronPort:
-    """The Neutron port ``wanted`` (full UUID or a prefix of at least 8 characters)."""
-    if len(wanted) < 8:
-        raise UsageError(f"{wanted}: give at least 8 characters of the port UUID")
-    found: list[NeutronPort] = []
-    if snap.ovs is not None:
-        for b in snap.ovs.bridges:
-            for p in b.ports:
-                iface = p.interface
-                port_id = iface.iface_id if iface is not None else None
-                if port_id and port_id.startswith(wanted):
-                    tap = naming.tap_name(port_id)
-                    if snap.topology.interface(tap) is None:
-                        tap = p.name
-                    mac = iface.attached_mac if iface is not None else None
-                    found.append(NeutronPort(port_id, tap, b.name, p, mac))
-    if not found:
-        tap = naming.tap_name(wanted)
-        if len(wanted) >= naming.DEVICE_NAME_LEN - 3 and snap.topology.interface(tap) is not None:
-            found.append(NeutronPort(wanted, tap, None, None, None))
-    if not found:
-        raise UsageError(
-            f"port {wanted}: no OVS interface with this iface-id and no {naming.tap_name(wanted)} "
-            "device in the snapshot"
-        )
-    if len({f.port_id for f in found}) > 1:
-        raise UsageError(f"port {wanted}: several ports match; give more of the UUID")
-    return found[0]
-
-
 def _tunnel_start(
-    snap: Snapshot, port: NeutronPort, given: dict[str, str]
+    snap: Snapshot, port: PortInfo, given: dict[str, str]
 ) -> tuple[Start, dict[str, str], list[str]]:
     """Where a packet for ``port`` arrives over its network's tunnel: br-tun's tunnel port."""
     notes: list[str] = []
-    if port.ovs_port is None or port.ovs_port.port is None or port.ovs_port.port.tag is None:
+    if port.local_vlan is None:
         raise UsageError(
-            f"port {port.port_id}: its local VLAN is unknown (no OVS tag); give --from"
+            f"port {port.port_id}: its local VLAN is unknown (no OVSDB tag and no flow names "
+            "it); give --from"
         )
-    lvid = port.ovs_port.port.tag
-    flows = snap.raw_outputs("ovs-ofctl-dump-flows", bridge="br-tun")
-    lines = flows[0].text.splitlines() if flows else []
-    seg = next(
-        (
-            v.segmentation_id
-            for v in naming.local_vlans_from_tunnel_flows(lines)
-            if v.local_vlan == lvid
-        ),
-        None,
-    )
-    if seg is None:
+    lvid = port.local_vlan.value
+    if port.network_type is None or port.segmentation_id is None:
         raise UsageError(
             f"port {port.port_id}: no br-tun flow maps a tunnel key to its local VLAN {lvid} "
             "(not a tunnel network?); give --from"
         )
-    kind = "vxlan"
-    for line in lines:
-        m = re.search(r"table=(\d+),.*tun_id=(0x[0-9a-f]+|\d+)\b", line)
-        if m and int(m.group(2), 0) == seg and int(m.group(1)) in TUNNEL_TABLES:
-            kind = TUNNEL_TABLES[int(m.group(1))]
+    kind, seg = port.network_type.value, port.segmentation_id.value
+    if kind not in TUNNEL_TABLES.values():
+        raise UsageError(
+            f"port {port.port_id}: its network is {kind} {seg}, not a tunnel network "
+            f"({port.network_type.source}); give --from"
+        )
+    switch = snap.ovs
+    bridges = sorted(switch.bridges, key=lambda b: b.name != "br-tun") if switch else []
+    tunnel_bridge, tunnels = "br-tun", []
+    for b in bridges:
+        tunnels = [p for p in b.ports if p.type == kind and p.interface]
+        if tunnels:
+            tunnel_bridge = b.name
             break
-    bridge = snap.ovs.bridge("br-tun") if snap.ovs is not None else None
-    tunnels = [
-        p for p in (bridge.ports if bridge is not None else ()) if p.type == kind and p.interface
-    ]
     if not tunnels:
         raise UsageError(f"br-tun has no {kind} port to receive the packet on; give --from")
     chosen = next(
@@ -166,65 +120,44 @@ def _tunnel_start(
     if "tun_src" not in given:
         notes.append(
             f"--to-port without --from: the packet arrives on {chosen.name} (from "
-            f"{iface.remote_ip}) with tun_id={meta['tun_id']}, the key of local VLAN {lvid}"
+            f"{iface.remote_ip}) with tun_id={meta['tun_id']}, the {kind} key of local VLAN "
+            f"{lvid} ({port.segmentation_id.source})"
         )
-    return FromOvsPort("br-tun", chosen.name), meta, notes
-
-
-def _port_address(
-    snap: Snapshot, packet: Packet, port_id: str, field: str, notes: list[str]
-) -> Packet:
-    """Fill ``nw_src``/``nw_dst`` from the port's anti-spoofing rules when the user left it out."""
-    family = packet.family
-    if family is None or getattr(packet, field) is not None:
-        return packet
-    version = 4 if family is Family.IPV4 else 6
-    rulesets = (snap.main.iptables, snap.main.ip6tables)
-    addresses = [a for a in port_addresses(rulesets, port_id) if a.version == version]
-    if not addresses:
-        return packet
-    notes.append(
-        f"{field} not given: the port's address {addresses[0]} used (its anti-spoofing chain)"
-    )
-    if field == "nw_src":
-        return dataclasses.replace(packet, nw_src=addresses[0])
-    return dataclasses.replace(packet, nw_dst=addresses[0])
+    return FromOvsPort(tunnel_bridge, chosen.name), meta, notes
 
 
 def build_request(snap: Snapshot, args: argparse.Namespace) -> tuple[WalkRequest, list[str]]:
+    """The walk's request: where the packet starts, what it is for, and the packet completed
+    from the node's data field by field (each field's origin travels with it)."""
     spec = parse_flow(args.packet)
-    packet: Packet = spec.packet
     meta = dict(spec.metadata)
     notes: list[str] = []
     target: Target | None = None
     to_port = find_port(snap, args.to_port) if args.to_port else None
-    if to_port is not None and to_port.tap is not None:
-        target = ToDevice(to_port.tap, label=f"the VM of port {to_port.port_id} ({to_port.tap})")
-        if packet.dl_dst == ZERO_MAC and to_port.mac:
-            packet = dataclasses.replace(packet, dl_dst=to_port.mac)
-            notes.append(f"dl_dst not given: the port's MAC {to_port.mac} used")
-        packet = _port_address(snap, packet, to_port.port_id, "nw_dst", notes)
+    if to_port is not None:
+        target = _vm_target(to_port)
+    sender: PortInfo | None = None
+    over_tunnel = False
     start: Start
     if args.from_iface:
+        _check_device(snap, args.from_iface, args.netns)
         start = FromInterface(args.from_iface, args.netns)
-        if snap.topology.interface(args.from_iface, args.netns) is None and (
-            snap.ovs is None or not any(b.port_by_name(args.from_iface) for b in snap.ovs.bridges)
-        ):
-            raise UsageError(f"--from {args.from_iface}: no such device in the snapshot")
+        sender, receiver = _port_of_device(snap, args.from_iface, args.netns)
+        if to_port is None and receiver is not None:
+            to_port = receiver
+            target = _vm_target(receiver)
     elif args.from_port:
         port = find_port(snap, args.from_port)
         if port.tap is None:
             raise UsageError(f"port {port.port_id}: no tap device in the snapshot")
         start = FromInterface(port.tap)
-        if packet.dl_src == ZERO_MAC and port.mac:
-            packet = dataclasses.replace(packet, dl_src=port.mac)
-            notes.append(f"dl_src not given: the port's MAC {port.mac} used")
-        packet = _port_address(snap, packet, port.port_id, "nw_src", notes)
+        sender = port
     elif args.from_host:
         start = FromHost(args.netns)
     elif to_port is not None:
         start, meta, more = _tunnel_start(snap, to_port, meta)
         notes += more
+        over_tunnel = True
     else:
         raise UsageError(
             "say where the packet starts: --from, --from-port, --from-host or --to-port"
@@ -235,8 +168,66 @@ def build_request(snap: Snapshot, args: argparse.Namespace) -> tuple[WalkRequest
                 ip_address(meta[key])
             except ValueError:
                 raise UsageError(f"{key}={meta[key]}: not an IP address") from None
-    request = WalkRequest(packet, start, tuple(meta.items()), args.ct_state, target)
+    ends = Ends(sender, to_port, _node_ports(snap), over_tunnel, bool(args.from_host))
+    given_meta = dict(spec.metadata)
+    done = complete_packet(snap, spec.packet, spec.given or frozenset(), ends, given_meta.items())
+    derived_meta = tuple(
+        FieldOrigin(k, v, Origin.DERIVED, f"the tunnel of port {to_port.port_id}'s network")
+        for k, v in meta.items()
+        if k not in given_meta and to_port is not None
+    )
+    request = WalkRequest(
+        done.packet, start, tuple(meta.items()), args.ct_state, target,
+        flow=done.flow + derived_meta,
+    )  # fmt: skip
     return request, notes
+
+
+def _node_ports(snap: Snapshot) -> tuple[PortFacts, ...]:
+    return tuple(inventory(snap).ports)
+
+
+def _vm_target(port: PortInfo) -> Target | None:
+    if port.tap is None:
+        return None
+    return ToDevice(port.tap, label=f"the VM of port {port.port_id} ({port.tap})")
+
+
+def _port_of_device(
+    snap: Snapshot, device: str, netns: str
+) -> tuple[PortInfo | None, PortInfo | None]:
+    """(sender, receiver): a frame received on a VM's tap or on its OVS port (qvo, or the tap
+    itself with the OVS firewall) was sent by that VM; one received on its qvb came from br-int
+    and is on its way to the VM."""
+    if netns != MAIN_NS:
+        return None, None
+    try:
+        port = find_port(snap, device)
+    except UsageError:
+        return None, None
+    if port.kind != PortKind.VM:
+        return None, None
+    if device in (port.tap, port.ovs_port):
+        return port, None
+    if device.startswith("qvb"):
+        return None, port
+    return None, None
+
+
+def _check_device(snap: Snapshot, name: str, netns: str) -> None:
+    """``--from`` must name a device of the snapshot; a typo gets the names close to it."""
+    if snap.topology.interface(name, netns) is not None:
+        return
+    ovs_names = [p.name for b in snap.ovs.bridges for p in b.ports] if snap.ovs else []
+    if netns == MAIN_NS and name in ovs_names:
+        return
+    known = [i.name for i in snap.topology.in_namespace(netns)]
+    if netns == MAIN_NS:
+        known += ovs_names
+    close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
+    ns = f" in namespace {netns}" if netns != MAIN_NS else ""
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UsageError(f"--from {name}: no such device{ns} in the snapshot{hint}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,13 +13,16 @@ Public entry point: :class:`OpenFlowEngine` (``trace()``); :func:`trace_openflow
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 from nodetrace.engine.openflow_classifier import Table
 from nodetrace.engine.openflow_compile import CompiledBridge, compile_bridge, compile_rule
+from nodetrace.engine.openflow_datapath import datapath_actions
 from nodetrace.engine.openflow_state import (
     PACKET_TO_STORAGE,
     State,
+    packet_from_state,
     port_text,
     state_from_packet,
 )
@@ -38,9 +41,11 @@ from nodetrace.model.openflow_trace import (
     TracePass,
     TunnelEncap,
 )
+from nodetrace.model.ovs_runtime import DpifShow
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.ovsdb import parse_ip
 from nodetrace.model.packet import Packet
+from nodetrace.model.topology import OvsRoute, OvsTunnelNeighbour
 from nodetrace.model.trace import Outcome
 
 _FRIENDLY = {
@@ -75,9 +80,24 @@ class OpenFlowEngine:
     traces on the same engine see them (``ofproto/trace -generate`` does the same live).
     """
 
-    def __init__(self, switch: OvsSwitch, *, apply_side_effects: bool = False) -> None:
+    def __init__(
+        self,
+        switch: OvsSwitch,
+        *,
+        apply_side_effects: bool = False,
+        routes: Sequence[OvsRoute] | None = None,
+        neighbours: Sequence[OvsTunnelNeighbour] | None = None,
+        dpif: DpifShow | None = None,
+    ) -> None:
         self.switch = switch
         self.apply_side_effects = apply_side_effects
+        self.routes = routes
+        """OVS's own routing table (``ovs/route/show``): with it, a native tunnel's outer
+        packet is followed through the underlay bridge as ``ofproto/trace`` does."""
+        self.neighbours = neighbours
+        """OVS's tunnel neighbour cache (``tnl/neigh/show``): the outer destination MACs."""
+        self.dpif = dpif
+        """``dpif/show``: the datapath port numbers the ``Datapath actions`` line names."""
         self.bridges = {b.name: compile_bridge(b) for b in switch.bridges}
         self.encap_cache: dict[tuple[object, ...], tuple[TunnelEncap | None, str]] = {}
         """Encapsulations by (bridge, port, the packet fields they depend on)."""
@@ -162,6 +182,7 @@ class OpenFlowEngine:
         x = Xlate(self, packet, ct, given)
         self._tunnel_ingress(b, number, state, {k for k, _ in metadata}, x)
         passes = x.run(b, state)
+        passes = [_with_datapath_actions(p, i, x, self.dpif) for i, p in enumerate(passes)]
         for name, flow in x.pending_flows:
             self.add_flow(name, flow)
         if ct.explicit:
@@ -214,6 +235,16 @@ class OpenFlowEngine:
                 continue
             out.append(note)
         return out
+
+
+def _with_datapath_actions(p: TracePass, index: int, x: Xlate, dpif: DpifShow | None) -> TracePass:
+    why = "the trace stops before the end" if x.unknown else x.underived.get(index)
+    egress = [] if why else [e for e in x.egress if e.pass_index == index]
+    if not why and index in x.flooded and len(egress) > 1:
+        why = "flooded copies leave in the order of OVS's port hash table"
+    start = x.pass_states[index]
+    actions = datapath_actions(lambda: packet_from_state(start, x.packet), egress, dpif, why)
+    return replace(p, datapath_actions=actions)
 
 
 def _result(

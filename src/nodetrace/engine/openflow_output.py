@@ -9,6 +9,8 @@ These are the translator's output methods (:class:`Outputs`, mixed into
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING
 
 from nodetrace.engine.openflow_compile import CompiledBridge, encapsulation, number_for_name
@@ -21,10 +23,13 @@ from nodetrace.engine.openflow_state import (
     VLAN_CFI,
     State,
     format_flow,
+    mac_int,
     packet_from_state,
 )
 from nodetrace.engine.ovs_normal import normal, xvlan_output, xvlan_put
+from nodetrace.engine.ovs_tunnel_route import neighbour_lookup, route_lookup
 from nodetrace.model.openflow import (
+    LOCAL_PORT,
     RESERVED_PORT_NUMBERS,
     PortNumber,
     PortRef,
@@ -39,7 +44,7 @@ from nodetrace.model.openflow_trace import (
 )
 from nodetrace.model.ovs_switch import SwitchPort
 from nodetrace.model.ovsdb import pairs_get
-from nodetrace.model.packet import Packet
+from nodetrace.model.packet import ETH_TYPE_IPV4, ETH_TYPE_IPV6, Packet
 from nodetrace.model.trace import DeviceAction, DeviceStep, OpenFlowStep
 
 if TYPE_CHECKING:
@@ -53,6 +58,13 @@ _FLOOD = RESERVED_PORT_NUMBERS[ReservedPort.FLOOD]
 _ALL = RESERVED_PORT_NUMBERS[ReservedPort.ALL]
 _CONTROLLER = RESERVED_PORT_NUMBERS[ReservedPort.CONTROLLER]
 _NONE = RESERVED_PORT_NUMBERS[ReservedPort.NONE]
+_NO_OVS_ROUTES = (
+    "ovs-appctl ovs/route/show is not in the snapshot, so a native tunnel's outer packet "
+    "(userspace datapath) is not followed through the underlay bridge OVS sends it by"
+)
+_TUNNEL_HEADERS = "tunnel headers (tnl_push or set(tunnel)) are not derived"
+_UDP_PORTS = {"vxlan": 4789, "geneve": 6081, "gtpu": 2152, "stt": 7471, "lisp": 4341}
+"""OVS's default destination port of each UDP tunnel type."""
 
 
 class Outputs(ABC):
@@ -73,6 +85,12 @@ class Outputs(ABC):
     exit: bool
     error: str
     orig_tun_dst: int
+    carrying: TunnelEncap | None
+    underived: dict[int, str]
+    """Per pass, why its ``Datapath actions`` cannot be derived (the first reason met)."""
+    flooded: set[int]
+    """Passes that flooded: their copies leave in OVS's port hash order, not derived."""
+    """While a native tunnel's outer packet crosses the underlay bridge: that tunnel."""
     leaving_cache: dict[tuple[tuple[str, int], ...], tuple[Packet, str]]
 
     @abstractmethod
@@ -180,6 +198,7 @@ class Outputs(ABC):
             sp.type,
             self.pass_index,
             tci1 & 0xFFF if tci1 & VLAN_CFI else None,
+            self.carrying if encap is None else None,
         )
         self.egress.append(e)
         if encap is not None:
@@ -200,7 +219,15 @@ class Outputs(ABC):
             self.leaving_cache[key] = found
         return found
 
+    def _underive(self, reason: str) -> None:
+        self.underived.setdefault(self.pass_index, reason)
+
+    def _underive_flood(self, copies: int) -> None:
+        if copies > 1:
+            self.flooded.add(self.pass_index)
+
     def _controller(self, reason: str) -> None:
+        self._underive("the packet goes to the controller (a userspace action)")
         self.egress.append(
             Egress(
                 self.bridge.name,
@@ -219,7 +246,12 @@ class Outputs(ABC):
         )
 
     def _patch_output(
-        self, sp: SwitchPort, peer: CompiledBridge, peer_port: SwitchPort, last: bool
+        self,
+        sp: SwitchPort,
+        peer: CompiledBridge,
+        peer_port: SwitchPort,
+        last: bool,
+        step: DeviceStep | None = None,
     ) -> None:
         saved_state = dict(self.state)
         saved = (self.bridge, self.trace, self.conntracked, self.stack, self.table_id)
@@ -240,7 +272,8 @@ class Outputs(ABC):
         node = self.report(
             NodeKind.BRIDGE,
             f'bridge("{peer.name}")',
-            DeviceStep(
+            step
+            or DeviceStep(
                 DeviceAction.PATCH,
                 sp.name,
                 f"{self.bridge.name} -> {peer.name} via {peer_port.name}",
@@ -261,6 +294,7 @@ class Outputs(ABC):
             self.error = ""
 
     def _tunnel_output(self, sp: SwitchPort) -> None:
+        self.underived.setdefault(self.pass_index, _TUNNEL_HEADERS)
         iface = sp.interface
         assert iface is not None
         s = self.state
@@ -294,15 +328,134 @@ class Outputs(ABC):
         self.report(
             NodeKind.DETAIL, "output to native tunnel" if native else "output to kernel tunnel"
         )
+        if native and self.engine.routes is not None:
+            self._native_tunnel_output(sp, encap, text)
+            return
         if encap.src is None:
             self.note(
                 f"{sp.name}: no local_ip; the outer source address comes from the host's routes"
             )
+        if native:
+            self.note(_NO_OVS_ROUTES)
         self._egress(sp, sp.ofport or 0, EgressKind.TUNNEL, encap, text)
+
+    def _native_tunnel_output(self, sp: SwitchPort, encap: TunnelEncap, text: str) -> None:
+        """Userspace datapath: OVS routes the outer packet itself (its own routing table, its
+        tunnel neighbour cache) and sends it through the bridge that owns the route, entered by
+        that bridge's LOCAL port (``native_tunnel_output``, ``tnl_route_lookup_flow``)."""
+        routes = self.engine.routes
+        assert routes is not None and encap.dst is not None
+        mark = self.state.get("pkt_mark", 0)
+        where = "ovs/route/show"
+        route = route_lookup(routes, encap.dst, mark)
+        src_route = route_lookup(routes, encap.src, mark) if encap.src is not None else None
+        underlay = self.engine.bridges.get(route.dev) if route is not None else None
+        local = underlay.ports.get(LOCAL_PORT) if underlay is not None else None
+        if encap.src is not None and (src_route is None or not src_route.local):
+            why = f"local_ip {encap.src} is not a local address in {where}"
+        elif route is None:
+            why = f"no route to {encap.dst} in {where}"
+        elif underlay is None or local is None or local.name != route.dev:
+            why = f"the route to {encap.dst} leaves by {route.dev}, which is not an OVS bridge"
+        else:
+            why = ""
+        if why:
+            self.report(NodeKind.WARN, "native tunnel routing failed")
+            self.drops.append((None, f"{sp.name}: native tunnel routing failed: {why}"))
+            return
+        assert route is not None and underlay is not None and local is not None
+        nexthop = route.gateway or encap.dst
+        src = encap.src or route.src
+        self.report(NodeKind.DETAIL, f"tunneling to {nexthop} via {route.dev}")
+        self.report(NodeKind.DETAIL, f"tunnel {sp.name}: {text}", DeviceStep(
+            DeviceAction.ENCAP, sp.name, text), extra=True)  # fmt: skip
+        smac = local.interface.mac_in_use if local.interface is not None else None
+        if smac is None and underlay.state.ofctl is not None:
+            shown = underlay.state.ofctl.by_name(local.name)
+            smac = shown.mac if shown is not None else None
+        neighbours = self.engine.neighbours
+        if neighbours is None:
+            self.note(
+                f"ovs-appctl tnl/neigh/show is not in the snapshot: the outer destination MAC "
+                f"for {nexthop} is unknown, so the packet is followed only to its encapsulation "
+                f"(not through {underlay.name})"
+            )
+            self._egress(sp, sp.ofport or 0, EgressKind.TUNNEL, encap, text)
+            return
+        neighbour = neighbour_lookup(neighbours, underlay.name, nexthop)
+        if neighbour is None:
+            request = "ARP" if nexthop.version == 4 else "ND"
+            self.report(
+                NodeKind.DETAIL,
+                f"neighbor cache miss for {nexthop} on bridge {underlay.name}, "
+                f"sending {request} request",
+            )
+            self.stop(
+                f"{underlay.name} has no tunnel neighbour entry for {nexthop} "
+                f"(tnl/neigh/show): OVS sends an {request} request and drops this packet; later "
+                "packets go out once the neighbour answers"
+            )
+        assert neighbour is not None
+        if neighbour.stale:
+            self.note(
+                f"{underlay.name}: the tunnel neighbour entry for {nexthop} was stale when "
+                f"captured (tnl/neigh/show); its MAC {neighbour.mac} is used"
+            )
+        if smac is None:
+            self.note(
+                f"{underlay.name}: the MAC of its LOCAL port is not in the snapshot "
+                f"(ovs-ofctl show {underlay.name}); the outer source MAC is unknown, 0 shown"
+            )
+        self.report(
+            NodeKind.DETAIL,
+            f"tunneling from {smac or '(unknown MAC)'} {src} to {neighbour.mac} {nexthop}",
+        )
+        self.touched.add(underlay.name)
+        saved = dict(self.state)
+        self._outer_headers(encap, src, smac, neighbour.mac)
+        self.carrying = replace(encap, src=src) if encap.src is None and src else encap
+        try:
+            self._patch_output(
+                sp, underlay, local, False,
+                DeviceStep(DeviceAction.ENTER, underlay.name, f"tunneling to {nexthop} via "
+                           f"{route.dev}: outer packet {src} -> {encap.dst}"),
+            )  # fmt: skip
+        finally:
+            self.carrying = None
+            self.state.clear()
+            self.state.update(saved)
+
+    def _outer_headers(self, encap: TunnelEncap, src: object, smac: str | None, dmac: str) -> None:
+        """The flow after ``tnl_push``: OVS's propagate_tunnel_data_to_flow()."""
+        s = self.state
+        s["dl_dst"] = mac_int(dmac)
+        s["dl_src"] = mac_int(smac) if smac else 0
+        for key in ("vlan_tci", TPID0, TCI1, TPID1):
+            s.pop(key, None)
+        assert encap.dst is not None
+        if encap.dst.version == 4:
+            s["dl_type"] = ETH_TYPE_IPV4
+            s["nw_dst"] = int(encap.dst)
+            s["nw_src"] = int(src) if isinstance(src, IPv4Address) else 0
+        else:
+            s["dl_type"] = ETH_TYPE_IPV6
+            s["ipv6_dst"] = int(encap.dst)
+            s["ipv6_src"] = int(src) if isinstance(src, IPv6Address) else 0
+        s["nw_frag"] = 0
+        s["nw_tos"] = encap.tos
+        s["nw_ttl"] = encap.ttl
+        s["tp_src"] = 0
+        if encap.type == "gre" or encap.type == "ip6gre":
+            s["nw_proto"] = 47
+            s["tp_dst"] = 0
+        else:
+            s["nw_proto"] = 17
+            s["tp_dst"] = encap.dst_port or _UDP_PORTS.get(encap.type, 0)
 
     def _flood(self, all_ports: bool, last: bool) -> None:
         # OVS walks its port hash table; the order only matters for the order of sub-traces.
         in_port = self.state.get("in_port", 0)
+        self._underive_flood(len(self.bridge.ports) - 1)
         for number in sorted(self.bridge.ports):
             sp = self.bridge.ports[number]
             if number == in_port:
@@ -348,6 +501,7 @@ class Outputs(ABC):
                 f"{bridge.name}: vlan_mode is not in ovs-vsctl show; NORMAL derived it from "
                 "tag/trunks as ovs-vswitchd does when the column is empty"
             )
+        self._underive_flood(len(decision.outputs))
         for bundle, xvlan in decision.outputs:
             if not bundle.ports:
                 continue

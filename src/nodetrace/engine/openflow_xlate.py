@@ -59,6 +59,7 @@ from nodetrace.model.openflow import (
     Output,
     OutputField,
     PopVlan,
+    PortName,
     PushVlan,
     Resubmit,
     SetField,
@@ -77,6 +78,7 @@ from nodetrace.model.openflow_trace import (
     NodeKind,
     TraceNode,
     TracePass,
+    TunnelEncap,
 )
 from nodetrace.model.packet import Packet
 from nodetrace.model.trace import DeviceAction, DeviceStep, OpenFlowStep
@@ -151,6 +153,11 @@ class Xlate(Outputs):
         self.leaving_cache: dict[tuple[tuple[str, int], ...], tuple[Packet, str]] = {}
         self.pending_flows: list[tuple[str, Flow]] = []
         self.start: CompiledBridge | None = None
+        self.carrying: TunnelEncap | None = None
+        self.underived: dict[int, str] = {}
+        self.flooded: set[int] = set()
+        self.pass_states: list[State] = []
+        """Each pass's flow as it starts (what its datapath actions are relative to)."""
         self._reset()
 
     def _reset(self) -> None:
@@ -207,6 +214,7 @@ class Xlate(Outputs):
         self.bridge = bridge
         self.touched.add(bridge.name)
         initial = dict(state)
+        self.pass_states.append(initial)
         start = self.start
         assert start is not None
         root = _Node(NodeKind.BRIDGE, f'bridge("{start.name}")')
@@ -394,9 +402,27 @@ class Xlate(Outputs):
             if self.error or self.exit:
                 break
             last = is_last and i == n - 1
-            self.report(NodeKind.ACTION, action.text)
+            self.report(NodeKind.ACTION, self._action_line(action))
             if self._do_action(action, last):
                 return
+
+    def _action_line(self, a: Action) -> str:
+        """The action as ``ofproto/trace`` prints it: ports by number even when the dump was
+        taken with ``--names`` (``output`` checked against OVS 3.1 in
+        tests/unit/test_openflow_spelling.py; ``resubmit`` follows OVS's format_RESUBMIT)."""
+        if isinstance(a, Output) and isinstance(a.port, PortName) and a.max_len is None:
+            number = self.bridge.numbers.get(a.port.name)
+            if number is not None:
+                return f"output:{number}"
+        elif isinstance(a, Resubmit) and isinstance(a.port, PortName) and not a.ct_orig:
+            number = self.bridge.numbers.get(a.port.name)
+            if number is not None:
+                return (
+                    f"resubmit({number},{a.table})"
+                    if a.table is not None
+                    else (f"resubmit:{number}")
+                )
+        return a.text
 
     def _do_action(self, a: Action, last: bool) -> bool:
         """Run one action; True means "stop this action list" (dec_ttl exception)."""
@@ -594,6 +620,7 @@ class Xlate(Outputs):
     # -- conntrack, learn --------------------------------------------------------------------
 
     def _ct(self, a: Ct, last: bool) -> None:
+        self._underive("conntrack (ct) actions are not derived")
         s = self.state
         zone = a.zone
         if a.zone_field is not None:

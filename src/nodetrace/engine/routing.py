@@ -29,6 +29,8 @@ class RouteAction(StrEnum):
     """The destination is this host: INPUT, then a socket (or a tunnel endpoint)."""
     FORWARD = "forward"
     DROP = "drop"
+    UNKNOWN = "unknown"
+    """The snapshot has no routing table for the namespace: nothing can be decided."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,17 @@ class RouteDecision:
     @property
     def next_hop(self) -> IPAddress | None:
         return self.gateway
+
+
+def missing_routes(family: Family, netns: str) -> str:
+    """Why a routing decision cannot be made: the output, and the command that collects it."""
+    command = "ip -6 route show table all" if family is Family.IPV6 else "ip route show table all"
+    if netns == MAIN_NS:
+        return f"no `{command}` output in the snapshot: collect it with `{command}`"
+    return (
+        f"no `{command}` output of namespace {netns} in the snapshot: collect it with "
+        f"`ip netns exec {netns} {command}`"
+    )
 
 
 def _rule_matches(
@@ -97,11 +110,7 @@ def decide(
         rules = DEFAULT_RULES[family]
         assumption = "no `ip rule` output: the default rules (local, main, default) assumed"
     if not routes:
-        return RouteDecision(
-            RouteAction.DROP,
-            reason=f"no routes in the snapshot for namespace {netns or 'main'}",
-            assumption="the routing table was not captured",
-        )
+        return RouteDecision(RouteAction.UNKNOWN, reason=missing_routes(family, netns))
     for rule in sorted(rules, key=lambda r: r.priority):
         if not _rule_matches(rule, src, dst, iif, mark):
             continue
@@ -174,12 +183,14 @@ def _route_text(route: Route) -> str:
 
 def reverse_path_ok(
     topology: Topology, src: IPAddress, iif: str, mode: int, netns: str = MAIN_NS
-) -> tuple[bool, str]:
+) -> tuple[bool | None, str]:
     """``rp_filter``: strict (1) wants the route back to ``src`` to leave by ``iif``; loose (2)
-    wants any route back; 0 checks nothing."""
+    wants any route back; 0 checks nothing. ``None``: no routing table to check with."""
     if mode == 0:
         return True, ""
     back = decide(topology, src, netns=netns)
+    if back.action is RouteAction.UNKNOWN:
+        return None, f"rp_filter={mode} checks the route back to {src}: {back.reason}"
     if back.action is RouteAction.DROP:
         return False, f"rp_filter={mode}: no route back to {src}"
     if mode == 1 and back.action is RouteAction.FORWARD and back.dev != iif:

@@ -26,14 +26,19 @@ from nodetrace.engine.walk_engines import (
     TunnelEncap,
     Verdict,
 )
+from nodetrace.errors import UsageError
+from nodetrace.model.netfilter import Rule, Ruleset
 from nodetrace.model.ovs_switch import OvsSwitch, SwitchPort
 from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, Family, IPProto, Packet
+from nodetrace.model.packet_origin import FieldOrigin, Origin
 from nodetrace.model.snapshot import NamespaceState, Snapshot
 from nodetrace.model.topology import MAIN_NS, Interface, LinkKind
 from nodetrace.model.trace import (
     DeviceAction,
     DeviceStep,
     Hook,
+    NetfilterStep,
+    OpenFlowStep,
     Outcome,
     Step,
     Trace,
@@ -103,6 +108,9 @@ class WalkRequest:
     metadata: Metadata = ()
     ct_state: str | None = None
     target: Target | None = None
+    flow: tuple[FieldOrigin, ...] = ()
+    """The packet field by field with its origin (given, derived, assumed); the engines
+    report which fields outside the given and derived ones the outcome depended on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,18 +151,64 @@ class _Walk:
     """The inner packet of an encapsulated frame the walk started with."""
     flood_depth: int = 0
     """How many floods the current copy descends from."""
+    looked: dict[tuple[str, ...], str] = field(default_factory=dict)
+    """Fields neither given nor derived that a decision depended on, and where (first)."""
+    outer: bool = False
+    """The packet being walked is a tunnel's outer packet, built by the node itself."""
+    given_fields: frozenset[str] | None = None
+    watched: frozenset[str] = frozenset()
+    _device_netns: dict[str, str] | None = None
+    resting_node: list[str] = field(default_factory=list)
+    """Defaults taken for node settings the snapshot lacks, which the outcome depends on."""
+    """Fields with an assumed value: every rule or flow that looks at one is noted."""
 
     def __post_init__(self) -> None:
         if self.switch is not None:
             for b in self.switch.bridges:
                 for p in b.ports:
                     self.ovs_ports.setdefault(p.name, (b.name, p))
+        flow = self.request.flow
+        if flow:
+            stated = {f.field for f in flow if f.origin is not Origin.ASSUMED}
+            # The TTL's assumed value is kept as it is (ofproto/trace would zero it).
+            stated |= {f.field for f in flow if f.field == "nw_ttl"}
+            self.given_fields = frozenset(stated | {k for k, _ in self.request.metadata})
+            self.watched = frozenset(
+                f.field for f in flow if f.origin is Origin.ASSUMED and f.field != "nw_ttl"
+            )
 
     # -- recording --------------------------------------------------------------------
 
     def assume(self, text: str) -> None:
         if text and text not in self.assumptions:
             self.assumptions.append(text)
+
+    def rest_on(self, text: str) -> None:
+        """An assumption about the node (not the packet) that the path depends on."""
+        self.assume(text)
+        if text not in self.resting_node:
+            self.resting_node.append(text)
+
+    def look(self, names: tuple[str, ...], where: str) -> None:
+        """A decision at ``where`` depended on the field ``names`` (aliases of one field)."""
+        if not self.outer and self.request.flow:
+            self.looked.setdefault(names, where)
+
+    def look_if_assumed(self, name: str, where: str) -> None:
+        """The walk itself decided on ``name``: worth saying only when it was assumed."""
+        if name in self.watched:
+            self.look((name,), where)
+
+    def unknown_for_missing(self, where: str, what: str, netns: str, command: str) -> None:
+        """The path needs a command output the snapshot lacks: the answer is unknown."""
+        ns = f" of namespace {netns}" if netns != MAIN_NS else ""
+        run = f"ip netns exec {netns} {command}" if netns != MAIN_NS else command
+        missing = self.snap.missing_of(what, netns=netns)
+        why = f" ({missing.reason})" if missing is not None else ""
+        self.end(
+            Outcome.UNKNOWN, where,
+            f"no `{command}` output{ns} in the snapshot{why}: collect it with `{run}`",
+        )  # fmt: skip
 
     def device(self, action: DeviceAction, device: str, detail: str = "") -> int:
         self.steps.append(DeviceStep(action, device, detail))
@@ -198,7 +252,6 @@ class _Walk:
     def ns(self, netns: str) -> NamespaceState:
         state = self.snap.namespace(netns)
         if state is None:
-            self.assume(f"namespace {netns!r} is not in the snapshot: no netfilter rules assumed")
             return NamespaceState(name=netns)
         return state
 
@@ -211,15 +264,16 @@ class _Walk:
         state = self.ns(netns)
         ruleset = state.ruleset(family)
         if ruleset is None:
-            missing = self.snap.missing_of(
-                "iptables-save" if family is Family.IPV4 else "ip6tables-save", netns=netns
-            )
+            command = "iptables-save" if family is Family.IPV4 else "ip6tables-save"
+            missing = self.snap.missing_of(command, netns=netns)
             why = f" ({missing.reason})" if missing else ""
-            self.assume(
-                f"no {family.value} ruleset for namespace {netns or 'main'}{why}: "
-                "every hook assumed to accept"
-            )
-            return HookResult(Verdict.ACCEPT, (), packet)
+            ns = f" of namespace {netns}" if netns != MAIN_NS else ""
+            run = f"ip netns exec {netns} {command}" if netns != MAIN_NS else command
+            return HookResult(
+                Verdict.UNKNOWN, (), packet,
+                f"the packet crosses {family.value} netfilter{ns}, but the snapshot has no "
+                f"`{command}` output{why}: collect it with `{run}`",
+            )  # fmt: skip
         if state.other_backend:
             self.assume(
                 f"rules exist in both iptables backends in namespace {netns or 'main'}: only "
@@ -227,6 +281,9 @@ class _Walk:
             )
         call = PathCall(netns, hooks, self.request.ct_state)
         result = self.engines.netfilter.run_path(ruleset, state.ipsets, packet, call)
+        if self.watched and not self.outer:
+            for names, where in _rules_looking_at(ruleset, result.steps, packet, self.watched):
+                self.look(names, where)
         base = len(self.steps)
         self.steps.extend(result.steps)
         for a in result.assumptions:
@@ -250,12 +307,23 @@ class _Walk:
     def iface(self, name: str, netns: str) -> Interface | None:
         return self.snap.topology.interface(name, netns)
 
+    def netns_of(self, name: str) -> str:
+        """The namespace of an OVS internal port's device: Neutron moves qr-, qg-, tap (DHCP)
+        and the like into the namespaces of their routers and DHCP servers."""
+        if self.snap.topology.interface(name, MAIN_NS) is not None:
+            return MAIN_NS
+        if self._device_netns is None:
+            self._device_netns = {}
+            for i in self.snap.topology.interfaces:
+                self._device_netns.setdefault(i.name, i.netns)
+        return self._device_netns.get(name, MAIN_NS)
+
     def receive(self, name: str, netns: str, packet: Packet, meta: Metadata) -> None:
         """A frame arrives on device ``name`` (from the wire, a VM, or the veth peer)."""
         if not self.hop(name):
             return
         dev = self.iface(name, netns)
-        if netns == MAIN_NS and name in self.ovs_ports:
+        if name in self.ovs_ports and self.netns_of(name) == netns:
             bridge, port = self.ovs_ports[name]
             if port.type == "internal" or port.ofport == 65534:
                 # The kernel transmitting on an OVS internal port is OVS receiving on it; a
@@ -290,7 +358,7 @@ class _Walk:
     def transmit(self, name: str, netns: str, packet: Packet, meta: Metadata) -> None:
         """The kernel sends a frame out of device ``name``: where does it go next?"""
         dev = self.iface(name, netns)
-        if netns == MAIN_NS and name in self.ovs_ports:
+        if name in self.ovs_ports and self.netns_of(name) == netns:
             bridge, port = self.ovs_ports[name]
             if port.type == "internal" or port.ofport == 65534:
                 self.device(DeviceAction.ENTER, name, f"into {bridge} from the host (LOCAL)")
@@ -316,6 +384,25 @@ class _Walk:
             return
         if dev.kind is LinkKind.LOOPBACK:
             self.host_receive(name, netns, packet, meta)
+            return
+        target = self.request.target
+        if dev.kind is LinkKind.PHYSICAL and dev.ifindex is None and dev.mac is None:
+            # Named only as another device's port (`brctl show`): a NIC or one end of a veth?
+            if isinstance(target, ToDevice) and target.name == dev.name and target.label:
+                self.end(
+                    Outcome.DELIVERED, dev.name,
+                    f"delivered to {target.label} (the snapshot has no link details of "
+                    f"{dev.name}; the port's devices name it the VM's)",
+                    target=ToDevice(dev.name, dev.netns),
+                )  # fmt: skip
+                return
+            ns = f"ip netns exec {dev.netns} " if dev.netns != MAIN_NS else ""
+            self.end(
+                Outcome.UNKNOWN, dev.name,
+                f"what {dev.name} is (a NIC, or one end of a veth) is not in the snapshot: it is "
+                f"only named as a port of {dev.master or 'a bridge'}; `{ns}ip -d link show` "
+                "would tell",
+            )  # fmt: skip
             return
         if dev.kind in (LinkKind.PHYSICAL, LinkKind.BOND, LinkKind.VLAN, LinkKind.OTHER):
             self.end(
@@ -367,7 +454,7 @@ class _Walk:
         )
         on = sysctls.bridge_nf_call(family)
         if on is None:
-            self.assume(
+            self.rest_on(
                 "bridge-nf-call sysctls not captured: br_netfilter assumed loaded and on "
                 "(its default), so bridged IP frames go through iptables"
             )
@@ -382,6 +469,7 @@ class _Walk:
             self.end(Outcome.UNKNOWN, port.master, f"bridge {port.master} is not in the snapshot")
             return
         self.device(DeviceAction.BRIDGE, bridge.name, f"enters on port {port.name}")
+        self.look_if_assumed("dl_dst", f"Linux bridge {bridge.name} (forwarding by MAC)")
         if packet.dl_vlan is not None:
             self.assume("a VLAN-tagged frame on a Linux bridge: br_netfilter skips it")
         nf = self.br_netfilter_on(bridge, packet) and packet.dl_vlan is None
@@ -485,7 +573,7 @@ class _Walk:
         """An IP packet received on a routed device: PREROUTING, routing, INPUT or FORWARD."""
         if packet.family is None:
             if packet.dl_type == ETH_TYPE_ARP:
-                self.end(Outcome.DELIVERED, name, f"ARP handled by the host on {name}")
+                self.host_arp(name, netns, packet)
             else:
                 self.end(Outcome.UNKNOWN, name, f"non-IP frame (0x{packet.dl_type:04x}) on {name}")
             return
@@ -524,6 +612,9 @@ class _Walk:
     ) -> None:
         """PREROUTING (``pre``), the routing decision on the packet it leaves, then INPUT, or
         FORWARD and POSTROUTING, all as one pass of one skb."""
+        if packet.dl_type == ETH_TYPE_ARP:
+            self.host_arp(name, netns, packet)
+            return
         if packet.family is None or packet.nw_dst is None:
             self.end(Outcome.UNKNOWN, name, "the host stack needs an IP destination")
             return
@@ -533,16 +624,24 @@ class _Walk:
         mode = sysctls.rp_filter(name)
         if mode and routed.nw_src is not None and routed.family is Family.IPV4:
             ok, why = routing.reverse_path_ok(self.snap.topology, routed.nw_src, name, mode, netns)
+            if ok is None:
+                self.end(Outcome.UNKNOWN, name, why)
+                return
             if not ok:
+                self.look_if_assumed("nw_src", f"rp_filter on {name}")
                 self.end(Outcome.DROPPED, name, why)
                 return
         decision = routing.decide(
             self.snap.topology, routed.nw_dst, src=routed.nw_src, iif=name,
             mark=routed.skb_mark, netns=netns,
         )  # fmt: skip
+        self.look_if_assumed("nw_dst", f"the routing decision on {name}")
         if decision.assumption:
             self.assume(decision.assumption)
         step = self.device(DeviceAction.ROUTE, name, decision.reason)
+        if decision.action is routing.RouteAction.UNKNOWN:
+            self.end(Outcome.UNKNOWN, name, decision.reason, step=step)
+            return
         if decision.action is routing.RouteAction.DROP:
             self.end(Outcome.DROPPED, name, decision.reason, step=step)
             return
@@ -563,7 +662,9 @@ class _Walk:
             )
             return
         if forwarding is None:
-            self.assume("ip_forward not captured: forwarding assumed on")
+            self.rest_on(
+                f"ip_forward of namespace {netns or 'main'} not captured: forwarding assumed on"
+            )
         out = decision.dev or ""
         result = self.netfilter(
             netns,
@@ -579,6 +680,22 @@ class _Walk:
         forwarded = dataclasses.replace(result.packet, nw_ttl=max(0, result.packet.nw_ttl - 1))
         self.send(out, netns, forwarded, meta, decision)
 
+    def host_arp(self, name: str, netns: str, packet: Packet) -> None:
+        """ARP reaching the host stack: answered when it asks for one of the host's addresses
+        in that namespace, otherwise ignored (arp_process finds no local target)."""
+        tpa = packet.arp_tpa
+        if tpa is not None and tpa in self.local_addresses(netns):
+            where = f"namespace {netns}" if netns != MAIN_NS else "the host"
+            self.end(Outcome.DELIVERED, name, f"ARP for {tpa}, an address of {where}: answered "
+                     f"on {name}", target=ToHost(netns))  # fmt: skip
+            return
+        self.end(
+            Outcome.DROPPED, name,
+            f"ARP for {tpa or 'no address'} reaches the host on {name}: not one of its "
+            "addresses, so it is not answered",
+            not_for_here=True,
+        )  # fmt: skip
+
     def local_out(self, netns: str, packet: Packet, meta: Metadata) -> None:
         """A packet the host itself sends: OUTPUT, routing, POSTROUTING, out of a device."""
         assert packet.nw_dst is not None
@@ -589,6 +706,9 @@ class _Walk:
         if decision.assumption:
             self.assume(decision.assumption)
         step = self.device(DeviceAction.ROUTE, "host", decision.reason)
+        if decision.action is routing.RouteAction.UNKNOWN:
+            self.end(Outcome.UNKNOWN, "host", decision.reason, step=step)
+            return
         if decision.action is routing.RouteAction.DROP:
             self.end(Outcome.DROPPED, "host", decision.reason, step=step)
             return
@@ -596,6 +716,12 @@ class _Walk:
             src = decision.route.prefsrc or self.source_for(decision.dev, netns)
             if src is not None:
                 packet = dataclasses.replace(packet, nw_src=src)
+                how = (
+                    "the route's preferred source"
+                    if decision.route.prefsrc
+                    else (f"the address of {decision.dev}, the device the route leaves by")
+                )
+                self.assume(f"nw_src not given: {src}, {how} (as the kernel picks it)")
         if decision.action is routing.RouteAction.LOCAL:
             result = self.netfilter(
                 netns,
@@ -708,11 +834,22 @@ class _Walk:
                     fallback = (b.name, p)
         return fallback
 
+    def given_for(self, meta: Metadata) -> frozenset[str] | None:
+        """The fields an OpenFlow pass may take as stated (the rest it reports when used)."""
+        if self.given_fields is None:
+            return None
+        return self.given_fields | {k for k, _ in meta}
+
     def datapath(self, bridge: str) -> str:
-        if self.switch is None:
-            return "system"
-        state = self.switch.bridge(bridge)
-        dp = state.ovsdb.datapath_type if state is not None and state.ovsdb is not None else ""
+        """The bridge's datapath type; OVS's default (``system``) when the snapshot does not
+        say, and then the walk says it assumed it."""
+        state = self.switch.bridge(bridge) if self.switch is not None else None
+        dp = state.ovsdb.datapath_type if state is not None and state.ovsdb is not None else None
+        if dp is None:
+            self.rest_on(
+                f"{bridge}: datapath type not in the snapshot (`ovs-vsctl list bridge`): the "
+                "kernel datapath (system), OVS's default, assumed"
+            )
         return dp or "system"
 
     def ovs(self, bridge: str, port: str, packet: Packet, meta: Metadata) -> None:
@@ -725,11 +862,36 @@ class _Walk:
             )
             return
         self.device(DeviceAction.ENTER, bridge, f"OpenFlow pipeline, in_port={port}")
-        result = self.engines.openflow.run(bridge, port, packet, meta)
+        state = self.switch.bridge(bridge)
+        if state is None or state.flows is None:
+            command = f"ovs-ofctl dump-flows {bridge}"
+            self.end(
+                Outcome.UNKNOWN, bridge,
+                f"no `{command}` output in the snapshot: the pipeline of {bridge} is not known; "
+                f"collect it with `{command}`",
+            )  # fmt: skip
+            return
+        given = None if self.outer else self.given_for(meta)
+        try:
+            result = self.engines.openflow.run(bridge, port, packet, meta, given)
+        except UsageError as err:
+            # The snapshot does not say what the engine needs (a port's OpenFlow number).
+            self.end(Outcome.UNKNOWN, bridge, _snapshot_gap(str(err)))
+            return
         base = len(self.steps)
         self.steps.extend(result.steps)
         for a in result.assumptions:
             self.assume(a)
+        for name, where in result.consulted:
+            self.look(_ALIASES.get(name, (name,)), where)
+        if self.watched and not self.outer:
+            normal = next(
+                (s for s in result.steps if isinstance(s, OpenFlowStep) and "NORMAL" in s.actions),
+                None,
+            )
+            if normal is not None:
+                where = f"{normal.bridge} table {normal.table} (NORMAL switching)"
+                self.look_if_assumed("dl_dst", where)
         if result.verdict is not Verdict.ACCEPT or not result.outputs:
             outcome = Outcome.UNKNOWN if result.verdict is Verdict.UNKNOWN else Outcome.DROPPED
             step = base + result.decisive_step if result.decisive_step is not None else None
@@ -757,7 +919,7 @@ class _Walk:
                 return
             self.device(DeviceAction.OUTPUT, out.port, f"{out.bridge} hands it to the host")
             if self.hop(out.port):
-                self.host_receive(out.port, MAIN_NS, out.packet, out.metadata)
+                self.host_receive(out.port, self.netns_of(out.port), out.packet, out.metadata)
             return
         self.transmit_from_ovs(out.port, out.packet, out.metadata)
 
@@ -813,7 +975,11 @@ class _Walk:
             f"{how}: {_tunnel_kind(outer)} from {outer.nw_src}, key {meta['tun_id']}",
         )
         if self.hop(port.name):
-            self.ovs(bridge, port.name, inner, tuple(meta.items()))
+            was_outer, self.outer = self.outer, False
+            try:
+                self.ovs(bridge, port.name, inner, tuple(meta.items()))
+            finally:
+                self.outer = was_outer
 
     def encapsulate(self, out: OfOutput) -> None:
         encap = out.encap
@@ -828,11 +994,15 @@ class _Walk:
         )
         if not self.hop(out.port):
             return
-        if self.datapath(out.bridge) == "netdev":
-            self.native_tunnel_push(out, outer)
-            return
-        # Kernel datapath: the vport's kernel device sends the outer packet as the host would.
-        self.local_out(MAIN_NS, outer, ())
+        was_outer, self.outer = self.outer, True
+        try:
+            if self.datapath(out.bridge) == "netdev":
+                self.native_tunnel_push(out, outer)
+                return
+            # Kernel datapath: the vport's kernel device sends the outer packet as the host would.
+            self.local_out(MAIN_NS, outer, ())
+        finally:
+            self.outer = was_outer
 
     def native_tunnel_push(self, out: OfOutput, outer: Packet) -> None:
         """Userspace datapath: OVS routes the outer packet itself and sends it through the
@@ -840,6 +1010,9 @@ class _Walk:
         assert outer.nw_dst is not None
         decision = routing.decide(self.snap.topology, outer.nw_dst, netns=MAIN_NS)
         dev = decision.dev
+        if decision.action is routing.RouteAction.UNKNOWN:
+            self.end(Outcome.UNKNOWN, out.port, f"native tunnel: {decision.reason}")
+            return
         if decision.action is not routing.RouteAction.FORWARD or dev not in self.ovs_ports:
             self.end(
                 Outcome.DROPPED,
@@ -867,6 +1040,128 @@ class _Walk:
         )
         self.device(DeviceAction.ENTER, underlay, f"tunneling to {outer.nw_dst} via {dev}")
         self.ovs(underlay, dev, outer, ())
+
+
+def _snapshot_gap(message: str) -> str:
+    """An engine's usage error met inside a snapshot, said without its command's options."""
+    return message.replace(", or give --in-port as a number", "")
+
+
+_ALIASES = {
+    "ipv6_src": ("nw_src",),
+    "ipv6_dst": ("nw_dst",),
+    "vlan_tci": ("dl_vlan",),
+    "nw_src": ("nw_src", "arp_spa"),
+    "nw_dst": ("nw_dst", "arp_tpa"),
+    "tp_src": ("tp_src", "icmp_type"),
+    "tp_dst": ("tp_dst", "icmp_code"),
+}
+"""The OpenFlow engine's storage names, as the packet fields a user writes."""
+
+_RULE_OPTIONS = {
+    "-s": "nw_src", "--source": "nw_src", "--src-range": "nw_src",
+    "-d": "nw_dst", "--destination": "nw_dst", "--dst-range": "nw_dst",
+    "--sport": "tp_src", "--source-port": "tp_src", "--sports": "tp_src",
+    "--source-ports": "tp_src",
+    "--dport": "tp_dst", "--destination-port": "tp_dst", "--dports": "tp_dst",
+    "--destination-ports": "tp_dst",
+    "--mac-source": "dl_src",
+    "--icmp-type": "icmp_type", "--icmpv6-type": "icmp_type",
+    "--tcp-flags": "tcp_flags", "--syn": "tcp_flags",
+    "--ttl-eq": "nw_ttl", "--ttl-lt": "nw_ttl", "--ttl-gt": "nw_ttl",
+    "--tos": "nw_tos", "--dscp": "nw_tos", "--dscp-class": "nw_tos",
+}  # fmt: skip
+"""iptables options and the packet field each one compares."""
+
+_rule_field_cache: dict[str, frozenset[str]] = {}
+
+
+def _rule_fields(text: str) -> frozenset[str]:
+    """The packet fields one rule's matches compare (from its iptables-save text)."""
+    found = _rule_field_cache.get(text)
+    if found is None:
+        words = text.split()
+        fields = {_RULE_OPTIONS[w] for w in words if w in _RULE_OPTIONS}
+        for i, w in enumerate(words[:-2]):
+            if w == "--match-set":
+                flags = words[i + 2].split(",")
+                fields |= {"nw_src" if f == "src" else "nw_dst" for f in flags[:1]}
+        found = _rule_field_cache[text] = frozenset(fields)
+    return found
+
+
+_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 136: "udplite"}
+
+
+def _fails_on_known(rule: Rule, packet: Packet, watched: frozenset[str]) -> bool:
+    """The rule's fixed part fails on a field that is not watched: it never looked further."""
+    ip = rule.ip
+    if ip.proto is not None:
+        name = _PROTO_NAMES.get(packet.nw_proto, str(packet.nw_proto))
+        same = ip.proto.value in (name, str(packet.nw_proto)) or (
+            packet.nw_proto == 58 and ip.proto.value in ("icmpv6", "icmp6")
+        )
+        if same == ip.proto.negated:
+            return True
+    for spec, address, name in (
+        (ip.src, packet.nw_src, "nw_src"),
+        (ip.dst, packet.nw_dst, "nw_dst"),
+    ):
+        if spec is None or name in watched or address is None:
+            continue
+        if address.version != spec.value.version:
+            return True
+        if (address in spec.value) == spec.negated:
+            return True
+    return False
+
+
+_ComparingRules = dict[tuple[str, str], tuple[tuple[Rule, frozenset[str]], ...]]
+_comparing_cache: dict[int, tuple[Ruleset, _ComparingRules]] = {}
+_COMPARING_CACHE_SIZE = 8
+
+
+def _comparing_rules(ruleset: Ruleset) -> _ComparingRules:
+    """Per chain, the rules that compare any packet field, with those fields (computed once
+    per ruleset: a Neutron node's chains are thousands of physdev jumps that compare none)."""
+    found = _comparing_cache.get(id(ruleset))
+    if found is not None and found[0] is ruleset:
+        return found[1]
+    index: dict[tuple[str, str], list[tuple[Rule, frozenset[str]]]] = {}
+    for rule in ruleset.rules():
+        fields = _rule_fields(rule.text)
+        if fields:
+            index.setdefault((rule.table, rule.chain), []).append((rule, fields))
+    built = {k: tuple(v) for k, v in index.items()}
+    if len(_comparing_cache) >= _COMPARING_CACHE_SIZE:
+        _comparing_cache.pop(next(iter(_comparing_cache)))
+    _comparing_cache[id(ruleset)] = (ruleset, built)
+    return built
+
+
+def _rules_looking_at(
+    ruleset: Ruleset, steps: tuple[NetfilterStep, ...], packet: Packet, watched: frozenset[str]
+) -> list[tuple[tuple[str, ...], str]]:
+    """Rules that compared a watched field: in each chain a pass went through, every rule up
+    to the last one it reached was evaluated (those that did not match are not steps), unless
+    its addresses or protocol already ruled the packet out."""
+    reached: dict[tuple[str, str], int] = {}
+    for step in steps:
+        if step.number is not None:
+            key = (step.table, step.chain)
+            reached[key] = max(reached.get(key, 0), step.number)
+    comparing = _comparing_rules(ruleset)
+    out: list[tuple[tuple[str, ...], str]] = []
+    for (table, chain_name), last in reached.items():
+        for rule, compared in comparing.get((table, chain_name), ()):
+            if rule.position > last:
+                break
+            fields = compared & watched
+            if not fields or _fails_on_known(rule, packet, watched):
+                continue
+            for name in fields:
+                out.append(((name,), f"{table}:{chain_name} rule {rule.position}"))
+    return out
 
 
 def _tunnel_kind(packet: Packet) -> str | None:
@@ -930,6 +1225,7 @@ def walk(
         w.device(DeviceAction.ENTER, start.name, "received")
         if outer is not None:
             w.inner_packet = packet
+            w.outer = True
             w.receive(start.name, start.netns, outer, ())
         else:
             w.receive(start.name, start.netns, packet, meta)
@@ -1034,6 +1330,11 @@ def _trace(w: _Walk) -> Trace:
     if len(ends) > 1:
         others = "; ".join(f"{e.outcome.value} at {e.where}" for e in ends if e is not chosen)
         extra = f" (other copies: {others})"
+    resting = _resting_on(w)
+    short = [r.split(" (", 1)[0] for r in resting] + [r.split(":", 1)[0] for r in w.resting_node]
+    resting += w.resting_node
+    if short:
+        extra += "; resting on: " + ", ".join(short)
     return Trace(
         steps=tuple(w.steps),
         outcome=chosen.outcome,
@@ -1041,7 +1342,32 @@ def _trace(w: _Walk) -> Trace:
         reason=chosen.reason + extra,
         assumptions=tuple(w.assumptions),
         packet=w.request.packet,
+        flow=w.request.flow,
+        resting_on=tuple(resting),
     )
+
+
+def _resting_on(w: _Walk) -> list[str]:
+    """The assumed or unset field values a decision of the walk depended on, with where."""
+    flow = {f.field: f for f in w.request.flow}
+    out: list[str] = []
+    seen: set[str] = set()
+    for f in w.request.flow:
+        if f.origin is Origin.ASSUMED and f.value == "(none)":
+            seen.add(f.field)
+            out.append(f"no {f.field} ({f.source})")
+    for names, where in w.looked.items():
+        name = next((n for n in names if n in flow), names[0])
+        if name in seen:
+            continue
+        origin = flow.get(name)
+        if origin is None:
+            seen.add(name)
+            out.append(f"{name}=0 (not given, taken as 0: {where} looked at it)")
+        elif origin.origin is Origin.ASSUMED:
+            seen.add(name)
+            out.append(f"{name}={origin.value} (assumed: {where} looked at it)")
+    return out
 
 
 def _target_text(target: Target) -> str:

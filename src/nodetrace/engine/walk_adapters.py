@@ -7,6 +7,8 @@ per ruleset, so tracing many packets through one snapshot compiles each ruleset 
 
 from __future__ import annotations
 
+import dataclasses
+
 from nodetrace.engine.conntrack import CtState
 from nodetrace.engine.netfilter import CtFacts, Devices, NodeFacts
 from nodetrace.engine.netfilter import NetfilterEngine as RulesetEngine
@@ -53,6 +55,29 @@ def conntrack_state(text: str) -> CtState:
     return states.pop()
 
 
+_STANDALONE_HINTS = (
+    (
+        "; give them with --ipsets",
+        ": the snapshot has no `ipset save` output (collect it with `ipset save`)",
+    ),
+)
+"""Hints the engines give for their own commands, as a snapshot's reader must hear them."""
+
+
+def snapshot_wording(text: str) -> str:
+    """``text`` with every option hint of a standalone command said for a snapshot."""
+    for hint, instead in _STANDALONE_HINTS:
+        if hint in text:
+            text = text.replace(hint, instead)
+    return text
+
+
+def _reword_step(step: NetfilterStep) -> NetfilterStep:
+    if step.note is None or "--ipsets" not in step.note:
+        return step
+    return dataclasses.replace(step, note=snapshot_wording(step.note))
+
+
 class NetfilterAdapter:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -87,18 +112,25 @@ class NetfilterAdapter:
         verdict = _VERDICTS.get(result.verdict, Verdict.UNKNOWN)
         return HookResult(
             verdict=verdict,
-            steps=tuple(s for s in trace.steps if isinstance(s, NetfilterStep)),
+            steps=tuple(_reword_step(s) for s in trace.steps if isinstance(s, NetfilterStep)),
             packet=result.packet,
-            reason=trace.reason,
+            reason=snapshot_wording(trace.reason),
             decisive_step=trace.verdict_step if verdict is not Verdict.ACCEPT else None,
-            assumptions=trace.assumptions,
+            assumptions=tuple(snapshot_wording(a) for a in trace.assumptions),
         )
 
 
 class NoOpenFlow:
     """For a node without Open vSwitch: any OVS port met is reported as unknown by the walk."""
 
-    def run(self, bridge: str, in_port: str, packet: Packet, metadata: Metadata) -> OfResult:
+    def run(
+        self,
+        bridge: str,
+        in_port: str,
+        packet: Packet,
+        metadata: Metadata,
+        given: frozenset[str] | None = None,
+    ) -> OfResult:
         return OfResult((), (), Verdict.UNKNOWN, "the snapshot has no Open vSwitch state")
 
 

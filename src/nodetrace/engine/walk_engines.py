@@ -102,7 +102,19 @@ class OfResult:
     reason: str = ""
     decisive_step: int | None = None
     assumptions: tuple[str, ...] = ()
+    consulted: tuple[tuple[str, str], ...] = ()
+    """Fields outside ``given`` that a lookup depended on, with the table that looked."""
 
 
 class OpenFlowEngine(Protocol):
-    def run(self, bridge: str, in_port: str, packet: Packet, metadata: Metadata) -> OfResult: ...
+    def run(
+        self,
+        bridge: str,
+        in_port: str,
+        packet: Packet,
+        metadata: Metadata,
+        given: frozenset[str] | None = None,
+    ) -> OfResult:
+        """``given``: the packet fields with a stated value; lookups that depend on any
+        other field report it in ``consulted`` (``None``: report nothing)."""
+        ...

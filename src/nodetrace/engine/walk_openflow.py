@@ -6,11 +6,15 @@ the packets that leave the bridges become the walk's outputs, tunnel encapsulati
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from nodetrace.engine.openflow import OpenFlowEngine as Pipelines
 from nodetrace.engine.walk_engines import Metadata, OfOutput, OfResult, TunnelEncap, Verdict
 from nodetrace.model.openflow_trace import EgressKind
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.packet import Packet
+from nodetrace.model.topology import OvsRoute, OvsTunnelNeighbour
 from nodetrace.model.trace import DeviceStep, OpenFlowStep, Outcome
 
 _OVS_STATES = {
@@ -34,12 +38,33 @@ def ovs_ct_state(text: str | None) -> tuple[str, ...]:
 
 
 class OpenFlowAdapter:
-    def __init__(self, switch: OvsSwitch, *, ct_state: str | None = None) -> None:
-        self.engine = Pipelines(switch)
+    """With ``routes`` (``ovs/route/show``) and ``neighbours`` (``tnl/neigh/show``), a native
+    tunnel (userspace datapath) is followed through the underlay bridge inside the engine, as
+    ``ofproto/trace`` does: the output is then the outer packet leaving the uplink."""
+
+    def __init__(
+        self,
+        switch: OvsSwitch,
+        *,
+        ct_state: str | None = None,
+        routes: Sequence[OvsRoute] | None = None,
+        neighbours: Sequence[OvsTunnelNeighbour] | None = None,
+    ) -> None:
+        self.engine = Pipelines(switch, routes=routes, neighbours=neighbours)
         self.ct_states = ovs_ct_state(ct_state)
 
-    def run(self, bridge: str, in_port: str, packet: Packet, metadata: Metadata) -> OfResult:
-        t = self.engine.trace(bridge, in_port, packet, metadata, ct_states=self.ct_states)
+    def run(
+        self,
+        bridge: str,
+        in_port: str,
+        packet: Packet,
+        metadata: Metadata,
+        given: frozenset[str] | None = None,
+    ) -> OfResult:
+        t = self.engine.trace(
+            bridge, in_port, packet, metadata, given=given, ct_states=self.ct_states
+        )
+        consulted, notes = split_consulted(t.assumptions)
         steps: list[OpenFlowStep | DeviceStep] = [
             n.step for p in t.passes for node in p.nodes for n in node.walk() if n.step is not None
         ]
@@ -60,5 +85,27 @@ class OpenFlowAdapter:
             verdict = Verdict.DROP
         reason = t.reason or t.verdict
         return OfResult(
-            tuple(steps), tuple(outputs), verdict, reason, t.verdict_step, t.assumptions
+            tuple(steps), tuple(outputs), verdict, reason, t.verdict_step, notes, consulted
         )
+
+
+_CONSULTED = re.compile(
+    r"^(\S+) was not given: taken as 0, as ofproto/trace does \((.+) looked at it\)$"
+)
+"""The OpenFlow engine's note for a field left out that a lookup depended on."""
+
+
+def split_consulted(
+    notes: tuple[str, ...],
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """The fields the engine reported as looked at (field, table), and the other notes: the
+    walk states those fields itself, with the value it gave them."""
+    consulted: list[tuple[str, str]] = []
+    rest: list[str] = []
+    for note in notes:
+        m = _CONSULTED.match(note)
+        if m is None:
+            rest.append(note)
+        else:
+            consulted.extend((name, m.group(2)) for name in m.group(1).split("/"))
+    return tuple(consulted), tuple(rest)

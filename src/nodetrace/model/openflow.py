@@ -702,6 +702,12 @@ class FlowDump:
     source: str = ""
     ignored_lines: int = 0
     """Header and blank lines skipped on purpose."""
+    complete: bool = True
+    """False when the dump holds only part of the bridge's flows: lines elided where it was
+    copied (``(...)``), or a dump limited to a match (``dump-flows br-tun table=4``). A packet
+    that matches none of its flows may match a flow the dump does not show."""
+    incomplete_reason: str = ""
+    """Why the dump is incomplete (empty when complete), said wherever that matters."""
 
     def table(self, table_id: int) -> tuple[Flow, ...]:
         return tuple(f for f in self.flows if f.table == table_id)

@@ -102,6 +102,9 @@ class Egress:
     pass_index: int = 0
     """0 for the first pass, N for the Nth conntrack recirculation."""
     inner_vlan: int | None = None
+    carries: TunnelEncap | None = None
+    """Set when ``packet`` is the outer packet of a native tunnel (userspace datapath) that OVS
+    sent on through the underlay bridge; ``encap`` is then ``None``."""
 
     def describe(self) -> str:
         if self.kind is EgressKind.CONTROLLER:
@@ -112,6 +115,11 @@ class Egress:
         )
         if self.encap is not None:
             return f"{text}: {self.encap.describe()}"
+        if self.carries is not None:
+            return (
+                f"{text}{vlan}: outer packet {self.packet.dl_src} -> {self.packet.dl_dst} "
+                f"of {self.carries.describe()}"
+            )
         return text + vlan
 
 
@@ -157,6 +165,8 @@ class TracePass:
     nat: str | None = None
     """For a recirculation after ``ct(nat)``: how the addresses were replaced."""
     zone: int | None = None
+    datapath_actions: str | None = None
+    """OVS's ``Datapath actions:`` for this pass, or ``(not derived: why)``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,11 +107,17 @@ class Missing:
     reason: str
     netns: str = MAIN_NS
     bridge: str | None = None
+    command: str = ""
+    """The command line that would collect it on the node (empty when not known)."""
 
     def __str__(self) -> str:
         where = f" of {self.bridge}" if self.bridge else ""
         ns = f" in namespace {self.netns}" if self.netns != MAIN_NS else ""
-        return f"{self.what}{where}{ns}: {self.reason}"
+        command = self.command
+        if command and self.netns != MAIN_NS:
+            command = f"ip netns exec {self.netns} {command}"
+        collect = f" (collect with `{command}`)" if command else ""
+        return f"{self.what}{where}{ns}: {self.reason}{collect}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,8 @@ class RawOutput:
     source: str
     netns: str = MAIN_NS
     bridge: str | None = None
+    flow_filter: str = ""
+    """The match a flow dump was limited to (``table=4``); empty for a whole dump."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,8 @@ class Snapshot:
     source_kind: SourceKind
     host: str = ""
     kernel: str = ""
+    kernel_source: str = ""
+    """The output the kernel release was read from, when not ``uname``."""
     collected_at: str = ""
     iptables_backend: Backend = Backend.UNKNOWN
     topology: Topology = field(default_factory=Topology)
@@ -166,6 +176,10 @@ class Snapshot:
     missing: tuple[Missing, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
     """Every malformed line met while loading, with file, line and reason."""
+    notes: tuple[str, ...] = ()
+    """How facts were obtained when not from the preferred output: a ruleset rebuilt from an
+    ``iptables -L`` listing, flows read from ``ovs-appctl bridge/dump-flows``, Linux bridges
+    known only from ``brctl show``. Each says what that means for the answers."""
 
     def namespace(self, name: str = MAIN_NS) -> NamespaceState | None:
         for ns in self.namespaces:

@@ -379,3 +379,29 @@ class Topology:
             if any(a.ip == ip for a in iface.addresses):
                 return iface
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class OvsRoute:
+    """One route of Open vSwitch's own routing table (``ovs-appctl ovs/route/show``): how
+    ovs-vswitchd picks the underlay device and source address of a tunnel's outer packet."""
+
+    prefix: IPNetwork
+    dev: str
+    gateway: IPAddress | None = None
+    src: IPAddress | None = None
+    local: bool = False
+    user: bool = False
+    """Added with ``ovs/route/add`` (``User:``) rather than copied from the kernel (``Cached:``)."""
+    mark: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OvsTunnelNeighbour:
+    """An entry of ovs-vswitchd's tunnel neighbour cache (``ovs-appctl tnl/neigh/show``, named
+    ``tnl/arp/show`` before OVS 2.5): the outer destination MAC of a tunnel's next hop."""
+
+    ip: IPAddress
+    mac: str
+    bridge: str
+    stale: bool = False

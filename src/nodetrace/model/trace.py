@@ -13,6 +13,7 @@ from enum import StrEnum
 from nodetrace.errors import SourcePos
 from nodetrace.model.netfilter import Rule
 from nodetrace.model.packet import Family, Packet
+from nodetrace.model.packet_origin import FieldOrigin
 
 
 class Hook(StrEnum):
@@ -176,3 +177,7 @@ class Trace:
     reason: str = ""
     assumptions: tuple[str, ...] = ()
     packet: Packet | None = None
+    flow: tuple[FieldOrigin, ...] = ()
+    """A simulated trace's packet field by field, with where each value came from."""
+    resting_on: tuple[str, ...] = ()
+    """Assumed values the outcome depends on (fields neither given nor derived)."""

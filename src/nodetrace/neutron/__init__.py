@@ -4,6 +4,9 @@
 - :mod:`~nodetrace.neutron.scenario`: the TOML scenario (nodes, networks, groups, ports).
 - :mod:`~nodetrace.neutron.generate`: what the agents put on a node (iptables, ipsets, OVS).
 - :mod:`~nodetrace.neutron.synthetic`: large made-up scenarios for benchmarks.
+- :mod:`~nodetrace.neutron.inventory`: the other direction: a node's Neutron ports read back
+  from a snapshot (devices, OVSDB, iptables, flows via :mod:`~nodetrace.neutron.flow_facts`),
+  and :mod:`~nodetrace.neutron.ports` to find the one a user names.
 """
 
 from nodetrace.neutron.generate import NodeState, VmPort, generate, generate_node

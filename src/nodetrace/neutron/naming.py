@@ -304,3 +304,65 @@ def local_vlans_from_provider_flows(flow_lines: Iterable[str]) -> tuple[LocalVla
         if m:
             out.append(LocalVlan(int(m.group(1)), _lvid(m.group(2), m.group(3))))
     return tuple(out)
+
+
+# --- every per-port device Neutron names, and raw-table zone rules of every release ----------
+
+_ANY_PORT_DEVICE = re.compile(
+    r"^(tap|qbr|qvb|qvo|vhu|ns-|qr-|qg-|ha-|fg-|sg-)([0-9a-f]{8}-[0-9a-f]{2})$"
+)
+_ROUTER_LINK = re.compile(r"^(rfp-|fpr-)([0-9a-f]{8}-[0-9a-f])$")
+
+
+@dataclass(frozen=True, slots=True)
+class NeutronDevice:
+    """A device name Neutron or os-vif made, split into its prefix and the UUID part it carries.
+
+    ``uuid_prefix`` is the port UUID's first 11 characters, except for the DVR router links
+    ``rfp-``/``fpr-``, which carry the first 10 characters of the *router* UUID.
+    """
+
+    prefix: str
+    """``tap``, ``qbr``, ``qvb``, ``qvo``, ``vhu``, ``ns-`` (the namespace end of an agent's
+    veth when ``ovs_use_veth`` is set), ``qr-``, ``qg-``, ``ha-``, ``fg-``, ``sg-``, ``rfp-`` or
+    ``fpr-``."""
+    uuid_prefix: str
+
+    @property
+    def is_router_link(self) -> bool:
+        return self.prefix in ("rfp-", "fpr-")
+
+
+def parse_neutron_device(name: str) -> NeutronDevice | None:
+    """``qr-3a70b31c-3f`` → (``qr-``, ``3a70b31c-3f``); ``None`` for a name Neutron did not make."""
+    m = _ANY_PORT_DEVICE.match(name) or _ROUTER_LINK.match(name)
+    return NeutronDevice(m.group(1), m.group(2)) if m else None
+
+
+_CT_ZONE = re.compile(r"-j CT (?:.* )?--zone (\d+)\b")
+_ZONE_DEVICE = re.compile(r"(?:--physdev-in|(?:^|\s)-i) (\S+)")
+_ZONE_COMMENT = re.compile(r"Set zone for ([0-9a-f-]{8,36})")
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRule:
+    """A raw-table ``CT --zone`` rule of any release: packets entering through ``device`` are
+    tracked in ``zone``. ``port_id`` is the UUID of its ``Set zone for`` comment; rules of
+    older releases (Newton and before) have no comment, so it is ``None`` there."""
+
+    device: str
+    zone: int
+    port_id: str | None
+
+
+def zone_rule_from_text(text: str) -> ZoneRule | None:
+    """Read one raw-table rule as ``iptables-save`` prints it, with or without comment:
+
+    ``-A neutron-openvswi-PREROUTING -m physdev --physdev-in qvb3b1f6a2c-8d -j CT --zone 1``.
+    """
+    zone = _CT_ZONE.search(text)
+    device = _ZONE_DEVICE.search(text)
+    if zone is None or device is None:
+        return None
+    comment = _ZONE_COMMENT.search(text)
+    return ZoneRule(device.group(1), int(zone.group(1)), comment.group(1) if comment else None)

@@ -11,6 +11,10 @@ Also accepted: ``-O OpenFlow13``/``OpenFlow15`` dumps (``OFPST_FLOW reply (OF1.3
 (``in_port="qvo3b1f6a2c-8d"``, ``output:"vxlan-0a000032"``), files without any header, and
 flows wrapped over several lines as documentation prints them (continuation lines are joined
 while a flow has no ``actions=`` yet, or ends with ``,``).
+
+A line that only marks an elision (``(...)``, ``...``, ``…``, ``[...]``, ``<snip>``), as blog
+posts and notes cut long dumps, is not a flow: the dump is then marked incomplete
+(``FlowDump.complete``), since the flows it stood for are unknown.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ from nodetrace.parsers.ovs_flow_text import FlowTextError, convert_actions, conv
 _HEADER = re.compile(r"^\s*(NXST_FLOW|OFPST_FLOW|NXST_AGGREGATE|OFPST_AGGREGATE)\s+reply\b(.*)$")
 _ACTIONS = re.compile(r"(?:^|[\s,])actions=")
 _RECORD_START = re.compile(r"^\s*(cookie|duration|table|priority)=")
+ELISION = re.compile(
+    r"^\s*(\(\s*(\.{3,}|…)\s*\)|\[\s*(\.{3,}|…|snip)\s*\]|<\s*snip\s*>|\.{3,}|…|snip)\s*$",
+    re.IGNORECASE,
+)
+"""A line standing for lines left out where the output was copied."""
 
 _INFO_INT = {"cookie", "table", "n_packets", "n_bytes", "importance"}
 _INFO_TIME = {"duration", "idle_timeout", "hard_timeout", "idle_age", "hard_age"}
@@ -53,6 +62,7 @@ def parse_ovs_ofctl_dump_flows(
     """Parse a flow dump; without ``sink`` the first malformed flow raises :class:`ParseError`."""
     protocol = DumpProtocol.UNKNOWN
     ignored = 0
+    elided: list[int] = []
     records: list[tuple[int, int, str]] = []
     buf = ""
     first = last = first_indent = 0
@@ -68,6 +78,10 @@ def parse_ovs_ofctl_dump_flows(
         if not line.strip():
             flush()
             ignored += 1
+            continue
+        if ELISION.match(line):
+            flush()
+            elided.append(number)
             continue
         header = _HEADER.match(line)
         if header:
@@ -120,7 +134,21 @@ def parse_ovs_ofctl_dump_flows(
         flows.append(flow)
     if not flows and records and sink is not None and not sink.errors:
         sink.warn(SourcePos(source, 1), "no flows found")
-    return FlowDump(tuple(flows), protocol, names, source, ignored)
+    if not elided:
+        return FlowDump(tuple(flows), protocol, names, source, ignored)
+    where = ", ".join(str(n) for n in elided)
+    reason = f"flows were left out where the dump was copied (elision at line {where})"
+    if sink is not None:
+        sink.warn(SourcePos(source, elided[0]), f"{reason}: the dump is incomplete")
+    return FlowDump(
+        tuple(flows),
+        protocol,
+        names,
+        source,
+        ignored + len(elided),
+        complete=False,
+        incomplete_reason=reason,
+    )
 
 
 def _continues(buf: str, line: str, indent: int, first_indent: int) -> bool:

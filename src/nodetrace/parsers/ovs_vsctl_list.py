@@ -59,7 +59,7 @@ def parse_ovs_vsctl_list(
         raise ParseError(
             SourcePos(source, 1), f"not ovs-vsctl --format=json list output ({err})"
         ) from None
-    name = next((n for n, cols in _SIGNATURES if cols <= set(headings)), "")
+    name = table_name(set(headings))
     rows: list[OvsdbRow] = []
     for index, row in enumerate(data, start=1):
         try:
@@ -72,6 +72,11 @@ def parse_ovs_vsctl_list(
                 raise error from None
             sink.error(error)
     return OvsdbTable(name, tuple(rows), source)
+
+
+def table_name(headings: set[str]) -> str:
+    """Which table a ``list`` output shows, from its columns (empty when none fits)."""
+    return next((n for n, cols in _SIGNATURES if cols <= headings), "")
 
 
 def _atom(v: Any) -> Atom:

@@ -47,17 +47,13 @@ _LENIENT_PREFIX_RE = re.compile(r"TRACE: ?([^:\s]+):(\S+?):(rule|return|policy):
 _CONTINUATION_RE = re.compile(
     r"\s*(?:(?:IN|OUT|PHYSIN|PHYSOUT|MAC|SRC|DST|LEN|TOS|PREC|TTL|ID|PROTO|SPT|DPT|SEQ|ACK|WINDOW"
     r"|RES|URGP|TYPE|CODE|MARK|UID|GID|TC|HOPLIMIT|FLOWLBL|MTU|GATEWAY|PARAMETER|SPI)="
-    r"|(?:CE|DF|MF|CWR|ECE|URG|ACK|PSH|RST|SYN|FIN|AE|OPT|INCOMPLETE)(?:\s|$)|FRAG:|\[SRC=)"
+    r"|(?:CE|DF|MF|CWR|ECE|URG|ACK|PSH|RST|SYN|FIN|AE|OPT|INCOMPLETE)(?:\s|$|[A-Z]{2,}=|\()"
+    r"|FRAG:|\[SRC=)"
 )
 # Where a logger's prefix may begin in the middle of a line (a record glued onto another).
 _ENVELOPE_START_RE = re.compile(
     r"<\d{1,3}>|\[\s*\d+\.\d+\]|\[[A-Z][a-z]{2} [A-Z][a-z]{2} |\d{4}-\d\d-\d\d[T ]\d\d:"
     r"|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]?\d ?\d\d:\d\d:\d\d"
-)
-# Keys the kernel prints; used to put back spaces that a web copy lost ("LEN=84TOS=0x00").
-_GLUED_KEY_RE = re.compile(
-    r"(?<![A-Z\s])(?=(?:PHYSIN|PHYSOUT|IN|OUT|MAC|SRC|DST|LEN|TOS|PREC|TTL|ID|PROTO|SPT|DPT|SEQ"
-    r"|ACK|WINDOW|RES|URGP|TYPE|CODE|MARK|UID|GID|HOPLIMIT|FLOWLBL)=)"
 )
 _UPTIME_RE = re.compile(r"\[\s*(\d+\.\d+)\]")
 _ISO_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(\.\d+)?")
@@ -149,6 +145,20 @@ class LineCounts:
             self.first_not_text = other.first_not_text
 
 
+GLUE_CHECKS = 200
+CHECK_ALL = 1 << 62
+"""Records at the start of a file checked for lost spaces even when they parse: web copies
+lose them throughout (then every record is checked), kernel-written logs never do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """A record whose lost spaces were put back: its first line and the words they went before."""
+
+    line: int
+    before: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Malformed:
     """A line that holds ``TRACE:`` but not a record nodetrace can read, and why."""
@@ -172,7 +182,12 @@ class KernelLogReader:
     counts: LineCounts = field(default_factory=LineCounts)
     malformed: list[Malformed] = field(default_factory=list)
     repaired_lines: list[int] = field(default_factory=list)
+    repairs: list[Repair] = field(default_factory=list)
+    """Each record whose lost spaces were put back: its first line and what was put back."""
     no_dump_lines: list[int] = field(default_factory=list)
+    glue_checks: int = GLUE_CHECKS
+    """Records still to be checked for lost spaces before the reader trusts its fast path
+    (every record of a file in which one was found)."""
     # The record being assembled: already parsed (fast path) or text still to parse, the lines
     # it spans and how many physical lines it owns for counting.
     _record: LegacyRecord | None = None
@@ -204,6 +219,7 @@ class KernelLogReader:
         rec: LegacyRecord | None = None
         fast_parsed = 0
         out: list[LegacyRecord] = []
+        glue_checks = self.glue_checks
         for line in lines:
             lineno += 1
             m = search(line)
@@ -215,7 +231,9 @@ class KernelLogReader:
                     (trace_pos == 0 or line.find("=", 0, trace_pos) < 0)
                     and (prefix in known or parse_prefix(prefix) is not None)
                     and "TRACE: " not in ident
+                    and (glue_checks <= 0 or not repair_spaces(line)[1])
                 ):
+                    glue_checks -= 1  # (it stays far below zero once the checks are done)
                     if rec is not None:
                         fast_parsed += 1
                         out.append(rec)
@@ -232,6 +250,8 @@ class KernelLogReader:
                         (prefix, devs, ident, line, trace_pos, dump_pos, lineno, lineno, False),
                     )
                     continue
+            if 0 < glue_checks < CHECK_ALL and (self.repairs or repair_spaces(line)[1]):
+                glue_checks = CHECK_ALL  # a web copy: check every later record too
             if rec is not None:  # hand the pending record to the slow path
                 self._record, self._first, self._last = rec, rec.first_line, rec.last_line
                 self._owned = 1
@@ -251,6 +271,7 @@ class KernelLogReader:
             out.append(rec)
         elif self._record is not None or self._text is not None:
             out.extend(self._finish())
+        self.glue_checks = glue_checks
         counts.parsed += fast_parsed
         counts.total += lineno - first_line + 1
         if out:
@@ -305,13 +326,15 @@ class KernelLogReader:
             yield record
             return
         assert text is not None
-        record = _record_from_text(text, first, last)
+        record = None
+        repaired, fixes = repair_spaces(text)
+        if fixes:
+            record = _record_from_text(repaired, first, last, repaired=True)
+            if record is not None:
+                self.repaired_lines.append(first)
+                self.repairs.append(Repair(first, fixes))
         if record is None:
-            repaired = _repair(text)
-            if repaired != text:
-                record = _record_from_text(repaired, first, last, repaired=True)
-                if record is not None:
-                    self.repaired_lines.append(first)
+            record = _record_from_text(text, first, last)
         if record is None:
             record = _prefix_only_record(text, first, last)
             if record is not None:
@@ -361,22 +384,77 @@ def _why_malformed(text: str) -> str:
     return "packet dump is not in the kernel's order (IN= OUT= [PHYSIN=] [PHYSOUT=] [MAC=] SRC= DST= ...)"
 
 
-def _repair(text: str) -> str:
-    """Put back the spaces a web copy lost between the kernel's fields (``LEN=84TOS=0x00``)."""
+# Putting back the spaces a web copy lost. Every '=' in a record separates a key the kernel
+# prints from its value (no value holds one), so a known key glued onto what precedes it
+# ("d6MAC=", "policy:2IN=", "84TOS=") can be split off; keys that end longer keys (IN in
+# PHYSIN, ID in UID and GID) are split only where the longer key is not what was written.
+_KEYS = (
+    "PHYSIN|PHYSOUT|(?<!PHYS)(?:IN|OUT)|MAC|SRC|DST|LEN|TOS|PREC|TTL|(?<![UG])ID|PROTO|SPT|DPT"
+    "|SEQ|ACK|WINDOW|RES|URGP|TYPE|CODE|MARK|UID|GID|TC|HOPLIMIT|FLOWLBL|MTU|GATEWAY|PARAMETER"
+    "|SPI"
+)
+_GLUED_KEY_RE = re.compile(rf"(?<=[^\s\[])(?=(?:{_KEYS})=)")
+# Bare words: the IP flags after the (decimal) IP ID, the TCP flags after RES's two hex digits,
+# TCP options after URGP, an ICMP error's quoted packet.
+_IP_FLAGS_RE = re.compile(r"(?<![UG])\bID=(\d+)((?: ?+(?:CE|DF|MF|FRAG:\d+))+)(?= |$|OPT|PROTO=)")
+_TCP_FLAGS_RE = re.compile(
+    r"\bRES=(0x[0-9a-fA-F]{2})((?: ?+(?:CWR|ECE|URG|ACK|PSH|RST|SYN|FIN|AE))+)(?= )"
+)
+_FLAG_WORD_RE = re.compile(r"CWR|ECE|URG|ACK|PSH|RST|SYN|FIN|AE|CE|DF|MF|FRAG:\d+")
+_GLUED_WORD_RE = re.compile(r"(?<=[\d)A-Z])(?=OPT ?\()|(?<=[^\s\[])(?=\[SRC=)|(?<=OPT)(?=\()")
+# A date whose day and time lost their space: "Apr 1811:50:23" (the hour has two digits).
+_GLUED_DATE_RE = re.compile(
+    r"\b((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2})(\d{1,2})(\d\d:\d\d:\d\d)\b"
+)
+
+
+def _split_flags(m: re.Match[str], fixes: list[str]) -> str:
+    key = m.group(0)[: m.start(1) - m.start(0)]
+    value, run = m.group(1), m.group(2)
+    words = _FLAG_WORD_RE.findall(run)
+    rebuilt = " " + " ".join(words)
+    if rebuilt != run:
+        fixes.extend(w for w in words if f" {w}" not in run)
+    return key + value + rebuilt
+
+
+def _word_label(part: str) -> str:
+    return "[SRC=" if part.startswith("[") else "(" if part.startswith("(") else "OPT"
+
+
+def repair_spaces(text: str) -> tuple[str, tuple[str, ...]]:
+    """Put back the spaces a web copy lost between a record's fields; say where.
+
+    Returns the repaired text and, for each space put back, the word it was put before (a
+    key such as ``IN=``, a flag such as ``DF``, ``the time`` after the logger's date); an
+    intact record comes back unchanged with no fixes. ``ID=10770DF`` is IP ID 10770 and
+    the flag DF: the kernel prints IP IDs in decimal and the IP flags right after the ID.
+    ``RES=0x00ACK`` is RES 0x00 and the flag ACK: RES has exactly two hex digits.
+    """
     pos = text.find("TRACE:")
     if pos < 0:
-        return text
+        return text, ()
+    fixes: list[str] = []
     head, body = text[:pos], text[pos:]
-    body = _GLUED_KEY_RE.sub(" ", body)
-    body = _GLUED_FLAG_RE.sub(r"\1 \2", body)
-    body = _SPACES_RE.sub(" ", body)
+    if _GLUED_DATE_RE.search(head) is not None:
+        head = _GLUED_DATE_RE.sub(r"\1\2 \3", head)
+        fixes.append("the time")
     if not body.startswith("TRACE: "):
         body = "TRACE: " + body[6:].lstrip()
-    return head + body
-
-
-_GLUED_FLAG_RE = re.compile(r"(\d)(DF|MF|CE)\b")
-_SPACES_RE = re.compile(r"  +")
+        fixes.append("TRACE:")
+    split = _GLUED_KEY_RE.split(body)
+    if len(split) > 1:
+        fixes.extend(part[: part.index("=") + 1] for part in split[1:])
+        body = " ".join(split)
+    split = _GLUED_WORD_RE.split(body)
+    if len(split) > 1:
+        fixes.extend(_word_label(part) for part in split[1:])
+        body = " ".join(split)
+    body = _IP_FLAGS_RE.sub(lambda m: _split_flags(m, fixes), body)
+    body = _TCP_FLAGS_RE.sub(lambda m: _split_flags(m, fixes), body)
+    if not fixes:
+        return text, ()
+    return head + body, tuple(fixes)
 
 
 def _record_starts(line: str) -> list[int]:

@@ -10,6 +10,10 @@ from __future__ import annotations
 from nodetrace.model.openflow_trace import NodeKind, OpenFlowTrace, TraceNode, TracePass
 from nodetrace.model.trace import OpenFlowStep
 
+MEGAFLOW_NOT_DERIVED = (
+    "(not derived: the megaflow's mask needs every field each classifier lookup consulted)"
+)
+
 _TERMINAL = frozenset({NodeKind.ACTION, NodeKind.DETAIL, NodeKind.WARN, NodeKind.ERROR})
 
 
@@ -75,6 +79,9 @@ def render_ofproto(trace: OpenFlowTrace) -> str:
         out += ofproto_lines(p)
         out.append("")
         out.append(f"Final flow: {p.final_flow or 'unchanged'}")
+        if p.datapath_actions is not None:
+            out.append(f"Megaflow: {MEGAFLOW_NOT_DERIVED}")
+            out.append(f"Datapath actions: {p.datapath_actions}")
     out += _summary(trace)
     return "\n".join(out) + "\n"
 

@@ -1,5 +1,6 @@
-"""A whole-node trace as an indented text tree: devices crossed, then under each bridge or hook
-the OpenFlow tables and netfilter rules met, then the verdict and every assumption.
+"""A whole-node trace as an indented text tree: the packet traced (``Flow:``, each field with
+its origin), devices crossed, then under each bridge or hook the OpenFlow tables and netfilter
+rules met, then the verdict, what it rests on, and every assumption.
 
 The layout follows ``ofproto/trace``: one line per decision, the decisive one marked, a summary
 at the end. Netfilter steps print as ``table:chain:kind:number`` (the kernel's own TRACE words)
@@ -8,6 +9,7 @@ with the rule text, so a line can be found in ``iptables-save`` by eye.
 
 from __future__ import annotations
 
+from nodetrace.model.packet_origin import FieldOrigin, Origin
 from nodetrace.model.trace import (
     DeviceAction,
     DeviceStep,
@@ -78,8 +80,25 @@ def _openflow_line(step: OpenFlowStep) -> str:
     return line
 
 
+def flow_lines(flow: tuple[FieldOrigin, ...]) -> list[str]:
+    """``Flow: ...`` as ``ofproto/trace`` prints it, then where each field not given came from."""
+    shown = [f for f in flow if not f.value.startswith("(")]
+    lines = ["Flow: " + ",".join(f"{f.field}={f.value}" for f in shown)]
+    width = max((len(f.field) + len(f.value) + 1 for f in flow), default=0)
+    for f in flow:
+        if f.origin is Origin.GIVEN:
+            continue
+        pair = f"{f.field}={f.value}"
+        lines.append(f"  {pair:<{width}}  {f.origin.value}: {f.source}")
+    given = [f.field for f in flow if f.origin is Origin.GIVEN]
+    if given:
+        lines.append(f"  given: {', '.join(given)}")
+    lines.append("")
+    return lines
+
+
 def render_tree(trace: Trace) -> str:
-    lines: list[str] = []
+    lines: list[str] = flow_lines(trace.flow) if trace.flow else []
     hook = None
     for index, step in enumerate(trace.steps):
         mark = "▶ " if index == trace.verdict_step else "  "
@@ -97,6 +116,9 @@ def render_tree(trace: Trace) -> str:
             lines.append(f"{mark}    {_openflow_line(step)}")
     lines.append("")
     lines.append(f"Verdict: {_VERDICT[trace.outcome]}: {trace.reason}")
+    if trace.resting_on:
+        lines.append("Resting on values neither given nor found on the node:")
+        lines.extend(f"  - {r}" for r in trace.resting_on)
     if trace.assumptions:
         lines.append("Assumed:")
         lines.extend(f"  - {a}" for a in trace.assumptions)

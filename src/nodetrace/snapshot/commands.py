@@ -12,6 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+TABLES = ("raw", "mangle", "nat", "filter", "security")
+"""The iptables tables a listing (``iptables -t TABLE -nvL``) may show."""
+
 KNOWN_KINDS = frozenset(
     {
         "iptables-save",
@@ -46,11 +49,77 @@ KNOWN_KINDS = frozenset(
         "ovs-ofctl-dump-flows",
         "ovs-appctl-fdb-show",
         "ovs-appctl-dpctl-dump-conntrack",
+        "ovs-appctl-bridge-dump-flows",
+        "ovs-appctl-ovs-route-show",
+        "ovs-appctl-tnl-neigh-show",
+        "brctl-show",
+        "ip-addr-oneline",
+        *(f"{prog}-list-{table}" for prog in ("iptables", "ip6tables") for table in TABLES),
     }
 )
 """Every kind a reader may produce; the collector's kinds are a subset (a test checks it)."""
 
-PER_BRIDGE = frozenset({"ovs-ofctl-show", "ovs-ofctl-dump-flows", "ovs-appctl-fdb-show"})
+PER_BRIDGE = frozenset(
+    {
+        "ovs-ofctl-show",
+        "ovs-ofctl-dump-flows",
+        "ovs-appctl-fdb-show",
+        "ovs-appctl-bridge-dump-flows",
+    }
+)
+
+COMMANDS: dict[str, str] = {
+    "iptables-save": "iptables-save",
+    "ip6tables-save": "ip6tables-save",
+    "iptables-legacy-save": "iptables-legacy-save",
+    "iptables-nft-save": "iptables-nft-save",
+    "ip6tables-legacy-save": "ip6tables-legacy-save",
+    "ip6tables-nft-save": "ip6tables-nft-save",
+    "ipset-save": "ipset save",
+    "ipset-list": "ipset list",
+    "nft-list-ruleset": "nft -a list ruleset",
+    "ip-netns": "ip netns list",
+    "ip-link": "ip -d -j link",
+    "ip-addr": "ip -d -j address",
+    "ip-addr-oneline": "ip -o address",
+    "ip-route": "ip -j route show table all",
+    "ip6-route": "ip -6 -j route show table all",
+    "ip-rule": "ip -j rule",
+    "ip6-rule": "ip -6 -j rule",
+    "ip-neigh": "ip -j neigh",
+    "bridge-link": "bridge -d -j link",
+    "bridge-fdb": "bridge -j fdb",
+    "bridge-vlan": "bridge -j vlan",
+    "brctl-show": "brctl show",
+    "sysctl": "sysctl -a",
+    "conntrack-ipv4": "conntrack -L -f ipv4",
+    "conntrack-ipv6": "conntrack -L -f ipv6",
+    "ovs-vsctl-show": "ovs-vsctl show",
+    "ovs-vsctl-list-open_vswitch": "ovs-vsctl --format json list Open_vSwitch",
+    "ovs-vsctl-list-bridge": "ovs-vsctl --format json list Bridge",
+    "ovs-vsctl-list-port": "ovs-vsctl --format json list Port",
+    "ovs-vsctl-list-interface": "ovs-vsctl --format json list Interface",
+    "ovs-ofctl-show": "ovs-ofctl show BRIDGE",
+    "ovs-ofctl-dump-flows": "ovs-ofctl dump-flows BRIDGE",
+    "ovs-appctl-fdb-show": "ovs-appctl fdb/show BRIDGE",
+    "ovs-appctl-dpctl-dump-conntrack": "ovs-appctl dpctl/dump-conntrack",
+    "ovs-appctl-bridge-dump-flows": "ovs-appctl bridge/dump-flows BRIDGE",
+    "ovs-appctl-ovs-route-show": "ovs-appctl ovs/route/show",
+    "ovs-appctl-tnl-neigh-show": "ovs-appctl tnl/neigh/show",
+}
+"""The command that collects each kind (``BRIDGE`` stands for the bridge's name), for what the
+snapshot lacks and for the list of accepted file names."""
+
+
+def command_of(kind: str, bridge: str | None = None) -> str:
+    """The command line that would collect ``kind`` (of ``bridge``)."""
+    if kind in COMMANDS:
+        cmd = COMMANDS[kind]
+        return cmd.replace("BRIDGE", bridge) if bridge else cmd
+    for prog in ("ip6tables", "iptables"):
+        if kind.startswith(f"{prog}-list-"):
+            return f"{prog} -t {kind[len(prog) + 6 :]} -nvxL"
+    return kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +129,9 @@ class Recognised:
     netns: str | None = None
     preference: int = 0
     """Higher wins when several files give the same kind (JSON over text, details over less)."""
+    flow_filter: str = ""
+    """The match a flow dump was limited to (``table=4`` of ``ovs-ofctl dump-flows br-tun
+    table=4``): such a dump holds only part of the bridge's flows."""
 
 
 _EXTENSIONS = re.compile(r"\.(txt|json|out|log)$")
@@ -89,10 +161,20 @@ def recognise(filename: str, *, netns: str | None = None) -> Recognised | None:
         netns, words = words[3], words[4:]
     if not words:
         return None
-    found = _command(words[0].rsplit("/", 1)[-1], words[1:])
+    prog = words[0].rsplit("/", 1)[-1]
+    found = _command(prog, words[1:])
+    alias = _SNAP_ALIAS.match(prog)
+    if found is None and alias is not None:
+        # A snap runs its commands as `SNAP.COMMAND` (`openstack-hypervisor.ovs-vsctl`);
+        # sos names the file after that alias.
+        found = _command(alias.group("command"), words[1:])
     if found is None:
         return None
-    return Recognised(found.kind, found.bridge, netns, found.preference)
+    return Recognised(found.kind, found.bridge, netns, found.preference, found.flow_filter)
+
+
+_SNAP_ALIAS = re.compile(r"^[a-z0-9][a-z0-9-]*\.(?P<command>[a-z0-9][a-z0-9-]*)$")
+"""``snap-name.command``: a snap's alias of a command it ships."""
 
 
 def _drop_options(words: list[str], with_value: tuple[str, ...]) -> tuple[list[str], set[str]]:
@@ -136,6 +218,11 @@ _IP_OBJECTS = {
 def _command(prog: str, args: list[str]) -> Recognised | None:
     if re.fullmatch(r"ip6?tables(-legacy|-nft)?-save", prog):
         return Recognised(prog)
+    if re.fullmatch(r"ip6?tables(-legacy|-nft)?", prog):
+        return _iptables_listing(prog, args)
+    if prog == "brctl":
+        pos, _ = _drop_options(args, ())
+        return Recognised("brctl-show") if pos == ["show"] else None
     if prog == "ipset":
         pos, _ = _drop_options(args, ())
         if pos[:1] == ["save"]:
@@ -175,21 +262,40 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
         return None
     if prog == "ovs-ofctl":
         pos, flags = _drop_options(args, ("-O", "--protocols", "-t", "--timeout"))
+        flow_filter = ""
+        if pos[:1] == ["dump-flows"]:
+            pos, flow_filter = _split_flow_filter(pos)
         pos = _join_bridge(pos)
+        if len(pos) == 2 and pos[0] == "dump-ports-desc":
+            # The same port blocks as `show` prints; read only when `show` is absent.
+            return Recognised("ovs-ofctl-show", bridge=pos[1], preference=-1)
         if len(pos) == 2 and pos[0] in ("show", "dump-flows"):
             version = next(
                 (f.split()[1] for f in flags if f.startswith(("-O ", "--protocols "))), ""
             )
             # Without -O, ovs-ofctl speaks OpenFlow 1.0 and prints resubmit/mod_vlan_vid, the
             # form most tools and the reference expect; take it when both exist.
-            preference = 3 if not version else 2 if version == "OpenFlow13" else 1
-            return Recognised(f"ovs-ofctl-{pos[0]}", bridge=pos[1], preference=preference)
+            preference = {"": 4, "OpenFlow10": 3, "OpenFlow13": 2}.get(version, 1)
+            if flow_filter:
+                preference -= 10  # any whole dump of the bridge says more
+            return Recognised(
+                f"ovs-ofctl-{pos[0]}", bridge=pos[1], preference=preference, flow_filter=flow_filter
+            )
         return None
     if prog == "ovs-appctl":
         pos, _ = _drop_options(args, ("-t", "--target", "-T", "--timeout"))
         pos = _join_bridge(pos)
         if len(pos) == 2 and pos[0] in ("fdb/show", "fdb.show"):
             return Recognised("ovs-appctl-fdb-show", bridge=pos[1])
+        if pos[:1] in (["bridge/dump-flows"], ["bridge.dump-flows"]) and len(pos) == 2:
+            return Recognised("ovs-appctl-bridge-dump-flows", bridge=pos[1])
+        if pos in (["ovs/route/show"], ["ovs.route.show"]):
+            return Recognised("ovs-appctl-ovs-route-show")
+        # tnl/arp/show is the name of tnl/neigh/show before OVS 2.5.
+        if pos in (["tnl/neigh/show"], ["tnl.neigh.show"]):
+            return Recognised("ovs-appctl-tnl-neigh-show", preference=1)
+        if pos in (["tnl/arp/show"], ["tnl.arp.show"]):
+            return Recognised("ovs-appctl-tnl-neigh-show")
         # "/" cannot be in a file name: sos writes "dpctl.dump-conntrack", others "dpctl_dump...".
         if pos[:1] in (["dpctl/dump-conntrack"], ["dpctl.dump-conntrack"]) or pos[:2] == [
             "dpctl",
@@ -198,6 +304,56 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
             return Recognised("ovs-appctl-dpctl-dump-conntrack")
         return None
     return None
+
+
+def _iptables_listing(prog: str, args: list[str]) -> Recognised | None:
+    """``iptables [-t TABLE] -L -n [-v] [-x]`` in any spelling (``-vnxL``, ``-nvL -t nat``)."""
+    table = "filter"
+    letters = ""
+    chain_given = False
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word in ("-t", "--table") and i + 1 < len(args):
+            table = args[i + 1]
+            i += 2
+            continue
+        if word.startswith("--"):
+            letters += {"--list": "L", "--numeric": "n", "--verbose": "v", "--exact": "x"}.get(
+                word, ""
+            )
+        elif word.startswith("-"):
+            letters += word[1:]
+        else:
+            chain_given = True  # one chain only: not the whole table
+        i += 1
+    if "L" not in letters or "n" not in letters or chain_given or table not in TABLES:
+        return None  # without -n, addresses and ports are names that cannot be read back
+    base = "ip6tables" if prog.startswith("ip6") else "iptables"
+    preference = ("v" in letters) * 2 + ("x" in letters)
+    return Recognised(f"{base}-list-{table}", preference=preference)
+
+
+_MATCH_WORDS = frozenset(
+    {
+        "ip", "ipv6", "icmp", "icmp6", "tcp", "tcp6", "udp", "udp6", "sctp", "sctp6", "arp",
+        "rarp", "mpls", "mplsm",
+    }
+)  # fmt: skip
+"""Protocol shorthands of OVS's flow syntax, which may open a dump-flows filter."""
+
+
+def _split_flow_filter(pos: list[str]) -> tuple[list[str], str]:
+    """``[dump-flows, br-tun, table=4]`` -> ``([dump-flows, br-tun], "table=4")``.
+
+    A word after the bridge that is flow syntax (``field=value``, ``arp``) starts the filter;
+    other words are the rest of a bridge name split on ``_`` (``br_ex``).
+    """
+    for i in range(2, len(pos)):
+        word = pos[i]
+        if "=" in word or word.split(",", 1)[0] in _MATCH_WORDS:
+            return pos[:i], ",".join(pos[i:])
+    return pos, ""
 
 
 def _join_bridge(pos: list[str]) -> list[str]:
@@ -212,7 +368,10 @@ def _ip_command(args: list[str]) -> Recognised | None:
     obj = _IP_OBJECTS[pos[0]]
     tail = pos[1:]
     if "-o" in flags or "-oneline" in flags:
-        return None  # one-line output is not read
+        # One line per address: read only for the addresses, beside an `ip link` listing.
+        if obj == "addr" and tail in ([], ["show"], ["list"]) and not flags & {"-4", "-6"}:
+            return Recognised("ip-addr-oneline")
+        return None
     if obj == "netns":
         return Recognised("ip-netns") if tail in ([], ["list"], ["show"]) else None
     if obj == "route":

@@ -32,6 +32,11 @@ class Entry:
     """``ok`` or why there is no usable output (``missing``, ``failed``, ``timeout``...)."""
     detail: str = ""
     truncated: bool = False
+    flow_filter: str = ""
+    """The match a flow dump was limited to: only part of the bridge's flows."""
+    fallbacks: tuple[str, ...] = ()
+    """Other files giving the same output, best first: read when ``path`` holds only the
+    command's error (``ovs-ofctl`` failing to speak the bridge's OpenFlow version)."""
 
 
 @dataclass
@@ -42,6 +47,8 @@ class Listing:
     root: SubTree
     host: str = ""
     kernel: str = ""
+    kernel_source: str = ""
+    """The output the kernel release was read from (empty: ``uname``)."""
     collected_at: str = ""
     iptables_backend: Backend = Backend.UNKNOWN
     entries: list[Entry] = field(default_factory=list)

@@ -9,6 +9,7 @@ reason (not collected, tool missing, command failed), so the walk can state its 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -16,14 +17,17 @@ from typing import TypeVar
 from nodetrace.errors import DiagnosticSink, InputError, ParseError, SourcePos
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import Backend, Ruleset
+from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.packet import Family
 from nodetrace.model.snapshot import Missing, NamespaceState, RawOutput, Snapshot, Sysctls
 from nodetrace.model.topology import (
     MAIN_NS,
+    Address,
     BridgeLink,
     BridgeVlan,
     FdbEntry,
     Interface,
+    LinkKind,
     NamespaceId,
     Neighbour,
     Route,
@@ -31,8 +35,11 @@ from nodetrace.model.topology import (
     Topology,
 )
 from nodetrace.parsers import bridge_json, ip_json, ip_text
+from nodetrace.parsers.brctl_show import BrctlBridge, parse_brctl_show
+from nodetrace.parsers.ip_addr_oneline import parse_ip_addr_oneline
 from nodetrace.parsers.ipset_list import parse_ipset_list
 from nodetrace.parsers.ipset_save import parse_ipset_save
+from nodetrace.parsers.iptables_list import LISTING_LIMITS, parse_iptables_list
 from nodetrace.parsers.iptables_save import parse_iptables_save
 from nodetrace.parsers.nft_list_ruleset import (
     NftListing,
@@ -41,7 +48,7 @@ from nodetrace.parsers.nft_list_ruleset import (
 )
 from nodetrace.parsers.sysctl import parse_sysctl
 from nodetrace.snapshot.bundle import MANIFEST, read_bundle
-from nodetrace.snapshot.commands import KNOWN_KINDS
+from nodetrace.snapshot.commands import KNOWN_KINDS, TABLES, command_of
 from nodetrace.snapshot.folder import read_folder
 from nodetrace.snapshot.listing import OK, Entry, Listing
 from nodetrace.snapshot.ovs import build_switch
@@ -103,22 +110,27 @@ class _Loader:
         self.missing: list[Missing] = []
         self.root: SubTree = listing.root
         self._nft_listings: dict[str, NftListing | None] = {}
+        self.notes: list[str] = []
 
     # -- reading entries ---------------------------------------------------------------
 
     def text(self, entry: Entry | None, kind: str, netns: str = MAIN_NS) -> tuple[str, str] | None:
         """The text of an entry, or ``None`` (recording why it is missing)."""
         if entry is None:
-            self.missing.append(Missing(kind, "not in the snapshot", netns))
+            self.missing.append(
+                Missing(kind, "not in the snapshot", netns, command=command_of(kind))
+            )
             return None
+        command = command_of(kind, entry.bridge)
         if entry.status != OK or entry.path is None:
             reason = entry.status + (f": {entry.detail.splitlines()[0]}" if entry.detail else "")
+            # The command ran and failed: its own error says more than its name would.
             self.missing.append(Missing(kind, reason, netns, entry.bridge))
             return None
         try:
             text = self.root.read_text(entry.path)
         except InputError as err:
-            self.missing.append(Missing(kind, str(err), netns, entry.bridge))
+            self.missing.append(Missing(kind, str(err), netns, entry.bridge, command))
             return None
         return text, self.root.display(entry.path)
 
@@ -154,9 +166,69 @@ class _Loader:
                 text, where = got
                 if _is_json(text):
                     return ip_json.parse_ip_link(text, source=where, sink=self.sink, netns=netns)
-                return ip_text.parse_ip_link_text(text, source=where, sink=self.sink, netns=netns)
+                found = ip_text.parse_ip_link_text(text, source=where, sink=self.sink, netns=netns)
+                if kind == "ip-addr" and not _has_details(found):
+                    return self.with_link_details(found, netns)
+                if kind == "ip-link":
+                    return self.with_oneline_addresses(found, netns)
+                return found
         self.text(self.listing.find("ip-link", netns), "ip-link", netns)
         return ()
+
+    def with_oneline_addresses(
+        self, interfaces: tuple[Interface, ...], netns: str
+    ) -> tuple[Interface, ...]:
+        """Addresses from ``ip -o address`` for devices ``ip link`` listed without them."""
+        if any(i.addresses for i in interfaces):
+            return interfaces
+
+        def parse(text: str, where: str) -> dict[str, tuple[Address, ...]]:
+            return parse_ip_addr_oneline(text, source=where, sink=self.sink)
+
+        addresses = self.parse("ip-addr-oneline", netns, parse, quiet=True)
+        if not addresses:
+            return interfaces
+        return tuple(
+            dataclasses.replace(i, addresses=addresses[i.name]) if i.name in addresses else i
+            for i in interfaces
+        )
+
+    def with_link_details(
+        self, interfaces: tuple[Interface, ...], netns: str
+    ) -> tuple[Interface, ...]:
+        """``ip address`` without ``-d`` does not say what a device is; an ``ip -d link`` of
+        the same node (sos collects both) does: take kind, peer, bridge and master from it."""
+        entry = self.listing.find("ip-link", netns)
+        if entry is None or entry.status != OK or entry.path is None:
+            return interfaces
+        try:
+            text = self.root.read_text(entry.path)
+        except InputError:
+            return interfaces
+        where = self.root.display(entry.path)
+        if _is_json(text):
+            links = ip_json.parse_ip_link(text, source=where, sink=DiagnosticSink(), netns=netns)
+        else:
+            links = ip_text.parse_ip_link_text(
+                text, source=where, sink=DiagnosticSink(), netns=netns
+            )
+        if not _has_details(links):
+            return interfaces
+        by_name = {i.name: i for i in links}
+        out = []
+        for iface in interfaces:
+            link = by_name.get(iface.name)
+            if link is not None:
+                iface = dataclasses.replace(
+                    iface,
+                    kind=link.kind,
+                    detail=iface.detail or link.detail,
+                    master=iface.master or link.master,
+                    master_kind=iface.master_kind or link.master_kind,
+                    bridge_port=iface.bridge_port or link.bridge_port,
+                )
+            out.append(iface)
+        return tuple(out)
 
     def routes(self, netns: str) -> tuple[Route, ...]:
         out: list[Route] = []
@@ -222,6 +294,55 @@ class _Loader:
 
         return self.parse("bridge-vlan", netns, parse, quiet=True) or ()
 
+    def brctl(self, netns: str) -> tuple[BrctlBridge, ...]:
+        def parse(text: str, where: str) -> tuple[BrctlBridge, ...]:
+            return parse_brctl_show(text, source=where, sink=self.sink)
+
+        return self.parse("brctl-show", netns, parse, quiet=True) or ()
+
+    def with_brctl(
+        self, interfaces: list[Interface], bridges: tuple[BrctlBridge, ...], netns: str
+    ) -> list[Interface]:
+        """Linux bridges and their ports from ``brctl show``, where ``ip -d link`` (or
+        ``bridge link``) did not already say so; devices ``ip link`` does not list are added
+        with only their name and bridge known."""
+        by_name = {(i.netns, i.name): n for n, i in enumerate(interfaces)}
+        out = list(interfaces)
+        added: list[str] = []
+        told: list[str] = []
+
+        def put(name: str, **changes: object) -> None:
+            at = by_name.get((netns, name))
+            if at is None:
+                by_name[(netns, name)] = len(out)
+                out.append(Interface(name=name, netns=netns, **changes))  # type: ignore[arg-type]
+                added.append(name)
+                return
+            iface = out[at]
+            wanted = {
+                k: v for k, v in changes.items() if getattr(iface, k) in (None, LinkKind.PHYSICAL)
+            }
+            if wanted:
+                out[at] = dataclasses.replace(iface, **wanted)  # type: ignore[arg-type]
+                told.append(name)
+
+        for bridge in bridges:
+            put(bridge.name, kind=LinkKind.BRIDGE)
+            for port in bridge.ports:
+                at = by_name.get((netns, port))
+                if at is None or out[at].master in (None, bridge.name):
+                    put(port, master=bridge.name, master_kind="bridge")
+        if added or told:
+            where = f" in namespace {netns}" if netns else ""
+            note = f"Linux bridges{where} and their ports read from `brctl show`"
+            if added:
+                note += (
+                    f"; {', '.join(added)} not listed by `ip link`: only their name and bridge "
+                    "are known (state, MTU and MAC unknown)"
+                )
+            self.notes.append(note)
+        return out
+
     def namespace_ids(self, netns: str) -> tuple[NamespaceId, ...]:
         def parse(text: str, where: str) -> tuple[NamespaceId, ...]:
             if _is_json(text):
@@ -255,6 +376,10 @@ class _Loader:
                     ruleset = dataclasses.replace(ruleset, backend=backend)
                 found[kind] = ruleset
         primary = found.get(f"{base}-save")
+        if not found:
+            listed = self.listed_ruleset(netns, family)
+            if listed is not None:
+                return listed, ()
         if primary is None or not _has_rules(primary):
             # The default backend may be empty while the other holds the node's rules (the
             # kernel applies both): simulate the one that has rules.
@@ -279,6 +404,56 @@ class _Loader:
         if primary is not None:
             primary = self.with_handles(primary, netns)
         return primary, tuple(self.with_handles(r, netns) for r in others)
+
+    def listed_ruleset(self, netns: str, family: Family) -> Ruleset | None:
+        """The ruleset rebuilt from ``iptables -t TABLE -nvL`` listings, when no save exists.
+
+        Tables without a listing are not known to be empty: they are named in ``missing``.
+        """
+        base = "iptables" if family is Family.IPV4 else "ip6tables"
+        tables = {}
+        sources = []
+        for table in TABLES:
+            kind = f"{base}-list-{table}"
+
+            def parse(text: str, where: str, table: str = table) -> Ruleset:
+                return parse_iptables_list(
+                    text, source=where, table=table, family=family, sink=self.sink
+                )
+
+            listed = self.parse(kind, netns, parse, quiet=True)
+            if listed is not None and table in listed.tables:
+                tables[table] = listed.tables[table]
+                sources.append(listed.source)
+        if not tables:
+            return None
+        unlisted = [t for t in ("raw", "mangle", "nat", "filter") if t not in tables]
+        where = f" in namespace {netns}" if netns else ""
+        note = f"{family.value} ruleset{where} {LISTING_LIMITS}; read from {', '.join(sources)}"
+        if unlisted:
+            note += f"; tables {', '.join(unlisted)} were not listed and are treated as empty"
+            for table in unlisted:
+                self.missing.append(
+                    Missing(
+                        f"{base}-list-{table}",
+                        "not in the snapshot: the ruleset was rebuilt from listings without "
+                        "this table, which is treated as empty",
+                        netns,
+                        command=command_of(f"{base}-list-{table}"),
+                    )
+                )
+        self.notes.append(note)
+        save = f"{base}-save"
+        self.missing[:] = [m for m in self.missing if not (m.what == save and m.netns == netns)]
+        self.missing.append(
+            Missing(
+                save,
+                "not in the snapshot; the ruleset was rebuilt from `-L` listings instead",
+                netns,
+                command=command_of(save),
+            )
+        )
+        return Ruleset(family, tables, self.listing.iptables_backend, sources[0])
 
     def with_handles(self, ruleset: Ruleset, netns: str) -> Ruleset:
         """An iptables-nft ruleset with the rule handles ``nft -a list ruleset`` shows."""
@@ -310,7 +485,37 @@ class _Loader:
         def parse(text: str, where: str) -> Sysctls:
             return parse_sysctl(text, source=where, sink=self.sink)
 
+        if netns == MAIN_NS and self.listing.find("sysctl") is None:
+            copied = self.proc_sys()
+            if copied is not None:
+                return copied
         return self.parse("sysctl", netns, parse) or Sysctls()
+
+    def proc_sys(self) -> Sysctls | None:
+        """The main namespace's ``net.*`` sysctls from the ``proc/sys/net/`` files a sosreport
+        copied, when it has no ``sysctl -a`` (``etc/sysctl*`` are settings to apply at boot,
+        not the running values, and are not read)."""
+        values: list[tuple[str, str]] = []
+        for path in self.root.files():
+            if not path.startswith("proc/sys/net/"):
+                continue
+            try:
+                lines = self.root.read_text(path).strip().splitlines()
+            except InputError:
+                continue
+            if len(lines) != 1:
+                continue  # tables such as route/flush or empty write-only files
+            # sysctl writes a dot inside a name (eth0.100) as a slash: eth0/100.
+            parts = path[len("proc/sys/") :].split("/")
+            key = ".".join(p.replace(".", "/") for p in parts)
+            values.append((key, lines[0].strip()))
+        if not values:
+            return None
+        self.notes.append(
+            f"sysctls read from the {len(values)} proc/sys/net files of the snapshot "
+            "(no `sysctl -a`): keys it did not copy are unknown"
+        )
+        return Sysctls(tuple(values), source=self.root.display("proc/sys/net"))
 
     # -- the whole ---------------------------------------------------------------------
 
@@ -336,6 +541,9 @@ class _Loader:
                         iface, bridge_port=link.port, master_kind=iface.master_kind or "bridge"
                     )
                 interfaces.append(iface)
+            bridges = self.brctl(ns)
+            if bridges:
+                interfaces = self.with_brctl(interfaces, bridges, ns)
             routes.extend(self.routes(ns))
             rules.extend(self.rules(ns))
             neighbours.extend(self.neighbours(ns))
@@ -356,10 +564,12 @@ class _Loader:
             )
         interfaces = [_resolve_peer_namespace(i, ids) for i in interfaces]
         raw = self.raw_outputs()
-        switch = build_switch(raw, self.sink)
+        switch = build_switch(raw, self.sink, self.notes)
+        if switch is not None:
+            self.incomplete_flows(switch)
         for kind in EXPECTED_MAIN:
             if kind.startswith("ovs") and self.listing.find(kind) is None:
-                self.missing.append(Missing(kind, "not in the snapshot"))
+                self.missing.append(Missing(kind, "not in the snapshot", command=command_of(kind)))
         topology = Topology(
             interfaces=tuple(interfaces),
             routes=tuple(routes),
@@ -381,6 +591,7 @@ class _Loader:
             source_kind=self.listing.kind,
             host=self.listing.host,
             kernel=self.listing.kernel,
+            kernel_source=self.listing.kernel_source,
             collected_at=self.listing.collected_at,
             iptables_backend=self.listing.iptables_backend,
             topology=topology,
@@ -389,7 +600,29 @@ class _Loader:
             raw=raw,
             missing=tuple(_dedupe(self.missing)),
             diagnostics=tuple(diagnostics),
+            notes=tuple(self.notes),
         )
+
+    def incomplete_flows(self, switch: OvsSwitch) -> None:
+        """Name every bridge whose flow dump holds only part of its flows: a packet no flow
+        of it matches may match one the dump does not show."""
+        for bridge in switch.bridges:
+            dump = bridge.flows
+            if dump is None or dump.complete:
+                continue
+            command = command_of("ovs-ofctl-dump-flows", bridge.name)
+            self.missing.append(
+                Missing(
+                    "ovs-ofctl-dump-flows",
+                    f"incomplete: {dump.incomplete_reason} ({dump.source})",
+                    bridge=bridge.name,
+                    command=command,
+                )
+            )
+            self.notes.append(
+                f"{bridge.name} flows are incomplete: {dump.incomplete_reason} ({dump.source}); "
+                "a packet none of them matches is unknown, not dropped"
+            )
 
     def raw_outputs(self) -> tuple[RawOutput, ...]:
         out: list[RawOutput] = []
@@ -397,10 +630,61 @@ class _Loader:
             if entry.kind not in RAW_KINDS:
                 continue
             got = self.text(entry, entry.kind, entry.netns)
-            if got is not None:
-                text, where = got
-                out.append(RawOutput(entry.kind, text, where, entry.netns, entry.bridge))
+            if got is None:
+                continue
+            text, where = got
+            error = _command_error(text)
+            if error is not None:
+                text, where = self.fallback(entry, where, error) or (text, where)
+            out.append(
+                RawOutput(entry.kind, text, where, entry.netns, entry.bridge, entry.flow_filter)
+            )
         return tuple(out)
+
+    def fallback(self, entry: Entry, where: str, error: str) -> tuple[str, str] | None:
+        """Another file of the same output when the preferred one holds only the command's
+        error (a plain ``ovs-ofctl`` refused by a bridge that speaks only OpenFlow 1.3+)."""
+        for path in entry.fallbacks:
+            try:
+                text = self.root.read_text(path)
+            except InputError:
+                continue
+            if _command_error(text) is None:
+                shown = self.root.display(path)
+                self.notes.append(f"{where} holds only an error ({error}); read {shown} instead")
+                return text, shown
+        self.missing.append(
+            Missing(
+                entry.kind,
+                f"the command failed: {error} ({where})",
+                entry.netns,
+                entry.bridge,
+                command_of(entry.kind, entry.bridge),
+            )
+        )
+        return None
+
+
+_ERROR_LINE = re.compile(r"^(ovs-(ofctl|vsctl|appctl|dpctl)|ovs-vswitchd): (?P<why>.*)$")
+_LOG_LINE = re.compile(r"^\S+\|\d+\|\w+\|(WARN|ERR|EMER|INFO|DBG)\|")
+
+
+def _command_error(text: str) -> str | None:
+    """The error an Open vSwitch tool printed instead of its output, or ``None``.
+
+    Only its log lines (``2025-05-14T14:23:32Z|00001|vconn|WARN|...``) and a final
+    ``ovs-ofctl: br-ex: failed to connect to socket`` line: nothing else to read.
+    """
+    why = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or _LOG_LINE.match(line):
+            continue
+        m = _ERROR_LINE.match(line)
+        if m is None:
+            return None
+        why = line
+    return why
 
 
 def _rules_only(text: str) -> str:
@@ -410,6 +694,14 @@ def _rules_only(text: str) -> str:
 
 def _has_rules(ruleset: Ruleset) -> bool:
     return any(True for _ in ruleset.rules())
+
+
+def _has_details(interfaces: tuple[Interface, ...]) -> bool:
+    """Whether the listing was taken with ``-d``: only then does a device have a kind other
+    than physical or loopback."""
+    return any(
+        i.kind not in (LinkKind.PHYSICAL, LinkKind.LOOPBACK, LinkKind.OTHER) for i in interfaces
+    )
 
 
 def _is_json(text: str) -> bool:

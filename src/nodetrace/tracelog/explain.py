@@ -13,7 +13,15 @@ from abc import ABC, abstractmethod
 from operator import attrgetter, indexOf
 
 from nodetrace.model.packet import Family, Packet
-from nodetrace.model.trace import Hook, NetfilterStep, Outcome, SourceSpan, StepKind, Trace
+from nodetrace.model.trace import (
+    Hook,
+    NetfilterStep,
+    Outcome,
+    PacketDump,
+    SourceSpan,
+    StepKind,
+    Trace,
+)
 from nodetrace.parsers.trace_kernel_log import (
     dump_family,
     packet_from_dump,
@@ -454,6 +462,30 @@ def _assumptions(
     return tuple(out)
 
 
+def _destination_rewrite(
+    before: PacketDump | None, after: PacketDump | None, previous_table: str
+) -> str | None:
+    """Say so when a packet's destination changed since its previous step (NAT)."""
+    if before is None or after is None:
+        return None
+    old = _destination(before)
+    new = _destination(after)
+    if old == new:
+        return None
+    how = (
+        "by the nat table's rule above"
+        if previous_table == "nat"
+        else "by conntrack (NAT of an established connection: no nat line is traced)"
+    )
+    return f"destination rewritten {old} -> {new} {how}"
+
+
+def _destination(dump: PacketDump) -> str:
+    address = dump.get("DST") or "?"
+    port = dump.get("DPT")
+    return f"{address}:{port}" if port else address
+
+
 def observe_legacy(
     p: LegacyPass, book: RuleBook | None, *, index: int, source: str
 ) -> ObservedPacket:
@@ -473,6 +505,7 @@ def observe_legacy(
         )
     first_dump = parse_dump(p.records[0].dump_text) if p.records[0].ident is not None else None
     first_packet = packet_from_dump(first_dump) if first_dump is not None else None
+    dumps = [parse_dump(rec.dump_text) if rec.ident is not None else None for rec in p.records]
     for i, rec in enumerate(p.records):
         info = v.infos[i]
         devs = parse_devs(rec.devs)
@@ -480,6 +513,10 @@ def observe_legacy(
         note = _with_sets(step_notes[i], res, first_packet, book)
         if i == 0 or v.hook(i - 1) != v.hook(i):
             note = _with_trace_rule(note, v, i)
+        if i > 0:
+            rewrite = _destination_rewrite(dumps[i - 1], dumps[i], v.infos[i - 1].table)
+            if rewrite is not None:
+                note = f"{rewrite}; {note}" if note else rewrite
         steps.append(
             NetfilterStep(
                 family=family,
@@ -494,7 +531,7 @@ def observe_legacy(
                 physout=devs.get("PHYSOUT"),
                 rule=res.rule,
                 note=note,
-                dump=parse_dump(rec.dump_text) if rec.ident is not None else None,
+                dump=dumps[i],
                 span=SourceSpan(source, rec.first_line, rec.last_line),
                 misfit=res.misfit,
             )

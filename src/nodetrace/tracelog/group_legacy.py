@@ -6,9 +6,10 @@ comes *later* in the hook/table order (:mod:`nodetrace.tracelog.order`) than the
 record, not more than ``gap`` seconds after it. A record that would go back in that order starts
 a new pass of the same packet: a retransmission, a broadcast copy, or a second bridge pass
 after a veth. Routed packets lose one TTL between hooks and DNAT rewrites the destination in
-nat PREROUTING; a record that matches no open pass exactly is tried against those two
-changes before it starts a pass of its own. The algorithm and its limits are described in
-docs/formats.md.
+nat PREROUTING; conntrack rewrites the destination of a NATed connection's later packets
+(replies to a masqueraded client, a port-forward's packets) at the same place without any nat
+line. A record that matches no open pass exactly is tried against those changes before it
+starts a pass of its own. The algorithm and its limits are described in docs/formats.md.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ _LOOSE_RE = re.compile(
     r"SRC=(\S+) DST=\S+ LEN=(\d+) .*?(?:ID=(\d+)|FLOWLBL=(\d+))(?:.*? PROTO=(\S+)(?: SPT=(\d+))?)?"
 )
 _HEX_ID_RE = re.compile(r"\s*([0-9a-f]{8,})\s*$")
+# What conntrack's NAT may rewrite between two hooks of one packet (destination address and
+# port, an ICMP echo's id), plus what changes anyway (TTL, marks, the socket's owner) and an
+# ICMP error's quoted packet (NAT rewrites it too).
+_NAT_VOLATILE_RE = re.compile(
+    r" DST=\S+| DPT=\d+| TTL=\d+| HOPLIMIT=\d+| MARK=0x[0-9a-fA-F]+| UID=\d+ GID=\d+| \[SRC=.*\]"
+    r"|(?<=CODE=\d) ID=\d+|(?<=CODE=\d\d) ID=\d+"
+)
+_DST_RE = re.compile(r" DST=(\S+)(?:[^\[]*? DPT=(\d+))?")
+
+LAST_DNAT_RANK = 2
+"""The rank of nat in PREROUTING and OUTPUT (:func:`~nodetrace.tracelog.order.rank`): the
+point where conntrack rewrites a NATed packet's destination."""
+_DNAT_HOOKS = frozenset({"PREROUTING", "OUTPUT"})
+NAT_LOOKBACK = 256
+"""Passes (the latest started) searched for the one a de-NATed record continues."""
 
 
 class PrefixInfo:
@@ -89,6 +105,8 @@ class LegacyPass:
     closed: bool = False
     norm_key: str | None = None
     loose_key: tuple[str | None, ...] | None = None
+    nat_free: str | None = None
+    """The dump without what conntrack's NAT rewrites (computed when first needed)."""
 
     def hooks(self) -> list[str | None]:
         """The hook of each record: a user chain runs in its caller's built-in chain's hook
@@ -121,6 +139,18 @@ def _single(records: Iterable[LegacyRecord]) -> Iterator[list[LegacyRecord]]:
 def _loose_key(ident: str) -> tuple[str | None, ...] | None:
     m = _LOOSE_RE.match(ident)
     return m.groups() if m is not None else None
+
+
+def _nat_free(ident: str) -> str:
+    return _NAT_VOLATILE_RE.sub("", ident)
+
+
+def _destination(ident: str) -> str:
+    """``address:port`` (or the address) a dump is sent to."""
+    m = _DST_RE.search(ident)
+    if m is None:
+        return ""
+    return f"{m.group(1)}:{m.group(2)}" if m.group(2) else m.group(1)
 
 
 def _ports(devs_text: str) -> tuple[str, str]:
@@ -158,6 +188,8 @@ class LegacyGrouper:
     _by_norm: dict[str, LegacyPass] = field(default_factory=dict)
     _by_loose: dict[tuple[str | None, ...], LegacyPass] = field(default_factory=dict)
     _queue: deque[LegacyPass] = field(default_factory=deque)
+    _rewrites: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    """Destinations seen rewritten into one another (old, new): conntrack's NAT mappings."""
     _seen: OrderedDict[str, tuple[int, str]] = field(default_factory=OrderedDict)
     """Recent packet identities: how often seen, and the devices of their first record."""
     _index: int = 0
@@ -191,6 +223,8 @@ class LegacyGrouper:
             if p is None and ident is not None:
                 norm = _norm(ident)
                 p = self._moved(rec, info, norm)
+                if p is None and info.rank > LAST_DNAT_RANK:
+                    p = self._denatted(rec, info, ident)
             hook = info.builtin_hook
             # a user chain (no hook of its own) runs in the hook and table of its caller
             if p is not None and hook is not None:
@@ -213,6 +247,19 @@ class LegacyGrouper:
                 if not joins:
                     self._close(p)
                     p = None
+                    if ident is not None and r > LAST_DNAT_RANK:
+                        # the same headers seen before, but this packet may be de-NATed
+                        p = self._denatted(rec, info, ident)
+                        if p is not None and gap and self._too_late(p, rec):
+                            self._close(p)
+                            p = None
+                        if p is not None:
+                            p.hook, p.rank, p.last_builtin, p.table = (
+                                hook,
+                                r,
+                                info.number,
+                                info.table,
+                            )
             if p is None:
                 if ident is not None and norm is None:
                     norm = _norm(ident)
@@ -257,7 +304,53 @@ class LegacyGrouper:
             return None
         # From now on the pass is found under the record's exact dump.
         self._open.pop(p.key, None)
-        p.key = ident
+        p.key, p.nat_free = ident, None
+        self._open[ident] = p
+        return p
+
+    def _denatted(self, rec: LegacyRecord, info: PrefixInfo, ident: str) -> LegacyPass | None:
+        """The open pass this record continues although conntrack rewrote its destination.
+
+        A NATed connection's packets after the first are not traced through the nat table,
+        but conntrack still rewrites them where nat would run (between mangle and filter in
+        PREROUTING and OUTPUT): the reply to a masqueraded connection enters with the public
+        address and reaches FORWARD or INPUT with the private one; a port-forward's later
+        packets reach INPUT with the forwarded address and port. Such a record continues a
+        pass still before that point whose dump is the same apart from what NAT rewrites
+        there (destination address and port, an ICMP echo's id) and the TTL. Of several, the
+        one whose old and new destination were already seen together is taken, else the
+        most recent; only the :data:`NAT_LOOKBACK` passes that started last are looked at.
+        """
+        if info.builtin_hook is None:
+            return None
+        wanted = _nat_free(ident)
+        candidates: list[LegacyPass] = []
+        for n, p in enumerate(reversed(self._queue)):
+            if n >= NAT_LOOKBACK:
+                break
+            if p.closed or p.rank > LAST_DNAT_RANK or p.hook not in _DNAT_HOOKS:
+                continue
+            if p.hook == "OUTPUT" and info.builtin_hook not in ("OUTPUT", "POSTROUTING"):
+                continue
+            if p.hook == "PREROUTING" and info.builtin_hook in ("OUTPUT", "PREROUTING"):
+                continue
+            if p.nat_free is None:
+                p.nat_free = _nat_free(p.key or "")
+            if p.nat_free == wanted:
+                candidates.append(p)
+        if not candidates:
+            return None
+        new_dst = _destination(ident)
+        p = candidates[0]
+        for c in candidates:
+            if (_destination(c.key or ""), new_dst) in self._rewrites:
+                p = c
+                break
+        self._rewrites[(_destination(p.key or ""), new_dst)] = None
+        if len(self._rewrites) > 4096:
+            self._rewrites.popitem(last=False)
+        self._open.pop(p.key, None)
+        p.key, p.nat_free = ident, None
         self._open[ident] = p
         return p
 

@@ -44,6 +44,7 @@ class NftGrouper:
     _open: dict[str, NftPass] = field(default_factory=dict)
     _queue: deque[NftPass] = field(default_factory=deque)
     _occurrences: dict[str, int] = field(default_factory=dict)
+    """How often each packet identity (headers without per-hook fields) was seen."""
     _index: int = 0
 
     def passes(self, items: Iterable[NftItem]) -> Iterator[NftPass]:
@@ -66,11 +67,6 @@ class NftGrouper:
         p = self._open.get(trace_id)
         if p is None:
             p = NftPass(trace_id, self._index, packet_first=packet_first)
-            seen = self._occurrences.get(trace_id, 0) + 1
-            self._occurrences[trace_id] = seen
-            if len(self._occurrences) > 4 * self.window:
-                self._occurrences.pop(next(iter(self._occurrences)))
-            p.occurrence = seen
             self._open[trace_id] = p
             self._queue.append(p)
         return p
@@ -117,6 +113,15 @@ class NftGrouper:
         p.packet_of.append(-1 if waiting or not p.packets else len(p.packets) - 1)
 
     def _close(self, p: NftPass) -> None:
+        if not p.closed and p.packets:
+            # A trace id comes back for other packets (it is derived from the skb's address):
+            # only the same headers make a packet seen again.
+            identity = _identity(p.packets[0])
+            seen = self._occurrences.get(identity, 0) + 1
+            self._occurrences[identity] = seen
+            if len(self._occurrences) > 4 * self.window:
+                self._occurrences.pop(next(iter(self._occurrences)))
+            p.occurrence = seen
         p.closed = True
         if self._open.get(p.trace_id) is p:
             del self._open[p.trace_id]
@@ -124,3 +129,11 @@ class NftGrouper:
     def _evict(self, before: int) -> None:
         for p in [p for p in self._open.values() if p.start < before]:
             self._close(p)
+
+
+_PER_HOOK_KEYS = frozenset({"IN", "OUT", "MACSRC", "MACDST", "MACPROTO", "TTL", "HOPLIMIT", "MARK"})
+"""Fields that change from hook to hook of one packet (or between a packet's copies)."""
+
+
+def _identity(packet: NftPacket) -> str:
+    return " ".join(f"{k}={v}" for k, v in packet.dump.fields if k not in _PER_HOOK_KEYS)

@@ -145,11 +145,18 @@ class Analysis:
         counts = reader.counts
         self._report_counts(source, counts, reader.malformed)
         name = source.name
-        if reader.repaired_lines:
-            n = len(reader.repaired_lines)
+        for repair in reader.repairs[:MAX_REPORTED]:
             self.sink.warn(
-                SourcePos(name, reader.repaired_lines[0]),
-                f"{n} record{'s' if n > 1 else ''} had lost the spaces between fields (copied from a web page?); they were put back",
+                SourcePos(name, repair.line),
+                "spaces lost between fields (copied from a web page?) put back before "
+                + ", ".join(_unique(repair.before)),
+            )
+        if len(reader.repairs) > MAX_REPORTED:
+            rest = reader.repairs[MAX_REPORTED:]
+            self.sink.warn(
+                SourcePos(name, rest[0].line),
+                f"{len(rest)} more records had lost spaces between fields; they were put back "
+                f"(lines {rest[0].line}-{rest[-1].line})",
             )
         if reader.no_dump_lines:
             n = len(reader.no_dump_lines)
@@ -184,6 +191,11 @@ class Analysis:
             )
         if counts.total and not counts.parsed:
             self.sink.warn(SourcePos(name, 0), f"no TRACE records in {counts.total} lines")
+
+
+def _unique(words: tuple[str, ...]) -> list[str]:
+    """Each word once, in order of first appearance (``ID=`` is put back twice in a ping)."""
+    return list(dict.fromkeys(words))
 
 
 def _labels(obs: ObservedPacket) -> list[str]:

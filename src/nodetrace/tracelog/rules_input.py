@@ -141,11 +141,23 @@ def load_ipsets(name: str, sink: DiagnosticSink) -> IpSets | None:
 
 
 def load_rulebook(
-    rule_files: Sequence[str], ipset_files: Sequence[str], sink: DiagnosticSink
+    rule_files: Sequence[str],
+    ipset_files: Sequence[str],
+    sink: DiagnosticSink,
+    *,
+    taken: Sequence[Ruleset] = (),
+    taken_ipsets: IpSets | None = None,
+    taken_from: str = "",
 ) -> RuleBook | None:
-    """The rulesets (one per family; a later file of the same family wins) and ipsets given."""
+    """The rulesets (one per family; a later file of the same family wins) and ipsets given.
+
+    ``taken``/``taken_ipsets`` were read already (from a snapshot, ``taken_from``): they come
+    first, so a file of the same family given beside them wins, and says so.
+    """
     book = RuleBook()
-    sources: list[str] = []
+    sources: list[str] = [taken_from] if taken or taken_ipsets is not None else []
+    for read in taken:
+        book.rulesets[read.family] = read
     listings: list[NftListing] = []
     for name in rule_files:
         listing = _load_nft_listing(name, sink)
@@ -171,13 +183,13 @@ def load_rulebook(
             book.rulesets[family] = attached.ruleset
     if len(listings) > 1:
         sink.warn(SourcePos(listings[-1].source, 0), "a second nft listing; this one is used")
-    merged: dict[str, IpSet] = {}
+    merged: dict[str, IpSet] = dict(taken_ipsets.sets) if taken_ipsets is not None else {}
     for name in ipset_files:
         sets = load_ipsets(name, sink)
         if sets is not None:
             merged.update(sets.sets)
             sources.append(name)
     if merged:
-        book.ipsets = IpSets(merged, ",".join(ipset_files))
+        book.ipsets = IpSets(merged, ",".join(ipset_files) or taken_from)
     book.sources = tuple(sources)
     return book if book.rulesets or book.ipsets is not None else None

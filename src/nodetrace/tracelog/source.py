@@ -1,15 +1,20 @@
-"""Open a log for reading as text lines: a plain file, a gzip file (by content), or stdin.
+"""Open a log for reading as text lines: a plain or compressed file, or stdin.
 
-Logs come from other machines in every state: compressed, cut short, with CRLF line ends or
-binary junk in them. Bytes that are not UTF-8 become U+FFFD (the line is then skipped and
-counted as not text), CRLF and CR end lines like LF, and a gzip stream that ends early yields
-the lines before the damage plus a warning naming the line, never an exception.
+Logs come from other machines in every state: compressed (gzip, bzip2, xz or zstd, known by
+their first bytes whatever the file is called, so a rotated ``kern.log.2`` that is really
+gzip, or a compressed stdin, read too), cut short, with CRLF line ends or binary junk in them.
+Bytes that are not UTF-8 become U+FFFD (the line is then skipped and counted as not text),
+CRLF and CR end lines like LF, and a compressed stream that ends early yields the lines before
+the damage plus a warning naming the line, never an exception. zstd needs the ``zstandard``
+package; without it a zstd file is refused in one line that says what to install.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import os
 import stat
 import sys
@@ -18,12 +23,116 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from nodetrace.errors import DiagnosticSink, InputError, SourcePos
 
 GZIP_MAGIC = b"\x1f\x8b"
+COMPRESSIONS: tuple[tuple[bytes, str], ...] = (
+    (GZIP_MAGIC, "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+"""First bytes of each compressed format, and its name."""
 STDIN = "-"
+
+DAMAGE: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, lzma.LZMAError)
+"""What a decompressor raises on a stream that is cut short or damaged."""
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compressed format whose magic bytes ``head`` starts with, if any."""
+    for magic, name in COMPRESSIONS:
+        if head.startswith(magic):
+            if name == "bzip2" and not head[3:4].isdigit():
+                continue  # "BZh" is followed by the block size, 1-9
+            return name
+    return None
+
+
+def decompressing(
+    kind: str, raw: BinaryIO, name: str
+) -> tuple[BinaryIO, tuple[type[BaseException], ...]]:
+    """A reader of the decompressed bytes of ``raw`` (which holds ``kind`` data), and what it
+    raises when the data is cut short or damaged.
+
+    Raises :class:`InputError` for zstd when the ``zstandard`` package is not installed.
+    """
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), DAMAGE  # type: ignore[return-value]
+    if kind == "bzip2":
+        return bz2.BZ2File(raw, mode="rb"), DAMAGE  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(raw, mode="rb"), DAMAGE  # type: ignore[return-value]
+    try:
+        import zstandard  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise InputError(
+            f"{name}: zstd-compressed, and reading zstd needs the Python package 'zstandard' "
+            f"(pip install zstandard); or decompress it first: zstd -dc FILE | nodetrace log -"
+        ) from None
+    reader = _ZstdReader(raw, zstandard.ZstdDecompressor())
+    return io.BufferedReader(reader, buffer_size=1 << 20), (*DAMAGE, zstandard.ZstdError)
+
+
+def decompressed(data: bytes, name: str) -> bytes:
+    """``data`` decompressed if its first bytes say it is compressed, else ``data`` itself.
+
+    For inputs read whole (a ruleset, an ipset dump): damaged or cut-short compressed data
+    raises :class:`InputError` in one line, as a zstd file does without ``zstandard``.
+    """
+    kind = compression_of(data[:6])
+    if kind is None:
+        return data
+    reader, damage = decompressing(kind, io.BytesIO(data), name)
+    try:
+        return reader.read()
+    except damage as err:
+        raise InputError(f"{name}: damaged {kind} data ({err})") from None
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompresses zstd frames one after another, and raises :class:`EOFError` when the data
+    ends inside a frame (zstandard's own stream reader ends quietly there)."""
+
+    def __init__(self, raw: BinaryIO, decompressor: Any) -> None:
+        self._raw = raw
+        self._decompressor = decompressor
+        self._frame = decompressor.decompressobj()
+        self._in_frame = False
+        self._pending = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending and not self._done:
+            chunk = self._raw.read(1 << 16)
+            if not chunk:
+                self._done = True
+                if self._in_frame:
+                    raise EOFError("zstd data ends inside a frame")
+                break
+            self._pending = self._decompress(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            out.append(self._frame.decompress(data))
+            if self._frame.eof:  # the frame is complete: what follows is the next frame
+                data = self._frame.unused_data
+                self._frame = self._decompressor.decompressobj()
+                self._in_frame = False
+            else:
+                self._in_frame = True
+                data = b""
+        return b"".join(out)
 
 
 class _CountingReader(io.RawIOBase):
@@ -55,11 +164,16 @@ class LogSource:
     name: str
     size: int | None
     compressed: bool
+    """The file is compressed (``compression`` says how): its lines are read guarded."""
     _text: io.TextIOWrapper
     _counter: _CountingReader
     _sink: DiagnosticSink
     lines_read: int = 0
     truncated: bool = False
+    compression: str | None = None
+    """``gzip``, ``bzip2``, ``xz`` or ``zstd`` (by the file's first bytes), or None."""
+    damage: tuple[type[BaseException], ...] = DAMAGE
+    """What the decompressor raises on damaged data."""
     _closers: list[BinaryIO] = field(default_factory=list)
     _head: list[str] = field(default_factory=list)
 
@@ -82,7 +196,7 @@ class LogSource:
             for line in lines:
                 lineno += 1
                 yield line
-        except (EOFError, OSError, zlib.error) as err:
+        except self.damage as err:
             self.truncated = True
             self._sink.warn(
                 SourcePos(self.name, lineno + 1),
@@ -97,7 +211,7 @@ class LogSource:
                 head.append(line)
                 if len(head) >= count:
                     break
-        except (EOFError, OSError, zlib.error) as err:
+        except self.damage as err:
             self.truncated = True
             self._sink.warn(
                 SourcePos(self.name, len(head) + 1),
@@ -149,9 +263,25 @@ def _wrap(
 ) -> LogSource:
     counter = _CountingReader(raw)
     buffered = io.BufferedReader(counter, buffer_size=1 << 20)
-    compressed = buffered.peek(2)[:2] == GZIP_MAGIC
+    kind = compression_of(buffered.peek(6)[:6])
     binary: BinaryIO = buffered
-    if compressed:
-        binary = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+    damage = DAMAGE
+    if kind is not None:
+        try:
+            binary, damage = decompressing(kind, binary, display)
+        except InputError:
+            for f in closers:
+                f.close()
+            raise
     text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline=None)
-    return LogSource(display, size, compressed, text, counter, sink, _closers=closers)
+    return LogSource(
+        display,
+        size,
+        kind is not None,
+        text,
+        counter,
+        sink,
+        compression=kind,
+        damage=damage,
+        _closers=closers,
+    )

@@ -1,0 +1,146 @@
+"""``nodetrace show --format json``: the node inventory as the documented JSON document.
+
+Plain values where a script wants them (``tag``, ``mac``, ``ips``, ``zone``), and beside them in
+``sources`` where on the node each inferred value was read. ``null`` always means "the node
+does not tell", never a default. The schema is documented in docs/formats.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodetrace.model.node_inventory import (
+    Found,
+    Inventory,
+    LinuxBridgeSummary,
+    NamespaceSummary,
+    OvsBridgeSummary,
+    PortInfo,
+    Segment,
+)
+
+SCHEMA_VERSION = 1
+
+
+def _value(found: Found[Any] | None) -> Any:
+    return found.value if found is not None else None
+
+
+def _port(p: PortInfo) -> dict[str, Any]:
+    sources: dict[str, Any] = {}
+    for name, found in (
+        ("tag", p.local_vlan),
+        ("network_type", p.network_type),
+        ("segmentation_id", p.segmentation_id),
+        ("mac", p.mac),
+        ("zone", p.zone),
+    ):
+        if found is not None:
+            sources[name] = found.source
+    sources["ips"] = [ip.source for ip in p.ips]
+    sources["macs"] = [m.source for m in p.macs]
+    return {
+        "port_id": p.port_id,
+        "kind": p.kind.value,
+        "devices": list(p.devices),
+        "tap": p.tap,
+        "namespace": p.namespace,
+        "bridge": p.bridge,
+        "ovs_port": p.ovs_port,
+        "ofport": p.ofport,
+        "firewall": p.firewall,
+        "tag": _value(p.local_vlan),
+        "network_type": _value(p.network_type),
+        "segmentation_id": _value(p.segmentation_id),
+        "mac": _value(p.mac),
+        "macs": [m.value for m in p.macs],
+        "ips": [str(ip.value) for ip in p.ips],
+        "zone": _value(p.zone),
+        "chains": list(p.chains),
+        "chain_rules": list(p.chain_rules),
+        "flows": p.flows,
+        "sources": sources,
+        "notes": list(p.notes),
+    }
+
+
+def _bridge(b: OvsBridgeSummary) -> dict[str, Any]:
+    return {
+        "name": b.name,
+        "datapath_type": b.datapath_type,
+        "fail_mode": b.fail_mode,
+        "flows": b.flows,
+        "ports": [
+            {
+                "name": p.name,
+                "ofport": p.ofport,
+                "type": p.type,
+                "tag": p.tag,
+                "trunks": list(p.trunks),
+                "peer": p.peer,
+                "remote_ip": p.remote_ip,
+                "local_ip": p.local_ip,
+                "key": p.key,
+                "iface_id": p.iface_id,
+                "flows": p.flows,
+            }
+            for p in b.ports
+        ],
+    }
+
+
+def _linux_bridge(b: LinuxBridgeSummary) -> dict[str, Any]:
+    return {
+        "name": b.name,
+        "namespace": b.namespace or None,
+        "ageing_time": b.ageing_time,
+        "nf_call_iptables": b.nf_call_iptables,
+        "ports": list(b.ports),
+    }
+
+
+def _namespace(n: NamespaceSummary) -> dict[str, Any]:
+    return {"name": n.name, "interfaces": list(n.interfaces), "iptables_rules": n.iptables_rules}
+
+
+def _segment(s: Segment) -> dict[str, Any]:
+    return {
+        "local_vlan": s.local_vlan,
+        "network_type": s.network_type.value,
+        "segmentation_id": _value(s.segmentation_id),
+        "sources": {
+            "network_type": s.network_type.source,
+            "segmentation_id": s.segmentation_id.source if s.segmentation_id else None,
+        },
+    }
+
+
+def show_document(inv: Inventory) -> dict[str, Any]:
+    node = inv.node
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "show",
+        "node": {
+            "hostname": _value(node.hostname),
+            "kernel": _value(node.kernel),
+            "collected_at": node.collected_at,
+            "source": node.source,
+            "source_kind": node.source_kind,
+            "iptables": node.iptables,
+            "br_netfilter": node.br_netfilter,
+            "sources": {
+                "hostname": node.hostname.source if node.hostname else None,
+                "kernel": node.kernel.source if node.kernel else None,
+            },
+        },
+        "ports": [_port(p) for p in inv.ports],
+        "ovs_bridges": [_bridge(b) for b in inv.ovs_bridges],
+        "linux_bridges": [_linux_bridge(b) for b in inv.linux_bridges],
+        "namespaces": [_namespace(n) for n in inv.namespaces],
+        "segments": [_segment(s) for s in inv.segments],
+        "missing": [
+            {"what": m.what, "reason": m.reason, "namespace": m.namespace} for m in inv.missing
+        ],
+        "notes": list(inv.notes),
+        "diagnostics": list(inv.diagnostics),
+    }

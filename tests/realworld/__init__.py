@@ -1,0 +1,1 @@
+"""Real nodes' command outputs, published by others, and what each one must show."""
