@@ -60,13 +60,11 @@ def _ip_address(state: NodeState) -> str:
         d = vp.devices
         link(d.qbr, up, vp.mtu)
         link(d.tap, up, vp.mtu, f" master {d.qbr}")
-        first = index
+        # Both ends in one namespace: `ip` names each end's peer after the `@`.
         link(f"{d.qvo}@{d.qvb}", "BROADCAST,MULTICAST,PROMISC,UP,LOWER_UP", vp.mtu,
              " master ovs-system")  # fmt: skip
-        out[-2] = out[-2].replace(f"{d.qvo}@{d.qvb}", f"{d.qvo}@if{first + 1}")
         link(f"{d.qvb}@{d.qvo}", "BROADCAST,MULTICAST,PROMISC,UP,LOWER_UP", vp.mtu,
              f" master {d.qbr}")  # fmt: skip
-        out[-2] = out[-2].replace(f"{d.qvb}@{d.qvo}", f"{d.qvb}@if{first}")
     return "\n".join(out) + "\n"
 
 
@@ -142,8 +140,11 @@ def write_sosreport(state: NodeState, root: Path) -> Path:
 def _ofctl_show(state: NodeState, bridge: str) -> str:
     out = ["OFPT_FEATURES_REPLY (xid=0x2): dpid:0000000000000001", "n_tables:254, n_buffers:256"]
     ports = sorted(state.bridge_ports(bridge), key=lambda p: p.ofport)
-    for p in ports:
-        out += [f" {p.ofport}({p.name}): addr:{_mac(p.name)}", "     config:     0",
+    numbered = [(p.ofport, p.name) for p in ports]
+    if bridge == "br-phys":
+        numbered.append((max(n for n, _ in numbered) + 1, UPLINK))
+    for number, name in numbered:
+        out += [f" {number}({name}): addr:{_mac(name)}", "     config:     0",
                 "     state:      0", "     speed: 0 Mbps now, 0 Mbps max"]  # fmt: skip
     out += [f" LOCAL({bridge}): addr:{_mac(bridge)}", "     config:     PORT_DOWN",
             "     state:      LINK_DOWN", "     speed: 0 Mbps now, 0 Mbps max",

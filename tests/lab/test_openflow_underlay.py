@@ -12,6 +12,7 @@ MACs OVS's ``tnl_push`` writes.
 from __future__ import annotations
 
 import re
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from nodetrace.lab.run import run
 from nodetrace.model.openflow_trace import OpenFlowTrace, TracePass
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.trace import Outcome
+from nodetrace.parsers.ovs_appctl_dpif_show import parse_ovs_appctl_dpif_show
 from nodetrace.parsers.ovs_appctl_fdb_show import parse_ovs_appctl_fdb_show
 from nodetrace.parsers.ovs_appctl_ofproto_trace import observed_tree, parse_ovs_appctl_ofproto_trace
 from nodetrace.parsers.ovs_appctl_tunnel_underlay import (
@@ -41,7 +43,7 @@ NEIGHBOUR_MAC = "aa:bb:cc:00:00:01"
 """The MAC ``OvsLab`` gives the first remote (10.0.0.12) in br-phys's tunnel neighbour cache."""
 
 TUNNELS = {
-    # port: (options, what OVS does with it)
+    # port: OVSDB options (the test asserts what OVS does with each)
     "vx-local": {"remote_ip": "10.0.0.12", "local_ip": "10.0.0.21", "key": "flow"},
     "vx-route": {"remote_ip": "10.0.0.12", "key": "flow"},
     "vx-gw": {"remote_ip": "10.5.0.7", "key": "flow", "dst_port": "8472"},
@@ -52,18 +54,29 @@ TUNNELS = {
     "gre1": {"remote_ip": "10.0.0.12", "key": "flow"},
 }
 _TYPES = {"gnv": "geneve", "gre1": "gre"}
+MORE = {
+    # dl_dst's last byte: actions of a tunnel output that is not the packet's last output, or is
+    "tunnel-then-port": "set_field:0x70->tun_id,output:vx-route,output:local-x",
+    "port-then-tunnel": "set_field:0x71->tun_id,output:local-x,output:vx-route",
+}
+CASES = [*TUNNELS, *MORE]
 
 
 def _pipeline() -> Pipeline:
     ports = {
         "br-int": [PortSpec("vm1"), PortSpec("patch-tun", "patch", options={"peer": "patch-int"})],
         "br-tun": [PortSpec("patch-int", "patch", options={"peer": "patch-tun"})]
-        + [PortSpec(n, _TYPES.get(n, "vxlan"), options=o) for n, o in TUNNELS.items()],
+        + [PortSpec(n, _TYPES.get(n, "vxlan"), options=o) for n, o in TUNNELS.items()]
+        + [PortSpec("local-x")],
     }
     tun = [
         f"table=0,priority=2,in_port=patch-int,dl_dst=fa:16:3e:00:01:{i:02x},"
         f"actions=set_field:{0x60 + i:#x}->tun_id,output:{name}"
         for i, name in enumerate(TUNNELS, start=1)
+    ]
+    tun += [
+        f"table=0,priority=2,in_port=patch-int,dl_dst=fa:16:3e:00:01:{i:02x},actions={actions}"
+        for i, actions in enumerate(MORE.values(), start=len(TUNNELS) + 1)
     ]
     flows = {"br-int": ["priority=0,actions=output:patch-tun"], "br-tun": tun}
     return Pipeline(ports, flows, remotes=("10.0.0.12",))
@@ -121,10 +134,12 @@ def test_native_tunnel_continues_into_the_underlay_bridge(lab: Resources, tmp_pa
     routes = parse_ovs_appctl_ovs_route_show(texts["route"], source="ovs/route/show")
     neighbours = parse_ovs_appctl_tnl_neigh_show(texts["neigh"], source="tnl/neigh/show")
     assert any(r.dev == "br-phys" and r.local for r in routes), texts["route"]
-    engine = OpenFlowEngine(switch, routes=routes, neighbours=neighbours)
+    dpif = parse_ovs_appctl_dpif_show(o.appctl("dpif/show"))
+    engine = OpenFlowEngine(switch, routes=routes, neighbours=neighbours, dpif=dpif)
 
     failures = []
-    for i, name in enumerate(TUNNELS, start=1):
+    derived_count = 0
+    for i, name in enumerate(CASES, start=1):
         ovs_text = ovs.trace("br-int", _flow(i))
         nt = nodetrace_trace(engine, "br-int", _flow(i))
         want, got = _tree_lines(ovs_text, nt)
@@ -134,17 +149,22 @@ def test_native_tunnel_continues_into_the_underlay_bridge(lab: Resources, tmp_pa
             )
             continue
         actions = parse_ovs_appctl_ofproto_trace(ovs_text).passes[0].datapath_actions or ""
+        derived = nt.passes[0].datapath_actions or ""
+        if not derived.startswith("(not derived") and derived != actions:
+            failures.append(f"{name}: datapath actions OVS {actions}\nnodetrace {derived}")
         push = _PUSH.search(actions)
         leaving = [e for e in nt.egress if e.carries is not None]
         if push is None:
             assert not leaving, f"{name}: OVS sends nothing ({actions}), nodetrace {nt.egress}"
             continue
         assert [e.port for e in leaving] == ["uplink"], (name, nt.egress)
+        derived_count += not derived.startswith("(not derived")
         outer = leaving[0].packet
         assert (outer.dl_src, outer.dl_dst) == (push["smac"], push["dmac"]), (name, actions)
         assert (str(outer.nw_src), str(outer.nw_dst)) == (push["src"], push["dst"]), name
         assert outer.nw_proto == int(push["proto"]), name
     assert not failures, "\n\n".join(failures)
+    assert derived_count == 6  # every case that leaves the uplink, clone() or not
 
     # What each case showed, in words a user reads.
     by_name = {n: nodetrace_trace(engine, "br-int", _flow(i)) for i, n in enumerate(TUNNELS, 1)}
@@ -156,7 +176,7 @@ def test_native_tunnel_continues_into_the_underlay_bridge(lab: Resources, tmp_pa
     assert by_name["gnv"].outcome is Outcome.DROPPED  # br-phys's flow drops the Geneve packet
     gw = by_name["vx-gw"].egress[0]
     assert (gw.packet.nw_dst, gw.packet.tp_dst, gw.packet.dl_dst) == (
-        ip("10.5.0.7"),
+        ip_address("10.5.0.7"),
         8472,
         NEIGHBOUR_MAC,
     )
@@ -174,12 +194,6 @@ def test_without_neighbour_cache_the_outer_mac_is_stated_unknown(
     nt = nodetrace_trace(OpenFlowEngine(switch, routes=routes), "br-int", _flow(2))
     assert [e.port for e in nt.egress] == ["vx-route"]
     assert nt.egress[0].encap is not None
-    assert any("tnl/neigh/show is not in the snapshot" in a for a in nt.assumptions)
+    assert any("(ovs-appctl tnl/neigh/show) was not given" in a for a in nt.assumptions)
     nt = nodetrace_trace(OpenFlowEngine(switch), "br-int", _flow(2))
-    assert any("ovs/route/show is not in the snapshot" in a for a in nt.assumptions)
-
-
-def ip(text: str) -> object:
-    from ipaddress import ip_address
-
-    return ip_address(text)
+    assert any("(ovs-appctl ovs/route/show) were not given" in a for a in nt.assumptions)

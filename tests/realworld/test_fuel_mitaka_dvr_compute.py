@@ -42,10 +42,11 @@ def test_dvr_namespaces_and_their_ports(capsys: pytest.CaptureFixture[str]) -> N
         QROUTER,
         "fa:16:3e:b0:bc:f0",
     )
-    # the rfp/fpr veth pair between the two namespaces (not on OVS)
-    rfp, fpr = ports["rfp-517ba029-f"], ports["fpr-517ba029-f"]
-    assert (rfp["kind"], fpr["kind"]) == ("router_link", "router_link")
-    assert (rfp["namespace"], fpr["namespace"]) == (QROUTER, FIP)
+    # the rfp/fpr veth pair between the two namespaces (not on OVS): one entry holding both
+    # ends, sent through from the router's end
+    rfp = ports["rfp-517ba029-f"]
+    assert ports["fpr-517ba029-f"] is rfp
+    assert (rfp["kind"], rfp["tap"], rfp["namespace"]) == ("router_link", "rfp-517ba029-f", QROUTER)
     assert (rfp["bridge"], rfp["tag"]) == (None, None)
     # qrouter ip a lines 10-13: the floating IP sits on rfp- next to the /31 link address
     assert {"169.254.106.114", "172.30.89.140"} <= set(rfp["ips"])

@@ -26,8 +26,10 @@ VM = "0e778df8-ca29-490b-8d54-e238b1e0be1c"  # list_interface line 469: iface-id
 QROUTER = "qrouter-984c22fd-64b3-4fa1-8ddd-87090f401ce5"  # networking/ip_netns line 2
 SNAT = "snat-984c22fd-64b3-4fa1-8ddd-87090f401ce5"  # networking/ip_netns line 3
 FIP = "fip-32981f34-497a-4fae-914a-8576055c8d0d"  # networking/ip_netns line 1
-BR_INT_FLOWS = "ovs-ofctl_dump-flows_br-int"
-BR_TUN_FLOWS = "ovs-ofctl_dump-flows_br-tun"
+# The -O OpenFlow13 dumps are read (actions spelled as ofproto/trace prints them); they list
+# the same flows on the same lines as the plain dumps.
+BR_INT_FLOWS = "ovs-ofctl_-O_OpenFlow13_dump-flows_br-int"
+BR_TUN_FLOWS = "ovs-ofctl_-O_OpenFlow13_dump-flows_br-tun"
 
 
 def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:

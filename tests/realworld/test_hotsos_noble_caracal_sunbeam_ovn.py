@@ -82,8 +82,10 @@ def test_host_traffic_into_br_int_is_dropped_by_ovn_table_0(
         0,
         0,
     )
+    # The OpenFlow 1.3 dump of br-int (ovn_host plugin) is the one read: same flow, line 2.
     assert (
-        Path(verdict["source"]["file"]).name == "openstack-hypervisor.ovs-ofctl_dump-flows_br-int"
+        Path(verdict["source"]["file"]).name
+        == "openstack-hypervisor.ovs-ofctl_-O_OpenFlow13_dump-flows_br-int"
     )
     assert verdict["source"]["first_line"] == 2
 

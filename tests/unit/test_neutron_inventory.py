@@ -69,16 +69,17 @@ def test_router_and_dvr_ports_are_not_vms(hotsos: Inventory) -> None:
         "fg-c8dcce74-c4": (PortKind.FIP_GATEWAY, fip),
         "sg-189f4c40-9d": (PortKind.DVR_SNAT, snat),
         "rfp-984c22fd-6": (PortKind.ROUTER_LINK, qrouter),
-        "fpr-984c22fd-6": (PortKind.ROUTER_LINK, fip),
     }
-    # Each end of the DVR link keeps its own address (ip address show of its namespace).
-    links = {
-        p.tap: [str(i.value) for i in p.ips] for p in hotsos.ports if p.kind.value == "router_link"
-    }
-    assert (links["rfp-984c22fd-6"][0], links["fpr-984c22fd-6"][0]) == (
-        "169.254.88.134",
-        "169.254.88.135",
+    # The DVR link is one entry with both ends (rfp- in the qrouter, fpr- in the fip
+    # namespace); each end keeps its own address (ip address show of its namespace).
+    (link,) = [p for p in hotsos.ports if p.kind is PortKind.ROUTER_LINK]
+    assert (link.port_id, sorted(link.devices)) == (
+        "984c22fd-6",
+        ["fpr-984c22fd-6", "rfp-984c22fd-6"],
     )
+    ips = {str(i.value): i.source for i in link.ips}
+    assert "rfp-984c22fd-6 in namespace " + qrouter in ips["169.254.88.134"]
+    assert "fpr-984c22fd-6 in namespace " + fip in ips["169.254.88.135"]
     qr = _port(hotsos, "3a70b31c")
     assert qr.mac is not None and qr.mac.value == "fa:16:3e:76:19:dd"
     assert "192.168.21.1" in [str(i.value) for i in qr.ips]

@@ -33,7 +33,7 @@ def test_snapshot_folder_tree(capsys: pytest.CaptureFixture[str]) -> None:
     verdict = next(line for line in out.splitlines() if line.startswith("Verdict:"))
     assert verdict.startswith("Verdict: leaves through 1 port: br-tun port vxlan-0a000032")
     # A userspace-datapath node without OVS's own routes: the underlay is not followed, and said.
-    assert "ovs/route/show is not in the snapshot" in out.split(verdict, 1)[1]
+    assert "(ovs-appctl ovs/route/show) were not given" in out.split(verdict, 1)[1]
 
 
 def test_single_files_named_or_given_bridges(

@@ -65,7 +65,7 @@ def test_the_outer_packet_leaves_the_uplink_as_tnl_push_writes_it() -> None:
     smac = text.split("tunneling from ")[1].split()[0]
     assert _leaving(nt) == [("uplink", smac, "aa:bb:cc:00:00:01", "10.0.0.21", "10.0.0.12", 4789)]
     assert nt.outcome is Outcome.DELIVERED
-    assert nt.egress[0].carries is not None and nt.egress[0].carries.key == 0x61
+    assert nt.egress[0].carries is not None and nt.egress[0].carries.encap.key == 0x61
 
 
 def test_a_gateway_route_takes_the_gateway_mac_and_keeps_the_remote_address() -> None:
@@ -99,14 +99,14 @@ def test_a_route_through_a_device_that_is_not_an_ovs_bridge_fails_as_ovs_says() 
 def test_without_the_neighbour_cache_the_outer_mac_is_unknown_and_said() -> None:
     nt = nodetrace_trace(_engine(neighbours=None), *_by_dst(2)[:2])
     assert [e.port for e in nt.egress] == ["vx-route"] and nt.egress[0].encap is not None
-    assert any("tnl/neigh/show is not in the snapshot" in a for a in nt.assumptions)
+    assert any("(ovs-appctl tnl/neigh/show) was not given" in a for a in nt.assumptions)
     assert "aa:bb:cc" not in render_ofproto(nt)
 
 
 def test_without_ovs_routes_the_underlay_is_not_followed_and_said() -> None:
     nt = nodetrace_trace(_engine(routes=None), *_by_dst(2)[:2])
     assert [e.port for e in nt.egress] == ["vx-route"]
-    assert any("ovs/route/show is not in the snapshot" in a for a in nt.assumptions)
+    assert any("(ovs-appctl ovs/route/show) were not given" in a for a in nt.assumptions)
 
 
 def test_a_stale_neighbour_entry_is_used_and_said() -> None:
@@ -114,3 +114,16 @@ def test_a_stale_neighbour_entry_is_used_and_said() -> None:
     nt = nodetrace_trace(_engine(neighbours=stale), *_by_dst(2)[:2])
     assert nt.egress[0].packet.dl_dst == "aa:bb:cc:00:00:01"
     assert any("stale" in a for a in nt.assumptions)
+
+
+def test_datapath_actions_are_ovs_own_tnl_push_and_clone_included() -> None:
+    derived = []
+    for bridge, flow, ct, text in CASES:
+        ovs = parse_ovs_appctl_ofproto_trace(text).passes[0].datapath_actions
+        mine = nodetrace_trace(_engine(), bridge, flow, ct).passes[0].datapath_actions or ""
+        if not mine.startswith("(not derived"):
+            assert mine == ovs, flow
+            derived.append(mine)
+    assert len(derived) == len(CASES) - 1  # all but the neighbour-cache miss
+    assert any(d.startswith("clone(tnl_push(") for d in derived)
+    assert any(",tnl_push(" in d for d in derived)

@@ -52,9 +52,10 @@ def test_sosreport_loads_from_sos_file_names() -> None:
     assert snap.main.iptables is not None and snap.main.iptables.backend is Backend.LEGACY
     assert snap.main.ipsets is not None and snap.main.ipsets.get("NIPv4sg1") is not None
     assert snap.main.sysctls.bridge_nf_call(snap.main.iptables.family) is True
-    # Plain dump-flows (OpenFlow 1.0) is preferred over the -O OpenFlow13 copy.
+    # The -O OpenFlow13 dump (actions spelled as ofproto/trace prints them) is preferred over
+    # the plain OpenFlow 1.0 copy.
     flows = snap.raw_outputs("ovs-ofctl-dump-flows", bridge="br-tun")
-    assert len(flows) == 1 and flows[0].text.startswith("NXST_FLOW")
+    assert len(flows) == 1 and flows[0].text.startswith("OFPST_FLOW reply (OF1.3)")
     assert {r.bridge for r in snap.raw_outputs("ovs-appctl-fdb-show")} == {
         "br-int",
         "br-tun",
@@ -437,12 +438,12 @@ def test_ip_address_without_d_takes_kinds_from_ip_d_link(tmp_path: Path) -> None
     qvb = snap.topology.interface("qvb3b1f6a2c-8d")
     assert qvb is not None and qvb.kind is LinkKind.VETH and qvb.is_linux_bridge_port
     assert qvb.veth is not None and qvb.veth.peer == "qvo3b1f6a2c-8d"
-    # Without the -d listing the same devices are only "physical": nothing is made up.
+    # Without the -d listing nothing says what the device is: its kind is unknown, not a NIC.
     alone = tmp_path / "sos_commands" / "networking"
     alone.mkdir(parents=True)
     shutil.copy(sos / "sos_commands" / "networking" / "ip_address", alone)
     plain = load(tmp_path).topology.interface("qbr3b1f6a2c-8d")
-    assert plain is not None and plain.kind is LinkKind.PHYSICAL
+    assert plain is not None and plain.kind is LinkKind.UNKNOWN
 
 
 def test_ip_o_addr_gives_addresses_to_the_devices_of_ip_link() -> None:

@@ -251,12 +251,12 @@ def test_remote_address_gets_its_mac_from_the_arp_responder(
     assert code == 0
     assert _origin(out, "dl_dst") == (
         "dl_dst=fa:16:3e:06:b5:50  derived: br-tun table 21 ARP responder flow for 192.168.21.4 "
-        f"({HOTSOS}/sos_commands/openvswitch/ovs-ofctl_dump-flows_br-tun:35)"
+        f"({HOTSOS}/sos_commands/openvswitch/ovs-ofctl_-O_OpenFlow13_dump-flows_br-tun:35)"
     )
     # With that MAC br-tun unicasts to the node that has it instead of flooding every tunnel.
     assert (
         "br-tun table 20: priority=2,dl_vlan=3,dl_dst=fa:16:3e:06:b5:50  "
-        "actions=strip_vlan,load:0x4d1->NXM_NX_TUN_ID[],output:3"
+        "actions=pop_vlan,set_field:0x4d1->tun_id,output:3"
     ) in out
 
 

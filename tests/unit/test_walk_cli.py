@@ -237,8 +237,10 @@ def test_show_of_a_native_firewall_node_gives_mac_addresses_zone_and_no_default_
     assert vm["sources"]["ips"][0].startswith("br-int table 71 flow arp,reg5=0x9,in_port=9")
     assert sorted(p["kind"] for p in doc["ports"] if p["kind"] != "vm") == [
         "dvr_snat", "fip_gateway", "ha", "router_gateway", "router_interface", "router_link",
-        "router_link",
     ]  # fmt: skip
+    # One entry for the DVR link, holding both of its ends.
+    link = next(p for p in doc["ports"] if p["kind"] == "router_link")
+    assert sorted(link["devices"]) == ["fpr-984c22fd-6", "rfp-984c22fd-6"]
     br_ex = next(b for b in doc["ovs_bridges"] if b["name"] == "br-ex")
     assert br_ex["fail_mode"] is None
 

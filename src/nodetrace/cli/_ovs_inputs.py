@@ -5,6 +5,10 @@ A single file is recognised by its name when it is named after its command
 (``ovs-ofctl_dump-flows_br-int``, ``ovs-ofctl-dump-flows.br-int.txt``) and otherwise by its
 content; ``BRIDGE=FILE`` says which bridge a per-bridge file (flows, ``ofctl show``, ``fdb/show``)
 belongs to. A lone flow dump with no bridge in its name is the ``--bridge`` one.
+
+Besides the switch, OVS's own routes (``ovs/route/show``), its tunnel neighbour cache
+(``tnl/neigh/show``) and ``dpif/show`` are gathered when given: with them a tunnel's outer
+packet is followed through the underlay bridge, and ``Datapath actions`` name datapath ports.
 """
 
 from __future__ import annotations
@@ -16,11 +20,18 @@ from pathlib import Path
 from nodetrace.cli._snapshot_input import is_snapshot
 from nodetrace.errors import DiagnosticSink, InputError, ParseError, SourcePos
 from nodetrace.model.openflow import FlowDump
-from nodetrace.model.ovs_runtime import ConntrackTable, MacTable, OfctlShow
+from nodetrace.model.ovs_runtime import ConntrackTable, DpifShow, MacTable, OfctlShow
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.ovsdb import OvsdbConfig, OvsdbTable
+from nodetrace.model.snapshot import Snapshot
+from nodetrace.model.topology import OvsRoute, OvsTunnelNeighbour
 from nodetrace.parsers.ovs_appctl_dpctl_dump_conntrack import parse_ovs_appctl_dpctl_dump_conntrack
+from nodetrace.parsers.ovs_appctl_dpif_show import parse_ovs_appctl_dpif_show
 from nodetrace.parsers.ovs_appctl_fdb_show import parse_ovs_appctl_fdb_show
+from nodetrace.parsers.ovs_appctl_tunnel_underlay import (
+    parse_ovs_appctl_ovs_route_show,
+    parse_ovs_appctl_tnl_neigh_show,
+)
 from nodetrace.parsers.ovs_ofctl_dump_flows import parse_ovs_ofctl_dump_flows
 from nodetrace.parsers.ovs_ofctl_show import parse_ovs_ofctl_show
 from nodetrace.parsers.ovs_vsctl_list import ovsdb_from_tables, parse_ovs_vsctl_list
@@ -44,6 +55,12 @@ def sniff(text: str) -> str | None:
         return "ovs-appctl-fdb-show"
     if _UUID_LINE.match(first) or first.startswith("Bridge "):
         return "ovs-vsctl-show"
+    if first.startswith("Route Table:"):
+        return ROUTES
+    if re.match(r"^IP\s+MAC\s+Bridge", first):
+        return NEIGHBOURS
+    if re.match(r"^\S+@\S+: hit:\d+ missed:\d+", first):
+        return DPIF
     if "orig=(" in text and "reply=(" in text:
         return "ovs-appctl-dpctl-dump-conntrack"
     if "actions=" in text:
@@ -59,6 +76,25 @@ class Collected:
     show: OvsdbConfig | None = None
     tables: list[OvsdbTable] | None = None
     conntrack: ConntrackTable | None = None
+    routes: tuple[OvsRoute, ...] | None = None
+    neighbours: tuple[OvsTunnelNeighbour, ...] | None = None
+    dpif: DpifShow | None = None
+
+
+ROUTES = "ovs-appctl-ovs-route-show"
+NEIGHBOURS = "ovs-appctl-tnl-neigh-show"
+DPIF = "ovs-appctl-dpif-show"
+
+
+@dataclass(frozen=True, slots=True)
+class OvsInputs:
+    """What the OpenFlow engine is given: the switch, and OVS's underlay tables when present
+    (``None``: not among the inputs)."""
+
+    switch: OvsSwitch
+    routes: tuple[OvsRoute, ...] | None = None
+    neighbours: tuple[OvsTunnelNeighbour, ...] | None = None
+    dpif: DpifShow | None = None
 
 
 def _kind_and_bridge(path: Path, text: str, bridge: str | None) -> tuple[str | None, str | None]:
@@ -75,6 +111,10 @@ def _kind_and_bridge(path: Path, text: str, bridge: str | None) -> tuple[str | N
 
 
 def load_switch(inputs: list[str], default_bridge: str, sink: DiagnosticSink) -> OvsSwitch:
+    return load_ovs_inputs(inputs, default_bridge, sink).switch
+
+
+def load_ovs_inputs(inputs: list[str], default_bridge: str, sink: DiagnosticSink) -> OvsInputs:
     c = Collected({}, {}, {})
     base: OvsSwitch | None = None
     for item in inputs:
@@ -90,7 +130,10 @@ def load_switch(inputs: list[str], default_bridge: str, sink: DiagnosticSink) ->
                 raise InputError(
                     "give one snapshot (folder or archive); add single files beside it"
                 )
-            base = _from_snapshot(path, sink)
+            snap = _from_snapshot(path, sink)
+            assert snap.ovs is not None
+            base = snap.ovs
+            _underlay_from_snapshot(c, snap)
             continue
         if path.is_char_device() or path.is_block_device():
             raise InputError(f"{path}: is a device, not a file")  # /dev/zero would never end
@@ -103,7 +146,10 @@ def load_switch(inputs: list[str], default_bridge: str, sink: DiagnosticSink) ->
     if base is not None:
         _merge_base(c, base)
     if not c.flows:
-        raise InputError("no ovs-ofctl dump-flows output among the inputs")
+        raise InputError(
+            "no ovs-ofctl dump-flows output among the inputs: the OpenFlow tables are unknown "
+            f"(collect them with `ovs-ofctl dump-flows {default_bridge}`)"
+        )
     ovsdb = c.show
     if c.tables:
         try:
@@ -113,10 +159,11 @@ def load_switch(inputs: list[str], default_bridge: str, sink: DiagnosticSink) ->
     if base is not None and ovsdb is None:
         ovsdb = base.ovsdb
     conntrack = c.conntrack or (base.conntrack if base is not None else None)
-    return OvsSwitch.build(c.flows, ovsdb=ovsdb, ofctl=c.ofctl, fdb=c.fdb, conntrack=conntrack)
+    switch = OvsSwitch.build(c.flows, ovsdb=ovsdb, ofctl=c.ofctl, fdb=c.fdb, conntrack=conntrack)
+    return OvsInputs(switch, c.routes, c.neighbours, c.dpif)
 
 
-def _from_snapshot(path: Path, sink: DiagnosticSink) -> OvsSwitch:
+def _from_snapshot(path: Path, sink: DiagnosticSink) -> Snapshot:
     from nodetrace.snapshot.load import load
 
     snap = load(path)
@@ -124,7 +171,16 @@ def _from_snapshot(path: Path, sink: DiagnosticSink) -> OvsSwitch:
         sink.items.append(d)
     if snap.ovs is None:
         raise InputError(f"{path}: the snapshot has no Open vSwitch output")
-    return snap.ovs
+    return snap
+
+
+def _underlay_from_snapshot(c: Collected, snap: Snapshot) -> None:
+    """OVS's routes, tunnel neighbours and dpif/show as the snapshot read them."""
+    c.routes = snap.ovs_routes if snap.ovs_routes is not None else c.routes
+    c.neighbours = (
+        snap.ovs_tunnel_neighbours if snap.ovs_tunnel_neighbours is not None else c.neighbours
+    )
+    c.dpif = snap.ovs_dpif or c.dpif
 
 
 def _merge_base(c: Collected, base: OvsSwitch) -> None:
@@ -170,6 +226,12 @@ def _add(
             c.tables = [*(c.tables or []), parse_ovs_vsctl_list(text, source=source, sink=sink)]
         elif kind == "ovs-appctl-dpctl-dump-conntrack":
             c.conntrack = parse_ovs_appctl_dpctl_dump_conntrack(text, source=source, sink=sink)
+        elif kind == ROUTES:
+            c.routes = parse_ovs_appctl_ovs_route_show(text, source=source, sink=sink)
+        elif kind == NEIGHBOURS:
+            c.neighbours = parse_ovs_appctl_tnl_neigh_show(text, source=source, sink=sink)
+        elif kind == DPIF:
+            c.dpif = parse_ovs_appctl_dpif_show(text, source=source, sink=sink)
         else:
             sink.warn(SourcePos(source, 1), f"{kind} is not used by the OpenFlow trace; ignored")
     except ParseError as err:

@@ -7,7 +7,7 @@ import argparse
 import difflib
 import sys
 
-from nodetrace.cli._ovs_inputs import load_switch
+from nodetrace.cli._ovs_inputs import load_ovs_inputs
 from nodetrace.cli._report import print_diagnostics
 from nodetrace.engine.openflow import OpenFlowEngine
 from nodetrace.errors import DiagnosticSink, InputError, UsageError
@@ -27,7 +27,8 @@ assumption (fields not given, ct_state, missing MAC tables...).
 EPILOG = """\
 inputs: a snapshot (folder, .tar.gz, sosreport) and/or files: ovs-ofctl dump-flows (any form),
 ovs-ofctl show, ovs-vsctl show, ovs-vsctl --format=json list Bridge|Port|Interface,
-ovs-appctl fdb/show, ovs-appctl dpctl/dump-conntrack. Per-bridge files are named after their
+ovs-appctl fdb/show, ovs-appctl dpctl/dump-conntrack, ovs-appctl ovs/route/show,
+ovs-appctl tnl/neigh/show, ovs-appctl dpif/show. Per-bridge files are named after their
 command (ovs-ofctl_dump-flows_br-int) or given as BRIDGE=FILE.
 
 examples:
@@ -86,7 +87,10 @@ def _check_in_port(state: BridgeState, bridge: str, in_port: str) -> None:
         return
     if state.ofctl is not None and state.ofctl.by_name(text) is not None:
         return
-    names = sorted({p.name for p in state.ports})
+    flow_names = state.ports_named_by_flows()
+    if text in flow_names:
+        return
+    names = sorted({p.name for p in state.ports} | flow_names)
     if not names:
         return  # no port table: the engine says what it needs
     close = difflib.get_close_matches(text, names, n=3, cutoff=0.6)
@@ -96,17 +100,27 @@ def _check_in_port(state: BridgeState, bridge: str, in_port: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     sink = DiagnosticSink()
-    switch = load_switch(list(args.inputs), args.bridge, sink)
+    inputs = load_ovs_inputs(list(args.inputs), args.bridge, sink)
+    switch = inputs.switch
     print_diagnostics(sink.items)
     if switch.bridge(args.bridge) is None:
         known = ", ".join(b.name for b in switch.bridges)
         raise UsageError(f"bridge {args.bridge!r} is not in the inputs (bridges: {known})")
     state = switch.bridge(args.bridge)
     if state is not None and state.flows is None:
-        raise InputError(f"no flow dump for {args.bridge} among the inputs")
+        raise InputError(
+            f"no flow dump for {args.bridge} among the inputs: its OpenFlow tables are unknown "
+            f"(collect them with `ovs-ofctl dump-flows {args.bridge}`)"
+        )
     if state is not None:
         _check_in_port(state, args.bridge, args.in_port)
-    engine = OpenFlowEngine(switch, apply_side_effects=args.apply_side_effects)
+    engine = OpenFlowEngine(
+        switch,
+        apply_side_effects=args.apply_side_effects,
+        routes=inputs.routes,
+        neighbours=inputs.neighbours,
+        dpif=inputs.dpif,
+    )
     results = []
     for text in args.packet:
         spec = parse_flow(text)

@@ -1,9 +1,11 @@
 """``nodetrace trace SNAPSHOT --packet FLOW``: follow one packet through the whole node.
 
-Where it starts: ``--from IFACE`` (a VM's tap, a NIC, an OVS port; a frame given with
-``tun_src``/``tun_dst``/``tun_id`` arrives encapsulated), ``--from-port UUID`` (the VM of that
-Neutron port sends it), ``--from-host`` (the host sends it), or ``--to-port UUID`` alone (it
-arrives over the tunnel of that port's network). ``--to-port`` also names what the packet is
+Where it starts: ``--from IFACE`` (a VM's tap, a NIC, an OVS port; a bridge's own port such as
+``br-int``: the host's frame enters the bridge from LOCAL, as ``ofproto/trace in_port=LOCAL``; a
+frame given with ``tun_src``/``tun_dst``/``tun_id`` arrives encapsulated), ``--from-port UUID``
+(the VM of that Neutron port sends it; for a DHCP or router port, its namespace sends it out of
+the port's device), ``--from-host`` (the host sends it), or ``--to-port UUID`` alone (it arrives
+over the tunnel of that port's network). ``--to-port`` also names what the packet is
 meant to reach, so the verdict says whether it got there.
 """
 
@@ -19,7 +21,9 @@ from typing import Any
 from nodetrace.engine.walk import (
     FromHost,
     FromInterface,
+    FromNamespaceDevice,
     FromOvsPort,
+    PeerHint,
     Start,
     Target,
     ToDevice,
@@ -34,7 +38,7 @@ from nodetrace.model.snapshot import Snapshot
 from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import NetfilterStep, OpenFlowStep, Trace
 from nodetrace.neutron.inventory import inventory
-from nodetrace.neutron.packet_completion import Ends, PortFacts, complete_packet
+from nodetrace.neutron.packet_completion import Ends, complete_packet
 from nodetrace.neutron.ports import find_port
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.render.json import dumps
@@ -140,8 +144,15 @@ def build_request(snap: Snapshot, args: argparse.Namespace) -> tuple[WalkRequest
     over_tunnel = False
     start: Start
     if args.from_iface:
-        _check_device(snap, args.from_iface, args.netns)
-        start = FromInterface(args.from_iface, args.netns)
+        flows_bridge = _check_device(snap, args.from_iface, args.netns)
+        if flows_bridge is not None:
+            start = FromOvsPort(flows_bridge, args.from_iface)
+            notes.append(
+                f"--from {args.from_iface}: known only as a port that {flows_bridge}'s flows "
+                "name: the packet enters that bridge's pipeline on it"
+            )
+        else:
+            start = FromInterface(args.from_iface, args.netns)
         sender, receiver = _port_of_device(snap, args.from_iface, args.netns)
         if to_port is None and receiver is not None:
             to_port = receiver
@@ -150,7 +161,14 @@ def build_request(snap: Snapshot, args: argparse.Namespace) -> tuple[WalkRequest
         port = find_port(snap, args.from_port)
         if port.tap is None:
             raise UsageError(f"port {port.port_id}: no tap device in the snapshot")
-        start = FromInterface(port.tap)
+        # A VM sends into its tap; a DHCP server or router sends out of its namespace's port.
+        if port.kind is not PortKind.VM and port.namespace is not None:
+            start = FromNamespaceDevice(port.tap, port.namespace)
+        elif port.kind is not PortKind.VM and port.tap == port.ovs_port:
+            who = f"the {port.kind.value} namespace holding it (not in the snapshot)"
+            start = FromNamespaceDevice(port.tap, MAIN_NS, who)
+        else:
+            start = FromInterface(port.tap)
         sender = port
     elif args.from_host:
         start = FromHost(args.netns)
@@ -168,7 +186,8 @@ def build_request(snap: Snapshot, args: argparse.Namespace) -> tuple[WalkRequest
                 ip_address(meta[key])
             except ValueError:
                 raise UsageError(f"{key}={meta[key]}: not an IP address") from None
-    ends = Ends(sender, to_port, _node_ports(snap), over_tunnel, bool(args.from_host))
+    ports = _node_ports(snap)
+    ends = Ends(sender, to_port, ports, over_tunnel, bool(args.from_host))
     given_meta = dict(spec.metadata)
     done = complete_packet(snap, spec.packet, spec.given or frozenset(), ends, given_meta.items())
     derived_meta = tuple(
@@ -178,13 +197,27 @@ def build_request(snap: Snapshot, args: argparse.Namespace) -> tuple[WalkRequest
     )
     request = WalkRequest(
         done.packet, start, tuple(meta.items()), args.ct_state, target,
-        flow=done.flow + derived_meta,
+        flow=done.flow + derived_meta, peer_hints=_hybrid_pairs(ports),
     )  # fmt: skip
     return request, notes
 
 
-def _node_ports(snap: Snapshot) -> tuple[PortFacts, ...]:
+def _node_ports(snap: Snapshot) -> tuple[PortInfo, ...]:
     return tuple(inventory(snap).ports)
+
+
+def _hybrid_pairs(ports: tuple[PortInfo, ...]) -> tuple[PeerHint, ...]:
+    """``qvbX``/``qvoX`` of one port are the two ends of one veth (the hybrid plug creates
+    them as a pair): the walk uses this only where the snapshot does not say the peer."""
+    hints: list[PeerHint] = []
+    for port in ports:
+        qvb = [d for d in port.devices if d.startswith("qvb")]
+        qvo = [d for d in port.devices if d.startswith("qvo")]
+        if len(qvb) == 1 and len(qvo) == 1 and qvb[0][3:] == qvo[0][3:]:
+            source = f"the hybrid plug's veth pair of port {port.port_id}"
+            hints.append(PeerHint(qvb[0], qvo[0], source))
+            hints.append(PeerHint(qvo[0], qvb[0], source))
+    return tuple(hints)
 
 
 def _vm_target(port: PortInfo) -> Target | None:
@@ -214,16 +247,25 @@ def _port_of_device(
     return None, None
 
 
-def _check_device(snap: Snapshot, name: str, netns: str) -> None:
-    """``--from`` must name a device of the snapshot; a typo gets the names close to it."""
+def _check_device(snap: Snapshot, name: str, netns: str) -> str | None:
+    """``--from`` must name a device of the snapshot; a typo gets the names close to it.
+
+    Returns the bridge whose flows alone name the port (a dump taken with names, no port
+    listing), or ``None`` for a device the snapshot lists.
+    """
     if snap.topology.interface(name, netns) is not None:
-        return
-    ovs_names = [p.name for b in snap.ovs.bridges for p in b.ports] if snap.ovs else []
+        return None
+    bridges = snap.ovs.bridges if snap.ovs else ()
+    ovs_names = [p.name for b in bridges for p in b.ports]
     if netns == MAIN_NS and name in ovs_names:
-        return
+        return None
+    named = {b.name: b.ports_named_by_flows() for b in bridges} if netns == MAIN_NS else {}
+    for bridge, names in named.items():
+        if name in names:
+            return bridge
     known = [i.name for i in snap.topology.in_namespace(netns)]
     if netns == MAIN_NS:
-        known += ovs_names
+        known += ovs_names + [n for names in named.values() for n in names]
     close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
     ns = f" in namespace {netns}" if netns != MAIN_NS else ""
     hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -375,6 +375,32 @@ def _needs_conntrack(ruleset: Ruleset) -> Rule | None:
     return None
 
 
+def _untracked_namespace(ruleset: Ruleset) -> str:
+    """What a namespace without conntrack means for its packets' state: a packet a ``-j CT
+    --notrack`` rule meets is UNTRACKED (``IP_CT_UNTRACKED``); any other has no conntrack
+    entry, which a state match sees as INVALID."""
+    notrack = next(
+        (
+            r
+            for r in ruleset.rules()
+            if isinstance(r.target, NotrackTarget)
+            or (isinstance(r.target, CtTarget) and r.target.notrack)
+        ),
+        None,
+    )
+    said = (
+        "no rule needs conntrack, so the kernel tracks no connections in this namespace: "
+        "nat chains are not consulted"
+    )
+    if notrack is None:
+        return said + "; a packet has no conntrack entry (a state match sees INVALID)"
+    return (
+        f"{said}; a packet that {notrack.table} {notrack.chain} rule {notrack.position} "
+        f"(`-j CT --notrack`) meets is UNTRACKED, one that no such rule meets has no conntrack "
+        "entry (a state match sees INVALID)"
+    )
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -446,10 +472,7 @@ class NetfilterEngine:
             needer = _needs_conntrack(ruleset)
             self.conntrack_active = needer is not None
             if needer is None:
-                self.base_assumptions.append(
-                    "no rule needs conntrack, so the kernel tracks no connections in this "
-                    "namespace: nat chains are not consulted and every state is INVALID"
-                )
+                self.base_assumptions.append(_untracked_namespace(ruleset))
         handles = rule_handles(ruleset) if self.backend is Backend.NFT else {}
         if self.backend is Backend.NFT:
             self.base_assumptions.extend(_handle_assumptions(ruleset))
@@ -830,7 +853,9 @@ class NetfilterEngine:
             return
         run.verdict_step = len(run.steps) - 1
         word = {"DROP": "dropped", "REJECT": "rejected", "QUEUE": "queued"}.get(verdict, verdict)
-        run.reason = f"{word} by rule {rule.position} of {table} {rule.chain} ({hook.value})"
+        # A NAT target that drops (no address to take) has said why.
+        why = f": {run.reason}" if run.reason and isinstance(rule.target, NatTarget) else ""
+        run.reason = f"{word} by rule {rule.position} of {table} {rule.chain} ({hook.value}){why}"
 
     @staticmethod
     def _sync_mark(ctx: Ctx) -> None:
@@ -1002,8 +1027,12 @@ class NetfilterEngine:
             conn.status.add("SRC_NAT")
         else:
             if kind == "REDIRECT":
-                raise _Stop("REDIRECT delivers the packet locally; routing is not modelled")
-            new_addr, ports = self._pick(run, target, p.nw_dst)
+                redirected = self._redirect_address(run, hook)
+                if redirected is None:
+                    return "DROP"
+                new_addr, ports = redirected, target.to_ports
+            else:
+                new_addr, ports = self._pick(run, target, p.nw_dst)
             new_port = self._pick_port(run, ports, p.tp_dst)
             ctx.packet = replace(
                 p, nw_dst=new_addr, tp_dst=new_port if p.tp_dst is not None else None
@@ -1023,6 +1052,33 @@ class NetfilterEngine:
             Tuple(q.nw_src, q.nw_dst, conn.orig.proto, q.tp_src or 0, q.tp_dst or 0)
         )
         return "ACCEPT"
+
+    def _redirect_address(self, run: _Run, hook: Hook) -> IPv4Address | IPv6Address | None:
+        """nf_nat_redirect_ipv4/ipv6: a packet the host sends itself goes to the loopback
+        address; any other to the first address of the device it came in on (IPv4: the
+        primary; IPv6: the first of the device's list, as ``ip address`` prints it). A device
+        without one means NF_DROP."""
+        ctx = run.ctx
+        v6 = ctx.packet.dl_type != ETH_TYPE_IPV4
+        if hook is Hook.OUTPUT:
+            return IPv6Address("::1") if v6 else IPv4Address("127.0.0.1")
+        dev = ctx.in_dev
+        if ctx.local_addresses is None or dev not in ctx.local_addresses:
+            raise _Stop(
+                f"REDIRECT takes the first address of {dev or 'the in device'}, which the "
+                "snapshot does not list (`ip address show`)"
+            )
+        addrs = [a for a in ctx.local_addresses[dev] if a.version == (6 if v6 else 4)]
+        if not addrs:
+            run.reason = f"REDIRECT: {dev} has no IPv{6 if v6 else 4} address, the kernel drops"
+            run.verdict_step = len(run.steps) - 1
+            return None
+        if len(addrs) > 1:
+            run.note(
+                f"REDIRECT: {dev} has {len(addrs)} addresses; the first one listed, "
+                f"{addrs[0]}, is taken as the kernel's (the primary)"
+            )
+        return addrs[0]
 
     def _pick(
         self, run: _Run, target: NatTarget, current: IPv4Address | IPv6Address | None
@@ -1046,6 +1102,8 @@ class NetfilterEngine:
         lo, hi = ports.lo, ports.hi
         if lo <= current <= hi:
             return current
+        if lo == hi:
+            return int(lo)
         run.note(f"NAT port: {current} is outside {lo}-{hi}; the kernel picks one, {lo} is shown")
         return int(lo)
 

@@ -13,16 +13,13 @@ Public entry point: :class:`OpenFlowEngine` (``trace()``); :func:`trace_openflow
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from ipaddress import IPv4Address
 
 from nodetrace.engine.openflow_classifier import Table
 from nodetrace.engine.openflow_compile import CompiledBridge, compile_bridge, compile_rule
-from nodetrace.engine.openflow_datapath import datapath_actions
 from nodetrace.engine.openflow_state import (
     PACKET_TO_STORAGE,
     State,
-    packet_from_state,
     port_text,
     state_from_packet,
 )
@@ -40,6 +37,7 @@ from nodetrace.model.openflow_trace import (
     OpenFlowTrace,
     TracePass,
     TunnelEncap,
+    UnsetField,
 )
 from nodetrace.model.ovs_runtime import DpifShow
 from nodetrace.model.ovs_switch import OvsSwitch
@@ -133,14 +131,8 @@ class OpenFlowEngine:
             return LOCAL_PORT
         if text.isdigit():
             return int(text)
-        if text in b.numbers:
+        if text in b.numbers:  # every listed port, and every port a flow names
             return b.numbers[text]
-        if b.state.port_by_name(text) is not None:
-            raise UsageError(
-                f"port {text!r} of {bridge} has no known OpenFlow number: add `ovs-ofctl show "
-                f"{bridge}` or `ovs-vsctl --format=json list Interface` to the inputs, or give "
-                "--in-port as a number"
-            )
         raise UsageError(f"port {text!r} is not a port of {bridge}")
 
     def trace(
@@ -182,18 +174,18 @@ class OpenFlowEngine:
         x = Xlate(self, packet, ct, given)
         self._tunnel_ingress(b, number, state, {k for k, _ in metadata}, x)
         passes = x.run(b, state)
-        passes = [_with_datapath_actions(p, i, x, self.dpif) for i, p in enumerate(passes)]
         for name, flow in x.pending_flows:
             self.add_flow(name, flow)
         if ct.explicit:
             x.note(f"{len(ct.explicit)} --ct-state value(s) were not used (fewer recirculations)")
-        for f, where in sorted(x.consulted.items()):
-            x.note(
-                f"{_FRIENDLY.get(f, f)} was not given: taken as 0, as ofproto/trace does "
-                f"({where} looked at it)"
-            )
+        unset = tuple(
+            UnsetField(f, tuple(_FRIENDLY.get(f, f).split("/")), *where)
+            for f, where in sorted(x.consulted.items())
+        )
+        for u in unset:
+            x.note(u.note)
         assumptions = self.switch_notes(x) + x.assumptions
-        return _result(bridge, port_text(number, b.names), packet, passes, x, assumptions)
+        return _result(bridge, port_text(number, b.names), packet, passes, x, assumptions, unset)
 
     def _tunnel_ingress(
         self, b: CompiledBridge, number: int, state: State, given: set[str], x: Xlate
@@ -237,16 +229,6 @@ class OpenFlowEngine:
         return out
 
 
-def _with_datapath_actions(p: TracePass, index: int, x: Xlate, dpif: DpifShow | None) -> TracePass:
-    why = "the trace stops before the end" if x.unknown else x.underived.get(index)
-    egress = [] if why else [e for e in x.egress if e.pass_index == index]
-    if not why and index in x.flooded and len(egress) > 1:
-        why = "flooded copies leave in the order of OVS's port hash table"
-    start = x.pass_states[index]
-    actions = datapath_actions(lambda: packet_from_state(start, x.packet), egress, dpif, why)
-    return replace(p, datapath_actions=actions)
-
-
 def _result(
     bridge: str,
     in_port: str,
@@ -254,6 +236,7 @@ def _result(
     passes: list[TracePass],
     x: Xlate,
     assumptions: list[str],
+    unset: tuple[UnsetField, ...] = (),
 ) -> OpenFlowTrace:
     egress = tuple(x.egress)
     real = [e for e in egress if e.kind is not EgressKind.CONTROLLER]
@@ -298,6 +281,7 @@ def _result(
         tuple(dict.fromkeys(assumptions)),
         tuple(x.learned),
         verdict_step,
+        unset,
     )
 
 

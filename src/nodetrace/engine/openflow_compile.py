@@ -14,9 +14,11 @@ from nodetrace.errors import UsageError
 from nodetrace.model.openflow import (
     RESERVED_PORT_NUMBERS,
     Flow,
+    Output,
     PortName,
     PortNumber,
     PortRef,
+    Resubmit,
 )
 from nodetrace.model.openflow_trace import (
     TunnelEncap,
@@ -43,6 +45,18 @@ class CompiledBridge:
     learned_order: int = 0
     vlan_modes_derived: bool = False
     tunnels: dict[str, TunnelTemplate] = field(default_factory=dict)
+    names_in_actions: bool = False
+    """The dump names ports in actions (``--names``); ofproto/trace prints their numbers."""
+    unnumbered: tuple[str, ...] = ()
+    """Listed ports whose OpenFlow numbers the snapshot does not give."""
+    unmapped_numbers: tuple[int, ...] = ()
+    """Port numbers the flows use (``in_port=5``, ``output:5``) that no listed port has: with
+    ports unnumbered, any of them may be one of those ports."""
+    incomplete: str = ""
+    """Why the bridge's flow dump holds only part of its flows (empty when it is whole)."""
+    placeholders: dict[int, str] = field(default_factory=dict)
+    """Ports known only by name, by the stand-in number nodetrace gave them: printed by name,
+    never as if the number were theirs."""
 
 
 def compile_bridge(b: BridgeState) -> CompiledBridge:
@@ -57,18 +71,41 @@ def compile_bridge(b: BridgeState) -> CompiledBridge:
         names,
         numbers,
         b.ovsdb is not None or b.ofctl is not None,
-        compile_bundles(b),
+        Bundles([], {}, {}, []),
         macs={},
     )
+    # A port the snapshot names without its OpenFlow number (``ovs-vsctl show``, flows dumped
+    # with names) is still that OVSDB port: its patch peer, tunnel options and VLAN go with it.
+    for p in b.ports:
+        if p.ofport is None and p.name not in numbers:
+            ports[number_for_name(bridge, p.name)] = p
+    bridge.unnumbered = tuple(p.name for p in b.ports if p.ofport is None)
+    bridge.bundles = compile_bundles(b, numbers)
     if b.fdb is not None:
         for e in b.fdb.entries:
             bridge.macs[(int(e.mac.replace(":", ""), 16), e.vlan)] = e.port
     flows = b.flows.flows if b.flows is not None else ()
+    if b.flows is not None and not b.flows.complete:
+        bridge.incomplete = b.flows.incomplete_reason or "part of the dump is missing"
     for order, flow in enumerate(flows):
         bridge.rules.setdefault(flow.table, []).append(compile_rule(bridge, flow, order))
     for table_id, rules in bridge.rules.items():
         bridge.tables[table_id] = Table(table_id, rules)
     bridge.learned_order = len(flows)
+    used: set[int] = set()
+    for flow in flows:
+        if isinstance(flow.in_port, PortNumber):
+            used.add(flow.in_port.number)
+        for a in flow.actions:
+            if isinstance(a, (Output, Resubmit)) and isinstance(a.port, PortName):
+                bridge.names_in_actions = True
+                number_for_name(bridge, a.port.name)  # a port, even if no listing has it
+            elif isinstance(a, Output) and isinstance(a.port, PortNumber):
+                used.add(a.port.number)
+    if bridge.unnumbered:
+        bridge.unmapped_numbers = tuple(
+            sorted(n for n in used if n not in ports and n < SYNTHETIC_BASE)
+        )
     bridge.vlan_modes_derived = b.ovsdb is not None and any(
         not p.vlan_mode_known for p in b.ovsdb.ports
     )
@@ -87,7 +124,25 @@ def number_for_name(bridge: CompiledBridge, name: str) -> int:
             raise UsageError(f"{bridge.name}: too many ports without OpenFlow numbers")
         bridge.numbers[name] = number
         bridge.names[number] = name
+        bridge.placeholders[number] = name
     return number
+
+
+def unmapped_ports(bridge: CompiledBridge, numbers: tuple[int, ...]) -> str:
+    """Why port ``numbers`` of ``bridge`` cannot be tied to ports, for an unknown answer."""
+    listed = ", ".join(str(n) for n in numbers[:6]) + (", ..." if len(numbers) > 6 else "")
+    names = bridge.unnumbered
+    ports = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    return (
+        f"{bridge.name}'s flows name ports by number ({listed}) and the snapshot lists "
+        f"{ports} without their numbers, so which port is which is unknown (collect "
+        f"`ovs-ofctl show {bridge.name}`)"
+    )
+
+
+def is_placeholder(number: int) -> bool:
+    """Whether ``number`` is one nodetrace gave a port known only by name."""
+    return SYNTHETIC_BASE <= number <= 0xFFF7
 
 
 def compile_rule(bridge: CompiledBridge, flow: Flow, order: int) -> Rule:

@@ -18,6 +18,7 @@ from nodetrace.model.openflow import (
     Learn,
     LearnSpecKind,
     Output,
+    PortName,
     PortNumber,
     SetField,
     field_segments,
@@ -99,16 +100,25 @@ def format_match(matches: tuple[FieldMatch, ...], widths: Mapping[str, int]) -> 
 
 
 def execute_learn(
-    learn: Learn, state: Mapping[str, int], bridge: str, widths: Mapping[str, int]
+    learn: Learn,
+    state: Mapping[str, int],
+    bridge: str,
+    widths: Mapping[str, int],
+    placeholders: Mapping[int, str] | None = None,
 ) -> tuple[Flow, LearnedFlow]:
-    """The flow ``learn`` adds for a packet in ``state``."""
+    """The flow ``learn`` adds for a packet in ``state``; ``placeholders`` names the ports
+    known only by name, which the learned flow then names too."""
+    named = placeholders or {}
     matches: dict[str, tuple[int, int]] = {}
     actions: list[Action] = []
     for spec in learn.specs:
         if spec.kind is LearnSpecKind.OUTPUT:
             assert spec.src is not None
             port = read_field(state, spec.src.field, spec.src.start, spec.src.width)
-            actions.append(Output(f"output:{port}", PortNumber(port)))
+            if port in named:
+                actions.append(Output(f'output:"{named[port]}"', PortName(named[port])))
+            else:
+                actions.append(Output(f"output:{port}", PortNumber(port)))
             continue
         dst = spec.dst
         assert dst is not None
@@ -127,13 +137,18 @@ def execute_learn(
             part = ((value >> vbit) << bit) & part_mask
             old_v, old_m = matches.get(storage, (0, 0))
             matches[storage] = ((old_v & ~part_mask) | part, old_m | part_mask)
-    in_port = None
+    in_port: PortNumber | PortName | None = None
+    port_term = ""
     if "in_port" in matches and matches["in_port"][1] == 0xFFFF:
-        in_port = PortNumber(matches.pop("in_port")[0])
+        number = matches.pop("in_port")[0]
+        if number in named:
+            in_port, port_term = PortName(named[number]), f'in_port="{named[number]}"'
+        else:
+            in_port, port_term = PortNumber(number), f"in_port={number}"
     fms = tuple(FieldMatch(f, v, m) for f, (v, m) in matches.items())
     match_text = format_match(fms, widths)
-    if in_port is not None:
-        match_text = ",".join(x for x in (f"in_port={in_port.number}", match_text) if x)
+    if port_term:
+        match_text = ",".join(x for x in (port_term, match_text) if x)
     actions_text = ",".join(a.text for a in actions) or "drop"
     flow = Flow(
         table=learn.table,

@@ -13,7 +13,13 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING
 
-from nodetrace.engine.openflow_compile import CompiledBridge, encapsulation, number_for_name
+from nodetrace.engine.openflow_compile import (
+    CompiledBridge,
+    encapsulation,
+    is_placeholder,
+    number_for_name,
+    unmapped_ports,
+)
 from nodetrace.engine.openflow_state import (
     CT_KEYS,
     TCI1,
@@ -39,6 +45,7 @@ from nodetrace.model.openflow import (
 from nodetrace.model.openflow_trace import (
     Egress,
     EgressKind,
+    NativeTunnel,
     NodeKind,
     TunnelEncap,
 )
@@ -59,10 +66,9 @@ _ALL = RESERVED_PORT_NUMBERS[ReservedPort.ALL]
 _CONTROLLER = RESERVED_PORT_NUMBERS[ReservedPort.CONTROLLER]
 _NONE = RESERVED_PORT_NUMBERS[ReservedPort.NONE]
 _NO_OVS_ROUTES = (
-    "ovs-appctl ovs/route/show is not in the snapshot, so a native tunnel's outer packet "
-    "(userspace datapath) is not followed through the underlay bridge OVS sends it by"
+    "OVS's own routes (ovs-appctl ovs/route/show) were not given, so a native tunnel's outer "
+    "packet (userspace datapath) is not followed through the underlay bridge OVS sends it by"
 )
-_TUNNEL_HEADERS = "tunnel headers (tnl_push or set(tunnel)) are not derived"
 _UDP_PORTS = {"vxlan": 4789, "geneve": 6081, "gtpu": 2152, "stt": 7471, "lisp": 4341}
 """OVS's default destination port of each UDP tunnel type."""
 
@@ -85,10 +91,11 @@ class Outputs(ABC):
     exit: bool
     error: str
     orig_tun_dst: int
-    carrying: TunnelEncap | None
+    carrying: NativeTunnel | None
     underived: dict[int, str]
     """Per pass, why its ``Datapath actions`` cannot be derived (the first reason met)."""
     flooded: set[int]
+    routes_missing_said: bool
     """Passes that flooded: their copies leave in OVS's port hash order, not derived."""
     """While a native tunnel's outer packet crosses the underlay bridge: that tunnel."""
     leaving_cache: dict[tuple[tuple[str, int], ...], tuple[Packet, str]]
@@ -145,7 +152,15 @@ class Outputs(ABC):
         bridge = self.bridge
         sp = bridge.ports.get(port)
         if sp is None and port in bridge.names:
-            sp = SwitchPort(bridge.names[port], None, bridge.names[port])
+            # Named by a flow but in no port list: what kind of port it is stays unknown.
+            name = bridge.names[port]
+            self.note(
+                f"{bridge.name}: port {name} is named by its flows but not listed by "
+                f"ovs-vsctl show or ovs-ofctl show {bridge.name}; treated as a plain port"
+            )
+            sp = SwitchPort(name, None, name)
+        if sp is None and bridge.unnumbered:
+            self.stop(f"{bridge.name}: output to port {port}: {unmapped_ports(bridge, (port,))}")
         if sp is None:
             if bridge.ports_known:
                 self.report(NodeKind.WARN, "Nonexistent output port")
@@ -164,10 +179,18 @@ class Outputs(ABC):
         iface = sp.interface
         if iface is not None and iface.is_patch:
             peer = self.engine.switch.peer_of(bridge.name, sp)
-            if peer is None:
+            if peer is None and iface.peer is not None:
+                # The peer may exist on the node and be cut from the snapshot's listing.
                 self.report(
                     NodeKind.WARN, f"patch port {sp.name} has no peer in the snapshot", extra=True
                 )
+                self.stop(
+                    f"{bridge.name}: the peer {iface.peer} of patch port {sp.name} is in no "
+                    "bridge of the snapshot's OVSDB (ovs-vsctl show): where the packet goes "
+                    "next is unknown"
+                )
+            if peer is None:
+                self.report(NodeKind.WARN, f"patch port {sp.name} has no peer", extra=True)
                 self.drops.append((None, f"{bridge.name}: patch port {sp.name} has no peer"))
                 return
             self._patch_output(sp, self.engine.bridges[peer[0].name], peer[1], last)
@@ -212,10 +235,14 @@ class Outputs(ABC):
 
     def _leaving(self) -> tuple[Packet, str]:
         """The packet as it leaves, and its flow text; a flood sends one state many times."""
-        key = tuple(self.state.items())
+        # Keyed by bridge too: a stand-in in_port prints as the name it has in this bridge.
+        key = ((self.bridge.name, -1), *self.state.items())
         found = self.leaving_cache.get(key)
         if found is None:
-            found = (packet_from_state(self.state, self.packet), format_flow(self.state))
+            found = (
+                packet_from_state(self.state, self.packet),
+                format_flow(self.state, self.bridge.placeholders),
+            )
             self.leaving_cache[key] = found
         return found
 
@@ -294,7 +321,6 @@ class Outputs(ABC):
             self.error = ""
 
     def _tunnel_output(self, sp: SwitchPort) -> None:
-        self.underived.setdefault(self.pass_index, _TUNNEL_HEADERS)
         iface = sp.interface
         assert iface is not None
         s = self.state
@@ -335,7 +361,8 @@ class Outputs(ABC):
             self.note(
                 f"{sp.name}: no local_ip; the outer source address comes from the host's routes"
             )
-        if native:
+        if native and not self.routes_missing_said:
+            self.routes_missing_said = True
             self.note(_NO_OVS_ROUTES)
         self._egress(sp, sp.ofport or 0, EgressKind.TUNNEL, encap, text)
 
@@ -346,15 +373,14 @@ class Outputs(ABC):
         routes = self.engine.routes
         assert routes is not None and encap.dst is not None
         mark = self.state.get("pkt_mark", 0)
-        where = "ovs/route/show"
         route = route_lookup(routes, encap.dst, mark)
         src_route = route_lookup(routes, encap.src, mark) if encap.src is not None else None
         underlay = self.engine.bridges.get(route.dev) if route is not None else None
         local = underlay.ports.get(LOCAL_PORT) if underlay is not None else None
         if encap.src is not None and (src_route is None or not src_route.local):
-            why = f"local_ip {encap.src} is not a local address in {where}"
+            why = f"local_ip {encap.src} is not a local address in ovs/route/show"
         elif route is None:
-            why = f"no route to {encap.dst} in {where}"
+            why = f"no route to {encap.dst} in ovs/route/show"
         elif underlay is None or local is None or local.name != route.dev:
             why = f"the route to {encap.dst} leaves by {route.dev}, which is not an OVS bridge"
         else:
@@ -366,9 +392,10 @@ class Outputs(ABC):
         assert route is not None and underlay is not None and local is not None
         nexthop = route.gateway or encap.dst
         src = encap.src or route.src
+        if encap.src is None and src is not None:
+            encap = replace(encap, src=src)  # the route's source, as OVS writes it
+            text = encap.describe()
         self.report(NodeKind.DETAIL, f"tunneling to {nexthop} via {route.dev}")
-        self.report(NodeKind.DETAIL, f"tunnel {sp.name}: {text}", DeviceStep(
-            DeviceAction.ENCAP, sp.name, text), extra=True)  # fmt: skip
         smac = local.interface.mac_in_use if local.interface is not None else None
         if smac is None and underlay.state.ofctl is not None:
             shown = underlay.state.ofctl.by_name(local.name)
@@ -376,9 +403,9 @@ class Outputs(ABC):
         neighbours = self.engine.neighbours
         if neighbours is None:
             self.note(
-                f"ovs-appctl tnl/neigh/show is not in the snapshot: the outer destination MAC "
-                f"for {nexthop} is unknown, so the packet is followed only to its encapsulation "
-                f"(not through {underlay.name})"
+                "OVS's tunnel neighbour cache (ovs-appctl tnl/neigh/show) was not given: the "
+                f"outer MAC for {nexthop} is unknown, so the packet is followed only to its "
+                f"encapsulation (not through {underlay.name})"
             )
             self._egress(sp, sp.ofport or 0, EgressKind.TUNNEL, encap, text)
             return
@@ -406,6 +433,8 @@ class Outputs(ABC):
                 f"{underlay.name}: the MAC of its LOCAL port is not in the snapshot "
                 f"(ovs-ofctl show {underlay.name}); the outer source MAC is unknown, 0 shown"
             )
+        self.report(NodeKind.DETAIL, f"tunnel {sp.name}: {text}", DeviceStep(
+            DeviceAction.ENCAP, sp.name, text), extra=True)  # fmt: skip
         self.report(
             NodeKind.DETAIL,
             f"tunneling from {smac or '(unknown MAC)'} {src} to {neighbour.mac} {nexthop}",
@@ -413,7 +442,8 @@ class Outputs(ABC):
         self.touched.add(underlay.name)
         saved = dict(self.state)
         self._outer_headers(encap, src, smac, neighbour.mac)
-        self.carrying = replace(encap, src=src) if encap.src is None and src else encap
+        self.carrying = NativeTunnel(encap, sp.name, self.bridge.name, underlay.name, smac,
+                                     neighbour.mac)  # fmt: skip
         try:
             self._patch_output(
                 sp, underlay, local, False,
@@ -467,6 +497,18 @@ class Outputs(ABC):
         bridge = self.bridge
         db = bridge.state.ovsdb
         forward_bpdu = db is not None and pairs_get(db.other_config, "forward-bpdu") == "true"
+        in_port = self.state.get("in_port", 0)
+        if in_port not in bridge.bundles.by_port and (
+            is_placeholder(in_port) or not bridge.ports_known
+        ):
+            # OVS drops a packet from a port that is no bundle; here the port exists (a flow
+            # or the trace names it) but the snapshot does not list it with its settings.
+            name = bridge.names.get(in_port, str(in_port))
+            source = f"ovs-vsctl show / ovs-ofctl show {bridge.name}"
+            self.stop(
+                f"{bridge.name} NORMAL: input port {name} is not in the snapshot's port list "
+                f"({source}): its bundle and VLAN settings are unknown"
+            )
         snooping = db is not None and db.mcast_snooping_enable
         decision = normal(
             self.state,

@@ -351,15 +351,19 @@ _PROTO_NAMES = {key: name for name, key in PROTOCOL_SHORTHANDS.items() if key[1]
 
 
 def port_text(number: int, names: Mapping[int, str] | None = None) -> str:
+    """A port as a flow prints it; ``names`` holds the ports to print by name (those known
+    only by name: their stand-in numbers must never be shown as real)."""
     if number == LOCAL_PORT:
         return "LOCAL"
     if names and number in names:
-        return names[number]
+        name = names[number]
+        return f'"{name}"' if any(c in name for c in ',()"= ') else name
     return str(number)
 
 
 def format_flow(s: Mapping[str, int], names: Mapping[int, str] | None = None) -> str:
-    """The packet in OVS flow syntax (what ``ofproto/trace`` prints after ``Flow:``)."""
+    """The packet in OVS flow syntax (what ``ofproto/trace`` prints after ``Flow:``);
+    ``in_port`` by name when ``names`` has it."""
     out: list[str] = []
     if s.get("recirc_id"):
         out.append(f"recirc_id={s['recirc_id']:#x}")

@@ -10,7 +10,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TYPE_CHECKING
 
 from nodetrace.engine.openflow_classifier import LookupResult, Rule
-from nodetrace.engine.openflow_compile import CompiledBridge
+from nodetrace.engine.openflow_compile import CompiledBridge, is_placeholder, unmapped_ports
+from nodetrace.engine.openflow_datapath import datapath_actions
 from nodetrace.engine.openflow_learn import execute_learn
 from nodetrace.engine.openflow_output import IN_PORT, Outputs
 from nodetrace.engine.openflow_state import (
@@ -25,6 +26,7 @@ from nodetrace.engine.openflow_state import (
     field_prereq,
     format_flow,
     is_ip,
+    packet_from_state,
     prereq_ok,
     read_field,
     value_text,
@@ -75,10 +77,10 @@ from nodetrace.model.openflow import (
 from nodetrace.model.openflow_trace import (
     Egress,
     LearnedFlow,
+    NativeTunnel,
     NodeKind,
     TraceNode,
     TracePass,
-    TunnelEncap,
 )
 from nodetrace.model.packet import Packet
 from nodetrace.model.trace import DeviceAction, DeviceStep, OpenFlowStep
@@ -146,18 +148,18 @@ class Xlate(Outputs):
         self.unset: set[str] = set()
         if given is not None:
             self.unset = {f for f in HEADER_FIELDS if f not in given}
-        self.consulted: dict[str, str] = {}
+        self.consulted: dict[str, tuple[str, int, str]] = {}
+        """Fields left out that something depended on: (bridge, table, action) that looked."""
         self.pass_index = 0
         self.recirc_count = 0
         self.touched: set[str] = set()
         self.leaving_cache: dict[tuple[tuple[str, int], ...], tuple[Packet, str]] = {}
         self.pending_flows: list[tuple[str, Flow]] = []
         self.start: CompiledBridge | None = None
-        self.carrying: TunnelEncap | None = None
+        self.carrying: NativeTunnel | None = None
+        self.routes_missing_said = False
         self.underived: dict[int, str] = {}
         self.flooded: set[int] = set()
-        self.pass_states: list[State] = []
-        """Each pass's flow as it starts (what its datapath actions are relative to)."""
         self._reset()
 
     def _reset(self) -> None:
@@ -214,7 +216,6 @@ class Xlate(Outputs):
         self.bridge = bridge
         self.touched.add(bridge.name)
         initial = dict(state)
-        self.pass_states.append(initial)
         start = self.start
         assert start is not None
         root = _Node(NodeKind.BRIDGE, f'bridge("{start.name}")')
@@ -247,8 +248,28 @@ class Xlate(Outputs):
         changed = {k: v for k, v in self.state.items() if v} != {
             k: v for k, v in initial.items() if v
         }
-        final = format_flow(self.state) if changed else None
-        return TracePass(format_flow(initial), (root.freeze(),), final)
+        final = format_flow(self.state, bridge.placeholders) if changed else None
+        actions = self._datapath_actions(initial, egress_before)
+        return TracePass(
+            format_flow(initial, bridge.placeholders),
+            (root.freeze(),),
+            final,
+            datapath_actions=actions,
+        )
+
+    def _datapath_actions(self, initial: State, first: int) -> str:
+        if self.unknown:
+            why: str | None = "the trace stops before the end"
+        elif self.error:
+            why = "translation failed"
+        else:
+            why = self.underived.get(self.pass_index)
+        egress = [] if why else self.egress[first:]
+        if not why and self.pass_index in self.flooded and len(egress) > 1:
+            why = "flooded copies leave in the order of OVS's port hash table"
+        return datapath_actions(
+            lambda: packet_from_state(initial, self.packet), egress, self.engine.dpif, why
+        )
 
     def _recirc_pass(self, rec: _Recirc) -> TracePass:
         self.recirc_count += 1
@@ -274,6 +295,7 @@ class Xlate(Outputs):
             verdict.default,
             nat_text,
             rec.zone,
+            result.datapath_actions,
         )
 
     # -- tables ------------------------------------------------------------------------------
@@ -288,7 +310,20 @@ class Xlate(Outputs):
     def _lookup(self, table_id: int, in_port: int) -> Rule | None:
         bridge = self.bridge
         if bridge.state.flows is None:
-            self.stop(f"no flow dump for bridge {bridge.name}: its OpenFlow tables are unknown")
+            self.stop(
+                f"no flow dump for bridge {bridge.name} (`ovs-ofctl dump-flows {bridge.name}`): "
+                "its OpenFlow tables are unknown"
+            )
+        if bridge.unmapped_numbers and is_placeholder(in_port):
+            why = unmapped_ports(bridge, bridge.unmapped_numbers)
+            self.stop(
+                f"{bridge.name} table {table_id}: the packet came in by {bridge.names[in_port]}; {why}"
+            )
+        if bridge.incomplete:
+            self.note(
+                f"{bridge.name}: its flow dump is incomplete ({bridge.incomplete}); a flow "
+                "not shown, of higher priority, could match instead of the one followed"
+            )
         table = bridge.tables.get(table_id)
         if table is None:
             return None
@@ -302,7 +337,7 @@ class Xlate(Outputs):
         try:
             result = table.lookup(state)
             if self.unset:
-                where = f"{bridge.name} table {table_id}"
+                where = (bridge.name, table_id, "")
                 for f in table.relevant(state, self.unset, result.rule):
                     self.consulted.setdefault(f, where)
         finally:
@@ -335,6 +370,12 @@ class Xlate(Outputs):
             )
             step = OpenFlowStep(self.bridge.name, table_id, None, "", "drop", note="no match")
             node = self.report(NodeKind.TABLE, text, step)
+            if self.bridge.incomplete:
+                self.stop(
+                    f"{self.bridge.name} table {table_id}: no flow shown matches, but the dump "
+                    f"of {self.bridge.name} is incomplete ({self.bridge.incomplete}): a flow not "
+                    "shown may match"
+                )
             self.drops.append((step, f"no flow matched in {self.bridge.name} table {table_id}"))
             return node
         flow = rule.flow
@@ -402,7 +443,10 @@ class Xlate(Outputs):
             if self.error or self.exit:
                 break
             last = is_last and i == n - 1
-            self.report(NodeKind.ACTION, self._action_line(action))
+            self.report(
+                NodeKind.ACTION,
+                self._action_line(action) if self.bridge.names_in_actions else action.text,
+            )
             if self._do_action(action, last):
                 return
 
@@ -412,11 +456,11 @@ class Xlate(Outputs):
         tests/unit/test_openflow_spelling.py; ``resubmit`` follows OVS's format_RESUBMIT)."""
         if isinstance(a, Output) and isinstance(a.port, PortName) and a.max_len is None:
             number = self.bridge.numbers.get(a.port.name)
-            if number is not None:
+            if number is not None and not is_placeholder(number):
                 return f"output:{number}"
         elif isinstance(a, Resubmit) and isinstance(a.port, PortName) and not a.ct_orig:
             number = self.bridge.numbers.get(a.port.name)
-            if number is not None:
+            if number is not None and not is_placeholder(number):
                 return (
                     f"resubmit({number},{a.table})"
                     if a.table is not None
@@ -488,7 +532,7 @@ class Xlate(Outputs):
         elif isinstance(a, DecTtl):
             if is_ip(s):
                 if "nw_ttl" in self.unset:
-                    where = f"dec_ttl in {self.bridge.name} table {self.table_id}"
+                    where = (self.bridge.name, self.table_id, "dec_ttl")
                     self.consulted.setdefault("nw_ttl", where)
                 ttl = s.get("nw_ttl", 0)
                 if ttl > 1:
@@ -659,7 +703,9 @@ class Xlate(Outputs):
         self.conntracked = False
 
     def _learn(self, a: Learn) -> None:
-        flow, record = execute_learn(a, self.state, self.bridge.name, WIDTHS)
+        flow, record = execute_learn(
+            a, self.state, self.bridge.name, WIDTHS, self.bridge.placeholders
+        )
         if self.engine.apply_side_effects:
             # Like OVS, the flow becomes visible to later packets, not to this translation.
             record = LearnedFlow(

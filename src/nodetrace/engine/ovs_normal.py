@@ -62,8 +62,9 @@ class Bundles:
         return found
 
 
-def compile_bundles(bridge: BridgeState) -> Bundles:
-    """The bridge's bundles in OVSDB order, indexed for lookups."""
+def compile_bundles(bridge: BridgeState, numbers: Mapping[str, int] | None = None) -> Bundles:
+    """The bridge's bundles in OVSDB order, indexed for lookups; ``numbers`` gives the
+    (stand-in) numbers of ports the snapshot knows only by name."""
     bundles: dict[str, Bundle] = {}
     by_port: dict[int, Bundle] = {}
     for sp in bridge.ports:
@@ -75,8 +76,9 @@ def compile_bundles(bridge: BridgeState) -> Bundles:
         b.ports.append(sp)
         if "NO_FLOOD" in sp.config:
             b.floodable = False
-        if sp.ofport is not None:
-            by_port[sp.ofport] = b
+        number = sp.ofport if sp.ofport is not None else (numbers or {}).get(sp.name)
+        if number is not None:
+            by_port[number] = b
     access: dict[int, list[Bundle]] = {}
     others: list[Bundle] = []
     for b in bundles.values():

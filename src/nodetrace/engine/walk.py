@@ -27,12 +27,12 @@ from nodetrace.engine.walk_engines import (
     Verdict,
 )
 from nodetrace.errors import UsageError
-from nodetrace.model.netfilter import Rule, Ruleset
+from nodetrace.model.netfilter import NatTarget, Rule, Ruleset
 from nodetrace.model.ovs_switch import OvsSwitch, SwitchPort
 from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, Family, IPProto, Packet
 from nodetrace.model.packet_origin import FieldOrigin, Origin
 from nodetrace.model.snapshot import NamespaceState, Snapshot
-from nodetrace.model.topology import MAIN_NS, Interface, LinkKind
+from nodetrace.model.topology import MAIN_NS, Interface, LinkKind, Topology
 from nodetrace.model.trace import (
     DeviceAction,
     DeviceStep,
@@ -81,7 +81,18 @@ class FromOvsPort:
     port: str
 
 
-Start = FromInterface | FromHost | FromOvsPort
+@dataclass(frozen=True, slots=True)
+class FromNamespaceDevice:
+    """A namespace's own stack sends the frame out of one of its devices (a DHCP server's
+    or a router's port: an OVS internal port moved into its namespace)."""
+
+    name: str
+    netns: str
+    sender: str = ""
+    """Who sends, in words, when the namespace is not the one named (it is not known)."""
+
+
+Start = FromInterface | FromHost | FromOvsPort | FromNamespaceDevice
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,17 @@ Target = ToDevice | ToHost
 
 
 @dataclass(frozen=True, slots=True)
+class PeerHint:
+    """A veth pairing the node's data does not state but its naming does (Neutron's hybrid
+    plug makes ``qvbX`` and ``qvoX`` the two ends of one veth): followed, and said."""
+
+    device: str
+    peer: str
+    source: str
+    netns: str = MAIN_NS
+
+
+@dataclass(frozen=True, slots=True)
 class WalkRequest:
     packet: Packet
     start: Start
@@ -111,6 +133,8 @@ class WalkRequest:
     flow: tuple[FieldOrigin, ...] = ()
     """The packet field by field with its origin (given, derived, assumed); the engines
     report which fields outside the given and derived ones the outcome depended on."""
+    peer_hints: tuple[PeerHint, ...] = ()
+    """Veth pairings known from names only, used where the snapshot does not say the peer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,11 +357,11 @@ class _Walk:
             self.ovs(bridge, name, packet, meta)
             return
         if dev is None:
-            self.end(
-                Outcome.UNKNOWN,
-                name,
-                f"device {name} is not in the snapshot"
-                + (f" (namespace {netns})" if netns else ""),
+            ns = f" (namespace {netns})" if netns else ""
+            self.end_missing(
+                Interface(name, netns),
+                f"device {name} is not in the snapshot{ns}",
+                [("ip -d link show", netns)],
             )
             return
         if dev.is_linux_bridge_port and dev.master is not None:
@@ -358,7 +382,9 @@ class _Walk:
     def transmit(self, name: str, netns: str, packet: Packet, meta: Metadata) -> None:
         """The kernel sends a frame out of device ``name``: where does it go next?"""
         dev = self.iface(name, netns)
-        if name in self.ovs_ports and self.netns_of(name) == netns:
+        # An OVS internal port is one device on the node: a namespace's device of that name
+        # the snapshot does not list is that port.
+        if name in self.ovs_ports and (dev is None or self.netns_of(name) == netns):
             bridge, port = self.ovs_ports[name]
             if port.type == "internal" or port.ofport == 65534:
                 self.device(DeviceAction.ENTER, name, f"into {bridge} from the host (LOCAL)")
@@ -366,7 +392,12 @@ class _Walk:
                     self.ovs(bridge, name, packet, meta)
                 return
         if dev is None:
-            self.end(Outcome.UNKNOWN, name, f"device {name} is not in the snapshot")
+            if not self.follow_hint(name, netns, packet, meta):
+                self.end_missing(
+                    Interface(name, netns),
+                    f"device {name} is not in the snapshot",
+                    [("ip -d link show", netns)],
+                )
             return
         if dev.kind is LinkKind.VETH:
             self.cross_veth(dev, packet, meta)
@@ -385,24 +416,17 @@ class _Walk:
         if dev.kind is LinkKind.LOOPBACK:
             self.host_receive(name, netns, packet, meta)
             return
-        target = self.request.target
-        if dev.kind is LinkKind.PHYSICAL and dev.ifindex is None and dev.mac is None:
-            # Named only as another device's port (`brctl show`): a NIC or one end of a veth?
-            if isinstance(target, ToDevice) and target.name == dev.name and target.label:
-                self.end(
-                    Outcome.DELIVERED, dev.name,
-                    f"delivered to {target.label} (the snapshot has no link details of "
-                    f"{dev.name}; the port's devices name it the VM's)",
-                    target=ToDevice(dev.name, dev.netns),
-                )  # fmt: skip
-                return
-            ns = f"ip netns exec {dev.netns} " if dev.netns != MAIN_NS else ""
-            self.end(
-                Outcome.UNKNOWN, dev.name,
-                f"what {dev.name} is (a NIC, or one end of a veth) is not in the snapshot: it is "
-                f"only named as a port of {dev.master or 'a bridge'}; `{ns}ip -d link show` "
-                "would tell",
-            )  # fmt: skip
+        if _kind_not_known(dev):
+            self.unknown_device(dev, packet, meta)
+            return
+        if dev.kind is LinkKind.OPENVSWITCH:
+            # An OVS device (an internal port) whose bridge the snapshot's OVS state lacks.
+            self.end_missing(
+                dev,
+                f"{dev.name} is an Open vSwitch device, but the snapshot does not say which "
+                "bridge's port it is, so the pipeline it enters is unknown",
+                [("ovs-vsctl show", MAIN_NS)],
+            )
             return
         if dev.kind in (LinkKind.PHYSICAL, LinkKind.BOND, LinkKind.VLAN, LinkKind.OTHER):
             self.end(
@@ -420,18 +444,57 @@ class _Walk:
         """Sent on a veth: the packet is received by its peer, or leaves the snapshot."""
         peer = self.snap.topology.veth_peer(dev)
         if peer is None:
-            self.deliver_outside(dev)
+            self.peer_not_found(dev, packet, meta)
             return
+        info = dev.veth
+        if info is not None and info.derived:
+            self.assume(f"{dev.name} → {peer.name}: {info.derived}")
         self.device(
             DeviceAction.VETH,
             f"{dev.name} → {peer.name}",
-            "veth: conntrack and the TRACE flag are reset (skb_scrub_packet)",
+            "veth: conntrack and the TRACE flag are reset (skb_scrub_packet)"
+            + (f" (into namespace {peer.netns})" if peer.netns != dev.netns else ""),
         )
         self.receive(peer.name, peer.netns, packet, meta)
 
+    def peer_not_found(self, dev: Interface, packet: Packet, meta: Metadata) -> None:
+        """A veth whose peer is not among the snapshot's devices: it leaves the node when the
+        peer's namespace is one whose devices were never part of the snapshot (a VM's, another
+        node's); otherwise what is behind it is unknown, never a wire."""
+        info = dev.veth
+        outside = (
+            info is not None
+            and info.peer_netns is not None
+            and info.peer_netns != dev.netns
+            and info.peer_netns not in _namespaces_with_devices(self.snap.topology)
+        )
+        if outside:
+            self.deliver_outside(dev)
+            return
+        if self.follow_hint(dev.name, dev.netns, packet, meta):
+            return
+        if self.reached_target(dev):
+            return
+        ns = f" in namespace {dev.netns}" if dev.netns != MAIN_NS else ""
+        if info is not None and info.peer_netnsid is not None and info.peer_netns is None:
+            self.end_missing(
+                dev,
+                f"the peer of veth {dev.name}{ns} is in another namespace (netnsid "
+                f"{info.peer_netnsid}) that the snapshot does not name",
+                ("ip netns list", MAIN_NS),
+            )
+            return
+        where = info.peer_netns if info is not None and info.peer_netns else dev.netns
+        self.end_missing(
+            dev,
+            f"the peer of veth {dev.name}{ns} is not in the snapshot",
+            ("ip -d link show", where),
+        )
+
     def deliver_outside(self, dev: Interface) -> None:
-        """A veth whose peer is not in the snapshot: the packet leaves the node (to a VM's
-        namespace behind its tap, or to whatever the other end is plugged into)."""
+        """A veth whose peer lives in a namespace the snapshot does not cover: the packet
+        leaves the node (to a VM's namespace behind its tap, or whatever the other end is
+        plugged into)."""
         info = dev.veth
         where = f"namespace {info.peer_netns}" if info and info.peer_netns else "another namespace"
         self.end(
@@ -440,6 +503,79 @@ class _Walk:
             f"leaves the node through {dev.name} to its peer in {where}",
             target=ToDevice(dev.name, dev.netns),
         )
+
+    def unknown_device(self, dev: Interface, packet: Packet, meta: Metadata) -> None:
+        """Sent out of a device whose kind the snapshot does not tell: a NIC (the wire) or
+        one end of a veth (another namespace, OVS) cannot be told apart, so the walk ends
+        unknown unless the device's name pairs it (and says so)."""
+        if self.follow_hint(dev.name, dev.netns, packet, meta) or self.reached_target(dev):
+            return
+        if dev.ifindex is None and dev.mac is None and dev.master is not None:
+            known = f"it is only named as a port of {dev.master}"
+        else:
+            known = "the snapshot's `ip link`/`ip address` has no `-d` details"
+        needed = [("ip -d link show", dev.netns)]
+        kinds = "a NIC, or one end of a veth"
+        if self.ovs_port_list_missing():
+            # An OVS internal port moved into a namespace shows no master there.
+            kinds = "a NIC, one end of a veth, or an Open vSwitch port"
+            needed.append(("ovs-vsctl show", MAIN_NS))
+        self.end_missing(
+            dev, f"what {dev.name} is ({kinds}) is not in the snapshot: {known}", needed
+        )
+
+    def ovs_port_list_missing(self) -> bool:
+        """The node runs Open vSwitch, but the snapshot does not list its ports."""
+        if self.switch is not None and any(b.ports for b in self.switch.bridges):
+            return False
+        return bool(self.snap.ovs_evidence or self.snap.ovs_bridge_names)
+
+    def reached_target(self, dev: Interface) -> bool:
+        """The device is the one the packet is meant for (a VM's NIC named by its port)."""
+        target = self.request.target
+        if isinstance(target, ToDevice) and target.name == dev.name and target.label:
+            self.end(
+                Outcome.DELIVERED, dev.name,
+                f"delivered to {target.label} (the snapshot has no link details of "
+                f"{dev.name}; the port's devices name it the VM's)",
+                target=ToDevice(dev.name, dev.netns),
+            )  # fmt: skip
+            return True
+        return False
+
+    def follow_hint(self, name: str, netns: str, packet: Packet, meta: Metadata) -> bool:
+        """Cross to the peer the device's name gives, when the snapshot does not say it."""
+        hint = next(
+            (h for h in self.request.peer_hints if h.device == name and h.netns == netns), None
+        )
+        if hint is None:
+            return False
+        if not self.hop(name):
+            return True
+        self.rest_on(
+            f"{name} taken as a veth to {hint.peer}: {hint.source}; the snapshot does not "
+            f"say what {name} is (`ip -d link show` would)"
+        )
+        self.device(
+            DeviceAction.VETH,
+            f"{name} → {hint.peer}",
+            f"veth by name ({hint.source}): conntrack and the TRACE flag are reset",
+        )
+        self.receive(hint.peer, hint.netns, packet, meta)
+        return True
+
+    def end_missing(
+        self, dev: Interface, what: str, needed: list[tuple[str, str]] | tuple[str, str]
+    ) -> None:
+        """The path goes on where the snapshot lacks these command outputs: unknown, naming
+        each missing output (command, namespace) and how to collect it."""
+        wanted = [needed] if isinstance(needed, tuple) else needed
+        said = []
+        for command, netns in wanted:
+            ns = f" in namespace {netns}" if netns != MAIN_NS else ""
+            run = f"ip netns exec {netns} {command}" if netns != MAIN_NS else command
+            said.append(f"`{command}`{ns} (collect it with `{run}`)")
+        self.end(Outcome.UNKNOWN, dev.name, f"{what}; missing: {'; '.join(said)}")
 
     # -- Linux bridge with br_netfilter ----------------------------------------------
 
@@ -722,6 +858,11 @@ class _Walk:
                     else (f"the address of {decision.dev}, the device the route leaves by")
                 )
                 self.assume(f"nw_src not given: {src}, {how} (as the kernel picks it)")
+        if decision.action is routing.RouteAction.FORWARD:
+            rerouted = self.reroute_after_output(netns, packet, decision)
+            if rerouted is None:
+                return
+            decision = rerouted
         if decision.action is routing.RouteAction.LOCAL:
             result = self.netfilter(
                 netns,
@@ -744,6 +885,36 @@ class _Walk:
         )
         if self.hook_passed(result, "host"):
             self.send(out, netns, result.packet, meta, decision)
+
+    def reroute_after_output(
+        self, netns: str, packet: Packet, decision: routing.RouteDecision
+    ) -> routing.RouteDecision | None:
+        """ip_route_me_harder: a destination that nat OUTPUT changed (DNAT, REDIRECT to the
+        loopback) is routed again; ``None`` when that second decision ends the packet."""
+        state = self.snap.namespace(netns)
+        ruleset = state.ruleset(packet.family or Family.IPV4) if state is not None else None
+        if ruleset is None or not _rewrites_destinations(ruleset):
+            return decision
+        after = self.packet_after(
+            netns, packet, (HookCall(Hook.OUTPUT, out_dev=decision.dev or ""),)
+        )
+        if after.nw_dst is None or after.nw_dst == packet.nw_dst:
+            return decision
+        again = routing.decide(
+            self.snap.topology, after.nw_dst, src=after.nw_src, mark=after.skb_mark, netns=netns
+        )
+        if again.assumption:
+            self.assume(again.assumption)
+        step = self.device(
+            DeviceAction.ROUTE, "host", f"nat OUTPUT sent it to {after.nw_dst}: {again.reason}"
+        )
+        if again.action is routing.RouteAction.UNKNOWN:
+            self.end(Outcome.UNKNOWN, "host", again.reason, step=step)
+            return None
+        if again.action is routing.RouteAction.DROP:
+            self.end(Outcome.DROPPED, "host", again.reason, step=step)
+            return None
+        return again
 
     def source_for(self, dev: str | None, netns: str) -> IPAddress | None:
         iface = self.iface(dev, netns) if dev else None
@@ -927,7 +1098,12 @@ class _Walk:
         """OVS outputs on a system device: the kernel transmits on it."""
         dev = self.iface(name, MAIN_NS)
         if dev is None:
-            self.end(Outcome.UNKNOWN, name, f"OVS port {name} has no Linux device in the snapshot")
+            if not self.follow_hint(name, MAIN_NS, packet, meta):
+                self.end(
+                    Outcome.UNKNOWN, name,
+                    f"OVS port {name} has no Linux device in the snapshot; missing: "
+                    "`ip -d link show`; collect it with `ip -d link show`",
+                )  # fmt: skip
             return
         if dev.kind is LinkKind.VETH:
             self.cross_veth(dev, packet, meta)
@@ -1040,6 +1216,49 @@ class _Walk:
         )
         self.device(DeviceAction.ENTER, underlay, f"tunneling to {outer.nw_dst} via {dev}")
         self.ovs(underlay, dev, outer, ())
+
+
+_netns_cache: dict[int, tuple[Topology, frozenset[str]]] = {}
+
+
+def _namespaces_with_devices(topology: Topology) -> frozenset[str]:
+    """The namespaces whose devices the snapshot lists (computed once per topology)."""
+    found = _netns_cache.get(id(topology))
+    if found is not None and found[0] is topology:
+        return found[1]
+    names = frozenset(i.netns for i in topology.interfaces)
+    if len(_netns_cache) >= _COMPARING_CACHE_SIZE:
+        _netns_cache.pop(next(iter(_netns_cache)))
+    _netns_cache[id(topology)] = (topology, names)
+    return names
+
+
+_dnat_cache: dict[int, tuple[Ruleset, bool]] = {}
+
+
+def _rewrites_destinations(ruleset: Ruleset) -> bool:
+    """The nat table has a DNAT or REDIRECT rule (so a route may have to be taken again)."""
+    found = _dnat_cache.get(id(ruleset))
+    if found is not None and found[0] is ruleset:
+        return found[1]
+    nat = ruleset.tables.get("nat")
+    rewrites = nat is not None and any(
+        isinstance(r.target, NatTarget) and r.target.nat_type in ("DNAT", "REDIRECT")
+        for c in nat.chains.values()
+        for r in c.rules
+    )
+    if len(_dnat_cache) >= _COMPARING_CACHE_SIZE:
+        _dnat_cache.pop(next(iter(_dnat_cache)))
+    _dnat_cache[id(ruleset)] = (ruleset, rewrites)
+    return rewrites
+
+
+def _kind_not_known(dev: Interface) -> bool:
+    """The snapshot does not say what the device is: ``ip`` without ``-d`` (UNKNOWN), or a
+    name known only as a bridge's port (``brctl show``: no index, no MAC)."""
+    if dev.kind is LinkKind.UNKNOWN:
+        return True
+    return dev.kind is LinkKind.PHYSICAL and dev.ifindex is None and dev.mac is None
 
 
 def _snapshot_gap(message: str) -> str:
@@ -1222,6 +1441,13 @@ def walk(
     given = dict(meta)
     if isinstance(start, FromInterface):
         outer = _outer_from_metadata(w, packet, given, start)
+        local = w.ovs_ports.get(start.name) if start.netns == MAIN_NS else None
+        if outer is None and local is not None and local[0] == start.name:
+            # A bridge's own port (LOCAL), as ofproto/trace's in_port=LOCAL: the host's frame
+            # enters the bridge's pipeline.
+            w.device(DeviceAction.ENTER, start.name, f"into {start.name} from the host (LOCAL)")
+            w.ovs(start.name, start.name, packet, meta)
+            return _trace(w)
         w.device(DeviceAction.ENTER, start.name, "received")
         if outer is not None:
             w.inner_packet = packet
@@ -1235,6 +1461,12 @@ def walk(
             w.end(Outcome.UNKNOWN, "host", "a packet from the host needs a destination address")
         else:
             w.local_out(start.netns, packet, meta)
+    elif isinstance(start, FromNamespaceDevice):
+        where = start.sender or (
+            f"namespace {start.netns}" if start.netns != MAIN_NS else "the host"
+        )
+        w.device(DeviceAction.OUTPUT, start.name, f"sent by {where} out of {start.name}")
+        w.transmit(start.name, start.netns, packet, meta)
     else:
         w.device(DeviceAction.ENTER, start.bridge, f"in_port={start.port}")
         w.ovs(start.bridge, start.port, packet, meta)

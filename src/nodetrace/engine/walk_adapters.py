@@ -81,10 +81,12 @@ def _reword_step(step: NetfilterStep) -> NetfilterStep:
 class NetfilterAdapter:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self._engines: dict[int, RulesetEngine] = {}
+        self._engines: dict[tuple[int, str], RulesetEngine] = {}
 
     def engine(self, ruleset: Ruleset, ipsets: IpSets | None, netns: str) -> RulesetEngine:
-        found = self._engines.get(id(ruleset))
+        # Per namespace too: two namespaces may share one parsed ruleset, but each has its own
+        # addresses (MASQUERADE, REDIRECT) and its own conntrack table.
+        found = self._engines.get((id(ruleset), netns))
         if found is None:
             topo = self.snapshot.topology
             local = {i.name: tuple(a.ip for a in i.addresses) for i in topo.in_namespace(netns)}
@@ -96,7 +98,7 @@ class NetfilterAdapter:
                 tcp_loose=True if loose is None else loose,
             )
             found = RulesetEngine(ruleset, ipsets=ipsets, facts=facts)
-            self._engines[id(ruleset)] = found
+            self._engines[(id(ruleset), netns)] = found
         return found
 
     def run_path(
@@ -137,7 +139,13 @@ class NoOpenFlow:
 def engines_for(snapshot: Snapshot, *, ct_state: str | None = None) -> Engines:
     """The engines a walk through ``snapshot`` uses (compiled once; reuse them for many walks)."""
     openflow: OpenFlowEngine = (
-        OpenFlowAdapter(snapshot.ovs, ct_state=ct_state)
+        OpenFlowAdapter(
+            snapshot.ovs,
+            ct_state=ct_state,
+            routes=snapshot.ovs_routes,
+            neighbours=snapshot.ovs_tunnel_neighbours,
+            dpif=snapshot.ovs_dpif,
+        )
         if snapshot.ovs is not None
         else NoOpenFlow()
     )

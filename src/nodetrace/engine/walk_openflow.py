@@ -6,12 +6,12 @@ the packets that leave the bridges become the walk's outputs, tunnel encapsulati
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from nodetrace.engine.openflow import OpenFlowEngine as Pipelines
 from nodetrace.engine.walk_engines import Metadata, OfOutput, OfResult, TunnelEncap, Verdict
 from nodetrace.model.openflow_trace import EgressKind
+from nodetrace.model.ovs_runtime import DpifShow
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.packet import Packet
 from nodetrace.model.topology import OvsRoute, OvsTunnelNeighbour
@@ -49,8 +49,9 @@ class OpenFlowAdapter:
         ct_state: str | None = None,
         routes: Sequence[OvsRoute] | None = None,
         neighbours: Sequence[OvsTunnelNeighbour] | None = None,
+        dpif: DpifShow | None = None,
     ) -> None:
-        self.engine = Pipelines(switch, routes=routes, neighbours=neighbours)
+        self.engine = Pipelines(switch, routes=routes, neighbours=neighbours, dpif=dpif)
         self.ct_states = ovs_ct_state(ct_state)
 
     def run(
@@ -64,7 +65,10 @@ class OpenFlowAdapter:
         t = self.engine.trace(
             bridge, in_port, packet, metadata, given=given, ct_states=self.ct_states
         )
-        consulted, notes = split_consulted(t.assumptions)
+        # The walk states these fields itself, with the value it gave them.
+        consulted = tuple((name, u.where) for u in t.unset for name in u.names)
+        stated = {u.note for u in t.unset}
+        notes = tuple(n for n in t.assumptions if n not in stated)
         steps: list[OpenFlowStep | DeviceStep] = [
             n.step for p in t.passes for node in p.nodes for n in node.walk() if n.step is not None
         ]
@@ -87,25 +91,3 @@ class OpenFlowAdapter:
         return OfResult(
             tuple(steps), tuple(outputs), verdict, reason, t.verdict_step, notes, consulted
         )
-
-
-_CONSULTED = re.compile(
-    r"^(\S+) was not given: taken as 0, as ofproto/trace does \((.+) looked at it\)$"
-)
-"""The OpenFlow engine's note for a field left out that a lookup depended on."""
-
-
-def split_consulted(
-    notes: tuple[str, ...],
-) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
-    """The fields the engine reported as looked at (field, table), and the other notes: the
-    walk states those fields itself, with the value it gave them."""
-    consulted: list[tuple[str, str]] = []
-    rest: list[str] = []
-    for note in notes:
-        m = _CONSULTED.match(note)
-        if m is None:
-            rest.append(note)
-        else:
-            consulted.extend((name, m.group(2)) for name in m.group(1).split("/"))
-    return tuple(consulted), tuple(rest)

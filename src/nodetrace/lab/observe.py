@@ -74,6 +74,10 @@ class Observation:
     tunnel: Tunnel | None = None
 
 
+_PORT_PREFIX = {int(IPProto.TCP): "tcp", int(IPProto.UDP): "udp", int(IPProto.SCTP): "sctp"}
+"""The names OVS's packet parser takes ports by: its ``tp_src``/``tp_dst`` are TCP's only."""
+
+
 def flow_text(packet: Packet, **metadata: str | int) -> str:
     """The packet in OVS flow syntax, as ``ofproto/trace`` takes it."""
     parts = [f"{k}={v}" for k, v in metadata.items()]
@@ -83,6 +87,7 @@ def flow_text(packet: Packet, **metadata: str | int) -> str:
         int(IPProto.UDP): "udp6" if v6 else "udp",
         int(IPProto.ICMP): "icmp",
         int(IPProto.ICMPV6): "icmp6",
+        int(IPProto.SCTP): "sctp6" if v6 else "sctp",
     }
     default = {ETH_TYPE_IPV6: "ipv6", ETH_TYPE_IPV4: "ip", ETH_TYPE_ARP: "arp"}.get(
         packet.dl_type, "eth"
@@ -105,14 +110,19 @@ def flow_text(packet: Packet, **metadata: str | int) -> str:
         parts += [f"{src}={packet.nw_src}", f"{dst}={packet.nw_dst}", f"nw_ttl={packet.nw_ttl}"]
         if proto in ("ip", "ipv6"):
             parts.append(f"nw_proto={packet.nw_proto}")
-        if packet.nw_proto in (IPProto.TCP, IPProto.UDP):
-            # OVS's tp_src/tp_dst are TCP's fields: UDP ports need their own names.
-            l4 = "tcp" if packet.nw_proto == IPProto.TCP else "udp"
+        l4 = _PORT_PREFIX.get(packet.nw_proto or 0)
+        if l4 is not None:
+            # OVS's tp_src/tp_dst are TCP's fields: UDP and SCTP ports need their own names.
             parts += [f"{l4}_src={packet.tp_src or 0}", f"{l4}_dst={packet.tp_dst or 0}"]
         if packet.nw_proto == IPProto.TCP:
             parts.append(f"tcp_flags={packet.tcp_flags:#x}")
         if packet.nw_proto in (IPProto.ICMP, IPProto.ICMPV6):
-            parts += [f"icmp_type={packet.icmp_type or 0}", f"icmp_code={packet.icmp_code or 0}"]
+            # OVS refuses icmp_type on ICMPv6 (its prerequisite is icmp): it has its own names.
+            icmp = "icmpv6" if packet.nw_proto == IPProto.ICMPV6 else "icmp"
+            parts += [
+                f"{icmp}_type={packet.icmp_type or 0}",
+                f"{icmp}_code={packet.icmp_code or 0}",
+            ]
     return ",".join(parts)
 
 

@@ -160,6 +160,10 @@ class NodeFacts:
     iptables: str
     """The ruleset's backend, or ``no ruleset``."""
     br_netfilter: bool | None
+    ovs_evidence: str | None = None
+    """A file showing the node runs Open vSwitch when none of its state was read."""
+    ovs_bridge_names: tuple[str, ...] = ()
+    """Bridges named by ``ovs-vsctl list-br`` (all that is known of them then)."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,8 @@ class MissingFact:
     what: str
     reason: str
     namespace: str | None
+    command: str | None = None
+    """The command line that would collect it (in the namespace, when there is one)."""
 
 
 @dataclass(frozen=True)
@@ -181,4 +187,7 @@ class Inventory:
     segments: tuple[Segment, ...] = ()
     missing: tuple[MissingFact, ...] = ()
     notes: tuple[str, ...] = ()
+    """What the Open vSwitch sources did not say (port numbers, MAC tables ...)."""
+    snapshot_notes: tuple[str, ...] = ()
+    """How facts were read when not from the preferred output (``Snapshot.notes``)."""
     diagnostics: tuple[str, ...] = ()

@@ -85,6 +85,20 @@ class TunnelEncap:
 
 
 @dataclass(frozen=True, slots=True)
+class NativeTunnel:
+    """A tunnel output a userspace (netdev) switch sends on itself: the encapsulation, the
+    tunnel port, and the underlay bridge whose LOCAL port the outer packet enters by."""
+
+    encap: TunnelEncap
+    port: str
+    bridge: str
+    underlay: str
+    smac: str | None
+    """The underlay LOCAL port's MAC (outer source); ``None`` when the snapshot lacks it."""
+    dmac: str
+
+
+@dataclass(frozen=True, slots=True)
 class Egress:
     """A packet leaving the traced bridges."""
 
@@ -102,7 +116,7 @@ class Egress:
     pass_index: int = 0
     """0 for the first pass, N for the Nth conntrack recirculation."""
     inner_vlan: int | None = None
-    carries: TunnelEncap | None = None
+    carries: NativeTunnel | None = None
     """Set when ``packet`` is the outer packet of a native tunnel (userspace datapath) that OVS
     sent on through the underlay bridge; ``encap`` is then ``None``."""
 
@@ -118,7 +132,7 @@ class Egress:
         if self.carries is not None:
             return (
                 f"{text}{vlan}: outer packet {self.packet.dl_src} -> {self.packet.dl_dst} "
-                f"of {self.carries.describe()}"
+                f"of {self.carries.encap.describe()}"
             )
         return text + vlan
 
@@ -147,6 +161,34 @@ class LearnedFlow:
             parts.append(f"hard={self.hard_timeout}")
         parts.append(f"actions={self.actions}")
         return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsetField:
+    """A packet field the user did not give that a table lookup (or an action) depended on:
+    the engine took it as 0, as ``ofproto/trace`` does, and the verdict rests on that."""
+
+    field: str
+    """The engine's storage name (``nw_src`` also holds ``arp_spa``)."""
+    names: tuple[str, ...]
+    """The flow-syntax names a user would give it by (``nw_src``, ``arp_spa``)."""
+    bridge: str
+    table: int
+    action: str = ""
+    """The action that looked (``dec_ttl``), empty for a table lookup."""
+
+    @property
+    def where(self) -> str:
+        place = f"{self.bridge} table {self.table}"
+        return f"{self.action} in {place}" if self.action else place
+
+    @property
+    def note(self) -> str:
+        """The assumption as the trace states it."""
+        return (
+            f"{'/'.join(self.names)} was not given: taken as 0, as ofproto/trace does "
+            f"({self.where} looked at it)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +226,8 @@ class OpenFlowTrace:
     learned: tuple[LearnedFlow, ...] = ()
     verdict_step: int | None = None
     """Index into :attr:`steps` of the step that decided a drop, when one did."""
+    unset: tuple[UnsetField, ...] = ()
+    """Fields left out that the trace depended on; each is also stated in ``assumptions``."""
 
     @property
     def steps(self) -> tuple[OpenFlowStep | DeviceStep, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from nodetrace.model.openflow import LOCAL_PORT, FlowDump
+from nodetrace.model.openflow import LOCAL_PORT, FlowDump, Output, PortName, Resubmit
 from nodetrace.model.ovs_runtime import ConntrackTable, MacTable, OfctlShow
 from nodetrace.model.ovsdb import Bridge, Interface, OvsdbConfig, Port
 
@@ -56,6 +56,18 @@ class BridgeState:
             if p.ofport == number:
                 return p
         return None
+
+    def ports_named_by_flows(self) -> frozenset[str]:
+        """The ports the bridge's flows name (a dump taken with names): they exist on the
+        bridge even when no ``ovs-vsctl``/``ovs-ofctl show`` output lists them."""
+        names: set[str] = set()
+        for flow in self.flows.flows if self.flows is not None else ():
+            if isinstance(flow.in_port, PortName):
+                names.add(flow.in_port.name)
+            for a in flow.actions:
+                if isinstance(a, (Output, Resubmit)) and isinstance(a.port, PortName):
+                    names.add(a.port.name)
+        return frozenset(names)
 
 
 @dataclass(frozen=True, slots=True)

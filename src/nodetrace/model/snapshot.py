@@ -14,9 +14,11 @@ from enum import StrEnum
 from nodetrace.errors import Diagnostic
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import Backend, Ruleset
+from nodetrace.model.ovs_runtime import DpifShow
 from nodetrace.model.ovs_switch import OvsSwitch
+from nodetrace.model.ovsdb import OvsdbRow
 from nodetrace.model.packet import Family
-from nodetrace.model.topology import MAIN_NS, Topology
+from nodetrace.model.topology import MAIN_NS, OvsRoute, OvsTunnelNeighbour, Topology
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,30 @@ class RawOutput:
     """The match a flow dump was limited to (``table=4``); empty for a whole dump."""
 
 
+@dataclass(frozen=True, slots=True)
+class DatapathPort:
+    """A port of the kernel datapath (``ovs-appctl dpctl/show``): its device is an Open vSwitch
+    port, of the given type (``internal``, ``system``, ``vxlan``...), on an unnamed bridge."""
+
+    datapath: str
+    number: int
+    name: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class OvsdbRecord:
+    """One OVSDB record listed on its own (``ovs-vsctl list port qvoX``, perhaps grep-filtered
+    to a few columns): what it says of the named row, where ``ovs-vsctl show`` says nothing."""
+
+    table: str
+    """``Port`` or ``Interface``."""
+    name: str
+    """The row's name, as the command gave it."""
+    row: OvsdbRow
+    source: str
+
+
 @dataclass(frozen=True)
 class NamespaceState:
     """The netfilter and kernel settings of one network namespace."""
@@ -170,7 +196,24 @@ class Snapshot:
     namespaces: tuple[NamespaceState, ...] = (NamespaceState(),)
     ovs: OvsSwitch | None = None
     """The node's Open vSwitch (bridges, ports, flows, MAC tables); ``None`` when the source
-    has no Open vSwitch output at all."""
+    has none of the Open vSwitch outputs nodetrace reads."""
+    ovs_routes: tuple[OvsRoute, ...] | None = None
+    """Open vSwitch's own routing table (``ovs-appctl ovs/route/show``): where a userspace
+    tunnel's outer packet goes; ``None`` when the snapshot does not have it."""
+    ovs_tunnel_neighbours: tuple[OvsTunnelNeighbour, ...] | None = None
+    """Open vSwitch's tunnel neighbour cache (``ovs-appctl tnl/neigh/show``): the outer MACs."""
+    ovs_dpif: DpifShow | None = None
+    """The datapath's ports (``ovs-appctl dpif/show``), for the ``Datapath actions`` line."""
+    ovs_evidence: str = ""
+    """A file showing that the node runs Open vSwitch (``ovs-vsctl list-br``, ``ovs-appctl
+    dpctl/show``, any output of an OVS tool), even when ``ovs`` is ``None``: then its state
+    is missing, not absent. Empty when the snapshot holds no trace of Open vSwitch."""
+    ovsdb_records: tuple[OvsdbRecord, ...] = ()
+    """Single OVSDB records the snapshot holds (see :class:`OvsdbRecord`)."""
+    datapath_ports: tuple[DatapathPort, ...] = ()
+    """The kernel datapath's ports from ``ovs-appctl dpctl/show``, when the snapshot has it."""
+    ovs_bridge_names: tuple[str, ...] = ()
+    """Bridge names ``ovs-vsctl list-br`` gave (the only bridge facts of such a snapshot)."""
     raw: tuple[RawOutput, ...] = ()
     """Command outputs kept as text (Open vSwitch state, conntrack), by kind."""
     missing: tuple[Missing, ...] = ()

@@ -46,6 +46,8 @@ class LinkKind(StrEnum):
     MACVLAN = "macvlan"
     DUMMY = "dummy"
     OTHER = "other"
+    UNKNOWN = "unknown"
+    """The snapshot does not say what the device is (e.g. ``ip address`` without ``-d``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,9 @@ class VethInfo:
     peer_ifindex: int | None = None
     peer_netnsid: int | None = None
     peer_netns: str | None = None
+    derived: str = ""
+    """Empty when ``ip -d`` said ``veth``; else how the device was taken for a veth (``ip
+    address`` without ``-d`` prints only ``NAME@ifN`` and ``link-netns``)."""
 
 
 @dataclass(frozen=True, slots=True)

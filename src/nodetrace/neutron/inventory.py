@@ -46,7 +46,6 @@ from nodetrace.neutron.flow_facts import (
     index_bridge,
     segments,
 )
-from nodetrace.neutron.ovsdb_text import InterfaceIds, interface_external_ids
 
 __all__ = ["Found", "Inventory", "PortInfo", "PortKind", "inventory"]
 
@@ -141,9 +140,13 @@ def _build(snap: Snapshot) -> Inventory:
     _read_zone_rules(snap, port)
     _read_chains(snap, ports, port)
     hybrid_node = any(p.prefixes & {"qvo", "qbr"} for p in ports.values())
+    record_tags = _port_record_tags(snap)
     infos = tuple(
         sorted(
-            (_port_info(snap, p, indexes, segs, ovsdb_source, hybrid_node) for p in ports.values()),
+            (
+                _port_info(snap, p, indexes, segs, ovsdb_source, hybrid_node, record_tags)
+                for p in ports.values()
+            ),
             key=lambda p: (p.kind != PortKind.VM, p.port_id),
         )
     )
@@ -162,33 +165,34 @@ def _build(snap: Snapshot) -> Inventory:
                 m.what + (f" of {m.bridge}" if m.bridge else ""),
                 m.reason,
                 m.netns if m.netns != MAIN_NS else None,
+                _command(m.command, m.netns),
             )
             for m in snap.missing
         ),
         notes=switch.notes if switch is not None else (),
+        snapshot_notes=snap.notes,
         diagnostics=tuple(str(d) for d in snap.diagnostics),
     )
 
 
+def _command(command: str, netns: str) -> str | None:
+    if not command:
+        return None
+    return f"ip netns exec {netns} {command}" if netns != MAIN_NS else command
+
+
 def _key(device: naming.NeutronDevice, name: str) -> str:
-    # A DVR link end carries a router's UUID, not a port's: each end (rfp- in the router's
-    # namespace, fpr- in the fip- namespace) is listed on its own.
-    return f"{ROUTER_LINK_KEY}{name}" if device.is_router_link else device.uuid_prefix
+    # A DVR link carries a router's UUID, not a port's: its two ends (rfp- in the router's
+    # namespace, fpr- in the fip- namespace) are one entry, apart from the ports' own.
+    return f"{ROUTER_LINK_KEY}{device.uuid_prefix}" if device.is_router_link else device.uuid_prefix
 
 
 def _read_ovs(snap: Snapshot, switch: OvsSwitch, port: Callable[[str], _Port]) -> None:
-    text_ids: dict[str, InterfaceIds] | None = None
     for bridge in switch.bridges:
         for p in bridge.ports:
             iface = p.interface
             ids = iface.external_ids if iface is not None else ()
             source = f"OVSDB Interface {p.name} external_ids"
-            if not ids:
-                if text_ids is None:
-                    text_ids = interface_external_ids(snap)
-                found = text_ids.get(p.name)
-                if found is not None:
-                    ids, source = found.external_ids, f"{source} ({found.source})"
             iface_id = pairs_get(ids, "iface-id")
             device = naming.parse_neutron_device(p.name)
             if device is None and not iface_id:
@@ -223,7 +227,8 @@ def _read_devices(snap: Snapshot, port: Callable[[str], _Port]) -> None:
         entry = port(_key(device, iface.name))
         entry.devices[iface.name] = iface.netns
         entry.prefixes.add(device.prefix)
-        if iface.netns != MAIN_NS and entry.ns_device is None:
+        if iface.netns != MAIN_NS and (entry.ns_device is None or device.prefix == "rfp-"):
+            # A DVR link is sent through from its router's end (rfp-).
             entry.ns_device = iface
         if iface.netns == MAIN_NS and device.prefix == "tap":
             entry.main_tap = iface
@@ -327,6 +332,7 @@ def _port_info(
     segs: dict[int, SegmentFact],
     ovsdb_source: str,
     hybrid_node: bool,
+    record_tags: dict[str, Found[int]],
 ) -> PortInfo:
     bridge, sw = entry.ovs if entry.ovs is not None else (None, None)
     ofport = sw.ofport if sw is not None else None
@@ -348,8 +354,7 @@ def _port_info(
 
     port_id = entry.key
     if entry.key.startswith(ROUTER_LINK_KEY):
-        link = naming.parse_neutron_device(entry.key.removeprefix(ROUTER_LINK_KEY))
-        port_id = link.uuid_prefix if link is not None else port_id
+        port_id = entry.key.removeprefix(ROUTER_LINK_KEY)
     if entry.iface_id is not None:
         port_id = entry.iface_id.value
     elif entry.zone_ids:
@@ -401,9 +406,18 @@ def _port_info(
     if dev is not None and kind is not PortKind.VM:
         if dev.mac:
             add_mac(Found(dev.mac.lower(), f"ip link: {dev.name} in namespace {dev.netns}"))
-        for a in dev.addresses:
-            if a.scope != "host":
-                add_ip(Found(a.ip, f"ip address: {dev.name} in namespace {dev.netns}"))
+        ends = [dev]
+        if kind is PortKind.ROUTER_LINK:
+            # Both ends of the DVR link have their own address (169.254.x.y/31 each).
+            ends += [
+                i
+                for name, ns in entry.devices.items()
+                if name != dev.name and (i := snap.topology.interface(name, ns)) is not None
+            ]
+        for end in ends:
+            for a in end.addresses:
+                if a.scope != "host":
+                    add_ip(Found(a.ip, f"ip address: {end.name} in namespace {end.netns}"))
     if len(macs) > 1:
         notes.append(
             f"{len(macs)} MACs may send from this port (allowed address pairs): "
@@ -416,7 +430,7 @@ def _port_info(
             "rule or firewall flow names it"
         )
 
-    local_vlan = _local_vlan(sw, facts, firewall, ovsdb_source)
+    local_vlan = _local_vlan(sw, facts, firewall, ovsdb_source, record_tags)
     if local_vlan is None and sw is not None:
         notes.append(
             f"local VLAN unknown: {sw.name} has no OVSDB tag and no flow names its VLAN "
@@ -484,12 +498,29 @@ def _port_info(
     )
 
 
+def _port_record_tags(snap: Snapshot) -> dict[str, Found[int]]:
+    """Tags from single Port records (``ovs-vsctl list port qvoX``, maybe ``| grep tag``),
+    for ports an ``ovs-vsctl show`` of the snapshot does not list."""
+    out: dict[str, Found[int]] = {}
+    for record in snap.ovsdb_records:
+        tag = record.row.get("tag") if record.table == "Port" else None
+        if isinstance(tag, int) and not isinstance(tag, bool):
+            out[record.name] = Found(tag, f"OVSDB Port {record.name} tag ({record.source})")
+    return out
+
+
 def _local_vlan(
-    sw: SwitchPort | None, facts: PortFlowFacts | None, firewall: str | None, ovsdb_source: str
+    sw: SwitchPort | None,
+    facts: PortFlowFacts | None,
+    firewall: str | None,
+    ovsdb_source: str,
+    record_tags: dict[str, Found[int]],
 ) -> Found[int] | None:
     if sw is not None and sw.port is not None and sw.port.tag is not None:
         where = f" ({ovsdb_source})" if ovsdb_source else ""
         return Found(sw.port.tag, f"OVSDB Port {sw.name} tag{where}")
+    if sw is not None and sw.name in record_tags:
+        return record_tags[sw.name]
     if facts is None:
         return None
     if facts.vlan is not None:
@@ -608,7 +639,11 @@ def _node(snap: Snapshot) -> NodeFacts:
     ipt = "no ruleset"
     if main.iptables is not None:
         backend = main.iptables.backend
-        ipt = backend.value if backend is not Backend.UNKNOWN else "ruleset read, backend not told"
+        ipt = (
+            backend.value
+            if backend is not Backend.UNKNOWN
+            else "ruleset read; iptables backend: not in the snapshot (`iptables -V` would tell)"
+        )
     if main.other_backend:
         ipt += " (rules in the other backend too: the kernel applies both)"
     return NodeFacts(
@@ -619,4 +654,6 @@ def _node(snap: Snapshot) -> NodeFacts:
         source_kind=snap.source_kind.value,
         iptables=ipt,
         br_netfilter=main.sysctls.bridge_nf_call(Family.IPV4),
+        ovs_evidence=snap.ovs_evidence or None if snap.ovs is None else None,
+        ovs_bridge_names=snap.ovs_bridge_names if snap.ovs is None else (),
     )

@@ -6,9 +6,17 @@ Header fields become a :class:`~nodetrace.model.packet.Packet`. Pipeline metadat
 part of the frame (``in_port``, ``tun_id``, ``reg0``, ``ct_state``...) is returned beside it as
 :class:`FlowSpec.metadata`, in the order given, for the OpenFlow engine to interpret.
 
+Fields are taken in order and checked as ``ovs-appctl ofproto/trace`` checks them (OVS 3.1,
+recorded in tests/openflow_flow_syntax_cases.py and replayed against the real tool by
+tests/lab/test_flow_syntax_ovs.py): a field whose prerequisite the fields before it do not meet
+is refused with OVS's reason (``udp,tp_src=53``: tp_src is TCP's; ``icmp6,icmp_type=128``;
+``nw_src=...`` before ``ip``), as are a field set twice and a masked value.
+
 A few fields that OVS does not have but the kernel's TRACE log prints are accepted as well, so a
 packet from a log can be replayed exactly: ``ip_id``, ``ip_df``, ``ip_mf``, ``ip_len``,
-``tcp_seq``, ``tcp_ack``, ``tcp_window``, ``icmp_id``, ``icmp_seq``.
+``tcp_seq``, ``tcp_ack``, ``tcp_window``, ``icmp_id``, ``icmp_seq``. ``tcp_flags=+syn`` and
+``ct_state=+trk`` (flag syntax) are accepted too, where ``ofproto/trace`` wants exact values.
+Values OVS would silently mask or misread (``ip_dscp=64``, ``nw_src=300.1.1.1``) are refused.
 """
 
 from __future__ import annotations

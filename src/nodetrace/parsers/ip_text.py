@@ -45,6 +45,7 @@ from nodetrace.model.topology import (
     TunTapInfo,
     VethInfo,
 )
+from nodetrace.parsers.elision import ELISION
 from nodetrace.parsers.ip_json import as_int, as_ip, as_network
 
 _HEADER = re.compile(r"^(\d+):\s+([^\s:@]+)(?:@([^\s:]+))?:\s+<([^>]*)>(.*)$")
@@ -97,8 +98,18 @@ class _Builder:
         self.slave_kind: str | None = None
         self.slave_attrs: dict[str, str] = {}
         self.addresses: list[Address] = []
+        self.detailed = False
+        """Whether ``ip`` printed this device's details (``-d``): only then does the absence of
+        a kind line mean a plain NIC."""
+        self.mutual_peer = False
+        """Whether the device ``@NAME`` names points back at this one: only veth pairs do."""
+
+    def _peer_in_other_namespace(self) -> bool:
+        linked = self.peer_netns is not None or self.peer_netnsid is not None
+        return linked and self.at is not None and re.fullmatch(r"if\d+", self.at) is not None
 
     def detail_line(self, words: list[str]) -> None:
+        self.detailed = True
         first = words[0]
         if first in _SLAVE_WORDS:
             self.slave_kind = _SLAVE_WORDS[first]
@@ -118,6 +129,33 @@ class _Builder:
 
     def build(self) -> Interface:
         kind = self.kind
+        derived = ""
+        if kind is None and self.link_type == "ether" and self._peer_in_other_namespace():
+            # Without -d, `NAME@ifN ... link-netns NS` is what ip prints for a veth whose
+            # other end is device N of namespace NS (DVR's rfp-/fpr-, ns- of ovs_use_veth).
+            kind = LinkKind.VETH
+            where = (
+                f"link-netns {self.peer_netns}"
+                if self.peer_netns is not None
+                else f"link-netnsid {self.peer_netnsid}"
+            )
+            derived = (
+                f"veth derived from {self.name}@{self.at} and {where} "
+                "(ip address without -d does not print the kind)"
+            )
+        elif kind is None and self.mutual_peer:
+            # `qvoX@qvbX` and `qvbX@qvoX`: two devices naming each other as their link are the
+            # two ends of a veth (a VLAN or macvlan names its lower device, which never names
+            # it back).
+            kind = LinkKind.VETH
+            derived = (
+                f"veth derived from {self.name}@{self.at} and {self.at}@{self.name} "
+                "(ip address without -d does not print the kind)"
+            )
+        if kind is None and self.link_type == "ether" and not self.detailed:
+            # Without -d, `ip` prints no kind at all: a NIC, a bridge, a tap and an OVS internal
+            # port look alike, so the kind is unknown rather than taken for a NIC.
+            kind = LinkKind.UNKNOWN
         if kind is None:
             kind = {"loopback": LinkKind.LOOPBACK, "ether": LinkKind.PHYSICAL}.get(
                 self.link_type, LinkKind.OTHER
@@ -132,6 +170,7 @@ class _Builder:
                 peer_ifindex=as_int(self.at[2:]) if self.at and self.at.startswith("if") else None,
                 peer_netnsid=self.peer_netnsid,
                 peer_netns=self.peer_netns,
+                derived=derived,
             )
         elif kind is LinkKind.BRIDGE:
             detail = BridgeInfo(
@@ -185,18 +224,32 @@ def parse_ip_link_text(
     text: str, *, source: str, sink: DiagnosticSink | None = None, netns: str = MAIN_NS
 ) -> tuple[Interface, ...]:
     """Interfaces from ``ip [-s] [-d] link`` or ``ip [-d] address`` text."""
-    out: list[Interface] = []
+    out: list[_Builder] = []
     current: _Builder | None = None
+    after_elision = False
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
+            continue
+        if ELISION.match(line):
+            if sink is not None:
+                sink.warn(
+                    SourcePos(source, number),
+                    "lines left out where the output was copied: devices may be missing",
+                )
+            # What follows up to the next device belongs to a device whose header was cut.
+            if current is not None:
+                out.append(current)
+            current, after_elision = None, True
             continue
         m = _HEADER.match(line)
         if m:
             if current is not None:
-                out.append(current.build())
+                out.append(current)
             current = _Builder(
                 netns, int(m.group(1)), m.group(2), m.group(3), m.group(4), m.group(5)
             )
+            continue
+        if current is None and after_elision:
             continue
         if current is None:
             # sosreport fixtures sometimes start with tool noise ("Message truncated").
@@ -216,6 +269,7 @@ def parse_ip_link_text(
             if lm.group(2) and re.fullmatch(r"[0-9a-fA-F:]{11,}", lm.group(2)):
                 current.mac = lm.group(2).lower()
             words = (lm.group(3) or "").split()
+            current.detailed = current.detailed or "promiscuity" in words
             attrs = _pairs(words)
             current.peer_netns = attrs.get("link-netns")
             current.peer_netnsid = as_int(attrs.get("link-netnsid"))
@@ -239,8 +293,17 @@ def parse_ip_link_text(
             continue
         current.detail_line(words)
     if current is not None:
-        out.append(current.build())
-    return tuple(out)
+        out.append(current)
+    _mark_mutual_peers(out)
+    return tuple(b.build() for b in out)
+
+
+def _mark_mutual_peers(builders: list[_Builder]) -> None:
+    """Flag the devices whose ``@NAME`` names a device that names them back (veth pairs)."""
+    at_of = {b.name: b.at for b in builders}
+    for b in builders:
+        if b.at is not None and at_of.get(b.at) == b.name:
+            b.mutual_peer = True
 
 
 _ROUTE_TYPES = {t.value: t for t in RouteType}
@@ -452,12 +515,23 @@ def parse_bridge_fdb_text(
 def parse_ip_netns_text(
     text: str, *, source: str, sink: DiagnosticSink | None = None
 ) -> tuple[NamespaceId, ...]:
-    """Names and ids from ``ip netns`` (``qrouter-1c2d (id: 0)``)."""
+    """Names and ids from ``ip netns`` (``qrouter-1c2d (id: 0)``).
+
+    A line marking lines left out where the output was copied (``(...)``) is skipped with a
+    warning: the namespaces it stood for are unknown.
+    """
     out: list[NamespaceId] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        m = re.match(r"^(\S+)(?:\s+\(id:\s*(\d+)\))?\s*$", line)
+        if ELISION.match(line):
+            if sink is not None:
+                sink.warn(
+                    SourcePos(source, number),
+                    "lines left out where the output was copied: the list is incomplete",
+                )
+            continue
+        m = re.match(r"^([A-Za-z0-9_.:@+-]+)(?:\s+\(id:\s*(\d+)\))?\s*$", line)
         if not m:
             report(
                 sink, ParseError(SourcePos(source, number), "not a namespace line", token=line[:40])

@@ -33,16 +33,12 @@ from nodetrace.model.openflow import (
     Unsupported,
 )
 from nodetrace.model.trace import SourceSpan
+from nodetrace.parsers.elision import ELISION
 from nodetrace.parsers.ovs_flow_text import FlowTextError, convert_actions, convert_match, split_top
 
 _HEADER = re.compile(r"^\s*(NXST_FLOW|OFPST_FLOW|NXST_AGGREGATE|OFPST_AGGREGATE)\s+reply\b(.*)$")
 _ACTIONS = re.compile(r"(?:^|[\s,])actions=")
 _RECORD_START = re.compile(r"^\s*(cookie|duration|table|priority)=")
-ELISION = re.compile(
-    r"^\s*(\(\s*(\.{3,}|…)\s*\)|\[\s*(\.{3,}|…|snip)\s*\]|<\s*snip\s*>|\.{3,}|…|snip)\s*$",
-    re.IGNORECASE,
-)
-"""A line standing for lines left out where the output was copied."""
 
 _INFO_INT = {"cookie", "table", "n_packets", "n_bytes", "importance"}
 _INFO_TIME = {"duration", "idle_timeout", "hard_timeout", "idle_age", "hard_age"}

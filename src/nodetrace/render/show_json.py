@@ -128,6 +128,8 @@ def show_document(inv: Inventory) -> dict[str, Any]:
             "source_kind": node.source_kind,
             "iptables": node.iptables,
             "br_netfilter": node.br_netfilter,
+            "ovs_evidence": node.ovs_evidence,
+            "ovs_bridge_names": list(node.ovs_bridge_names),
             "sources": {
                 "hostname": node.hostname.source if node.hostname else None,
                 "kernel": node.kernel.source if node.kernel else None,
@@ -139,8 +141,10 @@ def show_document(inv: Inventory) -> dict[str, Any]:
         "namespaces": [_namespace(n) for n in inv.namespaces],
         "segments": [_segment(s) for s in inv.segments],
         "missing": [
-            {"what": m.what, "reason": m.reason, "namespace": m.namespace} for m in inv.missing
+            {"what": m.what, "reason": m.reason, "namespace": m.namespace, "command": m.command}
+            for m in inv.missing
         ],
         "notes": list(inv.notes),
+        "snapshot_notes": list(inv.snapshot_notes),
         "diagnostics": list(inv.diagnostics),
     }

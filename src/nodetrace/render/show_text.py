@@ -82,7 +82,17 @@ def render_show(inv: Inventory) -> str:
     brnf = {True: "on", False: "off", None: "unknown"}[node.br_netfilter]
     add(f"  iptables: {node.iptables}; br_netfilter (bridge-nf-call-iptables): {brnf}")
     add("")
-    add("Open vSwitch bridges" if inv.ovs_bridges else "Open vSwitch: not in the snapshot")
+    if inv.ovs_bridges:
+        add("Open vSwitch bridges")
+    elif node.ovs_evidence:
+        add(
+            f"Open vSwitch: runs on this node ({node.ovs_evidence}), but its bridges, ports and "
+            "flows are not in the snapshot (see below)"
+        )
+        if node.ovs_bridge_names:
+            add(f"  bridges (ovs-vsctl list-br): {', '.join(node.ovs_bridge_names)}")
+    else:
+        add("Open vSwitch: not in the snapshot")
     for b in inv.ovs_bridges:
         flows = "flows not captured" if b.flows is None else f"{b.flows} flows"
         dp = (
@@ -144,8 +154,14 @@ def render_show(inv: Inventory) -> str:
         add("Not in the snapshot")
         for m in inv.missing:
             ns = f" in namespace {m.namespace}" if m.namespace else ""
-            add(f"  {m.what}{ns}: {m.reason}")
+            collect = f" (collect with `{m.command}`)" if m.command else ""
+            add(f"  {m.what}{ns}: {m.reason}{collect}")
         for note in inv.notes:
+            add(f"  {note}")
+    if inv.snapshot_notes:
+        add("")
+        add("How the snapshot was read")
+        for note in inv.snapshot_notes:
             add(f"  {note}")
     if inv.diagnostics:
         add("")

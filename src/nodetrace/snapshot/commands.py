@@ -10,7 +10,7 @@ and matched against the commands nodetrace reads; a bundle's own file names (``i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 TABLES = ("raw", "mangle", "nat", "filter", "security")
 """The iptables tables a listing (``iptables -t TABLE -nvL``) may show."""
@@ -45,15 +45,20 @@ KNOWN_KINDS = frozenset(
         "ovs-vsctl-list-bridge",
         "ovs-vsctl-list-port",
         "ovs-vsctl-list-interface",
+        "ovs-vsctl-record-port",
+        "ovs-vsctl-record-interface",
         "ovs-ofctl-show",
         "ovs-ofctl-dump-flows",
         "ovs-appctl-fdb-show",
         "ovs-appctl-dpctl-dump-conntrack",
+        "ovs-appctl-dpctl-show",
         "ovs-appctl-bridge-dump-flows",
         "ovs-appctl-ovs-route-show",
         "ovs-appctl-tnl-neigh-show",
+        "ovs-appctl-dpif-show",
         "brctl-show",
         "ip-addr-oneline",
+        "iptables-version",
         *(f"{prog}-list-{table}" for prog in ("iptables", "ip6tables") for table in TABLES),
     }
 )
@@ -82,6 +87,7 @@ COMMANDS: dict[str, str] = {
     "ip-link": "ip -d -j link",
     "ip-addr": "ip -d -j address",
     "ip-addr-oneline": "ip -o address",
+    "iptables-version": "iptables -V",
     "ip-route": "ip -j route show table all",
     "ip6-route": "ip -6 -j route show table all",
     "ip-rule": "ip -j rule",
@@ -99,13 +105,17 @@ COMMANDS: dict[str, str] = {
     "ovs-vsctl-list-bridge": "ovs-vsctl --format json list Bridge",
     "ovs-vsctl-list-port": "ovs-vsctl --format json list Port",
     "ovs-vsctl-list-interface": "ovs-vsctl --format json list Interface",
+    "ovs-vsctl-record-port": "ovs-vsctl list Port BRIDGE",
+    "ovs-vsctl-record-interface": "ovs-vsctl list Interface BRIDGE",
     "ovs-ofctl-show": "ovs-ofctl show BRIDGE",
     "ovs-ofctl-dump-flows": "ovs-ofctl dump-flows BRIDGE",
     "ovs-appctl-fdb-show": "ovs-appctl fdb/show BRIDGE",
     "ovs-appctl-dpctl-dump-conntrack": "ovs-appctl dpctl/dump-conntrack",
+    "ovs-appctl-dpctl-show": "ovs-appctl dpctl/show",
     "ovs-appctl-bridge-dump-flows": "ovs-appctl bridge/dump-flows BRIDGE",
     "ovs-appctl-ovs-route-show": "ovs-appctl ovs/route/show",
     "ovs-appctl-tnl-neigh-show": "ovs-appctl tnl/neigh/show",
+    "ovs-appctl-dpif-show": "ovs-appctl dpif/show",
 }
 """The command that collects each kind (``BRIDGE`` stands for the bridge's name), for what the
 snapshot lacks and for the list of accepted file names."""
@@ -159,6 +169,11 @@ def recognise(filename: str, *, netns: str | None = None) -> Recognised | None:
     words = _words(stem)
     if len(words) >= 4 and words[:3] == ["ip", "netns", "exec"]:
         netns, words = words[3], words[4:]
+    piped = ""
+    if "|" in words:
+        # `ovs-ofctl show br-int | grep X`: the command's output, filtered by another.
+        at = words.index("|")
+        words, piped = words[:at], " ".join(words[at:])
     if not words:
         return None
     prog = words[0].rsplit("/", 1)[-1]
@@ -170,7 +185,49 @@ def recognise(filename: str, *, netns: str | None = None) -> Recognised | None:
         found = _command(alias.group("command"), words[1:])
     if found is None:
         return None
+    if found.flow_filter:
+        # The words were split on `_` too (`in_port`): quote the filter as the name has it.
+        start = stem.find(found.flow_filter.split(" ", 1)[0], stem.find("dump-flows"))
+        end = min((i for i in (stem.find(" |"), stem.find("_|")) if i > start), default=len(stem))
+        found = replace(found, flow_filter=stem[start:end].strip(" _"))
+    if piped:
+        if found.kind not in PIPED_KINDS:
+            return None  # a filtered listing of devices or rules would pass for the whole
+        flow_filter = f"{found.flow_filter} {piped}".strip()
+        return Recognised(found.kind, found.bridge, netns, found.preference - 20, flow_filter)
     return Recognised(found.kind, found.bridge, netns, found.preference, found.flow_filter)
+
+
+PIPED_KINDS = frozenset(
+    {
+        "ovs-ofctl-show",
+        "ovs-ofctl-dump-flows",
+        "ovs-vsctl-record-port",
+        "ovs-vsctl-record-interface",
+    }
+)
+"""Outputs still read when a file holds them filtered (``ovs-ofctl show br-int | grep X``):
+what they show is true of the bridge, and the loader records that the rest is unknown."""
+
+
+OVS_PROGRAMS = ("ovs-vsctl", "ovs-ofctl", "ovs-appctl", "ovs-dpctl", "ovsdb-client")
+
+
+def ovs_program(filename: str) -> tuple[str, list[str]] | None:
+    """``(program, positional words)`` when ``filename`` is the output of an Open vSwitch
+    tool, read or not (``ovs-vsctl list-br``, ``ovs-appctl dpctl/show``): proof that the node
+    runs Open vSwitch even when the outputs nodetrace reads are absent."""
+    words = _words(_EXTENSIONS.sub("", filename))
+    if not words:
+        return None
+    prog = words[0].rsplit("/", 1)[-1]
+    alias = _SNAP_ALIAS.match(prog)
+    if prog not in OVS_PROGRAMS and alias is not None:
+        prog = alias.group("command")
+    if prog not in OVS_PROGRAMS:
+        return None
+    pos, _ = _drop_options(words[1:], ("-t", "--timeout"))
+    return prog, pos
 
 
 _SNAP_ALIAS = re.compile(r"^[a-z0-9][a-z0-9-]*\.(?P<command>[a-z0-9][a-z0-9-]*)$")
@@ -219,6 +276,8 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
     if re.fullmatch(r"ip6?tables(-legacy|-nft)?-save", prog):
         return Recognised(prog)
     if re.fullmatch(r"ip6?tables(-legacy|-nft)?", prog):
+        if prog == "iptables" and args in (["-V"], ["--version"]):
+            return Recognised("iptables-version")
         return _iptables_listing(prog, args)
     if prog == "brctl":
         pos, _ = _drop_options(args, ())
@@ -259,7 +318,14 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
             if table in ("open_vswitch", "bridge", "port", "interface"):
                 json_out = "--format" in flags and any("json" in f for f in flags)
                 return Recognised(f"ovs-vsctl-list-{table}", preference=2 if json_out else 1)
+        if len(pos) == 3 and pos[0] == "list" and pos[1].lower() in ("port", "interface"):
+            # One record, named by the command (`ovs-vsctl list port qvoX`); `bridge` holds
+            # the record's name, as it holds the bridge of per-bridge outputs.
+            return Recognised(f"ovs-vsctl-record-{pos[1].lower()}", bridge=pos[2])
         return None
+    if prog == "ovs-dpctl":
+        pos, _ = _drop_options(args, ())
+        return Recognised("ovs-appctl-dpctl-show") if pos[:1] == ["show"] else None
     if prog == "ovs-ofctl":
         pos, flags = _drop_options(args, ("-O", "--protocols", "-t", "--timeout"))
         flow_filter = ""
@@ -273,9 +339,13 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
             version = next(
                 (f.split()[1] for f in flags if f.startswith(("-O ", "--protocols "))), ""
             )
-            # Without -O, ovs-ofctl speaks OpenFlow 1.0 and prints resubmit/mod_vlan_vid, the
-            # form most tools and the reference expect; take it when both exist.
-            preference = {"": 4, "OpenFlow10": 3, "OpenFlow13": 2}.get(version, 1)
+            # The OpenFlow 1.3 dump spells actions as the agent installed them and as
+            # ofproto/trace prints them (set_field, push_vlan); without -O ovs-ofctl speaks
+            # OpenFlow 1.0 and re-spells some (load, mod_vlan_vid, strip_vlan). Later versions
+            # print like 1.3.
+            preference = {"OpenFlow13": 5, "OpenFlow14": 4, "OpenFlow15": 4, "": 3}.get(
+                version, 2
+            )
             if flow_filter:
                 preference -= 10  # any whole dump of the bridge says more
             return Recognised(
@@ -296,6 +366,10 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
             return Recognised("ovs-appctl-tnl-neigh-show", preference=1)
         if pos in (["tnl/arp/show"], ["tnl.arp.show"]):
             return Recognised("ovs-appctl-tnl-neigh-show")
+        if pos in (["dpif/show"], ["dpif.show"]):
+            return Recognised("ovs-appctl-dpif-show")
+        if pos[:1] in (["dpctl/show"], ["dpctl.show"]) or pos[:2] == ["dpctl", "show"]:
+            return Recognised("ovs-appctl-dpctl-show", preference=1)
         # "/" cannot be in a file name: sos writes "dpctl.dump-conntrack", others "dpctl_dump...".
         if pos[:1] in (["dpctl/dump-conntrack"], ["dpctl.dump-conntrack"]) or pos[:2] == [
             "dpctl",
@@ -352,7 +426,7 @@ def _split_flow_filter(pos: list[str]) -> tuple[list[str], str]:
     for i in range(2, len(pos)):
         word = pos[i]
         if "=" in word or word.split(",", 1)[0] in _MATCH_WORDS:
-            return pos[:i], ",".join(pos[i:])
+            return pos[:i], " ".join(pos[i:])
     return pos, ""
 
 

@@ -19,7 +19,16 @@ from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import Backend, Ruleset
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.packet import Family
-from nodetrace.model.snapshot import Missing, NamespaceState, RawOutput, Snapshot, Sysctls
+from nodetrace.model.snapshot import (
+    DatapathPort,
+    Missing,
+    NamespaceState,
+    OvsdbRecord,
+    RawOutput,
+    Snapshot,
+    SourceKind,
+    Sysctls,
+)
 from nodetrace.model.topology import (
     MAIN_NS,
     Address,
@@ -46,9 +55,16 @@ from nodetrace.parsers.nft_list_ruleset import (
     attach_nft_handles,
     parse_nft_list_ruleset,
 )
+from nodetrace.parsers.ovs_appctl_dpctl_show import parse_ovs_appctl_dpctl_show
+from nodetrace.parsers.ovs_appctl_dpif_show import parse_ovs_appctl_dpif_show
+from nodetrace.parsers.ovs_appctl_tunnel_underlay import (
+    parse_ovs_appctl_ovs_route_show,
+    parse_ovs_appctl_tnl_neigh_show,
+)
+from nodetrace.parsers.ovs_vsctl_list_text import parse_ovs_vsctl_list_text
 from nodetrace.parsers.sysctl import parse_sysctl
 from nodetrace.snapshot.bundle import MANIFEST, read_bundle
-from nodetrace.snapshot.commands import KNOWN_KINDS, TABLES, command_of
+from nodetrace.snapshot.commands import KNOWN_KINDS, TABLES, command_of, ovs_program
 from nodetrace.snapshot.folder import read_folder
 from nodetrace.snapshot.listing import OK, Entry, Listing
 from nodetrace.snapshot.ovs import build_switch
@@ -57,7 +73,20 @@ from nodetrace.snapshot.tree import ArchiveTree, SubTree, find_root, open_tree
 
 T = TypeVar("T")
 
-RAW_KINDS = frozenset(k for k in KNOWN_KINDS if k.startswith(("ovs-", "conntrack-")))
+RECORD_TABLES = {"ovs-vsctl-record-port": "Port", "ovs-vsctl-record-interface": "Interface"}
+"""Single-record listings, and the OVSDB table each lists a row of."""
+
+DPCTL_SHOW = "ovs-appctl-dpctl-show"
+"""Read by the loader itself: it says which devices are OVS ports, not what OVS does."""
+
+UNDERLAY_KINDS = ("ovs-appctl-ovs-route-show", "ovs-appctl-tnl-neigh-show", "ovs-appctl-dpif-show")
+"""Read into the snapshot's own fields (``ovs_routes``, ``ovs_tunnel_neighbours``, ``ovs_dpif``)."""
+
+RAW_KINDS = frozenset(
+    k
+    for k in KNOWN_KINDS
+    if k.startswith(("ovs-", "conntrack-")) and k != DPCTL_SHOW and k not in UNDERLAY_KINDS
+)
 """Outputs kept as text in the snapshot for the layers that parse them (Open vSwitch state,
 conntrack tables)."""
 
@@ -110,6 +139,7 @@ class _Loader:
         self.missing: list[Missing] = []
         self.root: SubTree = listing.root
         self._nft_listings: dict[str, NftListing | None] = {}
+        self._namespace_ids: dict[str, tuple[NamespaceId, ...]] = {}
         self.notes: list[str] = []
 
     # -- reading entries ---------------------------------------------------------------
@@ -219,10 +249,11 @@ class _Loader:
         for iface in interfaces:
             link = by_name.get(iface.name)
             if link is not None:
+                derived = iface.veth is not None and bool(iface.veth.derived)
                 iface = dataclasses.replace(
                     iface,
                     kind=link.kind,
-                    detail=iface.detail or link.detail,
+                    detail=link.detail if derived or iface.detail is None else iface.detail,
                     master=iface.master or link.master,
                     master_kind=iface.master_kind or link.master_kind,
                     bridge_port=iface.bridge_port or link.bridge_port,
@@ -320,7 +351,9 @@ class _Loader:
                 return
             iface = out[at]
             wanted = {
-                k: v for k, v in changes.items() if getattr(iface, k) in (None, LinkKind.PHYSICAL)
+                k: v
+                for k, v in changes.items()
+                if getattr(iface, k) in (None, LinkKind.PHYSICAL, LinkKind.UNKNOWN)
             }
             if wanted:
                 out[at] = dataclasses.replace(iface, **wanted)  # type: ignore[arg-type]
@@ -344,6 +377,11 @@ class _Loader:
         return out
 
     def namespace_ids(self, netns: str) -> tuple[NamespaceId, ...]:
+        if netns not in self._namespace_ids:
+            self._namespace_ids[netns] = self.read_namespace_ids(netns)
+        return self._namespace_ids[netns]
+
+    def read_namespace_ids(self, netns: str) -> tuple[NamespaceId, ...]:
         def parse(text: str, where: str) -> tuple[NamespaceId, ...]:
             if _is_json(text):
                 return ip_json.parse_ip_netns(text, source=where, sink=self.sink)
@@ -520,10 +558,57 @@ class _Loader:
     # -- the whole ---------------------------------------------------------------------
 
     def namespaces(self) -> list[str]:
+        """Every namespace the snapshot has outputs of, and those only ``ip netns`` lists
+        (their outputs are then named missing, as any other absent output), except in a
+        bundle."""
         names = {e.netns for e in self.listing.entries}
+        if self.listing.kind is SourceKind.BUNDLE:
+            # collect chose its namespaces (a lab node's `ip netns` also lists its siblings').
+            return [MAIN_NS, *sorted(n for n in names if n != MAIN_NS)]
+        listed = [n.name for n in self.namespace_ids(MAIN_NS)]
+        only_listed = [n for n in listed if n not in names]
+        if only_listed:
+            self.notes.append(
+                f"namespaces {', '.join(only_listed)} are listed by `ip netns` only: "
+                "none of their command outputs is in the snapshot"
+            )
+        names.update(listed)
         return [MAIN_NS, *sorted(n for n in names if n != MAIN_NS)]
 
+    def backend(self) -> None:
+        """The iptables backend when the source does not state it (a sosreport, a folder):
+        ``iptables -V`` prints ``iptables v1.8.7 (nf_tables)`` or ``(legacy)``; an ``nft``
+        listing holding the tables iptables-nft manages tells nf_tables too."""
+        if self.listing.iptables_backend is not Backend.UNKNOWN:
+            return
+        entry = self.listing.find("iptables-version")
+        text = self.raw_text(entry)
+        if text is not None:
+            m = re.search(r"\((nf_tables|legacy)\)", text)
+            if m is not None:
+                self.listing.iptables_backend = (
+                    Backend.NFT if m.group(1) == "nf_tables" else Backend.LEGACY
+                )
+                self.notes.append(f"iptables backend {m.group(1)} read from `iptables -V`")
+                return
+        text = self.raw_text(self.listing.find("nft-list-ruleset"))
+        if text is not None and re.search(r"managed by iptables-nft|\bxt (match|target)\b", text):
+            self.listing.iptables_backend = Backend.NFT
+            self.notes.append(
+                "iptables backend nf_tables derived from the nft listing, which holds the "
+                "tables iptables-nft manages"
+            )
+
+    def raw_text(self, entry: Entry | None) -> str | None:
+        if entry is None or entry.status != OK or entry.path is None:
+            return None
+        try:
+            return self.root.read_text(entry.path)
+        except InputError:
+            return None
+
     def snapshot(self) -> Snapshot:
+        self.backend()
         interfaces: list[Interface] = []
         routes: list[Route] = []
         rules: list[RouteRule] = []
@@ -562,14 +647,24 @@ class _Loader:
                     sysctls=self.sysctls(ns),
                 )
             )
+        datapath_ports = self.datapath_ports()
+        interfaces = self.with_datapath_ports(interfaces, datapath_ports)
         interfaces = [_resolve_peer_namespace(i, ids) for i in interfaces]
+        interfaces = _pair_unresolved_veths(interfaces)
+        derived = [i for i in interfaces if i.veth is not None and i.veth.derived]
+        if derived:
+            self.notes.append(
+                f"{len(derived)} devices taken for veths from `NAME@ifN ... link-netns NS` of "
+                "`ip address` without -d (which does not print the kind): "
+                + ", ".join(f"{i.name} ({i.netns or 'main'})" for i in derived[:6])
+                + (" ..." if len(derived) > 6 else "")
+            )
         raw = self.raw_outputs()
         switch = build_switch(raw, self.sink, self.notes)
+        evidence, bridge_names = self.ovs_evidence()
         if switch is not None:
             self.incomplete_flows(switch)
-        for kind in EXPECTED_MAIN:
-            if kind.startswith("ovs") and self.listing.find(kind) is None:
-                self.missing.append(Missing(kind, "not in the snapshot", command=command_of(kind)))
+        self.missing_ovs(switch, evidence, bridge_names)
         topology = Topology(
             interfaces=tuple(interfaces),
             routes=tuple(routes),
@@ -597,11 +692,131 @@ class _Loader:
             topology=topology,
             namespaces=tuple(states),
             ovs=switch,
+            ovs_routes=self.parse(
+                "ovs-appctl-ovs-route-show",
+                MAIN_NS,
+                lambda text, where: parse_ovs_appctl_ovs_route_show(
+                    text, source=where, sink=self.sink
+                ),
+                quiet=True,
+            ),
+            ovs_tunnel_neighbours=self.parse(
+                "ovs-appctl-tnl-neigh-show",
+                MAIN_NS,
+                lambda text, where: parse_ovs_appctl_tnl_neigh_show(
+                    text, source=where, sink=self.sink
+                ),
+                quiet=True,
+            ),
+            ovs_dpif=self.parse(
+                "ovs-appctl-dpif-show",
+                MAIN_NS,
+                lambda text, where: parse_ovs_appctl_dpif_show(text, source=where, sink=self.sink),
+                quiet=True,
+            ),
+            ovs_evidence=evidence,
+            ovs_bridge_names=bridge_names,
+            datapath_ports=datapath_ports,
+            ovsdb_records=self.ovsdb_records(raw),
             raw=raw,
             missing=tuple(_dedupe(self.missing)),
             diagnostics=tuple(diagnostics),
             notes=tuple(self.notes),
         )
+
+    def ovsdb_records(self, raw: tuple[RawOutput, ...]) -> tuple[OvsdbRecord, ...]:
+        """Records listed one by one (``ovs-vsctl list port qvoX | grep tag``)."""
+        out = []
+        for r in raw:
+            if r.kind not in RECORD_TABLES or r.bridge is None:
+                continue
+            table = parse_ovs_vsctl_list_text(r.text, source=r.source, sink=self.sink)
+            if len(table.rows) != 1:
+                continue  # a listing of several records is not one named by the command
+            out.append(OvsdbRecord(RECORD_TABLES[r.kind], r.bridge, table.rows[0], r.source))
+        return tuple(out)
+
+    def datapath_ports(self) -> tuple[DatapathPort, ...]:
+        def parse(text: str, where: str) -> tuple[DatapathPort, ...]:
+            return parse_ovs_appctl_dpctl_show(text, source=where, sink=self.sink)
+
+        return self.parse(DPCTL_SHOW, MAIN_NS, parse, quiet=True) or ()
+
+    def with_datapath_ports(
+        self, interfaces: list[Interface], ports: tuple[DatapathPort, ...]
+    ) -> list[Interface]:
+        """Devices ``dpctl/show`` lists as OVS internal ports are such, when ``ip`` without
+        ``-d`` could not say what they are (fg-/qr-/qg- of a namespace look like NICs)."""
+        internal = {p.name for p in ports if p.type == "internal"}
+        if not internal:
+            return interfaces
+        out = []
+        told = []
+        for iface in interfaces:
+            if iface.name in internal and iface.kind in _UNTOLD and iface.detail is None:
+                iface = dataclasses.replace(iface, kind=LinkKind.OPENVSWITCH)
+                told.append(iface.name)
+            out.append(iface)
+        if told:
+            self.notes.append(
+                f"{', '.join(told)} taken for Open vSwitch internal ports from "
+                "`ovs-appctl dpctl/show` (ip address without -d does not print the kind; "
+                "their bridge is unknown without ovs-vsctl show)"
+            )
+        return out
+
+    def ovs_evidence(self) -> tuple[str, tuple[str, ...]]:
+        """A file proving the node runs Open vSwitch, and the bridges ``ovs-vsctl list-br``
+        names (``("", ())`` when the snapshot shows no sign of Open vSwitch)."""
+        evidence = ""
+        names: list[str] = []
+        for path in self.root.files():
+            base = path.rsplit("/", 1)[-1]
+            found = ovs_program(base)
+            in_plugin = path.startswith("sos_commands/openvswitch/")
+            if found is None and not in_plugin:
+                continue
+            if not evidence:
+                evidence = self.root.display(path)
+            if found is not None and found[0] == "ovs-vsctl" and found[1] == ["list-br"]:
+                try:
+                    text = self.root.read_text(path)
+                except InputError:
+                    continue
+                names += [w for w in text.split() if w not in names]
+        return evidence, tuple(names)
+
+    def missing_ovs(
+        self, switch: OvsSwitch | None, evidence: str, bridge_names: tuple[str, ...]
+    ) -> None:
+        """Name the Open vSwitch outputs a node that runs it lacks (with their commands)."""
+        have = {e.kind for e in self.listing.entries if e.netns == MAIN_NS}
+        runs = switch is not None or bool(evidence)
+        for kind in EXPECTED_MAIN:
+            if kind.startswith("ovs") and kind not in have:
+                self.missing.append(Missing(kind, "not in the snapshot", command=command_of(kind)))
+        if not runs:
+            return
+        why = "not in the snapshot"
+        if switch is None:
+            why += ", though the node runs Open vSwitch"
+        if not have & {"ovs-vsctl-show", "ovs-vsctl-list-bridge"}:
+            kind = "ovs-vsctl-show"
+            self.missing.append(Missing(kind, why, command=command_of(kind)))
+        bridges = [b.name for b in switch.bridges] if switch is not None else []
+        bridges += [b for b in bridge_names if b not in bridges]
+        without = [
+            b
+            for b in bridges
+            if switch is None or (s := switch.bridge(b)) is None or s.flows is None
+        ]
+        kind = "ovs-ofctl-dump-flows"
+        for bridge in without:
+            self.missing.append(Missing(kind, why, bridge=bridge, command=command_of(kind, bridge)))
+        if not bridges and switch is None:
+            self.missing.append(
+                Missing(kind, why + "; nor are its bridges", command=command_of(kind))
+            )
 
     def incomplete_flows(self, switch: OvsSwitch) -> None:
         """Name every bridge whose flow dump holds only part of its flows: a packet no flow
@@ -687,6 +902,10 @@ def _command_error(text: str) -> str | None:
     return why
 
 
+_UNTOLD = (LinkKind.PHYSICAL, LinkKind.OTHER, LinkKind.UNKNOWN)
+"""Kinds ``ip`` gives a device when it was not asked for details."""
+
+
 def _rules_only(text: str) -> str:
     """A save's content without its comment lines (the header names the tool and the time)."""
     return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
@@ -697,10 +916,12 @@ def _has_rules(ruleset: Ruleset) -> bool:
 
 
 def _has_details(interfaces: tuple[Interface, ...]) -> bool:
-    """Whether the listing was taken with ``-d``: only then does a device have a kind other
-    than physical or loopback."""
+    """Whether the listing was taken with ``-d``: without it an Ethernet device's kind is
+    unknown (a derived veth does not count: it was worked out, not printed)."""
     return any(
-        i.kind not in (LinkKind.PHYSICAL, LinkKind.LOOPBACK, LinkKind.OTHER) for i in interfaces
+        i.kind not in (LinkKind.LOOPBACK, LinkKind.OTHER, LinkKind.UNKNOWN)
+        and not (i.veth is not None and i.veth.derived)
+        for i in interfaces
     )
 
 
@@ -716,6 +937,43 @@ def _resolve_peer_namespace(iface: Interface, ids: dict[str, dict[int, str]]) ->
     if name is None:
         return iface
     return dataclasses.replace(iface, detail=dataclasses.replace(info, peer_netns=name))
+
+
+def _pair_unresolved_veths(interfaces: list[Interface]) -> list[Interface]:
+    """The namespace of a veth's peer known only by ``link-netnsid`` (whose ids ``ip netns``
+    of that namespace would resolve), found from the other end: the one device of another
+    namespace whose ifindex is our ``@ifN`` and whose ``@ifN`` is our ifindex."""
+    unresolved = [
+        n
+        for n, i in enumerate(interfaces)
+        if i.veth is not None and i.veth.peer is None and i.veth.peer_netns is None
+    ]
+    if not unresolved:
+        return interfaces
+    by_ifindex: dict[int, list[Interface]] = {}
+    for i in interfaces:
+        if i.veth is not None and i.ifindex is not None:
+            by_ifindex.setdefault(i.ifindex, []).append(i)
+    out = list(interfaces)
+    for n in unresolved:
+        iface = out[n]
+        info = iface.veth
+        if info is None or info.peer_ifindex is None:
+            continue
+        ends = [
+            o
+            for o in by_ifindex.get(info.peer_ifindex, [])
+            if o.netns != iface.netns
+            and o.veth is not None
+            and o.veth.peer_ifindex == iface.ifindex
+            and o.veth.peer_netns in (None, iface.netns)
+        ]
+        if len(ends) == 1:
+            why = f"peer namespace {ends[0].netns} matched by ifindex from its end {ends[0].name}"
+            derived = f"{info.derived}; {why}" if info.derived else why
+            detail = dataclasses.replace(info, peer_netns=ends[0].netns, derived=derived)
+            out[n] = dataclasses.replace(iface, detail=detail)
+    return out
 
 
 def _dedupe(items: list[Missing]) -> list[Missing]:

@@ -83,7 +83,7 @@ def build_switch(
                 dump = dataclasses.replace(
                     dump,
                     complete=False,
-                    incomplete_reason=f"only the flows matching `{r.flow_filter}` were dumped",
+                    incomplete_reason=f"only the flows of `{r.flow_filter}` were dumped",
                 )
             if dump is not None:
                 flows[r.bridge] = dump
@@ -97,6 +97,11 @@ def build_switch(
                 ofctl[r.bridge] = shown
                 if "dump-ports-desc" in r.source.rsplit("/", 1)[-1]:
                     said.append(f"{r.bridge} port numbers read from {r.source} (no ofctl show)")
+                if r.flow_filter:
+                    said.append(
+                        f"{r.bridge} port numbers read from {r.source}, a filtered output "
+                        f"(`{r.flow_filter}`): the numbers of ports it does not list are unknown"
+                    )
         elif r.kind == "ovs-appctl-fdb-show":
             table_ = _parse(r, parse_ovs_appctl_fdb_show, sink)
             if table_ is not None:

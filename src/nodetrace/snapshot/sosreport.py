@@ -35,15 +35,17 @@ sos file                                                read as
 ``sos_commands/openvswitch/ovs-appctl_ovs.route.show``  ``ovs-appctl-ovs-route-show``
 ``sos_commands/openvswitch/ovs-appctl_tnl.{neigh,arp}.show`` ``ovs-appctl-tnl-neigh-show``
 ``sos_commands/openvswitch/ovs-appctl_dpctl.dump-conntrack*`` ``ovs-appctl-dpctl-dump-conntrack``
+``sos_commands/openvswitch/ovs-appctl_dpctl.show*``     ``ovs-appctl-dpctl-show`` (OVS ports)
+``sos_commands/openvswitch/ovs-vsctl_-t_5_list-br``     bridge names (OVS runs, state absent)
 =====================================================  ============================
 
 Host name, kernel and date come from ``hostname``, ``uname`` and ``date`` at the top (or
 ``sos_commands/host/hostname``, ``sos_commands/kernel/uname_-a``, else the ``Kernel:`` line of
 ``sos_commands/host/hostnamectl_status``). A file named after a snap's alias of a command
-(``openstack-hypervisor.ovs-vsctl_-t_5_show``) is read as that command's output. Recent sos versions no longer
-run ``iptables-save`` (only ``iptables -nvL``): then the ruleset is rebuilt from those
-listings (:mod:`nodetrace.parsers.iptables_list`), and the snapshot says so. Anything else
-missing is reported, never fatal.
+(``openstack-hypervisor.ovs-vsctl_-t_5_show``) is read as that command's output. Recent sos
+versions no longer run ``iptables-save`` (only ``iptables -nvL``): then the ruleset is rebuilt
+from those listings (:mod:`nodetrace.parsers.iptables_list`), and the snapshot says so.
+Anything else missing is reported, never fatal.
 """
 
 from __future__ import annotations
