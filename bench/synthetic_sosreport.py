@@ -109,8 +109,10 @@ def _ovs_vsctl_show(state: NodeState) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_sosreport(state: NodeState, root: Path) -> Path:
-    """Write ``state`` as a sosreport folder at the new path ``root``."""
+def write_sosreport(state: NodeState, root: Path, *, mac_tables: bool = False) -> Path:
+    """Write ``state`` as a sosreport folder at the new path ``root``; with ``mac_tables`` also
+    ``ovs-appctl fdb/show`` per bridge (sos 3.3 and later collect it), so NORMAL unicasts
+    instead of flooding."""
     net = root / "sos_commands" / "networking"
     ovs = root / "sos_commands" / "openvswitch"
     for d in (net, ovs, root / "sos_commands" / "kernel"):
@@ -134,6 +136,12 @@ def write_sosreport(state: NodeState, root: Path) -> Path:
     for b in BRIDGES:
         (ovs / f"ovs-ofctl_show_{b}").write_text(_ofctl_show(state, b))
         (ovs / f"ovs-ofctl_dump-flows_{b}").write_text(state.dump_flows_text(b))
+        if mac_tables:
+            entries = [" port  VLAN  MAC                Age"]
+            if b == "br-int":
+                entries += [f"{vp.ofport:5d} {vp.local_vlan:5d}  {vp.port.mac}    1"
+                            for vp in state.vm_ports]  # fmt: skip
+            (ovs / f"ovs-appctl_fdb.show_{b}").write_text("\n".join(entries) + "\n")
     return root
 
 

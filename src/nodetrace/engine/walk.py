@@ -158,6 +158,8 @@ class _End:
     """A flooded copy that died only because it was not for that place (not the verdict)."""
     loop: bool = False
     """The walk stopped at its hop bound."""
+    copy: tuple[int, ...] = ()
+    """Which copy of each flood on the way this end belongs to (see ``_Walk.copy``)."""
 
 
 @dataclass
@@ -175,15 +177,19 @@ class _Walk:
     """The inner packet of an encapsulated frame the walk started with."""
     flood_depth: int = 0
     """How many floods the current copy descends from."""
-    looked: dict[tuple[str, ...], str] = field(default_factory=dict)
-    """Fields neither given nor derived that a decision depended on, and where (first)."""
+    copy: tuple[int, ...] = ()
+    """The copy being walked: its number in each flood it descends from. A decision taken on
+    one copy's path is no part of another copy's verdict."""
+    looked: list[tuple[tuple[str, ...], str, tuple[int, ...]]] = field(default_factory=list)
+    """Fields neither given nor derived that a decision depended on, where, and on which copy."""
     outer: bool = False
     """The packet being walked is a tunnel's outer packet, built by the node itself."""
     given_fields: frozenset[str] | None = None
     watched: frozenset[str] = frozenset()
     _device_netns: dict[str, str] | None = None
-    resting_node: list[str] = field(default_factory=list)
-    """Defaults taken for node settings the snapshot lacks, which the outcome depends on."""
+    resting_node: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    """Defaults taken for node settings the snapshot lacks, which the outcome depends on, and
+    on which copy."""
     """Fields with an assumed value: every rule or flow that looks at one is noted."""
 
     def __post_init__(self) -> None:
@@ -210,13 +216,13 @@ class _Walk:
     def rest_on(self, text: str) -> None:
         """An assumption about the node (not the packet) that the path depends on."""
         self.assume(text)
-        if text not in self.resting_node:
-            self.resting_node.append(text)
+        if (text, self.copy) not in self.resting_node:
+            self.resting_node.append((text, self.copy))
 
     def look(self, names: tuple[str, ...], where: str) -> None:
         """A decision at ``where`` depended on the field ``names`` (aliases of one field)."""
         if not self.outer and self.request.flow:
-            self.looked.setdefault(names, where)
+            self.looked.append((names, where, self.copy))
 
     def look_if_assumed(self, name: str, where: str) -> None:
         """The walk itself decided on ``name``: worth saying only when it was assumed."""
@@ -254,7 +260,7 @@ class _Walk:
             action = DeviceAction.DELIVER if outcome is Outcome.DELIVERED else DeviceAction.OUTPUT
             step = self.device(action, where, reason)
         incidental = not_for_here and self.flood_depth > 0
-        self.ends.append(_End(outcome, where, reason, step, target, incidental))
+        self.ends.append(_End(outcome, where, reason, step, target, incidental, copy=self.copy))
 
     def hop(self, where: str) -> bool:
         """Count a hop; ``False`` (and the packet ends) once the bound is reached."""
@@ -530,6 +536,18 @@ class _Walk:
             return False
         return bool(self.snap.ovs_evidence or self.snap.ovs_bridge_names)
 
+    def toward_target(self) -> frozenset[str]:
+        """Devices on the target's side of its Linux bridge: the target, the bridge, its ports
+        and their veth peers (stated or hinted), one of which is the OVS port leading there."""
+        near = _target_bridge_devices(self, self.request.target)
+        peers = {h.peer for h in self.request.peer_hints if h.device in near}
+        for name in near:
+            dev = self.snap.topology.interface(name)
+            peer = self.snap.topology.veth_peer(dev) if dev is not None else None
+            if peer is not None:
+                peers.add(peer.name)
+        return near | peers
+
     def reached_target(self, dev: Interface) -> bool:
         """The device is the one the packet is meant for (a VM's NIC named by its port)."""
         target = self.request.target
@@ -639,10 +657,13 @@ class _Walk:
                 "(PREROUTING is shown again for every copy)"
             )
         self.flood_depth += copies > 1
+        path = self.copy
         for i, out in enumerate(outs[:MAX_COPIES]):
             if copies > 1:
+                self.copy = (*path, i)
                 self.device(DeviceAction.BRIDGE, bridge.name, f"copy {i + 1} of {copies} → {out}")
             self.bridge_forward(bridge, port.name, out, packet, meta, pre if nf else None)
+        self.copy = path
         if len(outs) > MAX_COPIES:
             self.assume(f"{bridge.name}: only the first {MAX_COPIES} flooded copies are followed")
         if decision.action is linux_bridge.BridgeAction.LOCAL or decision.local_copy:
@@ -692,8 +713,12 @@ class _Walk:
         if not decision.out_ports:
             self.end(Outcome.DROPPED, bridge.name, decision.reason)
             return
-        for out in decision.out_ports[:MAX_COPIES]:
+        path = self.copy
+        for i, out in enumerate(decision.out_ports[:MAX_COPIES]):
+            if len(decision.out_ports) > 1:
+                self.copy = (*path, i)
             self.transmit(out, bridge.netns, packet, meta)
+        self.copy = path
 
     def hook_passed(self, result: HookResult, where: str) -> bool:
         if result.verdict is Verdict.ACCEPT:
@@ -1070,11 +1095,18 @@ class _Walk:
             return
         outs = result.outputs
         copies = len(outs) > 1
+        if len(outs) > MAX_COPIES:
+            # Of a flood too wide to follow whole, the copy headed for the target goes first.
+            toward = self.toward_target()
+            outs = tuple(sorted(outs, key=lambda o: o.port not in toward))
         self.flood_depth += copies
+        path = self.copy
         for i, out in enumerate(outs[:MAX_COPIES]):
             if copies:
+                self.copy = (*path, i)
                 self.device(DeviceAction.OUTPUT, out.port, f"following copy {i + 1} of {len(outs)}")
             self.ovs_output(out)
+        self.copy = path
         self.flood_depth -= copies
         if len(outs) > MAX_COPIES:
             self.assume(f"{bridge}: only the first {MAX_COPIES} output copies are followed")
@@ -1527,6 +1559,18 @@ def _reached(end: _End, target: Target) -> bool:
     return isinstance(end.target, ToDevice) and end.target.name == target.name
 
 
+def _target_bridge_devices(w: _Walk, target: Target | None) -> frozenset[str]:
+    """The target device, the Linux bridge it is a port of, and that bridge's other ports."""
+    if not isinstance(target, ToDevice):
+        return frozenset()
+    topology = w.snap.topology
+    dev = topology.interface(target.name, target.netns)
+    if dev is None or dev.master is None:
+        return frozenset({target.name})
+    ports = topology.ports_of(dev.master, target.netns)
+    return frozenset({target.name, dev.master, *(p.name for p in ports)})
+
+
 def _trace(w: _Walk) -> Trace:
     ends = w.ends
     target = w.request.target
@@ -1545,6 +1589,10 @@ def _trace(w: _Walk) -> Trace:
                 for e in ends
                 if e.outcome in (Outcome.DROPPED, Outcome.UNKNOWN) and not e.incidental
             ]
+            # A copy stopped on the target's own Linux bridge speaks for the target; copies
+            # flooded elsewhere (out of the uplink, to other VMs) only say where else it went.
+            near = _target_bridge_devices(w, target)
+            bad.sort(key=lambda e: e.where not in near)
             chosen = bad[0] if bad else ends[0]
             if chosen.outcome is Outcome.DELIVERED:
                 chosen = _End(
@@ -1562,9 +1610,10 @@ def _trace(w: _Walk) -> Trace:
     if len(ends) > 1:
         others = "; ".join(f"{e.outcome.value} at {e.where}" for e in ends if e is not chosen)
         extra = f" (other copies: {others})"
-    resting = _resting_on(w)
-    short = [r.split(" (", 1)[0] for r in resting] + [r.split(":", 1)[0] for r in w.resting_node]
-    resting += w.resting_node
+    resting = _resting_on(w, chosen.copy)
+    node = [t for t, copy in w.resting_node if _on_path(copy, chosen.copy)]
+    short = [r.split(" (", 1)[0] for r in resting] + [r.split(":", 1)[0] for r in node]
+    resting += node
     if short:
         extra += "; resting on: " + ", ".join(short)
     return Trace(
@@ -1579,8 +1628,14 @@ def _trace(w: _Walk) -> Trace:
     )
 
 
-def _resting_on(w: _Walk) -> list[str]:
-    """The assumed or unset field values a decision of the walk depended on, with where."""
+def _on_path(copy: tuple[int, ...], end: tuple[int, ...]) -> bool:
+    """Whether a decision taken on ``copy`` lies on the path of the end reached by ``end``."""
+    return end[: len(copy)] == copy
+
+
+def _resting_on(w: _Walk, end: tuple[int, ...]) -> list[str]:
+    """The assumed or unset field values the decisions on the path to the end ``end`` depended
+    on, with where."""
     flow = {f.field: f for f in w.request.flow}
     out: list[str] = []
     seen: set[str] = set()
@@ -1588,7 +1643,9 @@ def _resting_on(w: _Walk) -> list[str]:
         if f.origin is Origin.ASSUMED and f.value == "(none)":
             seen.add(f.field)
             out.append(f"no {f.field} ({f.source})")
-    for names, where in w.looked.items():
+    for names, where, copy in w.looked:
+        if not _on_path(copy, end):
+            continue
         name = next((n for n in names if n in flow), names[0])
         if name in seen:
             continue

@@ -25,22 +25,9 @@ def port_addresses(rulesets: tuple[Ruleset | None, ...], port_id: str) -> tuple[
     Address-pair entries that are whole networks are left out: they name no one address.
     """
     found: list[IPAddress] = []
-    for ruleset in rulesets:
-        if ruleset is None:
-            continue
-        for wrap in WRAPS:
-            chain = ruleset.chain("filter", chain_name(ChainKind.SPOOF, port_id, wrap))
-            if chain is None:
-                continue
-            for rule in chain.rules:
-                src = rule.ip.src
-                if src is None or src.negated or rule.target.name != "RETURN":
-                    continue
-                if not any(isinstance(m, MacMatch) for m in rule.matches):
-                    continue
-                net = src.value
-                if net.prefixlen == HOST_PREFIX[net.version] and net.network_address not in found:
-                    found.append(net.network_address)
+    for entry in spoof_entries(rulesets, port_id):
+        if entry.ip is not None and entry.mac is not None and entry.ip not in found:
+            found.append(entry.ip)
     return tuple(found)
 
 

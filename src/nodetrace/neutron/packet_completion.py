@@ -17,8 +17,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
+from nodetrace.model.node_inventory import Found, PortInfo
 from nodetrace.model.packet import (
     ETH_TYPE_ARP,
     ETH_TYPE_IPV6,
@@ -32,7 +33,6 @@ from nodetrace.model.snapshot import Snapshot
 from nodetrace.model.topology import MAIN_NS, Interface
 
 IPAddress = IPv4Address | IPv6Address
-T_co = TypeVar("T_co", covariant=True)
 
 ZERO_MAC = "00:00:00:00:00:00"
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
@@ -46,45 +46,13 @@ ARP_RESPONDER_TABLE = 21
 _L4 = (IPProto.TCP, IPProto.UDP, IPProto.SCTP)
 
 
-class Found(Protocol[T_co]):
-    """A value read from the node with where it was read (``neutron.inventory.Found``)."""
-
-    @property
-    def value(self) -> T_co: ...
-
-    @property
-    def source(self) -> str: ...
-
-
-class PortFacts(Protocol):
-    """What completing a packet needs of a Neutron port (``neutron.inventory.PortInfo``)."""
-
-    @property
-    def port_id(self) -> str: ...
-
-    @property
-    def tap(self) -> str | None: ...
-
-    @property
-    def bridge(self) -> str | None: ...
-
-    @property
-    def mac(self) -> Found[str] | None: ...
-
-    @property
-    def ips(self) -> Sequence[Found[IPv4Address | IPv6Address]]: ...
-
-    @property
-    def local_vlan(self) -> Found[int] | None: ...
-
-
 @dataclass(frozen=True)
 class Ends:
     """Who sends and who is meant to receive, as far as the command line says."""
 
-    sender: PortFacts | None = None
-    receiver: PortFacts | None = None
-    ports: Sequence[PortFacts] = ()
+    sender: PortInfo | None = None
+    receiver: PortInfo | None = None
+    ports: Sequence[PortInfo] = ()
     """Every port of the node, to find who owns a destination address."""
     over_tunnel: bool = False
     """The packet arrives over the receiver's network tunnel from a sender elsewhere."""
@@ -182,7 +150,7 @@ def _version(packet: Packet) -> int:
     return 6 if packet.dl_type == ETH_TYPE_IPV6 else 4
 
 
-def _first_ip(port: PortFacts | None, version: int) -> Found[IPAddress] | None:
+def _first_ip(port: PortInfo | None, version: int) -> Found[IPAddress] | None:
     """The port's first address of ``version``; a global one before a link-local one."""
     if port is None:
         return None
@@ -318,7 +286,7 @@ def _link(snap: Snapshot, f: _Fields, ends: Ends, is_arp: bool) -> None:
           "dl_dst=")  # fmt: skip
 
 
-def _remote_sender_mac(snap: Snapshot, f: _Fields, receiver: PortFacts) -> None:
+def _remote_sender_mac(snap: Snapshot, f: _Fields, receiver: PortInfo) -> None:
     """A packet over the tunnel comes from a MAC the integration bridge learned there."""
     bridge = snap.ovs.bridge(receiver.bridge) if snap.ovs and receiver.bridge else None
     vlan = receiver.local_vlan.value if receiver.local_vlan is not None else None
@@ -337,7 +305,7 @@ def _remote_sender_mac(snap: Snapshot, f: _Fields, receiver: PortFacts) -> None:
 def mac_for_address(
     snap: Snapshot,
     address: IPAddress,
-    ports: Sequence[PortFacts],
+    ports: Sequence[PortInfo],
     sender: IPAddress | None,
     vlan: int | None = None,
 ) -> tuple[str, str] | None:

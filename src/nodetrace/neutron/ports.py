@@ -72,7 +72,10 @@ def find_port(snap: Snapshot, wanted: str) -> PortInfo:
             "device name"
         )
     else:
-        found = [p for p in ports if _matches_prefix(p, wanted.lower())]
+        # A whole id the node knows needs no look at device names (the common case).
+        found = [p for p in ports if p.port_id == wanted.lower()] or [
+            p for p in ports if _matches_prefix(p, wanted.lower())
+        ]
     if not found:
         raise UsageError(
             f"port {wanted}: no port of this node has this UUID; its Neutron ports: "

@@ -343,9 +343,7 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
             # ofproto/trace prints them (set_field, push_vlan); without -O ovs-ofctl speaks
             # OpenFlow 1.0 and re-spells some (load, mod_vlan_vid, strip_vlan). Later versions
             # print like 1.3.
-            preference = {"OpenFlow13": 5, "OpenFlow14": 4, "OpenFlow15": 4, "": 3}.get(
-                version, 2
-            )
+            preference = {"OpenFlow13": 5, "OpenFlow14": 4, "OpenFlow15": 4, "": 3}.get(version, 2)
             if flow_filter:
                 preference -= 10  # any whole dump of the bridge says more
             return Recognised(
