@@ -39,7 +39,7 @@ from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import NetfilterStep, OpenFlowStep, Trace
 from nodetrace.neutron.inventory import inventory
 from nodetrace.neutron.packet_completion import Ends, complete_packet
-from nodetrace.neutron.ports import find_port
+from nodetrace.neutron.ports import find_port, listing_cut
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.render.json import dumps
 from nodetrace.render.kernel_trace import render_kernel_trace
@@ -269,7 +269,8 @@ def _check_device(snap: Snapshot, name: str, netns: str) -> str | None:
     close = difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.6)
     ns = f" in namespace {netns}" if netns != MAIN_NS else ""
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise UsageError(f"--from {name}: no such device{ns} in the snapshot{hint}")
+    cut = listing_cut(snap) if netns == MAIN_NS else ""
+    raise UsageError(f"--from {name}: no such device{ns} in the snapshot{hint}{cut}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -538,6 +538,8 @@ class NetfilterEngine:
             run.reason = stop.reason
         for note in ctx.notes:
             run.note(note)
+        if self.ruleset.incomplete and verdict in ("ACCEPT", "DROP", "REJECT"):
+            verdict = self._incomplete(run, verdict)
         outcome = {
             "ACCEPT": Outcome.ACCEPTED,
             "DROP": Outcome.DROPPED,
@@ -575,6 +577,23 @@ class NetfilterEngine:
             nf_trace=run.nf_trace,
             ct_mark=conn.mark if conn is not None else 0,
         )
+
+    def _incomplete(self, run: _Run, verdict: str) -> str:
+        """A dump known to lack rules cannot decide: a rule not shown may come first."""
+        if verdict != "ACCEPT":
+            seen = run.reason or f"{verdict} by the rules shown"
+        elif run.steps:
+            last = run.steps[-1]
+            where = last.hook.value if last.hook else "netfilter"
+            seen = (
+                f"the rules shown accept it (it leaves {where} after {last.table} "
+                f"{last.chain} {last.kind.value} {last.number})"
+            )
+        else:
+            seen = "no rule shown stops it"
+        run.reason = f"{seen}; but {self.ruleset.incomplete}"
+        run.verdict_step = None  # the rule shown that matched may not be the one that decides
+        return "UNKNOWN"
 
     # -- conntrack ---------------------------------------------------------------------------
 

@@ -706,6 +706,10 @@ class Ruleset:
     source: str = ""
     handle_notes: tuple[str, ...] = ()
     """Why tables were left without :attr:`Rule.handle` when an nft listing was read."""
+    incomplete: str = ""
+    """Why the dump is known to lack rules (an elision line where it was copied, a table cut
+    before its ``COMMIT``), naming file:line; empty when the dump is whole. Rules not shown may
+    decide before the ones shown, so no verdict reached in this ruleset is certain."""
 
     def chain(self, table: str, chain: str) -> Chain | None:
         t = self.tables.get(table)

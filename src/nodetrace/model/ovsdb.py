@@ -174,6 +174,9 @@ class OvsdbConfig:
     bridges: tuple[Bridge, ...] = ()
     ovs_version: str | None = None
     source: str = ""
+    incomplete: str = ""
+    """Why the listing is known to lack bridges or ports (an elision line where it was
+    copied), naming file:line; empty when it is whole."""
 
     def bridge(self, name: str) -> Bridge | None:
         for b in self.bridges:

@@ -49,6 +49,15 @@ def _matches_prefix(port: PortInfo, wanted: str) -> bool:
     )
 
 
+def listing_cut(snap: Snapshot) -> str:
+    """What to add to a "no such port" answer when the node's port listing is known to be cut
+    (an elided ``ovs-vsctl show``): the port may be among the lines left out."""
+    ovsdb = snap.ovs.ovsdb if snap.ovs is not None else None
+    if ovsdb is None or not ovsdb.incomplete:
+        return ""
+    return f"; it may be among the ports not shown: {ovsdb.incomplete}"
+
+
 def find_port(snap: Snapshot, wanted: str) -> PortInfo:
     """The one port of the node that ``wanted`` names; :class:`UsageError` in one line when
     no port or several match.
@@ -65,6 +74,7 @@ def find_port(snap: Snapshot, wanted: str) -> PortInfo:
         raise UsageError(
             f"port {wanted}: no such device on this node; its Neutron ports: "
             + (_listing(ports) or "none")
+            + listing_cut(snap)
         )
     elif len(wanted) < MIN_PREFIX:
         raise UsageError(
@@ -80,6 +90,7 @@ def find_port(snap: Snapshot, wanted: str) -> PortInfo:
         raise UsageError(
             f"port {wanted}: no port of this node has this UUID; its Neutron ports: "
             + (_listing(ports) or "none")
+            + listing_cut(snap)
         )
     if len(found) > 1:
         raise UsageError(

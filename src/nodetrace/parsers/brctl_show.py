@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
+from nodetrace.parsers.pasted import skip_pasted_command
 
 _BRIDGE_ID = re.compile(r"^[0-9a-fA-F]{4}\.[0-9a-fA-F]{12}$")
 
@@ -41,6 +42,8 @@ def parse_brctl_show(
     """The bridges of one ``brctl show`` output, in listed order."""
     bridges: list[BrctlBridge] = []
     for lineno, line in enumerate(text.splitlines(), 1):
+        if skip_pasted_command(line, source=source, number=lineno, sink=sink):
+            continue
         if not line.strip():
             continue
         words = line.split()

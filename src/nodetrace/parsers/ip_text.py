@@ -47,6 +47,7 @@ from nodetrace.model.topology import (
 )
 from nodetrace.parsers.elision import ELISION
 from nodetrace.parsers.ip_json import as_int, as_ip, as_network
+from nodetrace.parsers.pasted import skip_pasted_command
 
 _HEADER = re.compile(r"^(\d+):\s+([^\s:@]+)(?:@([^\s:]+))?:\s+<([^>]*)>(.*)$")
 _LINK = re.compile(r"^\s+link/(\S+)(?:\s+(\S+))?(.*)$")
@@ -228,6 +229,8 @@ def parse_ip_link_text(
     current: _Builder | None = None
     after_elision = False
     for number, line in enumerate(text.splitlines(), 1):
+        if skip_pasted_command(line, source=source, number=number, sink=sink):
+            continue
         if not line.strip():
             continue
         if ELISION.match(line):
@@ -363,6 +366,8 @@ def parse_ip_route_text(
         )
 
     for number, line in enumerate(text.splitlines(), 1):
+        if skip_pasted_command(line, source=source, number=number, sink=sink):
+            continue
         words = line.split()
         if not words:
             continue
@@ -390,6 +395,8 @@ def parse_ip_rule_text(
     """Policy rules from ``ip [-4|-6] rule list`` (``32766:\\tfrom all lookup main``)."""
     out: list[RouteRule] = []
     for number, line in enumerate(text.splitlines(), 1):
+        if skip_pasted_command(line, source=source, number=number, sink=sink):
+            continue
         m = re.match(r"^\s*(\d+):\s+(.*)$", line)
         if not m:
             if line.strip():
@@ -458,6 +465,8 @@ def parse_ip_neigh_text(
     """ARP/NDP entries from ``ip [-s] neigh show`` text."""
     out: list[Neighbour] = []
     for number, line in enumerate(text.splitlines(), 1):
+        if skip_pasted_command(line, source=source, number=number, sink=sink):
+            continue
         words = line.split()
         if not words:
             continue
@@ -487,6 +496,8 @@ def parse_bridge_fdb_text(
     """Forwarding entries from ``bridge [-s] [-d] fdb show`` text."""
     out: list[FdbEntry] = []
     for number, line in enumerate(text.splitlines(), 1):
+        if skip_pasted_command(line, source=source, number=number, sink=sink):
+            continue
         words = line.split()
         if not words:
             continue
@@ -522,6 +533,8 @@ def parse_ip_netns_text(
     """
     out: list[NamespaceId] = []
     for number, line in enumerate(text.splitlines(), 1):
+        if skip_pasted_command(line, source=source, number=number, sink=sink):
+            continue
         if not line.strip():
             continue
         if ELISION.match(line):

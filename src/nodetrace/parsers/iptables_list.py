@@ -48,6 +48,7 @@ from nodetrace.model.netfilter import (
 )
 from nodetrace.model.packet import Family
 from nodetrace.parsers.iptables_save import Token, build_match, build_target, parse_rule_args
+from nodetrace.parsers.pasted import skip_pasted_command
 
 _CHAIN_RE = re.compile(
     r"Chain (?P<name>\S+) \((?:policy (?P<policy>\S+)(?: (?P<pkts>\S+) packets, (?P<bytes>\S+) "
@@ -779,6 +780,8 @@ def parse_iptables_list(
                 counters="pkts" in names,
                 interfaces="in" in names and "out" in names,
             )
+            continue
+        if skip_pasted_command(line, source=source, number=lineno, sink=report):
             continue
         if current is None or cols is None:
             report.error(

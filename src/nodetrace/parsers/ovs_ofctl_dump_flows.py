@@ -35,6 +35,7 @@ from nodetrace.model.openflow import (
 from nodetrace.model.trace import SourceSpan
 from nodetrace.parsers.elision import ELISION
 from nodetrace.parsers.ovs_flow_text import FlowTextError, convert_actions, convert_match, split_top
+from nodetrace.parsers.pasted import skip_pasted_command
 
 _HEADER = re.compile(r"^\s*(NXST_FLOW|OFPST_FLOW|NXST_AGGREGATE|OFPST_AGGREGATE)\s+reply\b(.*)$")
 _ACTIONS = re.compile(r"(?:^|[\s,])actions=")
@@ -74,6 +75,9 @@ def parse_ovs_ofctl_dump_flows(
         if not line.strip():
             flush()
             ignored += 1
+            continue
+        if skip_pasted_command(line, source=source, number=number, sink=sink):
+            flush()
             continue
         if ELISION.match(line):
             flush()

@@ -26,6 +26,7 @@ import re
 from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.openflow import LOCAL_PORT
 from nodetrace.model.ovs_runtime import OfctlShow, OfPort
+from nodetrace.parsers.pasted import skip_pasted_command
 
 _PORT = re.compile(r"^\s*(\d+|LOCAL)\((.+)\): addr:([0-9a-fA-F:]{17})\s*$")
 _DPID = re.compile(r"dpid:([0-9a-fA-F]+)")
@@ -55,6 +56,8 @@ def parse_ovs_ofctl_show(
             )
 
     for number, line in enumerate(text.splitlines(), start=1):
+        if skip_pasted_command(line, source=source, number=number, sink=sink):
+            continue
         if not line.strip():
             continue
         port = _PORT.match(line)

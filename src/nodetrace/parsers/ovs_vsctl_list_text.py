@@ -32,6 +32,7 @@ from nodetrace.model.ovsdb import (
     OvsdbValue,
 )
 from nodetrace.parsers.ovs_vsctl_list import table_name
+from nodetrace.parsers.pasted import skip_pasted_command
 
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_:-]*)\s*:\s?(.*)$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -120,6 +121,8 @@ def parse_ovs_vsctl_list_text(
             columns.clear()
 
     for lineno, line in enumerate(text.splitlines(), 1):
+        if skip_pasted_command(line, source=source, number=lineno, sink=sink):
+            continue
         if not line.strip():
             flush()
             continue

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.ovsdb import Bridge, Interface, OvsdbConfig, Pairs, Port, VlanMode
+from nodetrace.parsers.elision import ELISION
+from nodetrace.parsers.pasted import skip_pasted_command
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -116,11 +118,24 @@ def parse_ovs_vsctl_show(
     iface: _Iface | None = None
     levels = {"bridge": -1, "port": -1, "iface": -1}
     skip_deeper_than: int | None = None
+    incomplete = ""
     for number, line in enumerate(text.splitlines(), start=1):
+        if skip_pasted_command(line, source=source, number=number, sink=sink):
+            continue
         stripped = line.strip()
         if not stripped or _UUID.match(stripped):
             continue
         indent = len(line) - len(line.lstrip())
+        if ELISION.match(line):
+            where = SourcePos(source, number)
+            if sink is not None:
+                sink.warn(where, "lines left out where the output was copied: ports may be missing")
+            incomplete = incomplete or (
+                f"the ovs-vsctl show listing was cut at {where}: bridges and ports may be missing"
+            )
+            # Deeper lines after the marker belong to an element whose header was cut.
+            skip_deeper_than = indent
+            continue
         if skip_deeper_than is not None:
             if indent > skip_deeper_than:
                 continue
@@ -159,7 +174,7 @@ def parse_ovs_vsctl_show(
             target.attrs[key.strip()] = value.strip()
         else:
             _bad(sink, source, number, stripped)
-    return OvsdbConfig(tuple(_bridge(b) for b in bridges), version, source)
+    return OvsdbConfig(tuple(_bridge(b) for b in bridges), version, source, incomplete=incomplete)
 
 
 def _bad(sink: DiagnosticSink | None, source: str, number: int, line: str) -> None:

@@ -408,6 +408,10 @@ class _Loader:
 
             quiet = kind != f"{base}-save" or family is Family.IPV6
             ruleset = self.parse(kind, netns, parse, quiet=quiet)
+            if ruleset is not None and ruleset.incomplete:
+                note = f"{kind}{f' of {netns}' if netns else ''}: {ruleset.incomplete}"
+                if note not in self.notes:
+                    self.notes.append(note)
             if ruleset is not None:
                 if ruleset.backend is Backend.UNKNOWN or kind in _OTHER:
                     backend = _OTHER.get(kind, self.listing.iptables_backend)

@@ -133,4 +133,10 @@ def build_switch(
             # Bridges, ports and tags come from `show`; the tables complete them.
             source = f"{show.source} with {', '.join(t.source for t in tables)}"
         ovsdb = ovsdb_from_tables(tables, show=show, source=source)
+    if show is not None and show.incomplete and ovsdb is not None:
+        if "Bridge" in {t.name for t in tables}:
+            said.append(f"{show.incomplete}; the bridges and ports come from list Bridge/Port")
+        else:
+            ovsdb = dataclasses.replace(ovsdb, incomplete=show.incomplete)
+            said.append(show.incomplete)
     return OvsSwitch.build(flows, ovsdb=ovsdb, ofctl=ofctl, fdb=fdb, conntrack=conntrack)
