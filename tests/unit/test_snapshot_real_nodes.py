@@ -363,3 +363,10 @@ def test_an_elided_device_listing_keeps_the_devices_around_the_cut() -> None:
         "fe:16:3e:00:00:02",
     )
     assert [d.severity for d in sink.items] == [Severity.WARNING]
+
+
+def test_the_collection_time_is_dates_output_not_timedatectls_label() -> None:
+    # The top-level `date` of this report links to timedatectl ("Local time: Thu 2022-02-10
+    # 16:19:48 UTC"); sos_commands/date/date holds date's own output.
+    snap = load(HOTSOS)
+    assert snap.collected_at == "Thu Feb 10 16:19:17 UTC 2022"

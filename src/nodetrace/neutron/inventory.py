@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
-from nodetrace.model.netfilter import Backend
+from nodetrace.model.netfilter import Backend, PhysdevMatch
 from nodetrace.model.node_inventory import (
     Found,
     Inventory,
@@ -86,11 +86,14 @@ class _Port:
     zones: list[Found[int]] = field(default_factory=list)
     ns_device: Interface | None = None
     stale: str | None = None
+    """Why the port's device is gone, when OVSDB says so."""
     main_tap: Interface | None = None
     """The ``tap`` device in the main namespace, when ``ip link`` lists it."""
     agent_veth: bool = False
     """The tap is a veth whose far end is an agent's ``ns-`` device (``ovs_use_veth``)."""
-    """Why the port's device is gone, when OVSDB says so."""
+    named_by_rules: dict[str, str] = field(default_factory=dict)
+    """Devices the hybrid firewall's physdev rules name (device → the rule): their whole
+    names, even when the snapshot has no ``ip link`` to list them."""
 
 
 _cache: list[tuple[Snapshot, Inventory]] = []
@@ -138,6 +141,7 @@ def _build(snap: Snapshot) -> Inventory:
         _read_ovs(snap, switch, port)
     _read_devices(snap, port)
     _read_zone_rules(snap, port)
+    _read_physdev_names(snap, port)
     _read_chains(snap, ports, port)
     hybrid_node = any(p.prefixes & {"qvo", "qbr"} for p in ports.values())
     record_tags = _port_record_tags(snap)
@@ -238,6 +242,30 @@ def _read_devices(snap: Snapshot, port: Callable[[str], _Port]) -> None:
                 entry.devices[peer.name] = peer.netns
                 if peer.netns != MAIN_NS:
                     entry.ns_device = peer
+
+
+def _read_physdev_names(snap: Snapshot, port: Callable[[str], _Port]) -> None:
+    """The hybrid firewall names each port's tap in physdev rules (``--physdev-out tapX``):
+    the whole device name, where chain names keep only 10 characters of the UUID."""
+    rules = snap.main.iptables
+    filt = rules.tables.get("filter") if rules is not None else None
+    for chain in filt.chains.values() if filt is not None else ():
+        for rule in chain.rules:
+            for m in rule.matches:
+                if not isinstance(m, PhysdevMatch):
+                    continue
+                for name in (m.physdev_in, m.physdev_out):
+                    if name is None or name.negated or not name.value.startswith("tap"):
+                        continue
+                    device = naming.parse_neutron_device(name.value)
+                    if device is None:
+                        continue
+                    entry = port(_key(device, name.value))
+                    entry.prefixes.add(device.prefix)
+                    where = f" ({rule.pos})" if rule.pos is not None else ""
+                    entry.named_by_rules.setdefault(
+                        name.value, f"iptables filter {rule.chain} rule {rule.position}{where}"
+                    )
 
 
 def _read_zone_rules(snap: Snapshot, port: Callable[[str], _Port]) -> None:
@@ -468,6 +496,11 @@ def _port_info(
             f"no tap{entry.key} device in the snapshot (ip link show would list it): the VM's "
             "side cannot be traced from"
         )
+    elif tap is not None and tap in entry.named_by_rules and tap not in entry.devices:
+        notes.append(
+            f"{tap} is named by {entry.named_by_rules[tap]}; the snapshot's `ip link` does not "
+            "list it"
+        )
     flows = 0
     if index is not None:
         flows = index.flows_naming(
@@ -546,6 +579,8 @@ def _sending_device(
             return vhu, None
         if sw is not None and sw.name == tap and entry.stale is None:
             return tap, None
+        if tap in entry.named_by_rules and entry.stale is None:
+            return tap, None  # named by the firewall's rules; `ip link` would show it
         return None, None
     if entry.ns_device is not None:
         return entry.ns_device.name, entry.ns_device.netns

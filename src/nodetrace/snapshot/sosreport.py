@@ -71,6 +71,14 @@ PLUGIN_FOLDERS = (
 )
 
 
+def _collected_at(root: SubTree) -> str:
+    """When sos ran: ``date``'s output (the top-level ``date`` of some sos versions links to
+    ``timedatectl`` instead, whose first line reads ``Local time: ...``)."""
+    line = _first_line(root, "sos_commands/date/date", "date")
+    label = "Local time:"
+    return line[len(label) :].strip() if line.startswith(label) else line
+
+
 def _first_line(root: SubTree, *paths: str) -> str:
     for path in paths:
         line = _read_first_line(root, path)
@@ -129,7 +137,7 @@ def read_sosreport(root: SubTree) -> Listing:
         host=_first_line(root, "hostname", "sos_commands/host/hostname", "etc/hostname"),
         kernel=kernel,
         kernel_source=kernel_source,
-        collected_at=_first_line(root, "date", "sos_commands/date/date"),
+        collected_at=_collected_at(root),
     )
     paths = [
         p
