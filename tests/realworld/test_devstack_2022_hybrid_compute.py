@@ -6,13 +6,12 @@ were read by hand from the files; the comment beside each names the file and lin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "devstack-2022-hybrid-compute"
 VM = "3e399bf2-31"
@@ -21,16 +20,8 @@ BR_INT = "ovs-ofctl dump-flows br-int"
 BR_TUN = "ovs-ofctl dump-flows br-tun"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _vm(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     found: list[dict[str, Any]] = [p for p in doc["ports"] if p["port_id"] == VM]
     assert len(found) == 1, [p["port_id"] for p in doc["ports"]]
     return found[0]
@@ -44,7 +35,7 @@ def _verdict(doc: dict[str, Any]) -> dict[str, Any]:
 def test_the_bridges_are_those_of_the_commands_not_of_the_filters(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     # `ovs-ofctl show br-int | grep 3e399bf2-31` is br-int's show, filtered: no bridge of its own
     assert {b["name"] for b in doc["ovs_bridges"]} == {"br-int", "br-tun"}
 
@@ -83,7 +74,7 @@ def test_the_vm_local_vlan_as_ovsdb_gives_it(capsys: pytest.CaptureFixture[str])
 
 
 def test_br_tun_tunnels_and_segment(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = {b["name"]: b for b in doc["ovs_bridges"]}
     tun = bridges["br-tun"]
     ports = {p["name"]: p for p in tun["ports"]}
@@ -108,7 +99,7 @@ def test_br_tun_tunnels_and_segment(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_cut_lines_are_reported_with_file_and_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     said = "\n".join(doc["diagnostics"])
     assert "ovs-vsctl show:5" in said and "ovs-vsctl show:30" in said  # the two "..." lines
 
@@ -120,7 +111,7 @@ def test_a_spoofed_arp_of_the_vm_is_dropped_by_table_24(
         "arp,dl_src=fa:16:3e:3d:0f:f6,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_spa=10.0.0.99,"
         "arp_sha=fa:16:3e:3d:0f:f6,arp_tpa=10.0.0.1"
     )
-    doc = _json(capsys, "trace", str(NODE), "--from", QVO, "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", QVO, "--packet", packet)
     assert doc["outcome"] == "dropped"
     verdict = _verdict(doc)
     # dump-flows br-int:4 (arp,in_port=qvo -> table 24); only arp_spa=10.0.0.57 passes (:12);
@@ -133,7 +124,7 @@ def test_a_frame_with_another_mac_misses_table_25(capsys: pytest.CaptureFixture[
         "tcp,dl_src=fa:16:3e:00:00:99,dl_dst=fa:16:3e:4a:97:e2,nw_src=10.0.0.57,"
         "nw_dst=10.0.0.50,tp_dst=22,tcp_flags=+syn"
     )
-    doc = _json(capsys, "trace", str(NODE), "--from", QVO, "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", QVO, "--packet", packet)
     assert doc["outcome"] == "dropped"
     verdict = _verdict(doc)
     # dump-flows br-int:6 sends it to table 25, whose only flow (:14) wants dl_src of the VM
@@ -143,7 +134,7 @@ def test_a_frame_with_another_mac_misses_table_25(capsys: pytest.CaptureFixture[
 
 def test_an_unknown_vni_is_dropped_by_br_tun_table_4(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "tun_id=0x64,arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=10.0.0.57"
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-0a780064", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-0a780064", "--packet", packet)
     assert doc["outcome"] == "dropped"
     # dump-flows br-tun:3 in_port="vxlan-0a780064" -> table 4; :10 table=4 priority=0 drop
     assert (_verdict(doc)["bridge"], _verdict(doc)["table"], _verdict(doc)["priority"]) == (
@@ -160,7 +151,7 @@ def test_vni_1707_reaches_br_int_only_as_far_as_the_snapshot_tells(
         "tun_id=0x6ab,tcp,dl_src=fa:16:3e:65:83:63,dl_dst=fa:16:3e:3d:0f:f6,nw_src=10.0.0.2,"
         "nw_dst=10.0.0.57,tp_dst=22,tcp_flags=+syn"
     )
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-0a780064", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-0a780064", "--packet", packet)
     flows = [
         (s["bridge"], s["table"], s["priority"]) for s in doc["steps"] if s["type"] == "openflow"
     ]

@@ -6,29 +6,19 @@ line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "devstack-2022-hybrid-dhcp-controller"
 QDHCP = "qdhcp-5d90176f-d6e4-461e-94c1-c0f44e7cc52b"
 IP_A = f"ip netns exec {QDHCP} ip a"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def test_the_dhcp_port_in_its_namespace(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     assert [p["port_id"] for p in doc["ports"]] == ["dcb8a7b0-69"]  # ip a:8, the only port
     port = doc["ports"][0]
     assert port["kind"] == "dhcp"
@@ -45,7 +35,7 @@ def test_the_dhcp_port_in_its_namespace(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_vni_1707_is_local_vlan_1_here(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     segments = {(s["local_vlan"], s["network_type"], s["segmentation_id"]) for s in doc["segments"]}
     # dump-flows br-tun:9: table=4 tun_id=0x6ab actions=mod_vlan_vid:1 (VLAN 2 on compute-1)
     assert segments == {(1, "vxlan", 1707)}
@@ -58,7 +48,7 @@ def test_vni_1707_is_local_vlan_1_here(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_the_prompt_lines_are_reported_not_read(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     said = "\n".join(doc["diagnostics"])
     assert "ip netns:1" in said  # "$ ip netns"
     assert f"{IP_A}:1" in said  # "$ sudo ip netns exec ... ip a"
@@ -69,7 +59,7 @@ def test_the_namespace_cannot_route_without_its_routes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     packet = "udp,nw_src=10.0.0.2,nw_dst=10.0.0.57,udp_src=67,udp_dst=68"
-    doc = _json(capsys, "trace", str(NODE), "--from-host", "--netns", QDHCP, "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-host", "--netns", QDHCP, "--packet", packet)
     # no `ip route` of the namespace was published: unknown, naming what would tell
     assert doc["outcome"] == "unknown"
     assert "ip route" in doc["reason"] and QDHCP in doc["reason"]
@@ -81,7 +71,7 @@ def test_an_unknown_vni_from_compute_1_is_dropped_by_table_4(
     """The tunnel port is known by the name the flows print (OVS >= 2.8), as ofproto/trace
     knows it; no port number is needed to match in_port="vxlan-0a780065"."""
     packet = "tun_id=0x64,arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=10.0.0.2"
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-0a780065", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-0a780065", "--packet", packet)
     assert doc["outcome"] == "dropped"
     verdict = doc["steps"][doc["verdict_step"]]
     # dump-flows br-tun:3 in_port="vxlan-0a780065" -> table 4; :10 table=4 priority=0 drop
@@ -93,7 +83,7 @@ def test_a_reply_to_vm1_follows_the_learned_flow(capsys: pytest.CaptureFixture[s
         "dl_vlan=1,udp,dl_src=fa:16:3e:65:83:63,dl_dst=fa:16:3e:3d:0f:f6,nw_src=10.0.0.2,"
         "nw_dst=10.0.0.57,udp_src=67,udp_dst=68"
     )
-    doc = _json(
+    doc = run_json(
         capsys,
         "openflow",
         str(NODE),

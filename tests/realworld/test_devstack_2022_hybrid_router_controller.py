@@ -6,13 +6,11 @@ line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "devstack-2022-hybrid-router-controller"
 ROUTER = "qrouter-50711ca1-1e58-44dc-bd95-a87250d5b4ae"
@@ -20,16 +18,8 @@ IP_A = f"ip netns exec {ROUTER} ip a"
 SAVE = f"ip netns exec {ROUTER} iptables-save"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def test_the_router_ports(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     ports = {p["port_id"]: p for p in doc["ports"]}
     assert set(ports) == {"2ff5e542-74", "7297041d-55", "abce46ac-61"}  # ip a:3, 9, 15
     assert {p["namespace"] for p in ports.values()} == {ROUTER}
@@ -48,7 +38,7 @@ def test_the_router_ports(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_cut_ruleset_is_read_and_its_gaps_reported(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     said = "\n".join(doc["diagnostics"])
     assert f"{SAVE}:4" in said  # the author's "..." inside *nat
     assert "COMMIT" in said  # *nat (line 3) never committed
@@ -58,7 +48,7 @@ def test_the_cut_ruleset_is_read_and_its_gaps_reported(
 
 
 def test_the_flows_are_counted_per_bridge(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     flows = {b["name"]: b["flows"] for b in doc["ovs_bridges"]}
     assert flows == {"br-int": 10, "br-ex": 3}  # dump-flows br-int:2-11, br-ex:2-4
 
@@ -71,7 +61,7 @@ def test_a_ping_to_the_floating_ip_is_not_decided_on_a_cut_ruleset(
     packet = (
         "icmp,dl_dst=fa:16:3e:0b:68:73,nw_src=8.8.8.8,nw_dst=10.10.0.151,icmp_type=8,icmp_code=0"
     )
-    doc = _json(
+    doc = run_json(
         capsys, "trace", str(NODE), "--from", "qg-abce46ac-61", "--netns", ROUTER,
         "--packet", packet,
     )  # fmt: skip
@@ -83,7 +73,7 @@ def test_br_ex_drops_what_br_int_sends_on_another_vlan(
 ) -> None:
     """phy-br-ex is known by the name the flows print (OVS >= 2.8), as ofproto/trace knows it."""
     packet = "dl_vlan=3,arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=10.10.0.1"
-    doc = _json(
+    doc = run_json(
         capsys, "openflow", str(NODE), "--bridge", "br-ex", "--in-port", "phy-br-ex",
         "--packet", packet,
     )  # fmt: skip

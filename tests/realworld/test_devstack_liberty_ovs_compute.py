@@ -4,27 +4,17 @@ were read by hand from the file; the comment beside each names the line of `ovs-
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "devstack-liberty-ovs-compute"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def test_bridges_and_tunnel(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = {b["name"]: {p["name"]: p for p in b["ports"]} for b in doc["ovs_bridges"]}
     assert set(bridges) == {"br-int", "br-tun"}  # lines 3 and 12
     assert bridges["br-int"]["patch-tun"]["peer"] == "patch-int"  # line 11
@@ -36,13 +26,13 @@ def test_bridges_and_tunnel(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_tunnelled_frame_needs_br_tun_flows(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "tun_id=0x3e9,arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=10.0.0.3"
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-c0a801f6", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-c0a801f6", "--packet", packet)
     assert doc["outcome"] == "unknown"  # br-tun is fail_mode secure (line 13), no dump
     assert "dump-flows br-tun" in doc["reason"]
 
 
 def test_the_host_cannot_send_without_its_routes(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "icmp,nw_src=172.18.161.7,nw_dst=172.18.161.6,icmp_type=8,icmp_code=0"
-    doc = _json(capsys, "trace", str(NODE), "--from-host", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-host", "--packet", packet)
     assert doc["outcome"] == "unknown"
     assert "ip route" in doc["reason"]

@@ -6,27 +6,17 @@ the comment beside each names the line of `ovs-vsctl show`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "devstack-liberty-ovs-controller"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def test_the_neutron_ports_by_kind(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     kinds = {p["port_id"]: (p["kind"], p["ovs_port"], p["tag"]) for p in doc["ports"]}
     assert kinds == {
         "ce66332d-ea": ("dhcp", "tapce66332d-ea", 1),  # lines 28-31: internal tap, tag 1
@@ -40,7 +30,7 @@ def test_the_neutron_ports_by_kind(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bridges_and_the_tunnel_remote_from_its_options(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = {b["name"]: {p["name"]: p for p in b["ports"]} for b in doc["ovs_bridges"]}
     assert set(bridges) == {"br-tun", "br-ex", "br-int"}  # lines 3, 16, 26
     vxlan = bridges["br-tun"]["vxlan-c0a801d8"]
@@ -53,7 +43,7 @@ def test_bridges_and_the_tunnel_remote_from_its_options(
 
 def test_a_frame_from_eth0_needs_br_ex_flows(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=172.18.161.250"
-    doc = _json(capsys, "trace", str(NODE), "--from", "eth0", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "eth0", "--packet", packet)
     assert doc["outcome"] == "unknown"  # no flow dump published
     assert "dump-flows br-ex" in doc["reason"]
 
@@ -64,6 +54,6 @@ def test_what_the_dhcp_port_sends_enters_br_int_whose_flows_are_unknown(
     """dnsmasq's ARP leaves its namespace through tapce66332d-ea into br-int (tag 1); with no
     br-int flows and no address of the namespace published, nothing can be decided."""
     packet = "arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=10.0.0.1"
-    doc = _json(capsys, "trace", str(NODE), "--from-port", "ce66332d-ea", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-port", "ce66332d-ea", "--packet", packet)
     assert doc["outcome"] == "unknown"
     assert "dump-flows br-int" in doc["reason"]

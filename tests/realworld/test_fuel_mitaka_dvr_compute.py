@@ -4,29 +4,20 @@ files; the comment beside each names the file and line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "fuel-mitaka-dvr-compute"
 FIP = "fip-cb1f1abb-443c-49df-b863-ba4cebf10d18"
 QROUTER = "qrouter-517ba029-f811-4af8-9cfd-6cef0babd1d1"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _by_device(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     return {d: p for p in doc["ports"] for d in p["devices"]}
 
 
@@ -54,7 +45,7 @@ def test_dvr_namespaces_and_their_ports(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_namespaces(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     spaces = {n["name"]: set(n["interfaces"]) for n in doc["namespaces"]}
     # ip netns lines 2-3
     assert spaces == {
@@ -67,7 +58,7 @@ def test_the_floating_ip_path_rests_on_missing_routes(capsys: pytest.CaptureFixt
     # a packet from the outside for the floating IP arrives on fg-; the fip namespace's routes
     # (ip route / ip rule) were not published: unknown, never dropped
     packet = "icmp,nw_src=172.30.0.11,nw_dst=172.30.89.140,icmp_type=8,icmp_code=0"
-    doc = _json(
+    doc = run_json(
         capsys,
         "trace",
         str(NODE),

@@ -14,13 +14,12 @@ file (under ``sos_commands/networking/``, ``ip_netns_exec_NS_`` shortened to ``N
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "hotsos-focal-ussuri-dvr-2021-partial"
 QROUTER = "qrouter-1e086be2-93c2-4740-921d-3e3237f23959"  # ip_netns line 2
@@ -29,20 +28,12 @@ FIP = "fip-7553f34c-b718-4a4b-8bbd-2d7a1cd5cf62"  # ip_netns line 1
 QDHCP = "qdhcp-cacd8542-5940-473d-aff9-15c85ca4b40b"  # ip_netns line 4
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _show(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    return _json(capsys, "show", str(NODE))
+    return run_json(capsys, "show", str(NODE))
 
 
 def _trace(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    return _json(capsys, "trace", str(NODE), *argv)
+    return run_json(capsys, "trace", str(NODE), *argv)
 
 
 def _port_with(doc: dict[str, Any], device: str) -> dict[str, Any]:

@@ -13,13 +13,12 @@ file (under ``sos_commands/``) and line. ``dump-flows br-int`` below is
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "hotsos-focal-ussuri-dvr-ovsfw"
 VM = "0e778df8-ca29-490b-8d54-e238b1e0be1c"  # list_interface line 469: iface-id of tap0e778df8-ca
@@ -32,20 +31,12 @@ BR_INT_FLOWS = "ovs-ofctl_-O_OpenFlow13_dump-flows_br-int"
 BR_TUN_FLOWS = "ovs-ofctl_-O_OpenFlow13_dump-flows_br-tun"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _show(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    return _json(capsys, "show", str(NODE))
+    return run_json(capsys, "show", str(NODE))
 
 
 def _trace(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    return _json(capsys, "trace", str(NODE), *argv)
+    return run_json(capsys, "trace", str(NODE), *argv)
 
 
 def _port_with(doc: dict[str, Any], device: str) -> dict[str, Any]:

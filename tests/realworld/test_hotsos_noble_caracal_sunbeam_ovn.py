@@ -13,27 +13,18 @@ line.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "hotsos-noble-caracal-sunbeam-ovn"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _show(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    return _json(capsys, "show", str(NODE))
+    return run_json(capsys, "show", str(NODE))
 
 
 def test_node_identity(capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,7 +55,7 @@ def test_host_traffic_into_br_int_is_dropped_by_ovn_table_0(
 ) -> None:
     """With no logical port bound, ovn-controller's br-int has only its default flows: table 0
     "priority=0 actions=drop" (oh.ovs-ofctl_dump-flows_br-int line 2)."""
-    doc = _json(
+    doc = run_json(
         capsys,
         "trace",
         str(NODE),
@@ -94,7 +85,7 @@ def test_br_ex_flows_come_from_the_openflow13_dump(capsys: pytest.CaptureFixture
     """The plain dump of br-ex is an error ("version negotiation failed", oh.ovs-ofctl_dump-
     flows_br-ex lines 1-2); oh.ovs-ofctl_-O_OpenFlow13_dump-flows_br-ex line 2 holds its one
     flow, "priority=0 actions=NORMAL". br-ex has no port but its own, so NORMAL outputs nowhere."""
-    doc = _json(
+    doc = run_json(
         capsys,
         "trace",
         str(NODE),

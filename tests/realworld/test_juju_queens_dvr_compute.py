@@ -12,20 +12,13 @@ from typing import Any
 import pytest
 
 from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "juju-queens-dvr-compute"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _by_ovs_port(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
-    return {p["ovs_port"]: p for p in _json(capsys, "show", str(NODE))["ports"]}
+    return {p["ovs_port"]: p for p in run_json(capsys, "show", str(NODE))["ports"]}
 
 
 def test_dvr_ports_and_vms(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,7 +46,7 @@ def test_the_bare_tap_is_not_a_vm(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_patch_ports_without_a_peer_bridge(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = {b["name"]: {p["name"]: p for p in b["ports"]} for b in doc["ovs_bridges"]}
     assert set(bridges) == {"br-ex", "br-int"}  # line 6-7: no br-tun at all
     assert bridges["br-int"]["patch-tun"]["peer"] == "patch-int"  # lines 38-41

@@ -5,33 +5,24 @@ from the files; the comment beside each names the file and line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "kolla-ocata-hybrid-aio"
 QROUTER = "qrouter-ec37ce79-b992-4e37-b53d-7cb8889179ca"
 QDHCP = "qdhcp-4a71fbfd-f1d7-44ba-9c9b-9815316243bd"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _by_ovs_port(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
-    return {p["ovs_port"]: p for p in _json(capsys, "show", str(NODE))["ports"] if p["ovs_port"]}
+    return {p["ovs_port"]: p for p in run_json(capsys, "show", str(NODE))["ports"] if p["ovs_port"]}
 
 
 def test_a_one_table_dump_is_not_a_bridge(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     # ovs-vsctl show line 3 (br-int); dump-flows br-ex and br-tun files; "br-tun table=4" is the
     # `table=4` filter of br-tun, never a bridge of its own
     assert {b["name"] for b in doc["ovs_bridges"]} == {"br-int", "br-ex", "br-tun"}
@@ -62,7 +53,7 @@ def test_the_vm_and_the_router(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_namespaces_and_linux_bridges(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     # ip netns lines 2-3: both namespaces exist, even the one nobody listed the interfaces of
     assert {QROUTER, QDHCP} <= {n["name"] for n in doc["namespaces"]}
     bridges = {b["name"]: sorted(b["ports"]) for b in doc["linux_bridges"]}
@@ -74,7 +65,7 @@ def test_the_vm_packet_rests_on_the_missing_iptables_save(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     packet = "icmp,nw_src=172.24.0.10,nw_dst=8.8.8.8,icmp_type=8,icmp_code=0"
-    doc = _json(capsys, "trace", str(NODE), "--from-port", "7060060e-21", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-port", "7060060e-21", "--packet", packet)
     # `iptables -S | grep tap7060060e-21` holds 5 of the rules: not a ruleset to decide with
     assert doc["outcome"] == "unknown"
     assert "iptables-save" in doc["reason"]
@@ -84,7 +75,9 @@ def test_the_routers_packet_rests_on_its_missing_route_and_rules(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     packet = "icmp,nw_dst=8.8.8.8,icmp_type=8,icmp_code=0"
-    doc = _json(capsys, "trace", str(NODE), "--from-host", "--netns", QROUTER, "--packet", packet)
+    doc = run_json(
+        capsys, "trace", str(NODE), "--from-host", "--netns", QROUTER, "--packet", packet
+    )
     # no `ip route` of the namespace and only an `iptables -S -t nat` listing: unknown
     assert doc["outcome"] == "unknown"
     assert "ip route" in doc["reason"] or "iptables-save" in doc["reason"]

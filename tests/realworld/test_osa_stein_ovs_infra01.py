@@ -6,23 +6,14 @@ beside each names the line of `ovs-vsctl show`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "osa-stein-ovs-infra01"
-
-
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
 
 
 def _bridges(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -30,7 +21,7 @@ def _bridges(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def test_the_two_dhcp_ports(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     ports = {p["port_id"]: p for p in doc["ports"]}
     assert set(ports) == {"2e7e0507-e4", "7796ab3d-e9"}  # lines 9 and 20
     # OVS internal taps (lines 12, 23) on br-int: DHCP ports, not VMs
@@ -43,7 +34,7 @@ def test_the_two_dhcp_ports(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bridges_tunnels_and_uplink(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = _bridges(doc)
     assert set(bridges) == {"br-int", "br-tun", "br-provider"}  # lines 5, 28, 47
     tun = bridges["br-tun"]
@@ -56,7 +47,7 @@ def test_bridges_tunnels_and_uplink(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_patch_peers_as_published(capsys: pytest.CaptureFixture[str]) -> None:
-    bridges = _bridges(_json(capsys, "show", str(NODE)))
+    bridges = _bridges(run_json(capsys, "show", str(NODE)))
     assert bridges["br-int"]["int-br-vlan"]["peer"] == "phy-br-provider"  # line 16
     # line 59: phy-br-provider names int-br-provider, which no bridge has
     assert bridges["br-provider"]["phy-br-provider"]["peer"] == "int-br-provider"
@@ -64,7 +55,7 @@ def test_the_patch_peers_as_published(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_the_prompt_line_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     assert any("ovs-vsctl show:1" in d for d in doc["diagnostics"])  # "root@infra01:~# ..."
 
 
@@ -72,7 +63,7 @@ def test_a_frame_from_the_uplink_needs_br_provider_flows(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     packet = "arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=172.29.248.10"
-    doc = _json(capsys, "trace", str(NODE), "--from", "ens192", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "ens192", "--packet", packet)
     # br-provider is fail_mode secure (line 50) and no flow dump is published
     assert doc["outcome"] == "unknown"
     assert "dump-flows br-provider" in doc["reason"]
@@ -85,6 +76,6 @@ def test_what_a_dhcp_port_sends_enters_br_int_whose_flows_are_unknown(
     verdict needs br-int's flows, which are not published; nothing is known about the
     namespace's addresses either, so no drop may be claimed."""
     packet = "arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=10.0.0.1"
-    doc = _json(capsys, "trace", str(NODE), "--from-port", "2e7e0507-e4", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-port", "2e7e0507-e4", "--packet", packet)
     assert doc["outcome"] == "unknown"
     assert "dump-flows br-int" in doc["reason"]

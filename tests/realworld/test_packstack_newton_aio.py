@@ -5,29 +5,20 @@ were read by hand from the files; the comment beside each names the file and lin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "packstack-newton-aio"
 QROUTER = "qrouter-a8f68832-ba0f-4176-9536-86fa6fd6ef1e"
 QDHCP = "qdhcp-1ced55ea-d30f-4c1d-ba97-6a7bbbd9ecca"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _by_ovs_port(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
-    return {p["ovs_port"]: p for p in _json(capsys, "show", str(NODE))["ports"] if p["ovs_port"]}
+    return {p["ovs_port"]: p for p in run_json(capsys, "show", str(NODE))["ports"] if p["ovs_port"]}
 
 
 def test_vm_ports(capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,7 +55,7 @@ def test_dhcp_and_router_ports_in_their_namespaces(capsys: pytest.CaptureFixture
 
 
 def test_bridges_namespaces_and_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     linux = {b["name"]: sorted(b["ports"]) for b in doc["linux_bridges"]}
     # brctl show lines 2-5
     assert linux == {
@@ -83,7 +74,7 @@ def test_a_vm_packet_rests_on_the_missing_iptables_save(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     packet = "icmp,nw_src=10.0.0.5,nw_dst=10.0.0.1,icmp_type=8,icmp_code=0"
-    doc = _json(capsys, "trace", str(NODE), "--from-port", "aa048a76-f7", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-port", "aa048a76-f7", "--packet", packet)
     # tapaa048a76-f7 sits on qbraa048a76-f7: the filter table decides, and it is not published
     assert doc["outcome"] == "unknown"
     assert "iptables-save" in doc["reason"]
@@ -93,7 +84,7 @@ def test_the_router_namespace_rests_on_its_missing_iptables(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     packet = "icmp,nw_src=10.0.0.5,nw_dst=8.8.8.8,icmp_type=8,icmp_code=0"
-    doc = _json(
+    doc = run_json(
         capsys,
         "trace",
         str(NODE),

@@ -4,28 +4,19 @@ was read by hand from the dataset's files; the comment beside it names the file 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "rdo-caracal-ovsfw-compute"
 VM = "648437e1-0d"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _show(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    return _json(capsys, "show", str(NODE))
+    return run_json(capsys, "show", str(NODE))
 
 
 def _port(doc: dict[str, Any], port_id: str) -> dict[str, Any]:
@@ -114,7 +105,7 @@ def test_what_the_folder_lacks_is_said(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_ssh_from_the_tunnel_is_delivered_by_table_82(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(
+    doc = run_json(
         capsys, "trace", str(NODE), "--to-port", VM, "--packet", "tcp,tp_dst=22,tcp_flags=+syn"
     )
     assert doc["outcome"] == "delivered"
@@ -128,7 +119,7 @@ def test_ssh_from_the_tunnel_is_delivered_by_table_82(capsys: pytest.CaptureFixt
 
 
 def test_dns_from_the_tunnel_is_dropped_by_table_93(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "trace", str(NODE), "--to-port", VM, "--packet", "udp,udp_dst=53")
+    doc = run_json(capsys, "trace", str(NODE), "--to-port", VM, "--packet", "udp,udp_dst=53")
     assert doc["outcome"] == "dropped"
     verdict = doc["steps"][doc["verdict_step"]]
     # dump-flows br-int line 75: table=93, priority=0 actions=drop, reached from line 69:
@@ -142,7 +133,7 @@ def test_the_vm_reaches_the_tunnel_to_its_gateway_then_needs_the_routes(
 ) -> None:
     # the tcpdump in the source shows this very packet: 192.168.101.85 > 192.168.101.1
     packet = "icmp,nw_dst=192.168.101.1,dl_dst=fa:16:3e:e9:26:5b,icmp_type=8,icmp_code=0"
-    doc = _json(capsys, "trace", str(NODE), "--from-port", VM, "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-port", VM, "--packet", packet)
     # The kernel datapath hands the VXLAN packet to the host's routing, and the node published
     # no routes: the trace follows the flows to the tunnel and then says what it lacks.
     assert doc["outcome"] == "unknown"
@@ -162,7 +153,7 @@ def test_the_vm_reaches_the_tunnel_to_its_gateway_then_needs_the_routes(
 
 def test_a_spoofed_source_is_dropped_by_table_71(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "icmp,nw_src=192.168.101.99,nw_dst=192.168.101.1,icmp_type=8,icmp_code=0"
-    doc = _json(capsys, "trace", str(NODE), "--from-port", VM, "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-port", VM, "--packet", packet)
     assert doc["outcome"] == "dropped"
     # dump-flows br-int line 31: table=71 priority=10 reg5=0x4,in_port=... ct_clear,resubmit(,93)
     assert ("br-int", 71, 10) in [f[:3] for f in _flows(doc)]

@@ -5,28 +5,19 @@ comment beside each names the file and line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "rdo-caracal-ovsfw-controller"
 QROUTER = "qrouter-e6efd80e-9468-4787-a6f8-1648486cc1d6"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _ports(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     return {p["ovs_port"] or p["port_id"]: p for p in doc["ports"]}
 
 
@@ -70,7 +61,7 @@ def test_dhcp_ports_are_not_vms(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_router_namespace_and_its_interfaces(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     spaces = {n["name"]: n for n in doc["namespaces"]}
     assert QROUTER in spaces  # ip netns line 3
     assert {"qr-13e6e8ff-d7", "qg-ca92be94-79"} <= set(spaces[QROUTER]["interfaces"])
@@ -79,7 +70,7 @@ def test_the_router_namespace_and_its_interfaces(capsys: pytest.CaptureFixture[s
 
 def test_an_unknown_vni_is_dropped_in_br_tun_table_4(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "tun_id=0x64,arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=192.168.101.254"
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-ac10001f", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-ac10001f", "--packet", packet)
     assert doc["outcome"] == "dropped"
     verdict = doc["steps"][doc["verdict_step"]]
     # dump-flows br-tun line 8: table=4, priority=0 actions=drop (only tun_id=0xef is mapped)
@@ -93,7 +84,7 @@ def test_an_arp_request_from_the_tunnel_reaches_the_router(
         "tun_id=0xef,arp,dl_src=fa:16:3e:61:21:c6,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,"
         "arp_spa=192.168.101.85,arp_tpa=192.168.101.254"
     )
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-ac10001f", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-ac10001f", "--packet", packet)
     assert doc["outcome"] == "delivered"
     flows = _flows(doc)
     # br-tun line 7: table=4 tun_id=0xef -> VLAN 2; br-int line 17: table=60 priority=3 NORMAL
@@ -109,7 +100,7 @@ def test_the_routers_own_packet_rests_on_its_missing_iptables(
     # known (ip netns exec qrouter-... ip route show line 3: 192.168.101.0/24 dev
     # qr-13e6e8ff-d7), the namespace's iptables (neutron-l3-agent chains) are not published.
     packet = "icmp,dl_dst=fa:16:3e:61:21:c6,nw_dst=192.168.101.85,icmp_type=8,icmp_code=0"
-    doc = _json(
+    doc = run_json(
         capsys,
         "trace",
         str(NODE),

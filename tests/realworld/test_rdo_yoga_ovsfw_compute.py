@@ -5,28 +5,20 @@ line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "rdo-yoga-ovsfw-compute"
 VM = "8811e933-5c"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _vm(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     found: list[dict[str, Any]] = [p for p in doc["ports"] if p["port_id"] == VM]
     assert len(found) == 1, [p["port_id"] for p in doc["ports"]]
     return found[0]
@@ -53,7 +45,7 @@ def test_the_vm_port(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bridges_and_ports(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = {b["name"]: {p["name"]: p for p in b["ports"]} for b in doc["ovs_bridges"]}
     assert set(bridges) == {"br-int", "br-tun", "br-provider"}  # ovs-vsctl show lines 4, 20, 35
     # ovs-ofctl show br-tun: 1(patch-int), 2(vxlan-ac10000b); br-int: 1(int-br-provider),
@@ -74,7 +66,7 @@ def test_the_elided_flow_dump_is_reported(capsys: pytest.CaptureFixture[str]) ->
 
 def test_an_unknown_vni_is_dropped_by_br_tun_table_4(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "tun_id=0x64,arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=192.168.101.19"
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-ac10000b", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-ac10000b", "--packet", packet)
     assert doc["outcome"] == "dropped"
     verdict = doc["steps"][doc["verdict_step"]]
     # dump-flows br-tun line 8: table=4, priority=0 actions=drop (only tun_id=0xcb is known)
@@ -83,7 +75,7 @@ def test_an_unknown_vni_is_dropped_by_br_tun_table_4(capsys: pytest.CaptureFixtu
 
 def test_ssh_into_br_int_is_unknown_not_dropped(capsys: pytest.CaptureFixture[str]) -> None:
     """br-int's table 0 is elided in the source: the walk must not call it a table miss."""
-    doc = _json(
+    doc = run_json(
         capsys, "trace", str(NODE), "--to-port", VM, "--packet", "tcp,tp_dst=22,tcp_flags=+syn"
     )
     flows = [(s["bridge"], s["table"]) for s in doc["steps"] if s["type"] == "openflow"]

@@ -4,27 +4,17 @@ from the files; the comment beside each names the file and line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "tripleo-newton-compute"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def test_bridges_tunnel_and_no_ports(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = {b["name"]: b for b in doc["ovs_bridges"]}
     assert set(bridges) == {"br-ex", "br-int", "br-tun"}  # ovs-vsctl show lines 5, 16, 31
     assert {b["fail_mode"] for b in bridges.values()} == {"secure"}
@@ -47,7 +37,7 @@ def test_bridges_tunnel_and_no_ports(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_a_tunnel_packet_needs_the_missing_flows(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "tun_id=0x1,arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=10.0.0.1"
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-c0a86a0b", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-c0a86a0b", "--packet", packet)
     assert doc["outcome"] == "unknown"
     assert "dump-flows br-tun" in doc["reason"]
 
@@ -55,6 +45,6 @@ def test_a_tunnel_packet_needs_the_missing_flows(capsys: pytest.CaptureFixture[s
 def test_a_host_packet_needs_what_the_transcript_lacks(capsys: pytest.CaptureFixture[str]) -> None:
     # ip r line 7: 192.168.106.0/24 dev eth2 ... src 192.168.106.15; no iptables-save, no ip addr
     packet = "icmp,nw_dst=192.168.106.11,icmp_type=8,icmp_code=0"
-    doc = _json(capsys, "trace", str(NODE), "--from-host", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-host", "--packet", packet)
     assert doc["outcome"] == "unknown"
     assert "iptables-save" in doc["reason"] or "ip route" in doc["reason"]

@@ -4,27 +4,17 @@ were read by hand from the file; the comment beside each names the line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "tripleo-newton-controller"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def test_bridges_uplink_and_tunnel(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = {b["name"]: {p["name"]: p for p in b["ports"]} for b in doc["ovs_bridges"]}
     assert set(bridges) == {"br-ex", "br-int", "br-tun"}  # ovs-vsctl show lines 5, 18, 33
     assert "eth1" in bridges["br-ex"]  # lines 16-17: Port "eth1"
@@ -37,7 +27,7 @@ def test_bridges_uplink_and_tunnel(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_frame_from_eth1_needs_the_missing_flows(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=192.168.101.13"
-    doc = _json(capsys, "trace", str(NODE), "--from", "eth1", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "eth1", "--packet", packet)
     # br-ex is fail_mode secure (line 8) and its flows are not published: unknown
     assert doc["outcome"] == "unknown"
     assert "dump-flows br-ex" in doc["reason"]

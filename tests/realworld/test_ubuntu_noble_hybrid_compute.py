@@ -5,27 +5,19 @@ comment beside each names the file and line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "ubuntu-noble-hybrid-compute"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _ports(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
-    return {p["port_id"]: p for p in _json(capsys, "show", str(NODE))["ports"]}
+    return {p["port_id"]: p for p in run_json(capsys, "show", str(NODE))["ports"]}
 
 
 def test_three_hybrid_vm_ports_and_their_vnis(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +46,7 @@ def test_three_hybrid_vm_ports_and_their_vnis(capsys: pytest.CaptureFixture[str]
 
 
 def test_linux_bridges_include_the_empty_ones(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = {b["name"]: sorted(b["ports"]) for b in doc["linux_bridges"]}
     # brctl show line 3 (docker0) and line 10 (virbr0): no interfaces
     assert bridges["docker0"] == [] and bridges["virbr0"] == []
@@ -73,7 +65,7 @@ def test_the_prompts_and_the_cut_are_reported_not_read_as_flows(
 
 def test_an_unknown_vni_is_dropped_by_br_tun_table_4(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "tun_id=0x64,arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=10.0.1.57"
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-ac10010a", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-ac10010a", "--packet", packet)
     assert doc["outcome"] == "dropped"
     verdict = doc["steps"][doc["verdict_step"]]
     # dump-flows br-tun line 10: table=4, priority=0 actions=drop
@@ -84,7 +76,7 @@ def test_vni_995_into_br_int_is_unknown_because_the_dump_was_cut(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     packet = "tun_id=0x3e3,arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=10.0.1.57"
-    doc = _json(capsys, "trace", str(NODE), "--from", "vxlan-ac10010a", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "vxlan-ac10010a", "--packet", packet)
     flows = [
         (s["bridge"], s["table"], s["priority"]) for s in doc["steps"] if s["type"] == "openflow"
     ]

@@ -5,28 +5,19 @@ from the files; the comment beside each names the file and line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodetrace.cli import main
+from tests.realworld.cli import run_json
 
 NODE = Path(__file__).parent / "xenial-2016-hybrid-aio"
 A, B = "0695f2ca-bf", "839737e6-15"
 
 
-def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
-    code = main([*argv, "--format", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    doc: dict[str, Any] = json.loads(out)
-    return doc
-
-
 def _ports(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
-    return {p["port_id"]: p for p in _json(capsys, "show", str(NODE))["ports"]}
+    return {p["port_id"]: p for p in run_json(capsys, "show", str(NODE))["ports"]}
 
 
 def _rules(doc: dict[str, Any]) -> list[tuple[str, int]]:
@@ -77,7 +68,7 @@ def test_router_and_dhcp_ports_are_not_vms(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_linux_bridges_from_brctl_show(capsys: pytest.CaptureFixture[str]) -> None:
-    doc = _json(capsys, "show", str(NODE))
+    doc = run_json(capsys, "show", str(NODE))
     bridges = {b["name"]: sorted(b["ports"]) for b in doc["linux_bridges"]}
     # brctl show lines 2-5 (tab separated)
     assert bridges == {
@@ -88,7 +79,7 @@ def test_linux_bridges_from_brctl_show(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_a_spoofed_source_is_dropped_by_the_s_chain(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "icmp,nw_src=10.0.0.99,nw_dst=172.24.220.5,icmp_type=8,icmp_code=0"
-    doc = _json(capsys, "trace", str(NODE), "--from-port", A, "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-port", A, "--packet", packet)
     assert doc["outcome"] == "dropped"
     step = doc["steps"][doc["verdict_step"]]
     # iptables-save line 159: -A neutron-openvswi-s0695f2ca-b ... -j DROP (rule 2 of the chain)
@@ -101,7 +92,7 @@ def test_ssh_from_br_int_to_b_is_accepted_by_its_i_chain(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     packet = "tcp,nw_src=172.24.220.12,nw_dst=172.24.220.5,tp_src=40000,tp_dst=22,tcp_flags=+syn"
-    doc = _json(capsys, "trace", str(NODE), "--from", "qvb839737e6-15", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "qvb839737e6-15", "--packet", packet)
     assert doc["outcome"] == "delivered"
     rules = _rules(doc)
     # iptables-save line 138: -A neutron-openvswi-i839737e6-1 -p tcp -m tcp --dport 22 -j RETURN
@@ -113,7 +104,7 @@ def test_ssh_from_br_int_to_b_is_accepted_by_its_i_chain(
 
 def test_dns_to_b_rests_on_the_ipset_nobody_listed(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "udp,nw_src=172.24.220.12,nw_dst=172.24.220.5,udp_src=40000,udp_dst=53"
-    doc = _json(capsys, "trace", str(NODE), "--from", "qvb839737e6-15", "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from", "qvb839737e6-15", "--packet", packet)
     # line 139: -m set --match-set NIPv4e7b85005-a11b-405e-a60f- src -j RETURN; no ipset output
     assert doc["outcome"] == "unknown"
     assert "NIPv4e7b85005-a11b-405e-a60f-" in doc["reason"]
@@ -121,7 +112,7 @@ def test_dns_to_b_rests_on_the_ipset_nobody_listed(capsys: pytest.CaptureFixture
 
 def test_vm_to_vm_needs_the_br_int_flows(capsys: pytest.CaptureFixture[str]) -> None:
     packet = "tcp,tp_src=40000,tp_dst=22,tcp_flags=+syn"
-    doc = _json(capsys, "trace", str(NODE), "--from-port", A, "--to-port", B, "--packet", packet)
+    doc = run_json(capsys, "trace", str(NODE), "--from-port", A, "--to-port", B, "--packet", packet)
     # the egress chains pass it (o0695f2ca-b rule 6: -j RETURN, sg-chain rule 5: ACCEPT), then
     # br-int has no published flows: unknown, naming the command that would give them
     assert ("neutron-openvswi-o0695f2ca-b", 6) in _rules(doc)

@@ -696,28 +696,13 @@ class _Loader:
             topology=topology,
             namespaces=tuple(states),
             ovs=switch,
-            ovs_routes=self.parse(
-                "ovs-appctl-ovs-route-show",
-                MAIN_NS,
-                lambda text, where: parse_ovs_appctl_ovs_route_show(
-                    text, source=where, sink=self.sink
-                ),
-                quiet=True,
+            ovs_routes=self.node_output(
+                "ovs-appctl-ovs-route-show", parse_ovs_appctl_ovs_route_show
             ),
-            ovs_tunnel_neighbours=self.parse(
-                "ovs-appctl-tnl-neigh-show",
-                MAIN_NS,
-                lambda text, where: parse_ovs_appctl_tnl_neigh_show(
-                    text, source=where, sink=self.sink
-                ),
-                quiet=True,
+            ovs_tunnel_neighbours=self.node_output(
+                "ovs-appctl-tnl-neigh-show", parse_ovs_appctl_tnl_neigh_show
             ),
-            ovs_dpif=self.parse(
-                "ovs-appctl-dpif-show",
-                MAIN_NS,
-                lambda text, where: parse_ovs_appctl_dpif_show(text, source=where, sink=self.sink),
-                quiet=True,
-            ),
+            ovs_dpif=self.node_output("ovs-appctl-dpif-show", parse_ovs_appctl_dpif_show),
             ovs_evidence=evidence,
             ovs_bridge_names=bridge_names,
             datapath_ports=datapath_ports,
@@ -740,11 +725,18 @@ class _Loader:
             out.append(OvsdbRecord(RECORD_TABLES[r.kind], r.bridge, table.rows[0], r.source))
         return tuple(out)
 
-    def datapath_ports(self) -> tuple[DatapathPort, ...]:
-        def parse(text: str, where: str) -> tuple[DatapathPort, ...]:
-            return parse_ovs_appctl_dpctl_show(text, source=where, sink=self.sink)
+    def node_output(self, kind: str, parser: Callable[..., T]) -> T | None:
+        """An optional output of the node itself, read by ``parser(text, source=, sink=)``;
+        ``None`` when the snapshot does not have it."""
+        return self.parse(
+            kind,
+            MAIN_NS,
+            lambda text, where: parser(text, source=where, sink=self.sink),
+            quiet=True,
+        )
 
-        return self.parse(DPCTL_SHOW, MAIN_NS, parse, quiet=True) or ()
+    def datapath_ports(self) -> tuple[DatapathPort, ...]:
+        return self.node_output(DPCTL_SHOW, parse_ovs_appctl_dpctl_show) or ()
 
     def with_datapath_ports(
         self, interfaces: list[Interface], ports: tuple[DatapathPort, ...]
