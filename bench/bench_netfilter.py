@@ -1,5 +1,6 @@
-"""Benchmark: parse a 500-port Neutron hybrid-firewall ruleset and push 10,000 varied packets
-through PREROUTING -> FORWARD -> POSTROUTING with the netfilter engine.
+"""Benchmark: parse a 500-port Neutron hybrid-firewall ruleset (written by
+``nodetrace.neutron.firewall``, as the agent writes it) and push 10,000 varied packets through
+PREROUTING -> FORWARD -> POSTROUTING with the netfilter engine.
 
 Baseline, measured in the same run: ``iptables-legacy-restore --test`` and
 ``iptables-nft-restore --test`` on the same file (inside a private namespace holding the
@@ -20,59 +21,75 @@ import sys
 import tempfile
 import time
 import uuid
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from nodetrace.engine.netfilter import NetfilterEngine, bridge_path
-from nodetrace.lab.netfilter_rulegen import NeutronPort, neutron_ipset, neutron_ruleset
 from nodetrace.model.packet import Packet, TcpFlag
-from nodetrace.neutron.naming import qbr_name, qvb_name, tap_name
+from nodetrace.neutron.firewall import NodeFirewall, PortFilter, node_firewall
+from nodetrace.neutron.naming import PortDevices
+from nodetrace.neutron.scenario import (
+    Direction,
+    Network,
+    NetworkType,
+    Node,
+    Port,
+    Scenario,
+    SecurityGroup,
+    SgRule,
+)
 from nodetrace.parsers.ipset_save import parse_ipset_save
 from nodetrace.parsers.iptables_save import parse_iptables_save
 
-SET = "NIPv49d8c7b6a-5e4f-4a3b-2c1d-"
+WEB, MEMBERS = "5f0c4e2a-0000-4000-8000-000000000001", "9d8c7b6a-5e4f-4a3b-2c1d-000000000002"
 
 
-def _ports(n: int, rng: random.Random) -> list[NeutronPort]:
+def _security_groups() -> tuple[SecurityGroup, ...]:
+    """13 ingress rules (one from the remote group ``members``) and 3 egress rules per port."""
+    ingress, egress = Direction.INGRESS, Direction.EGRESS
+    rules = [
+        SgRule(ingress, protocol="tcp", port_min=22, port_max=22),
+        SgRule(ingress, protocol="icmp"),
+        SgRule(ingress, remote_group=MEMBERS),
+        SgRule(ingress, protocol="tcp", port_min=8000, port_max=8100),
+        SgRule(ingress, protocol="udp", port_min=53, port_max=53,
+               remote_ip_prefix=IPv4Network("192.168.0.0/16")),
+        *(SgRule(ingress, protocol="tcp", port_min=1000 + j, port_max=1000 + j,
+                 remote_ip_prefix=IPv4Network(f"172.16.{j}.0/24")) for j in range(8)),
+        SgRule(egress, protocol="tcp", port_min=80, port_max=80),
+        SgRule(egress, protocol="udp", port_min=53, port_max=53),
+        SgRule(egress),
+    ]  # fmt: skip
+    return SecurityGroup("web", WEB, tuple(rules)), SecurityGroup("members", MEMBERS)
+
+
+def _node(n: int, rng: random.Random) -> tuple[list[Port], NodeFirewall]:
+    """``n`` ports in group ``web``, every third one also in ``members``, and their firewall."""
+    net = Network("private", str(uuid.UUID(int=1)), NetworkType.VXLAN, 100,
+                  IPv4Network("10.0.0.0/16"), 1450)  # fmt: skip
     ports = []
     for i in range(n):
         pid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        ingress = (
-            "-p tcp -m tcp --dport 22 -j RETURN",
-            "-p icmp -j RETURN",
-            f"-m set --match-set {SET} src -j RETURN",
-            "-p tcp -m multiport --dports 8000:8100 -j RETURN",
-            "-s 192.168.0.0/16 -p udp -m udp --dport 53 -j RETURN",
-            *(f"-s 172.16.{j}.0/24 -p tcp -m tcp --dport {1000 + j} -j RETURN" for j in range(8)),
-        )
-        egress = (
-            "-p tcp -m tcp --dport 80 -j RETURN",
-            "-p udp -m udp --dport 53 -j RETURN",
-            "-j RETURN",
-        )
-        ports.append(
-            NeutronPort(
-                port_id=pid,
-                tap=tap_name(pid),
-                qvb=qvb_name(pid),
-                mac=f"fa:16:3e:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}",
-                ip=IPv4Address(0x0A000000 + 10 + i),
-                zone=4097 + i,
-                ingress=ingress,
-                egress=egress,
-            )
-        )
-    return ports
+        mac = f"fa:16:3e:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}"
+        groups = (WEB, MEMBERS) if i % 3 == 0 else (WEB,)
+        ip = IPv4Address(0x0A000000 + 10 + i)
+        ports.append(Port(f"port{i}", pid, "cmp1", net.id, mac, (ip,), groups))
+    scenario = Scenario(
+        "bench", (Node("cmp1", IPv4Address("192.168.50.1")),), (net,), _security_groups(),
+        tuple(ports),
+    )  # fmt: skip
+    filters = [PortFilter(port, zone=4097 + i) for i, port in enumerate(ports)]
+    return ports, node_firewall(scenario, filters)
 
 
-def _packets(ports: list[NeutronPort], count: int, rng: random.Random):  # type: ignore[no-untyped-def]
+def _packets(ports: list[Port], count: int, rng: random.Random):  # type: ignore[no-untyped-def]
     remote = [IPv4Address(f"10.1.{i}.{j}") for i in range(4) for j in range(1, 60)]
     for n in range(count):
         port = rng.choice(ports)
         proto = rng.choice(["tcp", "tcp", "udp", "icmp"])
         ingress = rng.random() < 0.5
         peer = rng.choice(remote)
-        src, dst = (peer, port.ip) if ingress else (port.ip, peer)
+        src, dst = (peer, port.fixed_ips[0]) if ingress else (port.fixed_ips[0], peer)
         kw: dict[str, object] = {"nw_src": src, "nw_dst": dst, "ip_id": n & 0xFFFF}
         if proto == "tcp":
             kw.update(nw_proto=6, tp_src=rng.randint(1024, 65535),
@@ -88,12 +105,13 @@ def _packets(ports: list[NeutronPort], count: int, rng: random.Random):  # type:
         packet = Packet(
             dl_src=mac if not ingress else "fa:16:3e:ff:ff:ff",
             dl_dst="fa:16:3e:ff:ff:ff" if not ingress else mac,
-            **kw,
-        )  # type: ignore[arg-type]
+            **kw,  # type: ignore[arg-type]
+        )
+        dev = PortDevices.for_port(port.id)
         path = (
-            bridge_path(qbr_name(port.port_id), physin=port.qvb, physout=port.tap)
+            bridge_path(dev.qbr, physin=dev.qvb, physout=dev.tap)
             if ingress
-            else bridge_path(qbr_name(port.port_id), physin=port.tap, physout=port.qvb)
+            else bridge_path(dev.qbr, physin=dev.tap, physout=dev.qvb)
         )
         yield packet, path
 
@@ -138,10 +156,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    ports = _ports(args.ports, rng)
-    text = neutron_ruleset(ports, trace_rule=None)
-    members = [p.ip for p in ports[::3]]
-    ipset_text = neutron_ipset(SET, members)
+    ports, firewall = _node(args.ports, rng)
+    text, ipset_text = firewall.iptables_save, firewall.ipset_restore
     nrules = text.count("\n-A ")
 
     parse_times = []
@@ -163,7 +179,7 @@ def main() -> int:
         t0 = time.perf_counter()
         result = engine.run(packet, path)
         per_packet.append(time.perf_counter() - t0)
-        verdicts[result.verdict] = verdicts.get(result.verdict, 0) + 1
+        verdicts[str(result.verdict)] = verdicts.get(str(result.verdict), 0) + 1
     run_s = time.perf_counter() - start
 
     baseline = _baseline(text, ipset_text)

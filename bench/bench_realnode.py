@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic_bundle import write_bundle
 from bench.synthetic_sosreport import write_sosreport
+from nodetrace.api import trace_request
 from nodetrace.cli import main as cli_main
-from nodetrace.cli.trace import build_request, register
+from nodetrace.cli.trace import register
 from nodetrace.engine.walk import walk
 from nodetrace.engine.walk_adapters import engines_for
 from nodetrace.neutron import synthetic_node
@@ -53,11 +54,19 @@ def _trace_median(root: Path, argv_tail: list[str], traces: int) -> tuple[float,
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["trace", str(root), *argv_tail])
+    given = dict(
+        packet=args.packet,
+        from_device=args.from_iface,
+        netns=args.netns,
+        from_port=args.from_port,
+        from_host=args.from_host,
+        to_port=args.to_port,
+    )
     snap = load(root)
     engines = engines_for(snap)  # compiled once per run of the command, as `nodetrace trace` does
-    build_request(snap, args)  # the port inventory is built once per snapshot
+    trace_request(snap, **given)  # the port inventory is built once per snapshot
     t0 = time.perf_counter()
-    request, _notes = build_request(snap, args)
+    request, _notes = trace_request(snap, **given)
     complete = time.perf_counter() - t0
     times = []
     trace = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -25,9 +25,19 @@ from nodetrace.engine.openflow import OpenFlowEngine
 from nodetrace.lab.ovs import OvsInstance, start_ovs
 from nodetrace.lab.resources import Resources
 from nodetrace.lab.run import CommandError, run
-from nodetrace.model.openflow_trace import EgressKind, NodeKind, OpenFlowTrace, TraceNode, TracePass
+from nodetrace.model.openflow_trace import (
+    ActionRun,
+    Bridge,
+    EgressKind,
+    Message,
+    OpenFlowTrace,
+    TableLookup,
+    TraceNode,
+    TracePass,
+)
 from nodetrace.model.ovs_runtime import DpifShow
 from nodetrace.model.ovs_switch import OvsSwitch
+from nodetrace.model.trace import OpenFlowStep, Outcome, Trace
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.parsers.ovs_appctl_dpif_show import parse_ovs_appctl_dpif_show
 from nodetrace.parsers.ovs_appctl_fdb_show import parse_ovs_appctl_fdb_show
@@ -36,6 +46,7 @@ from nodetrace.parsers.ovs_flow_text import split_top
 from nodetrace.parsers.ovs_ofctl_dump_flows import parse_ovs_ofctl_dump_flows
 from nodetrace.parsers.ovs_ofctl_show import parse_ovs_ofctl_show
 from nodetrace.parsers.ovs_vsctl_list import ovsdb_from_tables, parse_ovs_vsctl_list
+from nodetrace.render.ofproto_trace import ofproto_lines
 
 UNDERLAY = "br-phys"
 
@@ -176,57 +187,58 @@ def _retry(fn: object, attempts: int = 50) -> None:
 # ---------------------------------------------------------------------------------------------
 # Comparison
 
-_STRUCTURAL = frozenset({NodeKind.BRIDGE, NodeKind.TABLE, NodeKind.THAW})
-
-Canon = tuple[tuple[str, str, "Canon"], ...]
-
 
 def strip_underlay(nodes: Sequence[TraceNode]) -> list[TraceNode]:
     """Drop the underlay bridge OVS walks after ``-> tunneling from ...`` (native tunnels)."""
     out: list[TraceNode] = []
     after_tunnel = False
     for node in nodes:
-        if node.kind is NodeKind.BRIDGE and after_tunnel:
+        if isinstance(node, Bridge) and after_tunnel:
             after_tunnel = False
             continue
-        after_tunnel = node.kind is NodeKind.DETAIL and node.text.startswith("tunneling from")
-        out.append(
-            TraceNode(
-                node.kind, node.text, tuple(strip_underlay(node.children)), node.step, node.extra
-            )
-        )
+        after_tunnel = isinstance(node, Message) and node.text.startswith("tunneling from")
+        out.append(_with_children(node, strip_underlay(node.children)))
     return out
 
 
-def canon(nodes: Sequence[TraceNode]) -> Canon:
-    """Bridge/table/thaw structure; sub-traces a flood produced may come in any order.
+def _with_children(node: TraceNode, children: Sequence[TraceNode]) -> TraceNode:
+    if not node.children:
+        return node
+    return replace(node, children=tuple(children))  # type: ignore[call-arg]
+
+
+def flow_lookups(nodes: Sequence[TraceNode], bridge: str = "") -> list[OpenFlowStep]:
+    """The table lookups of a trace tree, as shared steps, in the order OVS made them.
 
     OVS floods in the order of its port hash table, which a snapshot cannot reproduce, so the
-    bridges entered by one FLOOD/ALL/NORMAL-flood are compared as a set.
+    bridges entered by one FLOOD/ALL/NORMAL-flood are put in a fixed order. A lookup's actions
+    are left out: how a dump spells them depends on its OpenFlow version
+    (:func:`line_differences` compares them where the dump speaks OVS's spelling).
     """
-    items: list[tuple[int, tuple[str, str, Canon]]] = []
-    group = 0
+    out: list[OpenFlowStep] = []
+    flooded: list[list[OpenFlowStep]] = []
     flooding = False
-    for index, node in enumerate(nodes):
+    for node in nodes:
         if node.extra:
             continue
-        if node.kind is NodeKind.ACTION:
-            flooding = node.text in ("FLOOD", "ALL")
-            group = index
-        elif node.kind is NodeKind.DETAIL and node.text.endswith("flooding"):
-            flooding = True
-        if node.kind in _STRUCTURAL:
-            key = group if (flooding and node.kind is NodeKind.BRIDGE) else -1 - index
-            items.append((key, (node.kind.value, node.text, canon(node.children))))
-    out: list[tuple[str, str, Canon]] = []
-    i = 0
-    while i < len(items):
-        j = i
-        while j < len(items) and items[j][0] == items[i][0]:
-            j += 1
-        out += sorted((x for _, x in items[i:j]), key=repr)
-        i = j
-    return tuple(out)
+        if isinstance(node, ActionRun) or (
+            isinstance(node, Message) and node.text.endswith("flooding")
+        ):
+            out += [s for group in sorted(flooded, key=repr) for s in group]
+            flooded = []
+            flooding = isinstance(node, Message) or node.action in ("FLOOD", "ALL")
+        if isinstance(node, Bridge):
+            steps = flow_lookups(node.children, node.name)
+            if flooding:
+                flooded.append(steps)
+            else:
+                out += steps
+        elif isinstance(node, TableLookup):
+            out.append(OpenFlowStep(bridge, node.table, node.priority, node.match, "", node.cookie))
+            out += flow_lookups(node.children, bridge)
+        else:
+            out += flow_lookups(node.children, bridge)
+    return out + [s for group in sorted(flooded, key=repr) for s in group]
 
 
 @dataclass(frozen=True)
@@ -327,11 +339,10 @@ def differences(ovs_text: str, nt: OpenFlowTrace, dpif: DpifShow) -> list[str]:
     if len(observed.passes) != len(nt.passes):
         problems.append(f"passes: OVS {len(observed.passes)}, nodetrace {len(nt.passes)}")
     for index, (o, n) in enumerate(zip(observed.passes, nt.passes, strict=False)):
-        ovs_tree = canon(strip_underlay(observed_tree(o)))
-        nt_tree = canon(n.nodes)
-        if ovs_tree != nt_tree:
-            problems.append(f"pass {index}: tree differs")
-            problems += ["  OVS:", *_show(ovs_tree, 2), "  nodetrace:", *_show(nt_tree, 2)]
+        seen = Trace(tuple(flow_lookups(strip_underlay(observed_tree(o)))), Outcome.ENDS)
+        difference = seen.diff(Trace(tuple(flow_lookups(n.nodes)), Outcome.ENDS))
+        if not difference.same:
+            problems.append(f"pass {index}: {difference}")
         expected = (
             [] if o.failure else datapath_outputs(o.datapath_actions or "", dpif, _vlan_of(o.flow))
         )
@@ -343,14 +354,6 @@ def differences(ovs_text: str, nt: OpenFlowTrace, dpif: DpifShow) -> list[str]:
                 f"nodetrace {sorted(map(str, got))} (datapath actions: {o.datapath_actions})"
             )
     return problems
-
-
-def _show(tree: Canon, depth: int) -> list[str]:
-    out = []
-    for kind, text, children in tree:
-        out.append("  " * depth + (text if kind != "thaw" else f"[{text}]"))
-        out += _show(children, depth + 1)
-    return out
 
 
 def _pairing(got: list[Out], expected: list[Out]) -> list[Out | None]:
@@ -378,11 +381,9 @@ def _without_route_details(nodes: Sequence[TraceNode]) -> list[TraceNode]:
     """OVS's native-tunnel routing lines need the host's routes and ARP cache, which nodetrace
     does not take; they are the only trace lines it does not reproduce."""
     return [
-        TraceNode(n.kind, n.text, tuple(_without_route_details(n.children)))
+        _with_children(n, _without_route_details(n.children))
         for n in nodes
-        if not (
-            n.kind is NodeKind.DETAIL and n.text.startswith(("tunneling to ", "tunneling from "))
-        )
+        if not (isinstance(n, Message) and n.text.startswith(("tunneling to ", "tunneling from ")))
     ]
 
 
@@ -390,8 +391,6 @@ def line_differences(ovs_text: str, nt: OpenFlowTrace) -> list[str]:
     """Every line of the trace trees, actions and details included, must be OVS's (when the
     dump prints actions in the OpenFlow version the flows were added with)."""
     import difflib
-
-    from nodetrace.render.ofproto_trace import ofproto_lines
 
     observed = parse_ovs_appctl_ofproto_trace(ovs_text)
     problems = []

@@ -1,7 +1,7 @@
 """The fidelity suite in CI: random labs and at least 100 random packets; every engine that is
-installed must agree with the real kernel and OVS on every packet it is asked about. The labs
-alternate between iptables-legacy (kernel log TRACE lines) and iptables-nft
-(``xtables-monitor --trace`` lines, compared in full with the trace ids normalised).
+installed must agree with the real kernel and OVS on every packet it is asked about: the
+observed and simulated traces step by step, and the packet's fate. The labs alternate between
+iptables-legacy (kernel log TRACE lines) and iptables-nft (``xtables-monitor --trace`` lines).
 
 The seed is printed (fixed by default; NODETRACE_FIDELITY_SEED=N replays a run, =random explores).
 """

@@ -18,6 +18,7 @@ from nodetrace.lab.resources import Resources
 from nodetrace.lab.run import run
 from nodetrace.lab.send import Sniffer, packet_from_frame, tcp_connect, udp_exchange
 from nodetrace.model.netfilter import Backend
+from nodetrace.model.verdict import Verdict
 from nodetrace.parsers.iptables_save import parse_iptables_save
 from nodetrace.render.kernel_trace import render_kernel_trace
 from nodetrace.render.xtables_trace import render_xtables_trace
@@ -85,7 +86,7 @@ def test_real_connections_reach_the_same_conntrack_states(
         result = engine.run(
             packet, bridge_path(bed.bridge, physin=ifname, physout=port_of_mac[packet.dl_dst])
         )
-        forwarded += result.verdict == "ACCEPT"
+        forwarded += result.verdict is Verdict.ACCEPT
         if backend is Backend.LEGACY:
             predicted += render_kernel_trace(result.trace.steps)
         else:

@@ -17,15 +17,15 @@ import difflib
 import random
 import re
 import sys
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, ip_address
 from pathlib import Path
 
 import pytest
 
 from nodetrace.engine.netfilter import (
-    Devices,
     NetfilterEngine,
     NodeFacts,
     bridge_path,
@@ -50,20 +50,21 @@ from nodetrace.lab.netfilter_oracle import (
     observe,
     packet_key,
 )
-from nodetrace.lab.netfilter_rulegen import (
+from nodetrace.lab.netfilter_random import (
     V6_ADDRESSES,
     BedNames,
-    NeutronPort,
     RandomRuleset,
-    neutron_ipset,
-    neutron_ruleset,
     random_local_sends,
     random_sends,
 )
 from nodetrace.lab.resources import Resources
-from nodetrace.model.netfilter import Backend
+from nodetrace.model.netfilter import Backend, HookDevices
 from nodetrace.model.packet import Family, Packet, TcpFlag
 from nodetrace.model.trace import Hook
+from nodetrace.model.verdict import Verdict
+from nodetrace.neutron.firewall import NodeFirewall, PortFilter, node_firewall
+from nodetrace.neutron.naming import qvb_name, tap_name
+from nodetrace.neutron.scenario import parse_scenario
 from nodetrace.parsers.ipset_save import parse_ipset_save
 from nodetrace.parsers.iptables_save import parse_iptables_save
 from nodetrace.render.kernel_trace import render_kernel_trace
@@ -143,9 +144,9 @@ def _compare(
             got = [_TRACE_ID.sub(r"\g<1>00000000 ", line) for line in obs.lines]
         arrived = obs.delivered if send.dst == BED else bool(obs.arrived)
         problems = []
-        if result.verdict == "UNKNOWN":
+        if result.verdict is Verdict.UNKNOWN:
             problems.append(f"engine answered unknown: {result.trace.reason}")
-        elif arrived is not None and arrived != (result.verdict == "ACCEPT"):
+        elif arrived is not None and arrived != (result.verdict is Verdict.ACCEPT):
             problems.append(
                 f"verdict {result.verdict} ({result.trace.reason}) but "
                 f"{'delivered' if send.dst == BED else 'arrived'}={arrived}"
@@ -164,7 +165,7 @@ def _compare(
             )
 
 
-def _path(bed: BridgeBed, send: Send) -> Sequence[tuple[Hook, Devices]]:
+def _path(bed: BridgeBed, send: Send) -> Sequence[tuple[Hook, HookDevices]]:
     if send.dst == BED:
         return input_path(bed.bridge, physin=bed.host(send.src).port)
     if send.src == BED:
@@ -310,7 +311,7 @@ def _random_rulesets(
                 tuple(h.mac for h in bed.hosts),
                 ipsets=("s1", "s2"),
                 family=family,
-                **({"addresses": V6_ADDRESSES} if v6 else {}),  # type: ignore[arg-type]
+                **({"addresses": V6_ADDRESSES} if v6 else {}),
             )
             # xtables-monitor 1.8.9 misprints ip6tables-nft's native hop-limit, icmpv6 and
             # tcp/udp port expressions (-m hl, -m icmp6, -m tcp/udp ports): an empty rule and
@@ -354,35 +355,81 @@ def test_random_rulesets_on_the_host_paths_trace_like_the_kernel(
 
 VM1_IP, VM2_IP = IPv4Address("10.9.0.11"), IPv4Address("10.9.0.12")
 REMOTE_IP, MEMBER_IP = IPv4Address("10.9.0.50"), IPv4Address("10.9.0.15")
-SET_NAME = "NIPv49d8c7b6a-5e4f-4a3b-2c1d-"
+NEUTRON_SCENARIO = """\
+[[nodes]]
+name = "cmp1"
+
+[[nodes]]
+name = "cmp2"
+
+[[networks]]
+name = "private"
+type = "vxlan"
+segmentation_id = 1037
+cidr = "10.9.0.0/24"
+
+[[security_groups]]
+name = "ssh-icmp"
+rules = [
+  { direction = "ingress", protocol = "tcp", port = 22 },
+  { direction = "ingress", protocol = "icmp" },
+  { direction = "egress" },
+]
+
+[[security_groups]]
+name = "members"
+rules = [
+  { direction = "ingress", remote_group = "members" },
+  { direction = "egress", protocol = "tcp", port = 80 },
+  { direction = "egress", protocol = "udp", port = 53 },
+  { direction = "egress", protocol = "udp", port = 123 },
+]
+
+[[ports]]
+name = "vm1"
+id = "VM1_ID"
+node = "cmp1"
+network = "private"
+ip = "10.9.0.11"
+security_groups = ["ssh-icmp"]
+
+[[ports]]
+name = "vm2"
+id = "VM2_ID"
+node = "cmp1"
+network = "private"
+ip = "10.9.0.12"
+security_groups = ["members"]
+
+[[ports]]
+name = "member"
+id = "MEMBER_ID"
+node = "cmp2"
+network = "private"
+ip = "10.9.0.15"
+security_groups = ["members"]
+"""
+"""Two VM ports on the node: vm1 lets in SSH and ICMP; vm2 lets in its own group (vm2 and the
+port ``member`` elsewhere: the remote-group ipset) and sends only HTTP, DNS and NTP."""
 
 
-def _neutron_text(bed: BridgeBed) -> str:
-    vm1, vm2 = bed.host("vm1"), bed.host("vm2")
-    ports = [
-        NeutronPort(
-            port_id="3b1f6a2c-8d4e-4f7a-9b2c-1d5e6f7a8b9c",
-            tap=vm1.port,
-            qvb=bed.host("up1").port,
-            mac=vm1.mac,
-            ip=VM1_IP,
-            zone=4097,
-        ),
-        NeutronPort(
-            port_id="a7e9c4d1-2b3f-4e5a-8c6d-7f8e9a0b1c2d",
-            tap=vm2.port,
-            qvb=bed.host("up2").port,
-            mac=vm2.mac,
-            ip=VM2_IP,
-            zone=4098,
-            ingress=(f"-m set --match-set {SET_NAME} src -j RETURN",),
-            egress=(
-                "-p tcp -m tcp --dport 80 -j RETURN",
-                "-p udp -m multiport --dports 53,123 -j RETURN",
-            ),
-        ),
+def _neutron_case() -> tuple[list[HostSpec], NodeFirewall]:
+    """The bed's hosts and the firewall Neutron writes for ports vm1 and vm2 (``up1``/``up2``
+    stand for their qvb side). The port UUIDs are new on every call, so the devices named
+    after them are this run's own (kernel log lines are told apart by device)."""
+    text = NEUTRON_SCENARIO
+    for key in ("VM1_ID", "VM2_ID", "MEMBER_ID"):
+        text = text.replace(key, str(uuid.uuid4()))
+    scenario = parse_scenario(text, source="neutron-case.toml")
+    vm1, vm2 = scenario.port("vm1"), scenario.port("vm2")
+    hosts = [
+        HostSpec("vm1", mac=vm1.mac, port=tap_name(vm1.id)),
+        HostSpec("vm2", mac=vm2.mac, port=tap_name(vm2.id)),
+        HostSpec("up1", port=qvb_name(vm1.id)),
+        HostSpec("up2", port=qvb_name(vm2.id)),
     ]
-    return neutron_ruleset(ports)
+    ports = [PortFilter(vm1, zone=4097), PortFilter(vm2, zone=4098)]
+    return hosts, node_firewall(scenario, ports, ipv4_trace="")
 
 
 def _neutron_sends(rng: random.Random) -> object:
@@ -450,8 +497,6 @@ def _neutron_sends(rng: random.Random) -> object:
         next_id = 2000
         for group in templates:
             for src, dst, packet in group:
-                from dataclasses import replace
-
                 out.append(
                     Send(src, dst, replace(packet, ip_id=next_id, nw_ttl=rng.choice([64, 63])))
                 )
@@ -466,12 +511,15 @@ def test_neutron_hybrid_rulesets_trace_like_the_kernel(
     lab: Resources, tmp_path: Path, backend: Backend
 ) -> None:
     rng = random.Random(f"{SEED}-neutron-{backend.value}")
-    hosts = [HostSpec("vm1"), HostSpec("vm2"), HostSpec("up1"), HostSpec("up2")]
-    ipsets = neutron_ipset(SET_NAME, [VM2_IP, MEMBER_IP])
     tally = Tally()
     for n in range(3):
+        hosts, firewall = _neutron_case()
+
+        def text(bed: BridgeBed, saved: str = firewall.iptables_save) -> str:
+            return saved
+
         _run_case(
-            tmp_path, backend, hosts, _neutron_text, _neutron_sends(rng), tally,
-            f"neutron{n}", ipsets=ipsets,
+            tmp_path, backend, hosts, text, _neutron_sends(rng), tally,
+            f"neutron{n}", ipsets=firewall.ipset_restore,
         )  # fmt: skip
     _report(tally, tmp_path, minimum=36)

@@ -10,7 +10,6 @@ verdict must be what the lab did (which VMs received the frame, whether the host
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from ipaddress import ip_address, ip_interface
 
 import pytest
 
-from nodetrace.cli.trace import render_kernel
 from nodetrace.engine.walk import (
     FromInterface,
     ToDevice,
@@ -36,6 +34,7 @@ from nodetrace.model.snapshot import Snapshot
 from nodetrace.model.trace import DeviceAction, DeviceStep, NetfilterStep, OpenFlowStep, Outcome
 from nodetrace.neutron import naming
 from nodetrace.neutron.scenario import load_scenario
+from nodetrace.render.kernel_trace import render_kernel_walk
 from nodetrace.snapshot.collect import Options, collect
 from nodetrace.snapshot.load import load
 from tests.conftest import DATA, lab_unavailable, unique
@@ -134,27 +133,14 @@ def test_vm_to_vm_on_one_node_is_delivered(golden: Golden) -> None:
     assert egress in chains and ingress in chains
     # Line for line what the kernel logged on cmp1 for both bridge passes (the lab put a
     # `-j TRACE` rule first in raw PREROUTING; the snapshot has it too).
-    predicted = render_kernel(trace).splitlines()
-    assert predicted == [line.rstrip("\n") for line in seen.trace["cmp1"]]
+    predicted = render_kernel_walk(trace)[0].splitlines()
+    assert predicted == [line.rstrip("\n") for line in seen.trace_lines["cmp1"]]
     # And the OpenFlow tables, in the order the real ofproto/trace walked them.
-    assert _of_tables(trace) == _ofproto_tables(seen.ofproto["cmp1"])
+    assert _of_tables(trace) == _of_tables(seen.openflow["cmp1"])
 
 
 def _of_tables(trace) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
     return [(s.bridge, s.table) for s in trace.steps if isinstance(s, OpenFlowStep)]
-
-
-def _ofproto_tables(text: str) -> list[tuple[str, int]]:
-    out, bridge = [], ""
-    for line in text.splitlines():
-        m = re.match(r'^\s*bridge\("([^"]+)"\)', line)
-        if m:
-            bridge = m.group(1)
-            continue
-        m = re.match(r"^\s*(\d+)\. ", line)
-        if m and bridge:
-            out.append((bridge, int(m.group(1))))
-    return out
 
 
 @pytest.mark.lab
@@ -167,8 +153,10 @@ def test_packet_dropped_by_a_security_group(golden: Golden) -> None:
     drop = _netfilter_drop(trace)
     assert (drop.table, drop.chain, drop.number) == ("filter", naming.sg_fallback_chain(), 1)
     assert drop.physout == golden.tap("b")
-    assert render_kernel(trace).splitlines() == [x.rstrip("\n") for x in seen.trace["cmp1"]]
-    assert _of_tables(trace) == _ofproto_tables(seen.ofproto["cmp1"])
+    assert render_kernel_walk(trace)[0].splitlines() == [
+        x.rstrip("\n") for x in seen.trace_lines["cmp1"]
+    ]
+    assert _of_tables(trace) == _of_tables(seen.openflow["cmp1"])
 
 
 @pytest.mark.lab

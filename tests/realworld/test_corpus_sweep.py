@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from nodetrace.cli import main
+from nodetrace.render.json import SCHEMA_VERSION
 
 CORPUS = Path(__file__).parent
 DATASETS = sorted(p for p in CORPUS.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
@@ -38,7 +39,7 @@ def test_show_reads_every_dataset(capsys: pytest.CaptureFixture[str], dataset: P
     assert code == 0, err
     assert out.strip()
     doc = json.loads(_run(capsys, "show", str(dataset), "--format", "json")[1])
-    assert doc["schema_version"] == 1
+    assert (doc["schema"], doc["command"]) == (SCHEMA_VERSION, "show")
     # A port is a VM port only when the node shows a VM behind it, never a namespace's port.
     for port in doc["ports"]:
         if port["kind"] == "vm":

@@ -17,8 +17,8 @@ from nodetrace.model.netfilter import (
     Neg,
     PhysdevMatch,
     Ruleset,
+    StandardTarget,
     UnknownMatch,
-    Verdict,
 )
 from nodetrace.model.packet import Family
 from nodetrace.parsers.iptables_list import parse_iptables_list
@@ -92,7 +92,7 @@ def test_neutron_rules_field_by_field() -> None:
     spoof = v6.tables["filter"].chains["neutron-openvswi-s3b1f6a2c-8"].rules[0]
     assert str(spoof.ip.src.value) == "fe80::f816:3eff:fe12:3456/128"  # type: ignore[union-attr]
     assert spoof.matches[0] == MacMatch(source=Neg("fa:16:3e:12:34:56"))
-    assert spoof.target == Verdict("RETURN")
+    assert spoof.target == StandardTarget("RETURN")
     goto = v6.tables["filter"].chains["neutron-openvswi-o3b1f6a2c-8"].rules[-1]
     assert goto.target == JumpTarget("neutron-openvswi-s3b1f6a2c-8", goto=True)
     assert goto.ip.out_iface is not None and goto.ip.out_iface.value == "eth0"
@@ -165,7 +165,7 @@ def test_old_listing_formats() -> None:
     assert len(warning) == 1 and warning[0].pos.line == 5 and "foo bar:1" in str(warning[0])
     v6 = parse_iptables_list(OLD_V6, source="old6", family=Family.IPV6)
     rule = v6.tables["filter"].chains["FORWARD"].rules[0]
-    assert rule.target == Verdict("RETURN") and rule.matches[0].module == "conntrack"
+    assert rule.target == StandardTarget("RETURN") and rule.matches[0].module == "conntrack"
 
 
 def test_unreadable_line_keeps_its_place_and_is_reported() -> None:

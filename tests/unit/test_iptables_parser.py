@@ -26,12 +26,12 @@ from nodetrace.model.netfilter import (
     PortRange,
     RejectTarget,
     SetMatch,
+    StandardTarget,
     StateMatch,
     TcpFlags,
     TcpMatch,
     UnknownMatch,
     UnknownTarget,
-    Verdict,
 )
 from nodetrace.model.packet import Family
 from nodetrace.parsers.iptables_save import parse_iptables_save, tokenize
@@ -166,7 +166,7 @@ def test_matches_are_typed(line: str, match: object) -> None:
         ("-A INPUT -j REJECT", RejectTarget("icmp-port-unreachable")),
         ("-A INPUT -j u1", JumpTarget("u1")),
         ("-A INPUT -g u1", JumpTarget("u1", goto=True)),
-        ("-A INPUT -j RETURN", Verdict("RETURN")),
+        ("-A INPUT -j RETURN", StandardTarget("RETURN")),
     ],
     ids=[
         "set-mark",

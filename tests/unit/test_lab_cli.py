@@ -18,15 +18,11 @@ from nodetrace.lab.fidelity import (
     plan_packets,
     random_scenario,
 )
-from nodetrace.lab.fidelity_engines import (
-    kernel_steps,
-    normalise_trace_id,
-    xtables_last_verdict,
-    xtables_pass,
-)
-from nodetrace.lab.observe import complete_packet, flow_text
+from nodetrace.lab.observe import bridge_pass, complete_packet, openflow_trace, read_passes
 from nodetrace.lab.state import LabDir, LabInfo, NodeInfo, VmInfo, find_lab
 from nodetrace.model.packet import IPProto
+from nodetrace.model.trace import Outcome, StepKind
+from nodetrace.model.trace_diff import describe
 from nodetrace.neutron.scenario import NetworkType, parse_scenario
 from nodetrace.parsers.flow_syntax import parse_flow
 
@@ -117,15 +113,15 @@ def test_packets_are_completed_from_the_vms() -> None:
     assert (str(p.nw_src), str(p.nw_dst)) == ("10.0.0.10", "10.0.0.11")
     assert (p.dl_src, p.dl_dst) == ("fa:16:3e:00:00:01", "fa:16:3e:00:00:02")
     assert p.ip_id != 0 and p.tp_src is not None and p.tp_dst == 22
-    text = flow_text(p, in_port=3)
+    text = p.flow_text(in_port=3)
     assert text.startswith("tcp,in_port=3,dl_src=fa:16:3e:00:00:01,")
     assert "tcp_flags=0x2" in text and ",tcp_dst=22," in text
     udp = complete_packet(_info(), parse_flow("udp,udp_dst=53"), "vm1", to="vm2")
-    assert ",udp_dst=53" in flow_text(udp)  # OVS's tp_dst is TCP's field
+    assert ",udp_dst=53" in udp.flow_text()  # OVS's tp_dst is TCP's field
     icmp = complete_packet(_info(), parse_flow("icmp,nw_dst=10.0.0.11"), "vm1")
     assert (icmp.icmp_type, icmp.dl_dst) == (8, "fa:16:3e:00:00:02")
     arp = complete_packet(_info(), parse_flow("arp,arp_op=2"), "vm1", to="vm2")
-    assert flow_text(arp, in_port=2) == (
+    assert arp.flow_text(in_port=2) == (
         "arp,in_port=2,dl_src=fa:16:3e:00:00:01,dl_dst=fa:16:3e:00:00:02,arp_op=2,"
         "arp_spa=10.0.0.10,arp_tpa=10.0.0.11,arp_sha=fa:16:3e:00:00:01,arp_tha=fa:16:3e:00:00:02"
     )
@@ -135,69 +131,76 @@ def test_packets_are_completed_from_the_vms() -> None:
         complete_packet(_info(), parse_flow("icmp,nw_dst=8.8.8.8"), "vm1")
 
 
-def test_kernel_trace_lines_are_cut_into_steps_per_bridge() -> None:
-    lines = (DATA / "legacy-trace-two-bridges.txt").read_text().splitlines()
-    steps = kernel_steps(lines, "qbrf025ee07-39")
-    assert steps[0] == "raw:PREROUTING:rule:2 IN=qbrf025ee07-39 OUT= PHYSIN=qvbf025ee07-39"
-    assert steps[-1] == (
+def _passes(name: str) -> list:  # type: ignore[type-arg]
+    lines = (DATA / name).read_text().splitlines()
+    return [p.trace for p in read_passes(lines, None, source=name)]
+
+
+def test_kernel_trace_lines_are_read_into_one_pass_per_bridge() -> None:
+    passes = _passes("legacy-trace-two-bridges.txt")
+    steps = bridge_pass(passes, "qbrf025ee07-39").steps  # type: ignore[union-attr]
+    assert (
+        describe(steps[0]) == "raw:PREROUTING:rule:2 IN=qbrf025ee07-39 OUT= PHYSIN=qvbf025ee07-39"
+    )
+    assert describe(steps[-1]) == (
         "filter:neutron-openvswi-sg-fallback:rule:1 IN=qbrf025ee07-39 OUT=qbrf025ee07-39 "
         "PHYSIN=qvbf025ee07-39 PHYSOUT=tapf025ee07-39"
     )
-    assert kernel_steps(lines, "qbr4d81d703-a9")[-1].startswith(
-        "nat:POSTROUTING:policy:1 IN= OUT=qbr4d81d703-a9"
+    other = bridge_pass(passes, "qbr4d81d703-a9")
+    assert other is not None and other.outcome is Outcome.ACCEPTED
+    assert describe(other.steps[-1]).startswith("nat:POSTROUTING:policy:1 IN= OUT=qbr4d81d703-a9")
+    assert bridge_pass(passes, "qbr-other") is None
+
+
+def test_xtables_monitor_lines_are_read_into_one_pass_per_bridge_by_trace_id() -> None:
+    name = "xtables-trace-two-bridges.txt"
+    passes = _passes(name)
+    first = bridge_pass(passes, "qbr072aa413-13")
+    second = bridge_pass(passes, "qbr2ce376bd-02")
+    assert first is not None and second is not None
+    # One skb per bridge pass: every TRACE line of the file goes to exactly one pass.
+    events = [line for line in (DATA / name).read_text().splitlines() if "TRACE:" in line]
+    assert (len(first.steps), len(second.steps)) == (16, 14)
+    assert len(first.steps) + len(second.steps) == len(events)
+    step = first.steps[0]
+    assert (step.table, step.chain, step.kind, step.handle, step.verdict) == (  # type: ignore[union-attr]
+        "raw",
+        "PREROUTING",
+        StepKind.RULE,
+        5,
+        "CONTINUE",
     )
+    assert step.rule_text == "-A PREROUTING -j TRACE"  # type: ignore[union-attr]
+    assert step.in_dev == "qbr072aa413-13"  # type: ignore[union-attr]
+    assert first.steps[-1].out_dev == "qbr072aa413-13"  # type: ignore[union-attr]
+    assert describe(second.steps[-1]) == "nat:POSTROUTING:policy:0x0 IN= OUT=qbr2ce376bd-02"
+    assert bridge_pass(passes, "qbr-other") is None
+    assert first.outcome is Outcome.ACCEPTED
+    sg_accept = first.steps[-2]
+    assert (sg_accept.chain, sg_accept.verdict) == ("neutron-openvswi-sg-chain", "ACCEPT")  # type: ignore[union-attr]
+    assert first.steps[9].verdict == "JUMP"  # type: ignore[union-attr]
+    dropped = bridge_pass(_passes("xtables-trace-dropped.txt"), "qbrf40872d8-6d")
+    assert dropped is not None and dropped.outcome is Outcome.DROPPED
 
 
-def test_xtables_monitor_lines_are_cut_into_bridge_passes_by_trace_id() -> None:
-    lines = (DATA / "xtables-trace-two-bridges.txt").read_text().splitlines()
-    first = xtables_pass(lines, "qbr072aa413-13")
-    second = xtables_pass(lines, "qbr2ce376bd-02")
-    # One skb per bridge pass: every line of the file goes to exactly one pass.
-    assert len(first) == 20 and len(second) == 18
-    assert first[0].startswith("PACKET: 2 <id> IN=qbr072aa413-13 MACSRC=fa:16:3e:2:79:c2 ")
-    assert (
-        first[1]
-        == " TRACE: 2 <id> raw:PREROUTING:rule:0x5:CONTINUE  -4 -t raw -A PREROUTING -j TRACE"
+def test_report_shows_agreement_per_backend_and_the_difference() -> None:
+    difference = (
+        "cmp1 qbr1: step 12: the rule handle differs: observed "
+        "filter:neutron-openvswi-sg-chain:rule:0x60 IN=qbr1 OUT=qbr1, simulated "
+        "filter:neutron-openvswi-sg-chain:rule:0x61 IN=qbr1 OUT=qbr1"
     )
-    assert first[-2].startswith("PACKET: 2 <id> OUT=qbr072aa413-13 LL=0x0 fffffffa163e")
-    assert second[-1] == " TRACE: 2 <id> nat:POSTROUTING:policy:ACCEPT "
-    assert not any("e6046d66" in line or "6b74c141" in line for line in first + second)
-    assert xtables_pass(lines, "qbr-other") == []
-    assert xtables_last_verdict(first) == "ACCEPT"
-    dropped = (DATA / "xtables-trace-dropped.txt").read_text().splitlines()
-    assert xtables_last_verdict(xtables_pass(dropped, "qbrf40872d8-6d")) == "DROP"
-    assert xtables_last_verdict(first[:-2]) == "ACCEPT"  # sg-chain's ACCEPT rule
-    assert xtables_last_verdict(first[:10]) == "JUMP"
-
-
-def test_trace_id_normalisation_touches_only_the_id() -> None:
-    line = " TRACE: 2 6b74c141 raw:PREROUTING:rule:0x5:CONTINUE  -4 -t raw -A PREROUTING -j TRACE"
-    assert normalise_trace_id(line) == line.replace("6b74c141", "<id>")
-    packet = "PACKET: 10 0000abcd IN=br0 SRC=10.0.0.1 ID=0000abcd "
-    assert normalise_trace_id(packet) == "PACKET: 10 <id> IN=br0 SRC=10.0.0.1 ID=0000abcd "
-    assert (
-        normalise_trace_id("TRACE: raw:PREROUTING:policy:1 IN=x")
-        == "TRACE: raw:PREROUTING:policy:1 IN=x"
-    )
-
-
-def test_report_shows_agreement_per_backend_and_where_long_lines_part() -> None:
-    real = " TRACE: 2 <id> filter:neutron-openvswi-sg-chain:rule:0x60:ACCEPT  -4 -t filter -A x"
-    predicted = real.replace("0x60", "0x61")
     cases = [
         CaseReport("a#0", "a", "new", "same-node", "vm1", "vm2", "icmp", ["vm2"], {}, "legacy", {},
-                   {"netfilter": {"status": "agree", "detail": "", "real": [], "predicted": []}}),
+                   {"netfilter": {"status": "agree", "detail": ""}}),
         CaseReport("b#0", "b", "new", "same-node", "vm1", "vm2", "icmp", [], {}, "nft", {},
-                   {"netfilter": {"status": "disagree", "detail": "qbr1: real 1 steps",
-                                  "real": [real], "predicted": [predicted]}}),
+                   {"netfilter": {"status": "disagree", "detail": difference}}),
     ]  # fmt: skip
     report = FidelityReport(1, cases, {"netfilter": {}}, ["a", "b"])
     text = format_report(report)
     assert "1 iptables-legacy, 1 iptables-nft" in text
     assert "netfilter  1/2 agree (50.0%)  [legacy 1/1, nft 0/1]" in text
     assert "netfilter DISAGREE on b#0 (new, same-node, iptables-nft)" in text
-    assert "from column 56: real 'n:rule:0x60:ACCEPT" in text
-    assert "predicted 'n:rule:0x61:ACCEPT" in text
+    assert f"\n  {difference}" in text
 
 
 @pytest.mark.parametrize("kind", list(NetworkType))
@@ -239,23 +242,29 @@ def test_random_fidelity_scenarios_are_valid_and_varied(kind: NetworkType) -> No
                 assert send.packet.tcp_ack == (opener.packet.tcp_seq + 1) % 2**32
 
 
-def test_real_ofproto_trace_is_read_as_lookups_and_a_verdict() -> None:
-    from nodetrace.lab.fidelity_engines import ofproto_tables, ofproto_verdict
-
+def test_real_ofproto_trace_is_read_as_lookups_and_an_outcome() -> None:
     text = (DATA / "ofproto-trace-vxlan-out.txt").read_text()
+    trace = openflow_trace(text)
     # The underlay bridge's pass over the outer packet, after the tunnel output, is left out.
-    assert ofproto_tables(text) == [
-        "br-int table 0",
-        "br-int table 58",
-        "br-int table 59",
-        "br-int table 60",
-        "br-tun table 0",
-        "br-tun table 2",
-        "br-tun table 20",
+    assert [(s.bridge, s.table) for s in trace.steps] == [  # type: ignore[union-attr]
+        ("br-int", 0),
+        ("br-int", 58),
+        ("br-int", 59),
+        ("br-int", 60),
+        ("br-tun", 0),
+        ("br-tun", 2),
+        ("br-tun", 20),
     ]
-    assert ofproto_verdict(text) == "output"
-    assert ofproto_verdict("Datapath actions: drop\n") == "drop"
-    assert ofproto_verdict("ofproto/trace failed: ...") == "unknown"
+    assert describe(trace.steps[-1]) == (
+        "br-tun table 20 (priority 1, vlan_tci=0x0001/0x0fff,dl_dst=fa:16:3e:23:06:e4: "
+        "load:0->NXM_OF_VLAN_TCI[],load:0x40d->NXM_NX_TUN_ID[],output:2)"
+    )
+    assert trace.outcome is Outcome.DELIVERED
+    actions = text[text.index("Datapath actions:") :]
+    assert openflow_trace(text.replace(actions, "Datapath actions: drop\n")).outcome is (
+        Outcome.DROPPED
+    )
+    assert openflow_trace("ofproto/trace failed: ...").outcome is Outcome.UNKNOWN
 
 
 def test_generate_refuses_a_device_as_the_scenario(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,6 @@ from ipaddress import ip_address
 
 import pytest
 
-from nodetrace.lab.observe import flow_text
 from nodetrace.model.packet import ETH_TYPE_IPV6, IPProto, Packet
 from nodetrace.parsers.flow_syntax import parse_flow
 
@@ -30,7 +29,7 @@ def test_flow_text_is_what_ovs_accepts_and_reads_back(
     addresses: dict[str, object], proto: IPProto, l4: dict[str, int], expected: str
 ) -> None:
     packet = Packet(nw_proto=int(proto), nw_ttl=64, **addresses, **l4)  # type: ignore[arg-type]
-    text = flow_text(packet, in_port=3)
+    text = packet.flow_text(in_port=3)
     assert expected in text
     back = parse_flow(text).packet  # refused (UsageError) if OVS would refuse it
     assert (back.nw_proto, back.nw_src, back.nw_dst) == (proto, packet.nw_src, packet.nw_dst)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from nodetrace.cli import main
+from nodetrace.render.json import SCHEMA_VERSION
 from tests.conftest import DATA
 
 TRACELOG = DATA / "tracelog"
@@ -33,6 +34,14 @@ def jsonl(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def summary_of(text: str) -> dict[str, Any]:
+    """The counts of ``--summary --format json``: its one document's ``summary``."""
+    (doc,) = jsonl(text)
+    assert (doc["schema"], doc["command"]) == (SCHEMA_VERSION, "log")
+    summary: dict[str, Any] = doc["summary"]
+    return summary
+
+
 def test_seed_story_view(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, str(SEED))
     assert code == 0 and err == ""
@@ -49,9 +58,10 @@ def test_json_has_the_fields_of_the_issue(capsys: pytest.CaptureFixture[str]) ->
     packets = jsonl(out)
     assert [p["outcome"] for p in packets] == ["accepted", "accepted", "dropped"]
     first = packets[0]
-    assert first["packet"]["src"] == "10.0.0.1" and first["packet"]["proto"] == "ICMP"
+    assert first["packet"]["nw_src"] == "10.0.0.1" and first["packet"]["nw_proto"] == 1  # ICMP
     assert first["packet"]["ip_id"] == 6699 and first["packet"]["icmp_seq"] == 1
-    assert first["source"] == {"file": str(DMESG), "lines": [1, 13], "format": "kernel"}
+    assert first["source"] == {"file": str(DMESG), "first_line": 1, "last_line": 13}
+    assert first["log_format"] == "kernel"
     assert first["egress"] == "tapB"
     step = first["steps"][0]
     for key in (
@@ -61,8 +71,8 @@ def test_json_has_the_fields_of_the_issue(capsys: pytest.CaptureFixture[str]) ->
         "kind",
         "number",
         "rule",
-        "in",
-        "out",
+        "in_dev",
+        "out_dev",
         "physin",
         "physout",
     ):
@@ -75,9 +85,14 @@ def test_json_has_the_fields_of_the_issue(capsys: pytest.CaptureFixture[str]) ->
         2,
     )
     assert step["rule"] == "-A PREROUTING -j neutron-linuxbri-PREROUTING"
-    assert (step["in"], step["out"], step["physin"], step["physout"]) == ("brq", "", "tapA", None)
+    assert (step["in_dev"], step["out_dev"], step["physin"], step["physout"]) == (
+        "brq",
+        "",
+        "tapA",
+        None,
+    )
     drop = packets[2]
-    assert drop["steps"][drop["verdict_step"]]["rule"].endswith(
+    assert drop["steps"][drop["verdict_step"] - 1]["rule"].endswith(
         '"Drop traffic without an IP/MAC allow rule." -j DROP'
     )
 
@@ -85,7 +100,7 @@ def test_json_has_the_fields_of_the_issue(capsys: pytest.CaptureFixture[str]) ->
 def test_summary_counts(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, str(DMESG), "--rules", str(RULES), "--summary", "--json")
     assert code == 0
-    (summary,) = jsonl(out)
+    summary = summary_of(out)
     assert summary["packets"] == 3
     assert summary["by_outcome"] == {"accepted": 2, "dropped": 1, "rejected": 0, "ends": 0}
     assert summary["top_dropping_rules"] == [
@@ -119,7 +134,7 @@ def test_summary_and_detail_agree_on_outcomes(capsys: pytest.CaptureFixture[str]
         _, out, _ = run(capsys, str(TRACELOG / name), "--json")
         outcomes = [p["outcome"] for p in jsonl(out)]
         _, out, _ = run(capsys, str(TRACELOG / name), "--summary", "--json")
-        (summary,) = jsonl(out)
+        summary = summary_of(out)
         assert summary["packets"] == len(outcomes)
         for outcome, count in summary["by_outcome"].items():
             assert outcomes.count(outcome) == count, name
@@ -169,7 +184,7 @@ def test_truncated_gzip_gives_the_lines_before_and_a_warning(
     cut.write_bytes(data[: len(data) // 2])
     code, out, err = run(capsys, str(cut), "--summary", "--json")
     assert code == 0
-    (summary,) = jsonl(out)
+    summary = summary_of(out)
     assert 0 < summary["lines"]["total"] < 34 * 50
     (line,) = err.splitlines()
     assert DIAGNOSTIC.match(line) and "compressed data ends early" in line and str(cut) in line
@@ -228,11 +243,10 @@ def test_empty_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 
 
 def test_missing_file_beside_a_good_one(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, err = run(capsys, str(tmp_path / "nope.log"), str(SEED), "--json")
-    assert code == 0 and len(jsonl(out)) == 1
-    assert err == f"nodetrace: error: {tmp_path / 'nope.log'}: no such file\n"
-    code, _, err = run(capsys, str(tmp_path / "nope.log"))
-    assert code == 1 and "could not be read" in err
+    nope = str(tmp_path / "nope.log")
+    for files in ([nope, str(SEED)], [str(SEED), nope], [nope]):
+        code, out, err = run(capsys, *files, "--json")
+        assert (code, out, err) == (2, "", f"nodetrace: error: {nope}: no such file\n"), files
 
 
 def test_rules_file_that_is_not_iptables_save(capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,7 +270,7 @@ def test_malformed_lines_are_reported_and_do_not_stop_the_run(
     bad.write_text("".join(lines))
     code, out, err = run(capsys, str(bad), "--summary", "--json")
     assert code == 0
-    (summary,) = jsonl(out)
+    summary = summary_of(out)
     assert summary["lines"]["malformed"] == 2 and summary["lines"]["parsed"] == 34
     assert err.splitlines() == [
         f"nodetrace: {bad}:4: warning: malformed TRACE line skipped: packet dump has no SRC= field (record cut short?)",
@@ -335,7 +349,7 @@ def test_journalctl_json_file_is_recognised(
     path.write_text("\n".join(entries) + "\n")
     code, out, _ = run(capsys, str(path), "--rules", str(RULES), "--summary", "--json")
     assert code == 0
-    (summary,) = jsonl(out)
+    summary = summary_of(out)
     assert summary["files"] == [{"file": str(path), "format": "journal-json"}]
     assert summary["by_outcome"] == {"accepted": 2, "dropped": 1, "rejected": 0, "ends": 0}
 
@@ -343,7 +357,7 @@ def test_journalctl_json_file_is_recognised(
 def test_summary_without_rules_says_where_traces_end(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, str(DMESG), "--summary", "--json")
     assert code == 0
-    (summary,) = jsonl(out)
+    summary = summary_of(out)
     assert summary["by_outcome"]["ends"] == 3 and summary["top_dropping_rules"] == []
     assert sorted(e["step"] for e in summary["traces_end_at"]) == [
         "filter:FORWARD:policy:3",
@@ -369,7 +383,7 @@ def test_summary_hit_counts_equal_the_steps_shown(
     _, out, _ = run(capsys, str(TRACELOG / name), "--json")
     shown = Counter(f"{s['table']}:{s['chain']}" for p in jsonl(out) for s in p["steps"])
     _, out, _ = run(capsys, str(TRACELOG / name), "--summary", "--json")
-    (summary,) = jsonl(out)
+    summary = summary_of(out)
     assert {c["chain"]: c["hits"] for c in summary["chains_by_hits"]} == dict(shown.most_common(10))
 
 
@@ -385,7 +399,7 @@ def test_gzip_cut_within_the_sniffed_lines_is_reported_once(
     assert len(damaged) == 1 and DIAGNOSTIC.match(damaged[0]) and str(cut) in damaged[0]
 
 
-def test_damaged_gzip_rules_file_is_a_warning_not_a_traceback(
+def test_damaged_gzip_rules_file_is_one_error_not_a_traceback(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     data = bytearray(gzip.compress(RULES.read_bytes()))
@@ -393,19 +407,14 @@ def test_damaged_gzip_rules_file_is_a_warning_not_a_traceback(
     rules = tmp_path / "rules.save.gz"
     rules.write_bytes(bytes(data))
     code, out, err = run(capsys, str(DMESG), "--rules", str(rules), "--json")
-    assert code == 0 and len(jsonl(out)) == 3
+    assert code == 2 and out == ""
     (line,) = err.splitlines()
-    assert line.startswith(f"nodetrace: {rules}:0: warning: damaged gzip file (")
-    assert line.endswith("; explaining without it")
+    assert line.startswith(f"nodetrace: error: {rules}: damaged gzip file (")
 
 
 def test_a_device_is_refused_instead_of_read_forever(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "/dev/zero")
-    assert code == 1 and out == ""
-    assert err.splitlines() == [
-        "nodetrace: error: /dev/zero: is a device, not a log file",
-        "nodetrace: error: nothing usable: /dev/zero could not be read",
-    ]
+    assert (code, out, err) == (2, "", "nodetrace: error: /dev/zero: is a device, not a log file\n")
 
 
 @pytest.mark.parametrize("gap", ["-1", "nan", "inf", "soon"])
@@ -442,12 +451,9 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
     assert err == b""
 
 
-def test_a_device_as_the_rules_file_is_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_device_as_the_rules_file_is_one_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, str(DMESG), "--rules", "/dev/zero", "--json")
-    assert code == 0 and len(jsonl(out)) == 3
-    assert (
-        err == "nodetrace: /dev/zero:0: warning: is a device, not a file; explaining without it\n"
-    )
+    assert (code, out, err) == (2, "", "nodetrace: error: /dev/zero: is a device, not a file\n")
 
 
 def test_a_packet_made_inside_a_hook_does_not_steal_the_rule_that_made_it(
@@ -459,7 +465,7 @@ def test_a_packet_made_inside_a_hook_does_not_steal_the_rule_that_made_it(
     assert code == 0
     rejected, error = jsonl(out)
     assert rejected["packet"]["ip_id"] == 77 and rejected["outcome"] == "rejected"
-    last = rejected["steps"][rejected["verdict_step"]]
+    last = rejected["steps"][rejected["verdict_step"] - 1]
     assert (last["chain"], last["handle"]) == ("c1", 4)
     assert error["packet"]["ip_id"] == 542 and error["outcome"] == "accepted"
     assert all(
@@ -480,3 +486,47 @@ def test_nft_steps_are_found_by_handle_with_the_nodes_nft_listing(
     c1 = [(s["handle"], s["number"]) for s in packet["steps"] if s["chain"] == "c1"]
     assert c1 == [(7, 3), (8, 4)]
     assert any("found by their nf_tables handle" in a for a in packet["assumptions"])
+
+
+def test_json_is_the_same_by_either_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    _, by_format, _ = run(capsys, str(DMESG), "--rules", str(RULES), "--format", "json")
+    _, by_alias, _ = run(capsys, str(DMESG), "--rules", str(RULES), "--json")
+    assert by_format == by_alias and len(jsonl(by_format)) == 3
+
+
+def test_a_missing_rules_file_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(DMESG), "--rules", "/nonexistent/rules.save")
+    assert (code, out, err) == (2, "", "nodetrace: error: /nonexistent/rules.save: no such file\n")
+
+
+def test_summary_and_detailed_are_one_level_or_the_other(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, str(DMESG), "--summary", "--detailed")
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "--detailed: not allowed with argument --summary" in line
+    code, out, _ = run(capsys, str(DMESG), "--rules", str(RULES), "--detailed")
+    assert code == 0 and "Top dropping rules" not in out  # stories, not counts
+    assert out.startswith("packet 1 ") and "DROPPED" in out
+
+
+def test_the_help_examples_run_on_the_bundled_example(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from nodetrace.cli.log import EXAMPLES
+
+    examples = Path(__file__).resolve().parents[2] / "src" / "nodetrace" / "examples"
+    commands = [
+        line.split()[2:]
+        for line in EXAMPLES.splitlines()
+        if line.startswith("  nodetrace log two-nodes")
+    ]
+    assert len(commands) >= 3
+    for words in commands:
+        argv = [str(examples / w) if w.startswith("two-nodes") else w for w in words]
+        if "|" in argv:
+            argv = argv[: argv.index("|")]
+        code, out, err = run(capsys, *argv)
+        assert code == 0 and out and err == "", words

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from ipaddress import ip_address
 
-from rich.console import Console
-
-from nodetrace.model.netfilter import IpSpec, Rule, Verdict
+from nodetrace.model.netfilter import IpSpec, Rule, StandardTarget
 from nodetrace.model.packet import Family, IPProto, Packet, TcpFlag
 from nodetrace.model.trace import (
     DeviceAction,
@@ -19,14 +17,11 @@ from nodetrace.model.trace import (
     StepKind,
     Trace,
 )
-from nodetrace.render.summary import SummaryCounts, summary_renderable
-from nodetrace.render.text import describe_packet, trace_renderable
+from nodetrace.render.screen import Screen
+from nodetrace.render.summary import SummaryCounts, render_summary
+from nodetrace.render.text import describe_packet, render_trace
 
-
-def render(obj: object) -> str:
-    console = Console(width=150, record=True, color_system=None)
-    console.print(obj)
-    return console.export_text()
+WIDE = Screen(width=150)
 
 
 DROP = Rule(
@@ -35,7 +30,7 @@ DROP = Rule(
     position=1,
     ip=IpSpec(),
     matches=(),
-    target=Verdict("DROP"),
+    target=StandardTarget("DROP"),
     text="-A neutron-openvswi-sg-fallback -j DROP",
 )
 
@@ -70,7 +65,7 @@ def test_a_simulated_trace_with_devices_flows_and_a_drop() -> None:
         reason="dropped by filter:neutron-openvswi-sg-fallback:rule:1",
         assumptions=("ct_state assumed new",),
     )
-    text = render(trace_renderable(trace, title="packet 1", subtitle="simulated"))
+    text = render_trace(trace, WIDE, title="packet 1", subtitle="simulated")
     assert "packet 1" in text and "simulated" in text
     assert re.search(r"FORWARD\s+in qbr1 \(port qvb1\) → out qbr1 \(port tap1\)", text)
     assert "br-int table 0 priority 9" in text and "actions=resubmit(,25)" in text
@@ -79,8 +74,8 @@ def test_a_simulated_trace_with_devices_flows_and_a_drop() -> None:
     assert "    neutron-openvswi-sg-fallback rule 1" in text
     assert "-A neutron-openvswi-sg-fallback -j DROP" in text
     assert "◀ decided here" in text
-    assert "DROPPED  dropped by filter:neutron-openvswi-sg-fallback:rule:1" in text
-    assert "assumed: ct_state assumed new" in text
+    assert "Verdict: DROPPED: dropped by filter:neutron-openvswi-sg-fallback:rule:1" in text
+    assert "Assumed:\n  - ct_state assumed new" in text
 
 
 def test_misfits_and_nft_steps_without_numbers() -> None:
@@ -102,7 +97,7 @@ def test_misfits_and_nft_steps_without_numbers() -> None:
         outcome=Outcome.ACCEPTED,
         verdict_step=1,
     )
-    text = render(trace_renderable(trace))
+    text = render_trace(trace, WIDE)
     assert "⚠ does not fit the ruleset: rule:9 is past the chain's end" in text
     assert "FORWARD policy ACCEPT" in text
     assert "ACCEPTED" in text
@@ -142,7 +137,7 @@ def test_summary_view() -> None:
         lines={"total": 40, "parsed": 34, "skipped": 5, "malformed": 1, "not_text": 2},
         files=[("kern.log", "kernel")],
     )
-    text = render(summary_renderable(counts))
+    text = render_summary(counts, WIDE)
     assert "3 packets" in text and "1 of them a packet seen again" in text
     assert "filter:x:rule:2" in text and "-A x -j DROP" in text
     assert "40 read, 34 in TRACE records, 5 skipped (not TRACE), 1 malformed" in text
@@ -157,6 +152,6 @@ def test_simulated_steps_the_kernel_would_not_log_are_marked() -> None:
         ),
         outcome=Outcome.ACCEPTED,
     )
-    text = render(trace_renderable(trace))
+    text = render_trace(trace, WIDE)
     assert "(not logged by TRACE)" in text
     assert text.count("(not logged by TRACE)") == 1

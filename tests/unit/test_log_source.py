@@ -1,11 +1,13 @@
-"""Opening logs: compressed with gzip, bzip2, xz or zstd (known by content, whatever the
-name), cut short, or zstd without the package that reads it."""
+"""Opening logs, and reading whole inputs (rulesets, listings): compressed with gzip, bzip2, xz
+or zstd (known by content, whatever the name), cut short, or zstd without the package that reads
+it; devices and missing files refused in one line."""
 
 from __future__ import annotations
 
 import bz2
 import gzip
 import importlib.util
+import io
 import lzma
 import sys
 from collections.abc import Callable
@@ -15,7 +17,7 @@ import pytest
 
 from nodetrace.errors import DiagnosticSink, InputError
 from nodetrace.tracelog.pipeline import Analysis
-from nodetrace.tracelog.source import compression_of, decompressed, open_bytes, open_log
+from nodetrace.tracelog.source import compression_of, open_bytes, open_log, read_text
 from tests.conftest import DATA
 
 LOG = (DATA / "tracelog" / "lab-nat.dmesg").read_bytes()
@@ -104,10 +106,41 @@ def test_text_that_merely_starts_like_bzip2_is_read_as_text() -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(COMPRESSORS))
-def test_inputs_read_whole_are_decompressed_by_content_and_damage_is_one_error(kind: str) -> None:
+def test_inputs_read_whole_are_decompressed_by_content_and_damage_is_one_error(
+    kind: str, tmp_path: Path
+) -> None:
+    rules, plain, cut = tmp_path / "rules", tmp_path / "plain", tmp_path / "cut"
     data = COMPRESSORS[kind](LOG)
-    assert decompressed(data, "rules") == LOG
-    assert decompressed(LOG, "rules") == LOG  # plain text passes through
+    rules.write_bytes(data)
+    plain.write_bytes(LOG)
+    cut.write_bytes(data[: len(data) // 2])
+    assert read_text(str(rules)) == LOG.decode()
+    assert read_text(str(plain)) == LOG.decode()  # plain text passes through
     with pytest.raises(InputError) as err:
-        decompressed(data[: len(data) // 2], "rules")
-    assert str(err.value).startswith(f"rules: damaged {kind} data") and "\n" not in str(err.value)
+        read_text(str(cut))
+    assert str(err.value).startswith(f"{cut}: damaged {kind} file (") and "\n" not in str(err.value)
+
+
+def test_a_whole_input_from_stdin_is_decompressed_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(gzip.compress(LOG))))
+    assert read_text("-") == LOG.decode()
+
+
+def test_bytes_that_are_not_utf8_become_replacement_characters(tmp_path: Path) -> None:
+    path = tmp_path / "latin1"
+    path.write_bytes(b"-A INPUT -m comment --comment caf\xe9 -j ACCEPT\n")
+    assert read_text(str(path)) == "-A INPUT -m comment --comment caf\ufffd -j ACCEPT\n"
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("/dev/zero", "is a device, not a file"),
+        ("/nonexistent", "no such file"),
+        ("/", "is a folder"),
+    ],
+)
+def test_what_is_not_a_readable_file_is_one_error_naming_it(name: str, reason: str) -> None:
+    with pytest.raises(InputError) as err:
+        read_text(name)  # /dev/zero would be read forever
+    assert str(err.value).startswith(f"{name}: {reason}") and "\n" not in str(err.value)

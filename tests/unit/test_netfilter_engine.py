@@ -14,14 +14,14 @@ import pytest
 from nodetrace.engine.conntrack import CtState, Direction
 from nodetrace.engine.netfilter import (
     CtFacts,
-    Devices,
     NetfilterEngine,
     NodeFacts,
     bridge_path,
 )
-from nodetrace.model.netfilter import Backend
+from nodetrace.model.netfilter import Backend, HookDevices
 from nodetrace.model.packet import ETH_TYPE_IPV6, Packet, TcpFlag
 from nodetrace.model.trace import Hook, Outcome
+from nodetrace.model.verdict import Verdict
 from nodetrace.parsers.ipset_save import parse_ipset_save
 from nodetrace.parsers.iptables_save import parse_iptables_save
 from nodetrace.render.kernel_trace import render_kernel_trace
@@ -186,7 +186,7 @@ def test_a_first_packet_dropped_before_postrouting_leaves_no_connection() -> Non
         )
     )
     engine = NetfilterEngine(rules)
-    assert engine.run(udp(), PATH).verdict == "DROP"
+    assert engine.run(udp(), PATH).verdict is Verdict.DROP
     again = engine.run(udp(), PATH)
     assert "nat:PREROUTING:rule:1" in steps(again)
     assert len(engine.conntrack) == 0
@@ -304,8 +304,8 @@ def test_physdev_per_hook(match: str, hooks_matched: list[str]) -> None:
 def test_physdev_on_a_packet_that_was_not_bridged() -> None:
     rules = ruleset(table("filter", "-A INPUT -m physdev ! --physdev-in tapa -j DROP",
                           "-A INPUT -m physdev --physdev-is-bridged -j DROP"))  # fmt: skip
-    result = NetfilterEngine(rules).run(udp(), [(Hook.INPUT, Devices(in_dev="eth0"))])
-    assert result.verdict == "DROP"
+    result = NetfilterEngine(rules).run(udp(), [(Hook.INPUT, HookDevices(in_dev="eth0"))])
+    assert result.verdict is Verdict.DROP
     assert result.trace.reason == "dropped by rule 1 of filter INPUT (INPUT)"
 
 
@@ -319,7 +319,7 @@ def test_an_unknown_match_makes_the_answer_unknown_only_when_it_matters() -> Non
         )
     )
     result = NetfilterEngine(rules).run(udp(), PATH)
-    assert result.verdict == "UNKNOWN"
+    assert result.verdict is Verdict.UNKNOWN
     assert result.trace.outcome is Outcome.UNKNOWN
     assert result.trace.reason == (
         "rule 2 of filter FORWARD cannot be evaluated: match module -m recent is not modelled"
@@ -339,24 +339,24 @@ IPSETS = parse_ipset_save(
 @pytest.mark.parametrize(
     ("match", "verdict"),
     [
-        ("-m set --match-set nets dst", "DROP"),
-        ("-m set --match-set nets src", "ACCEPT"),  # 10.0.0.1 is a nomatch member
-        ("-m set --match-set nets src --return-nomatch", "DROP"),
-        ("-m set ! --match-set nets src", "DROP"),
-        ("-m set --match-set pairs dst,dst", "DROP"),
-        ("-m set --match-set pairs dst,src", "ACCEPT"),
-        ("-m set --match-set missing src", "UNKNOWN"),
+        ("-m set --match-set nets dst", Verdict.DROP),
+        ("-m set --match-set nets src", Verdict.ACCEPT),  # 10.0.0.1 is a nomatch member
+        ("-m set --match-set nets src --return-nomatch", Verdict.DROP),
+        ("-m set ! --match-set nets src", Verdict.DROP),
+        ("-m set --match-set pairs dst,dst", Verdict.DROP),
+        ("-m set --match-set pairs dst,src", Verdict.ACCEPT),
+        ("-m set --match-set missing src", Verdict.UNKNOWN),
     ],
 )
-def test_ipset_membership(match: str, verdict: str) -> None:
+def test_ipset_membership(match: str, verdict: Verdict) -> None:
     rules = ruleset(table("filter", f"-A FORWARD {match} -j DROP"))
-    assert NetfilterEngine(rules, ipsets=IPSETS).run(udp(), PATH).verdict == verdict
+    assert NetfilterEngine(rules, ipsets=IPSETS).run(udp(), PATH).verdict is verdict
 
 
 def test_set_rules_without_ipsets_are_unknown() -> None:
     rules = ruleset(table("filter", "-A FORWARD -m set --match-set nets src -j DROP"))
     result = NetfilterEngine(rules).run(udp(), PATH)
-    assert result.verdict == "UNKNOWN" and "--ipsets" in result.trace.reason
+    assert result.verdict is Verdict.UNKNOWN and "--ipsets" in result.trace.reason
 
 
 def test_a_mark_set_in_mangle_is_seen_by_filter_and_logged() -> None:
@@ -366,7 +366,7 @@ def test_a_mark_set_in_mangle_is_seen_by_filter_and_logged() -> None:
         + table("filter", "-A FORWARD -m mark --mark 0x5 -j DROP")
     )
     result = NetfilterEngine(rules).run(udp(), PATH)
-    assert result.verdict == "DROP"
+    assert result.verdict is Verdict.DROP
     lines = render_kernel_trace(result.trace.steps)
     assert "MARK" not in lines[-3] and lines[-2].endswith("MARK=0x5 ")
 
@@ -394,8 +394,8 @@ def test_reject_and_queue_verdicts() -> None:
     engine = NetfilterEngine(rules)
     rejected = engine.run(udp(), PATH)
     queued = engine.run(icmp(), PATH)
-    assert (rejected.verdict, rejected.trace.outcome) == ("REJECT", Outcome.REJECTED)
-    assert (queued.verdict, queued.trace.outcome) == ("QUEUE", Outcome.UNKNOWN)
+    assert (rejected.verdict, rejected.trace.outcome) == (Verdict.REJECT, Outcome.REJECTED)
+    assert (queued.verdict, queued.trace.outcome) == (Verdict.QUEUE, Outcome.UNKNOWN)
 
 
 def test_snat_rewrites_the_first_packet_and_the_binding_later_ones() -> None:
@@ -419,7 +419,7 @@ def test_given_conntrack_facts_replace_the_derived_state() -> None:
     result = engine.run(
         udp(), PATH, ct=CtFacts(CtState.ESTABLISHED, direction=Direction.REPLY, zone=5)
     )
-    assert result.verdict == "DROP" and result.zone == 5
+    assert result.verdict is Verdict.DROP and result.zone == 5
     assert [s for s in result.trace.steps if s.table == "nat"] == []
     assert any("conntrack state given: ESTABLISHED" in a for a in result.trace.assumptions)
 
@@ -444,7 +444,7 @@ def test_ipv6_rulesets() -> None:
     )
     ping = Packet(dl_type=ETH_TYPE_IPV6, nw_src=IPv6Address("2001:db8::1"),
                   nw_dst=IPv6Address("2001:db8::2"), nw_proto=58, icmp_type=128, icmp_code=0)  # fmt: skip
-    assert NetfilterEngine(v6).run(ping, PATH).verdict == "DROP"
+    assert NetfilterEngine(v6).run(ping, PATH).verdict is Verdict.DROP
     with pytest.raises(ValueError, match="ipv4 packet"):
         NetfilterEngine(v6).run(udp(), PATH)
 
@@ -483,7 +483,7 @@ def test_a_real_kernel_log_is_predicted_line_for_line() -> None:
     for packet, path in ((SAMPLE_REQUEST, to_b), (reply, to_a), (spoofed, to_b)):
         result = engine.run(packet, path)
         assert render_kernel_trace(result.trace.steps) == real[packet.ip_id]
-    assert result.verdict == "DROP"
+    assert result.verdict is Verdict.DROP
 
 
 def test_real_xtables_monitor_output_is_predicted_line_for_line() -> None:

@@ -18,6 +18,7 @@ from nodetrace.engine.netfilter import (
 from nodetrace.model.netfilter import Backend
 from nodetrace.model.packet import ETH_TYPE_IPV6, Family, Packet, TcpFlag
 from nodetrace.model.trace import Hook
+from nodetrace.model.verdict import Verdict
 from nodetrace.parsers.iptables_save import parse_iptables_save
 from nodetrace.render.kernel_trace import render_kernel_trace
 from nodetrace.render.xtables_trace import render_xtables_trace
@@ -122,7 +123,7 @@ def test_a_packet_for_the_bridge_itself_keeps_its_port_at_input() -> None:
                     tp_src=41155, tp_dst=5353, dl_src="02:00:00:00:00:02",
                     dl_dst="02:00:00:00:fe:01")  # fmt: skip
     result = engine.run(packet, input_path("br0", physin="porta"))
-    assert result.verdict == "DROP"
+    assert result.verdict is Verdict.DROP
     assert render_kernel_trace(result.trace.steps)[-1].startswith(
         "TRACE: filter:INPUT:policy:1 IN=br0 OUT= PHYSIN=porta MAC=02:00:00:00:fe:01:"
     )

@@ -12,6 +12,7 @@ from nodetrace.engine.netfilter import NetfilterEngine, bridge_path
 from nodetrace.errors import DiagnosticSink
 from nodetrace.model.packet import Packet
 from nodetrace.model.trace import Outcome
+from nodetrace.model.verdict import Verdict
 from nodetrace.parsers.iptables_save import parse_iptables_save
 
 SAVE = Path(__file__).parents[1] / "data" / "iptables" / "lingxiankong-havana-compute-filter.txt"
@@ -73,6 +74,6 @@ def test_no_rule_of_an_elided_save_is_shown_as_deciding() -> None:
         _from_the_vm("10.10.10.99"),
         bridge_path("qbr6bc18a88-96", physin=TAP, physout="qvb6bc18a88-96"),
     )
-    assert result.verdict == "UNKNOWN"
+    assert result.verdict is Verdict.UNKNOWN
     assert result.trace.verdict_step is None
     assert result.trace.steps  # the walk through the rules shown is still printed

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 
-from nodetrace.engine.netfilter import Devices, NetfilterEngine, NodeFacts
+from nodetrace.engine.netfilter import NetfilterEngine, NodeFacts
 from nodetrace.engine.walk import FromHost, FromInterface, WalkRequest, walk
 from nodetrace.engine.walk_adapters import engines_for
+from nodetrace.model.netfilter import HookDevices
 from nodetrace.model.packet import Family, Packet, TcpFlag
 from nodetrace.model.snapshot import NamespaceState, Snapshot, SourceKind
 from nodetrace.model.topology import Address, Interface, LinkKind, Route, RouteType, Topology
 from nodetrace.model.trace import Hook, NetfilterStep, Outcome
+from nodetrace.model.verdict import Verdict
 from nodetrace.parsers.iptables_save import parse_iptables_save
 from tests.conftest import DATA
 
@@ -37,8 +39,8 @@ def _qrouter(addresses: tuple[IPv4Address | IPv6Address, ...]) -> NetfilterEngin
 def test_redirect_sends_the_packet_to_the_in_devices_address_and_the_given_port() -> None:
     """nf_nat_redirect_ipv4: the primary address of the device it came in on, port 9697."""
     engine = _qrouter((IPv4Address("192.168.21.1"), IPv4Address("192.168.21.100")))
-    result = engine.run(_metadata_syn(), ((Hook.PREROUTING, Devices(in_dev=QR)),))
-    assert result.verdict == "ACCEPT"
+    result = engine.run(_metadata_syn(), ((Hook.PREROUTING, HookDevices(in_dev=QR)),))
+    assert result.verdict is Verdict.ACCEPT
     assert (result.packet.nw_dst, result.packet.tp_dst) == (IPv4Address("192.168.21.1"), 9697)
     assert result.packet.nw_src == IPv4Address("192.168.21.8")
     redirect = [
@@ -54,8 +56,8 @@ def test_redirect_sends_the_packet_to_the_in_devices_address_and_the_given_port(
 
 def test_redirect_on_a_device_without_an_ipv4_address_drops() -> None:
     engine = _qrouter((IPv6Address("fe80::f816:3eff:fe4f:73da"),))
-    result = engine.run(_metadata_syn(), ((Hook.PREROUTING, Devices(in_dev=QR)),))
-    assert result.verdict == "DROP"
+    result = engine.run(_metadata_syn(), ((Hook.PREROUTING, HookDevices(in_dev=QR)),))
+    assert result.verdict is Verdict.DROP
     assert result.trace.reason == (
         "dropped by rule 1 of nat neutron-l3-agent-PREROUTING (PREROUTING): "
         f"REDIRECT: {QR} has no IPv4 address, the kernel drops"
@@ -65,9 +67,9 @@ def test_redirect_on_a_device_without_an_ipv4_address_drops() -> None:
 def test_redirect_without_the_devices_addresses_is_unknown() -> None:
     ruleset = parse_iptables_save(QROUTER.read_text(), source=str(QROUTER))
     result = NetfilterEngine(ruleset, facts=NodeFacts(local_addresses={})).run(
-        _metadata_syn(), ((Hook.PREROUTING, Devices(in_dev=QR)),)
+        _metadata_syn(), ((Hook.PREROUTING, HookDevices(in_dev=QR)),)
     )
-    assert result.verdict == "UNKNOWN"
+    assert result.verdict is Verdict.UNKNOWN
     assert "`ip address show`" in result.trace.reason
 
 
@@ -76,7 +78,7 @@ def test_notrack_makes_the_packet_untracked_not_invalid() -> None:
     packet = Packet(nw_src=IPv4Address("10.100.0.2"), nw_dst=IPv4Address("10.100.0.242"),
                     nw_proto=6, tp_src=40000, tp_dst=22, tcp_flags=TcpFlag.SYN)  # fmt: skip
     result = NetfilterEngine(ruleset).run(
-        packet, ((Hook.PREROUTING, Devices(in_dev="fg-7450b342-b1")),)
+        packet, ((Hook.PREROUTING, HookDevices(in_dev="fg-7450b342-b1")),)
     )
     assert result.ct_state == "UNTRACKED"
     said = " ".join(result.trace.assumptions)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nodetrace.neutron import naming as n
+from nodetrace.neutron.firewall import PortFilter, node_firewall
 from nodetrace.neutron.generate import NodeState, generate_node
 from nodetrace.neutron.ovs_agent import of10_actions
 from nodetrace.neutron.scenario import load_scenario, parse_scenario
@@ -144,6 +145,16 @@ def test_sg_rules_translate_as_the_agent_writes_them(node: NodeState) -> None:
     ]
     egress = _chain(node.firewall.iptables_save, n.chain_name(n.ChainKind.EGRESS, a.id))
     assert "-d 10.9.9.9/32 -p tcp -m tcp --dport 443 -j RETURN" in egress
+
+
+def test_a_trace_rule_goes_first_in_ipv4_raw_prerouting(node: NodeState) -> None:
+    filters = [PortFilter(vp.port, vp.zone) for vp in node.vm_ports]
+    traced = node_firewall(node.scenario, filters, ipv4_trace="-p icmp")
+    raw = traced.iptables_save.split("*nat")[0]
+    assert _chain(raw, "PREROUTING") == ["-p icmp -j TRACE", "-j neutron-openvswi-PREROUTING"]
+    untraced = node.firewall.iptables_save
+    assert traced.iptables_save.replace("-A PREROUTING -p icmp -j TRACE\n", "") == untraced
+    assert traced.ip6tables_save == node.firewall.ip6tables_save
 
 
 def test_address_pairs_come_first_in_the_spoof_chains(node: NodeState) -> None:

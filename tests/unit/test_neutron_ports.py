@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from nodetrace.cli.trace import _tunnel_start
-from nodetrace.engine.walk import FromOvsPort
 from nodetrace.errors import UsageError
 from nodetrace.model.snapshot import Snapshot
 from nodetrace.neutron.inventory import PortKind
 from nodetrace.neutron.ports import find_port
+from nodetrace.neutron.trace_ends import tunnel_arrival
 from nodetrace.snapshot.load import load
 from tests.conftest import DATA
 
@@ -92,7 +91,8 @@ def test_to_port_alone_arrives_over_the_tunnel_of_the_ports_vlan() -> None:
     snap = load(HOTSOS)
     port = find_port(snap, "0e778df8")
     assert port.local_vlan is not None and port.local_vlan.value == 3
-    start, meta, notes = _tunnel_start(snap, port, {"tun_src": "10.0.0.114"})
-    assert start == FromOvsPort("br-tun", "vxlan-0a000072")
+    arrival = tunnel_arrival(snap, port, {"tun_src": "10.0.0.114"})
+    meta, notes = dict(arrival.metadata), [arrival.note] if arrival.note else []
+    assert (arrival.bridge, arrival.port) == ("br-tun", "vxlan-0a000072")
     assert (meta["tun_id"], meta["tun_dst"]) == ("0x4d1", "10.0.0.128")
     assert notes == []

@@ -141,7 +141,7 @@ def test_engine_names_rules_inserted_with_I_by_their_real_handles() -> None:
 def test_rulebook_finds_nft_steps_by_handle_when_the_listing_is_a_rules_file(
     tmp_path: Path,
 ) -> None:
-    from nodetrace.tracelog.effects import Effect
+    from nodetrace.model.verdict import Effect
     from nodetrace.tracelog.rulebook import nft_resolve
     from nodetrace.tracelog.rules_input import load_rulebook
 

@@ -15,7 +15,7 @@ from nodetrace.parsers.ovs_appctl_dpctl_dump_conntrack import parse_ovs_appctl_d
 from nodetrace.parsers.ovs_appctl_fdb_show import parse_ovs_appctl_fdb_show
 from nodetrace.parsers.ovs_ofctl_dump_flows import parse_ovs_ofctl_dump_flows
 from nodetrace.parsers.ovs_vsctl_show import parse_ovs_vsctl_show
-from nodetrace.render.ofproto_trace import ofproto_lines
+from nodetrace.render.ofproto_trace import node_text, ofproto_lines
 
 SHOW = """\
     Bridge br-int
@@ -158,7 +158,7 @@ def test_resubmit_loops_stop_at_ovs_depth_limit() -> None:
         IP,
     )
     assert len(tables(t)) == 65
-    errors = [n.text for n in t.passes[0].nodes[0].walk() if n.kind is NodeKind.ERROR]
+    errors = [node_text(n) for n in t.passes[0].nodes[0].walk() if n.kind is NodeKind.ERROR]
     assert errors == ["over max translation depth 64"]
     assert t.outcome is Outcome.DROPPED and "Recursion too deep" in t.verdict
     assert t.egress == ()
@@ -235,7 +235,7 @@ def test_tunnel_egress_records_the_encapsulation() -> None:
     ingress = trace(
         sw, "br-tun", "vxlan-1", IP + ",tun_id=0x40d,tun_src=10.0.0.50,tun_dst=10.0.0.52"
     )
-    warnings = [n.text for n in ingress.passes[0].nodes[0].walk() if n.kind is NodeKind.WARN]
+    warnings = [node_text(n) for n in ingress.passes[0].nodes[0].walk() if n.kind is NodeKind.WARN]
     assert warnings == ["skipping output to input port", "Not tunneling to our own address"]
     assert ingress.egress == ()
 
@@ -330,7 +330,7 @@ def test_dec_ttl_at_one_goes_to_the_controller_only() -> None:
         IP.replace("nw_ttl=64", "nw_ttl=1"),
     )
     assert t.outcome is Outcome.ENDS and [e.kind for e in t.egress] == [EgressKind.CONTROLLER]
-    assert any(n.text == "IPv4 decrement TTL exception" for n in t.passes[0].nodes[0].walk())
+    assert any(node_text(n) == "IPv4 decrement TTL exception" for n in t.passes[0].nodes[0].walk())
 
 
 def test_output_to_the_input_port_and_to_a_missing_port() -> None:
@@ -340,7 +340,7 @@ def test_output_to_the_input_port_and_to_a_missing_port() -> None:
         "vm1",
         IP,
     )
-    texts = [n.text for n in t.passes[0].nodes[0].walk() if n.kind is NodeKind.WARN]
+    texts = [node_text(n) for n in t.passes[0].nodes[0].walk() if n.kind is NodeKind.WARN]
     assert texts == ["skipping output to input port", "Nonexistent output port"]
     assert [e.port for e in t.egress] == ["vm1"]
 

@@ -55,7 +55,7 @@ def test_a_name_only_patch_port_keeps_its_peer(capsys: pytest.CaptureFixture[str
         capsys, str(RDO), "--bridge", "br-tun", "--in-port", "vxlan-ac10000b",
         "--packet", SSH_FROM_TUNNEL,
     )  # fmt: skip
-    trace = doc["traces"][0]
+    trace = doc  # one --packet: one document
     assert trace["outcome"] == "delivered"
     assert [(e["bridge"], e["port"]) for e in trace["egress"]] == [("br-int", "tap648437e1-0d")]
     tables = [(s["bridge"], s["table"], s["priority"]) for s in trace["steps"] if "table" in s]
@@ -90,7 +90,7 @@ def test_normal_finds_the_input_bundle_of_a_name_only_port(
         capsys, str(RDO), "--bridge", "br-int", "--in-port", "tap648437e1-0d",
         "--packet", packet,
     )  # fmt: skip
-    trace = doc["traces"][0]
+    trace = doc  # one --packet: one document
     assert "no input bundle" not in json.dumps(trace)
     # flooded on VLAN 3 into br-tun, where the learned flow of table 20 (dump-flows br-tun line
     # 11) sends it into the tunnel to 172.16.0.11
@@ -214,7 +214,7 @@ def test_in_port_may_be_a_port_only_the_flows_name(capsys: pytest.CaptureFixture
         capsys, str(DHCP_CONTROLLER), "--bridge", "br-tun", "--in-port", "patch-int",
         "--packet", "arp,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1",
     )  # fmt: skip
-    steps = doc["traces"][0]["steps"]
+    steps = doc["steps"]
     assert steps[0]["table"] == 0 and 'in_port="patch-int"' in steps[0]["match"]
 
 

@@ -12,6 +12,7 @@ from nodetrace.model.openflow import LOCAL_PORT
 from nodetrace.model.openflow_trace import NodeKind, TracePass
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.ovsdb import VlanMode
+from nodetrace.model.packet import IPProto
 from nodetrace.parsers.ovs_appctl_dpctl_dump_conntrack import parse_ovs_appctl_dpctl_dump_conntrack
 from nodetrace.parsers.ovs_appctl_dpif_show import parse_ovs_appctl_dpif_show
 from nodetrace.parsers.ovs_appctl_fdb_show import parse_ovs_appctl_fdb_show
@@ -19,7 +20,7 @@ from nodetrace.parsers.ovs_appctl_ofproto_trace import observed_tree, parse_ovs_
 from nodetrace.parsers.ovs_ofctl_show import parse_ovs_ofctl_show
 from nodetrace.parsers.ovs_vsctl_list import ovsdb_from_tables, parse_ovs_vsctl_list
 from nodetrace.parsers.ovs_vsctl_show import parse_ovs_vsctl_show
-from nodetrace.render.ofproto_trace import ofproto_lines
+from nodetrace.render.ofproto_trace import node_text, ofproto_lines
 from tests.conftest import DATA
 
 OF = DATA / "openflow"
@@ -131,7 +132,7 @@ def test_fdb_show_learned_and_static_entries() -> None:
 def test_dpctl_dump_conntrack() -> None:
     table = parse_ovs_appctl_dpctl_dump_conntrack(read("samples-ovs-dpctl-dump-conntrack.txt"))
     (entry,) = table.entries
-    assert entry.proto == "icmp" and entry.zone == 1
+    assert entry.proto == IPProto.ICMP and entry.zone == 1
     assert entry.orig.src == ip_address("10.2.0.1") and entry.orig.icmp_id == 7704
     assert entry.reply.icmp_type == 0
     sink = DiagnosticSink()
@@ -169,7 +170,7 @@ def test_ofproto_trace_tree_rebuilds_exactly(name: str) -> None:
     if name == "ct":
         assert len(trace.passes) == 2 and "default ct_state=trk|new" in trace.passes[1].header
         thaw = observed_tree(trace.passes[1])[0].children[0]
-        assert thaw.kind is NodeKind.THAW and thaw.children[0].text == "Resuming from table 0"
+        assert thaw.kind is NodeKind.THAW and node_text(thaw.children[0]) == "Resuming from table 0"
 
 
 def test_switch_build_states_what_is_missing() -> None:

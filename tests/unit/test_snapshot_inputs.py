@@ -39,9 +39,9 @@ def _syn(src: str) -> str:
 
 def _deciding_rule(doc: dict[str, Any]) -> dict[str, Any]:
     """The security-group rule of db1 that the packet met last in its chain."""
-    steps = [s for s in doc["trace"]["steps"] if s["chain"] == "neutron-openvswi-i7eb6fb94-7"]
-    rule: dict[str, Any] = steps[-1]["rule"]
-    return rule
+    steps = [s for s in doc["steps"] if s["chain"] == "neutron-openvswi-i7eb6fb94-7"]
+    step: dict[str, Any] = steps[-1]
+    return step
 
 
 def test_iptables_takes_the_snapshots_ruleset_and_ipsets(
@@ -52,18 +52,22 @@ def test_iptables_takes_the_snapshots_ruleset_and_ipsets(
     )
     assert code == 0 and err == ""
     doc = json.loads(out)
-    assert doc["verdict"] == "ACCEPT"
-    rule = _deciding_rule(doc)
-    assert rule["text"] == (
+    assert doc["verdict"] == "accept"
+    step = _deciding_rule(doc)
+    assert step["rule"] == (
         "-A neutron-openvswi-i7eb6fb94-7 -p tcp -m tcp --dport 5432 -m set --match-set "
         "NIPv4fcc7e558-aa2c-5754-938e- src -j RETURN"
     )
-    assert rule["source"] == f"{CMP1}/cmp1/host/iptables-legacy-save.txt:37"
+    assert step["rule_source"] == {
+        "file": f"{CMP1}/cmp1/host/iptables-legacy-save.txt",
+        "first_line": 37,
+        "last_line": 37,
+    }
     # Not a member of the web group: the same rule does not let it in.
     code, out, _ = _run(
         capsys, "iptables", str(CMP1), "--packet", _syn("10.20.0.99"), *TO_DB1, "--format", "json"
     )
-    assert json.loads(out)["verdict"] == "DROP"
+    assert json.loads(out)["verdict"] == "drop"
 
 
 def test_iptables_refuses_a_snapshot_without_the_ruleset_in_one_line(
@@ -98,12 +102,12 @@ def test_log_explains_with_the_rules_of_a_snapshot(capsys: pytest.CaptureFixture
     packets = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert [p["outcome"] for p in packets] == ["accepted", "dropped", "accepted"]
     dropped = packets[1]
-    step = dropped["steps"][dropped["verdict_step"]]
+    step = dropped["steps"][dropped["verdict_step"] - 1]  # numbered from 1, as the text shows
     assert step["rule"] == (
         '-A neutron-openvswi-sg-fallback -m comment --comment "Default drop rule for unmatched '
         'traffic." -j DROP'
     )
-    assert step["rule_source"].startswith(f"{CMP2}/cmp2/host/iptables-legacy-save.txt:")
+    assert step["rule_source"]["file"] == f"{CMP2}/cmp2/host/iptables-legacy-save.txt"
 
 
 def test_openflow_knows_a_snapshot_archive_by_its_content(

@@ -10,6 +10,7 @@ on, and the unknown that names the missing output.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -254,10 +255,12 @@ def test_remote_address_gets_its_mac_from_the_arp_responder(
         f"({HOTSOS}/sos_commands/openvswitch/ovs-ofctl_-O_OpenFlow13_dump-flows_br-tun:35)"
     )
     # With that MAC br-tun unicasts to the node that has it instead of flooding every tunnel.
-    assert (
-        "br-tun table 20: priority=2,dl_vlan=3,dl_dst=fa:16:3e:06:b5:50  "
-        "actions=pop_vlan,set_field:0x4d1->tun_id,output:3"
-    ) in out
+    assert re.search(
+        r"br-tun table 20 priority 2 +dl_vlan=3,dl_dst=fa:16:3e:06:b5:50 "
+        r"actions=pop_vlan,set_field:0x4d1->tun_id,output:3$",
+        out,
+        re.M,
+    )
 
 
 def test_arp_for_the_gateway_is_answered_by_the_router_in_its_namespace(
@@ -292,7 +295,9 @@ def test_off_subnet_destination_goes_to_the_gateways_mac(
         "sender's subnet"
     )
     # The router routes it in its own namespace (DVR: table 16 to the fip namespace).
-    assert "◇ qr-3a70b31c-3f  table 16: default via 169.254.88.135 dev rfp-984c22fd-6" in out
+    assert re.search(
+        r"◇ qr-3a70b31c-3f +table 16: default via 169.254.88.135 dev rfp-984c22fd-6", out
+    )
 
 
 def test_a_ports_ovs_side_devices_say_who_sends(capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,7 +67,7 @@ def test_ping_is_dropped_by_the_security_group_json(capsys: pytest.CaptureFixtur
     assert code == 0
     doc = json.loads(out)
     assert doc["outcome"] == "dropped"
-    step = doc["steps"][doc["verdict_step"]]
+    step = doc["steps"][doc["verdict_step"] - 1]  # numbered from 1, as the text shows
     assert step["type"] == "netfilter"
     assert (step["chain"], step["number"], step["physout"]) == (
         "neutron-openvswi-sg-fallback",

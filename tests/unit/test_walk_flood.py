@@ -37,7 +37,7 @@ def test_the_copy_for_the_vm_is_followed_first(
     # An ARP request is broadcast: every VM port of the VLAN gets a copy, and the one behind
     # the target's tap is where the verdict is read.
     assert doc["outcome"] == "delivered"
-    verdict = doc["steps"][doc["verdict_step"]]
+    verdict = doc["steps"][doc["verdict_step"] - 1]  # numbered from 1, as the text shows
     assert verdict["device"] == "tap" + port[:11]
     assert any(f"only the first {MAX_COPIES}" in a for a in doc["assumptions"])
 

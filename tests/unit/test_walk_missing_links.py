@@ -9,12 +9,12 @@ from `brctl show`); see tests/realworld/SOURCES.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+from typing import Any
 
 import pytest
 
-from nodetrace.cli.trace import build_request
+from nodetrace.api import trace_request
 from nodetrace.engine.walk import walk
 from nodetrace.engine.walk_adapters import engines_for
 from nodetrace.model.snapshot import Snapshot
@@ -37,15 +37,12 @@ def dvr() -> Snapshot:
     return load(REALWORLD / "hotsos-focal-ussuri-dvr-2021-partial")
 
 
-def _args(**given: object) -> argparse.Namespace:
-    base: dict[str, object] = dict(
-        from_iface=None, netns="", from_port=None, from_host=False, to_port=None, ct_state=None
-    )
-    return argparse.Namespace(**(base | given))
+def _args(**given: Any) -> dict[str, Any]:
+    return {"netns": ""} | given
 
 
-def _trace(snap: Snapshot, args: argparse.Namespace, *, hints: bool = True) -> Trace:
-    request, _ = build_request(snap, args)
+def _trace(snap: Snapshot, args: dict[str, Any], *, hints: bool = True) -> Trace:
+    request, _ = trace_request(snap, **args)
     if not hints:
         request = dataclasses.replace(request, peer_hints=())
     return walk(snap, request, engines_for(snap), switch=snap.ovs)
@@ -64,7 +61,7 @@ def _with(snap: Snapshot, name: str, netns: str, **changes: object) -> Snapshot:
 
 
 def _vm_to_the_internet(snap: Snapshot) -> Trace:
-    args = _args(from_iface="qr-aa623763-fd", netns=QROUTER, packet=TO_THE_INTERNET)
+    args = _args(from_device="qr-aa623763-fd", netns=QROUTER, packet=TO_THE_INTERNET)
     return _trace(snap, args)
 
 

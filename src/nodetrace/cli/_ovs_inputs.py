@@ -17,10 +17,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nodetrace.cli._snapshot_input import is_snapshot
 from nodetrace.errors import DiagnosticSink, InputError, ParseError, SourcePos
+from nodetrace.model.conntrack import ConntrackDump
 from nodetrace.model.openflow import FlowDump
-from nodetrace.model.ovs_runtime import ConntrackTable, DpifShow, MacTable, OfctlShow
+from nodetrace.model.ovs_runtime import DpifShow, MacTable, OfctlShow
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.ovsdb import OvsdbConfig, OvsdbTable
 from nodetrace.model.snapshot import Snapshot
@@ -36,6 +36,8 @@ from nodetrace.parsers.ovs_ofctl_dump_flows import parse_ovs_ofctl_dump_flows
 from nodetrace.parsers.ovs_ofctl_show import parse_ovs_ofctl_show
 from nodetrace.parsers.ovs_vsctl_list import ovsdb_from_tables, parse_ovs_vsctl_list
 from nodetrace.parsers.ovs_vsctl_show import parse_ovs_vsctl_show
+from nodetrace.snapshot.parts import is_snapshot
+from nodetrace.tracelog.source import read_text
 
 PER_BRIDGE = frozenset({"ovs-ofctl-dump-flows", "ovs-ofctl-show", "ovs-appctl-fdb-show"})
 ARCHIVES = (".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tar", ".zip")
@@ -75,7 +77,7 @@ class Collected:
     fdb: dict[str, MacTable]
     show: OvsdbConfig | None = None
     tables: list[OvsdbTable] | None = None
-    conntrack: ConntrackTable | None = None
+    conntrack: ConntrackDump | None = None
     routes: tuple[OvsRoute, ...] | None = None
     neighbours: tuple[OvsTunnelNeighbour, ...] | None = None
     dpif: DpifShow | None = None
@@ -135,12 +137,7 @@ def load_ovs_inputs(inputs: list[str], default_bridge: str, sink: DiagnosticSink
             base = snap.ovs
             _underlay_from_snapshot(c, snap)
             continue
-        if path.is_char_device() or path.is_block_device():
-            raise InputError(f"{path}: is a device, not a file")  # /dev/zero would never end
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as err:
-            raise InputError(f"{path}: {err.strerror}") from None
+        text = read_text(str(path))
         kind, bridge = _kind_and_bridge(path, text, bridge)
         _add(c, kind, bridge, text, str(path), default_bridge, sink)
     if base is not None:

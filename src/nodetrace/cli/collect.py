@@ -10,8 +10,17 @@ import argparse
 import sys
 from typing import Any
 
+from nodetrace.cli import ExamplesFormatter
 from nodetrace.errors import InputError, UsageError
 from nodetrace.snapshot import collect as collector
+
+EXAMPLES = """\
+examples:
+  sudo nodetrace collect                              # nodetrace-snapshot-HOST-TIME.tar.gz
+  sudo nodetrace collect -o node.tar.gz --conntrack 1000
+  sudo nodetrace collect -o snap/ --namespaces none   # a folder, the host's namespace only
+  nodetrace show node.tar.gz                          # then read it, here or anywhere
+"""
 
 
 def register(subparsers: Any) -> None:
@@ -22,6 +31,8 @@ def register(subparsers: Any) -> None:
         "ovs-appctl fdb/show, ip -j, bridge -j, sysctl) here and in every network namespace, "
         "and store their output with a manifest. Missing tools and failing commands are "
         "recorded, not fatal.",
+        epilog=EXAMPLES,
+        formatter_class=ExamplesFormatter,
     )
     collector.add_arguments(parser)
     parser.set_defaults(func=run)

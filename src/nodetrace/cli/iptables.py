@@ -3,42 +3,38 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
-import zlib
 from dataclasses import replace
 from ipaddress import ip_address
-from pathlib import Path
 
 from nodetrace.cli._report import print_diagnostics
-from nodetrace.cli._snapshot_input import (
-    is_snapshot,
-    load_snapshot,
-    snapshot_ipsets,
-    snapshot_ruleset,
-)
 from nodetrace.engine.conntrack import CtState, Direction
 from nodetrace.engine.netfilter import (
     CtFacts,
-    Devices,
     NetfilterEngine,
     NetfilterResult,
     NodeFacts,
 )
 from nodetrace.errors import DiagnosticSink, InputError, UsageError
 from nodetrace.model.ipset import IpSets
-from nodetrace.model.netfilter import Backend, Ruleset
+from nodetrace.model.netfilter import Backend, HookDevices, Ruleset
 from nodetrace.model.packet import Family, Packet
 from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import Hook
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.parsers.ipset_save import parse_ipset_save
 from nodetrace.parsers.iptables_save import parse_iptables_save
-from nodetrace.parsers.nft_list_ruleset import attach_nft_handles, parse_nft_list_ruleset
-from nodetrace.render.json import SCHEMA_VERSION, dumps
 from nodetrace.render.kernel_trace import render_kernel_trace
-from nodetrace.render.text import describe_packet, print_trace
+from nodetrace.render.screen import Screen
+from nodetrace.render.text import describe_packet, render_trace
 from nodetrace.render.xtables_trace import render_xtables_trace
+from nodetrace.snapshot.parts import (
+    is_snapshot,
+    load_snapshot,
+    snapshot_ipsets,
+    snapshot_ruleset,
+)
+from nodetrace.tracelog.source import read_text
 
 DESCRIPTION = """\
 Simulate one packet through a node's iptables ruleset (iptables-save or ip6tables-save output,
@@ -50,10 +46,15 @@ for it, and the verdict. Every default the answer rests on is listed.
 
 EPILOG = """\
 examples:
-  nodetrace iptables rules.save --hook FORWARD \\
-      --packet tcp,nw_src=10.0.0.50,nw_dst=10.0.0.11,tp_src=40000,tp_dst=22,tcp_flags=+syn \\
-      --in qbr3b1f6a2c-8d --out qbr3b1f6a2c-8d --physdev-in qvb3b1f6a2c-8d --physdev-out tap3b1f6a2c-8d
-  nodetrace iptables rules.save --hook PREROUTING,FORWARD,POSTROUTING --format kernel ...
+  (files of the bundled examples, in src/nodetrace/examples/)
+  nodetrace iptables two-nodes-cmp1.snapshot.tar.gz --hook PREROUTING,FORWARD,POSTROUTING \\
+      --packet tcp,nw_src=10.20.0.10,nw_dst=10.20.0.12,tp_src=40000,tp_dst=5432,tcp_flags=+syn \\
+      --in qbr7eb6fb94-79 --out qbr7eb6fb94-79 --physdev-in qvb7eb6fb94-79 --physdev-out tap7eb6fb94-79
+      web1 to db1 through db1's bridge: each rule met and the verdict
+  nodetrace iptables two-nodes-cmp1.snapshot.tar.gz --hook PREROUTING,FORWARD,POSTROUTING \\
+      --packet icmp,nw_src=10.20.0.10,nw_dst=10.20.0.12,icmp_type=8 --format kernel \\
+      --in qbr7eb6fb94-79 --out qbr7eb6fb94-79 --physdev-in qvb7eb6fb94-79 --physdev-out tap7eb6fb94-79
+      a ping's steps as the kernel's TRACE lines (--format xtables: as xtables-monitor --trace)
   nodetrace iptables rules.save --nft-handles nft-a.txt --format xtables ...
       (nft-a.txt: 'nft -a list ruleset' of the same node, so rules inserted later with
       iptables-nft -I are named by their real handles)
@@ -161,24 +162,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 """Diagnostics printed one by one; the rest are counted in one line."""
 
 
-def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    file = Path(path)
-    if file.is_char_device() or file.is_block_device():
-        raise InputError(f"{path}: is a device, not a file")  # /dev/zero would never end
-    try:
-        data = file.read_bytes()
-    except OSError as err:
-        raise InputError(f"{path}: {err.strerror or err}") from None
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as err:
-            raise InputError(f"{path}: damaged gzip file ({err})") from None
-    return data.decode("utf-8", errors="replace")
-
-
 def _hooks(text: str) -> list[Hook]:
     hooks = []
     for word in text.split(","):
@@ -191,9 +174,9 @@ def _hooks(text: str) -> list[Hook]:
     return hooks
 
 
-def _devices(args: argparse.Namespace, hook: Hook) -> Devices:
+def _devices(args: argparse.Namespace, hook: Hook) -> HookDevices:
     bridged = args.physdev_in is not None or args.physdev_out is not None
-    return Devices(
+    return HookDevices(
         in_dev=args.in_dev if hook in _HOOK_HAS_IN else "",
         out_dev=args.out_dev if hook in _HOOK_HAS_OUT else "",
         physin=args.physdev_in if hook is not Hook.OUTPUT else None,
@@ -218,7 +201,7 @@ def _local_addresses(items: list[str]) -> dict[str, tuple[object, ...]] | None:
 
 
 def _load_rules(args: argparse.Namespace, sink: DiagnosticSink) -> Ruleset:
-    text = _read(args.rules)
+    text = read_text(args.rules)
     ruleset = parse_iptables_save(
         text, source=args.rules if args.rules != "-" else "<stdin>", sink=sink
     )
@@ -239,8 +222,11 @@ def _with_nft_handles(args: argparse.Namespace, ruleset: Ruleset, sink: Diagnost
         return ruleset
     if args.backend == "legacy" or ruleset.backend is Backend.LEGACY:
         raise UsageError("--nft-handles: nf_tables handles mean nothing to iptables-legacy")
+    # Imported here, as render.json below: a run loads only what its options use.
+    from nodetrace.parsers.nft_list_ruleset import attach_nft_handles, parse_nft_list_ruleset
+
     source = args.nft_handles if args.nft_handles != "-" else "<stdin>"
-    listing = parse_nft_list_ruleset(_read(args.nft_handles), source=source, sink=sink)
+    listing = parse_nft_list_ruleset(read_text(args.nft_handles), source=source, sink=sink)
     if not listing.tables:
         raise InputError(f"{source}: no table found (is it 'nft -a list ruleset' output?)")
     return attach_nft_handles(ruleset, listing).ruleset
@@ -249,7 +235,7 @@ def _with_nft_handles(args: argparse.Namespace, ruleset: Ruleset, sink: Diagnost
 def _load_ipsets(args: argparse.Namespace, sink: DiagnosticSink) -> IpSets | None:
     if not args.ipsets:
         return None
-    return parse_ipset_save(_read(args.ipsets), source=args.ipsets, sink=sink)
+    return parse_ipset_save(read_text(args.ipsets), source=args.ipsets, sink=sink)
 
 
 def _from_snapshot(
@@ -341,18 +327,17 @@ def _print(fmt: str, result: NetfilterResult, engine: NetfilterEngine, packet: P
         for line in render_xtables_trace(steps, trace_id=0):
             print(line)
     elif fmt == "json":
-        print(
-            dumps(
-                {
-                    "schema": SCHEMA_VERSION,
-                    "verdict": result.verdict,
-                    "backend": engine.backend.value,
-                    "ct_state": result.ct_state,
-                    "zone": result.zone,
-                    "trace": result.trace,
-                },
-                indent=2,
-            )
+        from nodetrace.render.json import dumps, trace_document
+
+        doc = trace_document(
+            "iptables",
+            result.trace,
+            verdict=result.verdict,
+            backend=engine.backend,
+            ct_state=result.ct_state,
+            zone=result.zone,
         )
+        print(dumps(doc))
     else:
-        print_trace(result.trace, title=describe_packet(packet))
+        text = render_trace(result.trace, Screen.of(sys.stdout), title=describe_packet(packet))
+        sys.stdout.write(text)

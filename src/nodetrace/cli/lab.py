@@ -14,9 +14,67 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from nodetrace.cli import ExamplesFormatter
 from nodetrace.errors import InputError, UsageError
 from nodetrace.neutron.generate import BRIDGES, generate_node
 from nodetrace.neutron.scenario import load_scenario
+
+SCENARIO = "src/nodetrace/examples/scenarios/two-nodes.toml"
+"""The bundled scenario the examples use (from a source checkout)."""
+
+EXAMPLES = {
+    "lab": f"""\
+examples:
+  nodetrace lab generate {SCENARIO} --what flows --bridge br-tun
+  sudo nodetrace lab up {SCENARIO}
+  sudo nodetrace lab send --from web1 --to db2 --packet 'tcp,tp_dst=5432,tcp_flags=+syn'
+  sudo nodetrace lab down
+  nodetrace lab SUBCOMMAND --help     (each subcommand's options, with examples)
+""",
+    "generate": f"""\
+examples:
+  nodetrace lab generate {SCENARIO}                    # the first node's iptables-save
+  nodetrace lab generate {SCENARIO} --node cmp2 --what ipsets
+  nodetrace lab generate {SCENARIO} --what flows --bridge br-tun --openflow13
+""",
+    "up": f"""\
+examples:
+  sudo nodetrace lab up {SCENARIO}
+  sudo nodetrace lab up {SCENARIO} --name try2 --iptables legacy
+""",
+    "down": """\
+examples:
+  sudo nodetrace lab down
+  sudo nodetrace lab down --name try2 --force
+""",
+    "status": """\
+examples:
+  sudo nodetrace lab status
+  sudo nodetrace lab status --name two-nodes --json
+""",
+    "exec": """\
+examples:
+  sudo nodetrace lab exec web1 -- ping -c1 10.20.0.12
+  sudo nodetrace lab exec cmp1 -- ovs-ofctl dump-flows br-int
+""",
+    "snapshot": """\
+examples:
+  sudo nodetrace lab snapshot cmp1 -o cmp1.tar.gz
+  nodetrace show cmp1.tar.gz
+""",
+    "send": """\
+examples:
+  sudo nodetrace lab send --from web1 --to db2 --packet 'tcp,tp_dst=5432,tcp_flags=+syn'
+  sudo nodetrace lab send --from underlay --to db1 --packet 'icmp,nw_src=10.20.0.99'
+  sudo nodetrace lab send --from web1 --to db1 --packet icmp --snapshot snaps/ --json
+""",
+    "fidelity": """\
+examples:
+  sudo nodetrace lab fidelity --cases 100 --seed 1
+  sudo nodetrace lab fidelity --cases 20 --iptables nft --report /tmp/fidelity.json
+""",
+}
+"""Each subcommand's ``examples:`` epilog."""
 
 
 def register(subparsers: Any) -> None:
@@ -26,15 +84,24 @@ def register(subparsers: Any) -> None:
         description="Build OpenStack-like compute nodes from a scenario file in network "
         "namespaces: Open vSwitch with Neutron's flows, hybrid-plugged VMs behind qbr bridges "
         "with Neutron's iptables rules, VXLAN/GRE tunnels between nodes. Needs root.",
+        epilog=EXAMPLES["lab"],
+        formatter_class=ExamplesFormatter,
     )
     sub = parser.add_subparsers(dest="lab_command", metavar="SUBCOMMAND", required=True)
+
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A subcommand whose --help ends with its examples."""
+        made: argparse.ArgumentParser = sub.add_parser(
+            name, epilog=EXAMPLES[name], formatter_class=ExamplesFormatter, **kwargs
+        )
+        return made
 
     def common(p: argparse.ArgumentParser, *, name: bool = True) -> None:
         if name:
             p.add_argument("--name", help="the lab's name (default: the only lab that is up)")
         p.add_argument("--root", help="where labs keep their state (default /run/nodetrace/labs)")
 
-    gen = sub.add_parser(
+    gen = add(
         "generate",
         help="print what Neutron would put on a node (iptables, ipsets, flows); no namespaces",
     )
@@ -50,7 +117,7 @@ def register(subparsers: Any) -> None:
     gen.add_argument("--openflow13", action="store_true", help="flows as -O OpenFlow13 prints them")
     gen.set_defaults(func=run_generate)
 
-    up = sub.add_parser("up", help="build a lab from a scenario file")
+    up = add("up", help="build a lab from a scenario file")
     up.add_argument("scenario", help="scenario file (TOML; see docs/lab.md)")
     up.add_argument("--name", help="the lab's name (default: the scenario's name)")
     up.add_argument(
@@ -62,7 +129,7 @@ def register(subparsers: Any) -> None:
     common(up, name=False)
     up.set_defaults(func=run_up)
 
-    down = sub.add_parser("down", help="remove a lab: exactly what `up` created")
+    down = add("down", help="remove a lab: exactly what `up` created")
     common(down)
     down.add_argument(
         "--force",
@@ -72,18 +139,18 @@ def register(subparsers: Any) -> None:
     )
     down.set_defaults(func=run_down)
 
-    status = sub.add_parser("status", help="list labs, or show one lab's nodes and VMs")
+    status = add("status", help="list labs, or show one lab's nodes and VMs")
     common(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=run_status)
 
-    ex = sub.add_parser("exec", help="run a command inside a VM's (or node's) namespace")
+    ex = add("exec", help="run a command inside a VM's (or node's) namespace")
     common(ex)
     ex.add_argument("target", help="VM or node name, or 'underlay'")
     ex.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     ex.set_defaults(func=run_exec)
 
-    snap = sub.add_parser(
+    snap = add(
         "snapshot", help="collect a node's snapshot bundle (same format as `nodetrace collect`)"
     )
     common(snap)
@@ -94,7 +161,7 @@ def register(subparsers: Any) -> None:
     )
     snap.set_defaults(func=run_snapshot)
 
-    send = sub.add_parser(
+    send = add(
         "send",
         help="send a crafted packet; report where it arrived, its TRACE and ofproto/trace",
         description="Inject one frame at a VM's eth0 (or from the underlay, encapsulated as a "
@@ -125,7 +192,7 @@ def register(subparsers: Any) -> None:
     )
     send.set_defaults(func=run_send)
 
-    fid = sub.add_parser(
+    fid = add(
         "fidelity",
         help="random labs and packets: the real kernel/OVS against nodetrace's engines",
         description="Build random 2-node labs (iptables-legacy and -nft in turn), send random "
@@ -316,7 +383,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from nodetrace.lab.observe import UNDERLAY, complete_packet, flow_text, probing
+    from nodetrace.lab.observe import UNDERLAY, complete_packet, probing
     from nodetrace.lab.state import find_lab
     from nodetrace.parsers.flow_syntax import parse_flow
 
@@ -338,11 +405,11 @@ def run_send(args: argparse.Namespace) -> int:
         print(
             dumps(
                 {
-                    "packet": flow_text(obs.packet),
+                    "packet": obs.packet.flow_text(),
                     "source": obs.source,
                     "arrived": list(obs.arrived),
                     "trace_format": obs.trace_format,
-                    "trace": {k: list(v) for k, v in obs.trace.items()},
+                    "trace": {k: list(v) for k, v in obs.trace_lines.items()},
                     "ofproto": dict(obs.ofproto),
                 },
                 indent=2,
@@ -350,7 +417,7 @@ def run_send(args: argparse.Namespace) -> int:
         )
         return 0
     where = f"node {info.vm(obs.source).node}" if obs.source != UNDERLAY else "the underlay"
-    print(f"sent {flow_text(obs.packet)}")
+    print(f"sent {obs.packet.flow_text()}")
     print(f"  from {obs.source} ({where})")
     if obs.arrived:
         for vm in obs.arrived:
@@ -358,7 +425,7 @@ def run_send(args: argparse.Namespace) -> int:
     else:
         print("  arrived nowhere")
     tool = "kernel log" if obs.trace_format == "kernel" else "xtables-monitor --trace"
-    for node, lines in obs.trace.items():
+    for node, lines in obs.trace_lines.items():
         print(f"\nTRACE on {node} ({tool}): {len(lines)} lines")
         for line in lines:
             print(f"  {line}")

@@ -10,26 +10,24 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from nodetrace.cli._snapshot_input import (
-    is_snapshot,
-    load_snapshot,
-    snapshot_ipsets,
-    snapshot_rulesets,
-)
-from nodetrace.errors import Diagnostic, DiagnosticSink, InputError, UsageError
+from nodetrace.api import log_rules
+from nodetrace.errors import Diagnostic, DiagnosticSink, UsageError
 from nodetrace.model.topology import MAIN_NS
-from nodetrace.render.summary import SummaryCounts, summary_renderable
-from nodetrace.render.text import StdoutConsole, describe_packet, print_trace
-from nodetrace.tracelog.jsonout import dumps_packet
+from nodetrace.model.trace import NetfilterStep, PacketDump, Trace
+from nodetrace.parsers.trace_kernel_log import packet_from_dump
+from nodetrace.render.json import document, dumps, trace_document
+from nodetrace.render.screen import Screen
+from nodetrace.render.summary import SummaryCounts, render_summary
+from nodetrace.render.text import Level, describe_packet, render_trace
 from nodetrace.tracelog.match import parse_match
 from nodetrace.tracelog.observed import ObservedPacket
 from nodetrace.tracelog.pipeline import Analysis
-from nodetrace.tracelog.rulebook import RuleBook
-from nodetrace.tracelog.rules_input import load_rulebook
 from nodetrace.tracelog.source import STDIN, LogSource, open_log
 from nodetrace.tracelog.summary import Summary
 
@@ -45,39 +43,28 @@ trace ends). Reads kernel logs (kern.log, syslog, dmesg, journalctl, plain or .g
 stdin), xtables-monitor --trace and nft monitor trace output.
 """
 
-
-def _rulebook(args: argparse.Namespace, sink: DiagnosticSink) -> RuleBook | None:
-    """The rules the log is explained with: files, and the rulesets of one snapshot."""
-    snapshots = [r for r in args.rules if is_snapshot(r)]
-    if len(snapshots) > 1:
-        raise UsageError("--rules: give one snapshot (its rulesets are the node's)")
-    files = [r for r in args.rules if r not in snapshots]
-    if not snapshots:
-        if args.netns != MAIN_NS:
-            raise UsageError("--netns chooses a namespace of a snapshot given with --rules")
-        return load_rulebook(files, args.ipsets, sink)
-    name = snapshots[0]
-    snap = load_snapshot(name)
-    taken = snapshot_rulesets(snap, args.netns)
-    if not taken:
-        where = f" of namespace {args.netns}" if args.netns != MAIN_NS else ""
-        run = (
-            "iptables-save"
-            if args.netns == MAIN_NS
-            else f"ip netns exec {args.netns} iptables-save"
-        )
-        raise InputError(
-            f"{name}: the snapshot has no iptables-save or ip6tables-save output{where}; "
-            f"collect it with `{run}`"
-        )
-    ipsets = snapshot_ipsets(snap, args.netns)
-    return load_rulebook(
-        files, args.ipsets, sink, taken=taken, taken_ipsets=ipsets, taken_from=name
-    )
+EXAMPLES = """\
+examples (the bundled example of a two-node lab, in src/nodetrace/examples/):
+  nodetrace log two-nodes-cmp2.trace.log --rules two-nodes-cmp2.snapshot.tar.gz
+      each packet's steps, the rule behind each and its fate
+  nodetrace log two-nodes-cmp2.trace.log --rules two-nodes-cmp2.snapshot.tar.gz --match outcome=dropped
+      only the dropped packets
+  nodetrace log /var/log/kern.log.1.gz /var/log/kern.log --summary
+      counts, top dropping rules, chains by hits (for huge logs)
+  nodetrace log two-nodes-cmp1.trace.log --format json | jq .outcome
+      one JSON object per packet (docs/json.md)
+  journalctl -k -o short-monotonic | nodetrace log - --rules iptables-save.txt
+"""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("log", help="explain netfilter TRACE logs", description=DESCRIPTION)
+    p = subparsers.add_parser(
+        "log",
+        help="explain netfilter TRACE logs",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("files", nargs="*", metavar="FILE", help="log files ('-' or none: stdin)")
     p.add_argument(
         "--rules",
@@ -108,8 +95,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="only packets matching EXPR, e.g. tcp,nw_dst=10.0.0.11,tp_dst=22 or outcome=dropped,"
         "dev=tap3b1f*",
     )
-    p.add_argument("--summary", action="store_true", help="counts instead of one story per packet")
-    p.add_argument("--json", action="store_true", help="JSON: one object per packet per line")
+    level = p.add_mutually_exclusive_group()
+    level.add_argument(
+        "--summary",
+        dest="level",
+        action="store_const",
+        const="summary",
+        default="default",
+        help="counts instead of one story per packet",
+    )
+    level.add_argument(
+        "--detailed",
+        dest="level",
+        action="store_const",
+        const="detailed",
+        help="each step with everything known of it",
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object per packet per line (JSON Lines; docs/json.md)",
+    )
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
+    )
     p.add_argument(
         "--gap",
         type=_seconds,
@@ -206,43 +216,38 @@ def run(args: argparse.Namespace) -> int:
         )
     sink = DiagnosticSink()
     match = parse_match(args.match) if args.match is not None else None
-    book = _rulebook(args, sink)
+    book = log_rules(args.rules, args.ipsets, sink, netns=args.netns)
     reported = _print_diagnostics(sink.items, 0)
     analysis = Analysis(book=book, match=match, sink=sink, gap=args.gap)
-    out = StdoutConsole(
-        highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 130
-    )
+    screen = Screen.of(sys.stdout)
     show_progress = not args.no_progress and sys.stderr.isatty()
     files = args.files or [STDIN]
-    unreadable = 0
+    # Every file is opened before any output: one that cannot be read is a mistake to report
+    # alone (exit 2), not after minutes of another file's stories.
+    sources = [open_log(name, sink) for name in files]
     # The parse loop allocates millions of short-lived tuples and no reference cycles: the
     # cycle collector would only spend time scanning them.
     gc.disable()
     try:
-        for name in files:
-            try:
-                source = open_log(name, sink)
-            except InputError as err:
-                print(f"nodetrace: error: {err}", file=sys.stderr)
-                unreadable += 1
-                continue
+        for source in sources:
             try:
                 with _progress(source, show_progress):
-                    if args.summary:
+                    if args.level == "summary":
                         analysis.summarize(source)
                     else:
                         for obs in analysis.packets(source):
-                            if args.json:
-                                print(dumps_packet(obs), flush=False)
+                            if args.format == "json":
+                                print(dumps(packet_document(obs), indent=None), flush=False)
                             else:
-                                print_trace(
+                                text = render_trace(
                                     obs.trace,
-                                    console=out,
+                                    screen,
+                                    level=Level(args.level),
                                     title=_title(obs),
                                     subtitle=_subtitle(obs),
                                     warnings=obs.warnings,
                                 )
-                                out.print()
+                                print(text, flush=False)
             finally:
                 source.close()
             reported = _print_diagnostics(sink.items, reported)
@@ -251,26 +256,69 @@ def run(args: argparse.Namespace) -> int:
     summary = analysis.summary
     if summary.lines.parsed == 0:
         names = ", ".join("<stdin>" if f == STDIN else f for f in files)
-        if unreadable == len(files):
-            why = "could not be read"
-        else:
-            why = "holds no TRACE records" if len(files) == 1 else "hold no TRACE records"
+        why = "holds no TRACE records" if len(files) == 1 else "hold no TRACE records"
         print(f"nodetrace: error: nothing usable: {names} {why}", file=sys.stderr)
         return EXIT_NOTHING_USABLE
-    if args.summary:
-        if args.json:
-            import json
-
-            print(json.dumps(summary.as_json(), ensure_ascii=False))
+    if args.level == "summary":
+        if args.format == "json":
+            print(dumps(document("log", summary=summary.as_json()), indent=None))
         else:
-            out.print(summary_renderable(_counts(summary)))
-    elif not args.json:
+            sys.stdout.write(render_summary(_counts(summary), screen))
+    elif args.format == "text":
         lines = summary.lines
-        out.print(
-            f"[dim]{analysis.emitted:,} packet(s) shown · {lines.total:,} lines: {lines.parsed:,} in TRACE records, "
-            f"{lines.skipped:,} skipped, {lines.malformed:,} malformed[/dim]"
+        shown = (
+            f"{analysis.emitted:,} packet(s) shown · {lines.total:,} lines: {lines.parsed:,} in "
+            f"TRACE records, {lines.skipped:,} skipped, {lines.malformed:,} malformed"
         )
+        print(screen.paint(shown, "dim"))
     return EXIT_OK
+
+
+def packet_document(obs: ObservedPacket) -> dict[str, Any]:
+    """One packet of a log as the JSON schema spells it (docs/json.md)."""
+    return trace_document(
+        "log",
+        _with_rewrites(obs.trace),
+        index=obs.index,
+        source={"file": obs.source, "first_line": obs.first_line, "last_line": obs.last_line},
+        log_format=obs.log_format,
+        time=obs.time,
+        trace_id=obs.trace_id,
+        family=obs.family,
+        fields=[[k, v] for k, v in obs.header.fields] if obs.header is not None else [],
+        egress=obs.conclusion.egress,
+        same_ports=obs.same_ports,
+        warnings=obs.warnings,
+        **{"pass": obs.occurrence},
+    )
+
+
+def _with_rewrites(trace: Trace) -> Trace:
+    """The trace with the packet of each record that shows other header values than the record
+    before it (NAT, a TTL decrement), so the JSON says at which step the packet changed."""
+    steps = list(trace.steps)
+    before = None
+    rewritten = False
+    for i, step in enumerate(steps):
+        if not isinstance(step, NetfilterStep) or step.dump is None:
+            continue
+        if before is not None and _headers_differ(before, step.dump):
+            steps[i] = replace(step, packet=packet_from_dump(step.dump))
+            rewritten = True
+        before = step.dump
+    return replace(trace, steps=tuple(steps)) if rewritten else trace
+
+
+_DEVICE_KEYS = frozenset({"IN", "OUT", "PHYSIN", "PHYSOUT"})
+"""Keys of a record's dump that name devices, not packet headers (they are the step's own)."""
+
+
+def _headers_differ(a: PacketDump, b: PacketDump) -> bool:
+    if a.fields == b.fields:
+        return False
+    return [kv for kv in a.fields if kv[0] not in _DEVICE_KEYS] != [
+        kv for kv in b.fields if kv[0] not in _DEVICE_KEYS
+    ]
 
 
 def _counts(summary: Summary) -> SummaryCounts:

@@ -13,7 +13,7 @@ from nodetrace.engine.openflow import OpenFlowEngine
 from nodetrace.errors import DiagnosticSink, InputError, UsageError
 from nodetrace.model.ovs_switch import BridgeState
 from nodetrace.parsers.flow_syntax import parse_flow
-from nodetrace.render.json import SCHEMA_VERSION, dumps, to_jsonable
+from nodetrace.render.json import dumps, openflow_document
 from nodetrace.render.ofproto_trace import render_ofproto, render_tree
 
 DESCRIPTION = """\
@@ -31,11 +31,17 @@ ovs-appctl fdb/show, ovs-appctl dpctl/dump-conntrack, ovs-appctl ovs/route/show,
 ovs-appctl tnl/neigh/show, ovs-appctl dpif/show. Per-bridge files are named after their
 command (ovs-ofctl_dump-flows_br-int) or given as BRIDGE=FILE.
 
-examples:
-  nodetrace openflow snapshot/ --bridge br-int --in-port qvo3b1f6a2c-8d \\
-      --packet icmp,dl_src=fa:16:3e:4c:2a:11,dl_dst=fa:16:3e:5d:6e:7f,nw_src=10.0.0.11,nw_dst=10.0.0.50
-  nodetrace openflow br-tun=flows.txt vsctl.json --bridge br-tun --in-port vxlan-0a000032 \\
-      --packet icmp,tun_id=0x40d,tun_src=10.0.0.50,tun_dst=10.0.0.11,dl_dst=fa:16:3e:4c:2a:11
+examples (the bundled example node, from a source checkout):
+  nodetrace openflow src/nodetrace/examples/two-nodes-cmp1.snapshot.tar.gz \\
+      --bridge br-int --in-port qvobf944fec-1e \\
+      --packet icmp,dl_src=fa:16:3e:bb:79:12,dl_dst=fa:16:3e:67:bb:58,nw_src=10.20.0.10,nw_dst=10.20.0.12
+  nodetrace openflow src/nodetrace/examples/two-nodes-cmp1.snapshot.tar.gz --format ofproto \\
+      --bridge br-int --in-port qvobf944fec-1e \\
+      --packet arp,dl_src=fa:16:3e:bb:79:12,dl_dst=ff:ff:ff:ff:ff:ff,arp_spa=10.20.0.10,arp_tpa=10.20.0.99
+  nodetrace openflow src/nodetrace/examples/two-nodes-cmp1.snapshot.tar.gz \\
+      --bridge br-tun --in-port vxlan-c0a83202 \\
+      --packet icmp,tun_id=0x40d,tun_src=192.168.50.2,tun_dst=192.168.50.1,dl_dst=fa:16:3e:bb:79:12
+  nodetrace openflow br-tun=flows.txt vsctl.json --bridge br-tun --in-port 2 --packet ...
   nodetrace openflow snapshot/ --bridge br-int --in-port 5 --packet tcp,... --ct-state trk,est
 
 Several --packet are traced in order; with --apply-side-effects flows learned, MACs learned by
@@ -140,12 +146,8 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     if args.format == "json":
-        doc = {
-            "schema_version": SCHEMA_VERSION,
-            "diagnostics": [str(d) for d in sink.items],
-            "traces": [{**to_jsonable(t), "steps": to_jsonable(t.steps)} for t in results],
-        }
-        print(dumps(doc, indent=2))
+        for t in results:  # one document per packet, one per line (JSON Lines)
+            print(dumps(openflow_document(t, sink.items), indent=None))
         return 0
     render = render_ofproto if args.format == "ofproto" else render_tree
     for i, t in enumerate(results):

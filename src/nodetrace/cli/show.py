@@ -8,15 +8,27 @@ Arguments in, ``neutron.inventory`` for the facts, ``render.show_text``/``show_j
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from nodetrace.cli import EXIT_NOTHING_USABLE
+from nodetrace.cli import EXIT_NOTHING_USABLE, ExamplesFormatter
 from nodetrace.neutron.inventory import inventory
+from nodetrace.render.json import dumps
+from nodetrace.render.screen import Screen
 from nodetrace.render.show_json import show_document
 from nodetrace.render.show_text import render_show
 from nodetrace.snapshot.load import load
+
+EXAMPLES = """\
+examples:
+  (files of the bundled examples, in src/nodetrace/examples/)
+  nodetrace show two-nodes-cmp1.snapshot.tar.gz
+      bridges, Neutron ports with their devices, addresses and chains, what is missing
+  nodetrace show two-nodes-cmp1.snapshot.tar.gz --format json | jq '.ports[] | {port_id, tap, ips}'
+      the same as data, with where each value was read (docs/json.md)
+  nodetrace show sosreport-compute1-2024-05-02.tar.xz
+      a sosreport or a folder of saved command outputs works too
+"""
 
 
 def register(subparsers: Any) -> None:
@@ -28,9 +40,16 @@ def register(subparsers: Any) -> None:
         "the Neutron ports (VMs, DHCP, routers) with their devices, MAC and IP addresses, "
         "local VLAN and segment, conntrack zone, iptables chains and OpenFlow flows, the "
         "namespaces, and what the snapshot does not contain.",
+        epilog=EXAMPLES,
+        formatter_class=ExamplesFormatter,
     )
     parser.add_argument("snapshot", metavar="SNAPSHOT")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default: for people) or json (docs/json.md)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -38,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     snap = load(args.snapshot)
     inv = inventory(snap)
     if args.format == "json":
-        print(json.dumps(show_document(inv), indent=2, ensure_ascii=False))
+        print(dumps(show_document(inv)))
     else:
-        sys.stdout.write(render_show(inv))
+        sys.stdout.write(render_show(inv, Screen.of(sys.stdout)))
     if (
         not snap.raw
         and snap.ovs is None

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from nodetrace.model.packet import IPAddress, IPProto, Packet, TcpFlag
+from nodetrace.model.conntrack import ConnTuple
+from nodetrace.model.packet import IPProto, Packet, TcpFlag
 
 
 class CtState(StrEnum):
@@ -68,28 +69,14 @@ _F, _S, _R, _A, _U = TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK, TcpFlag
 TCP_VALID_FLAGS = frozenset({_S, _S | _U, _S | _A, _R, _R | _A, _F | _A, _F | _A | _U, _A, _A | _U})
 
 
-@dataclass(frozen=True, slots=True)
-class Tuple:
-    """One direction of a connection: addresses, protocol and the protocol's identifiers.
-
-    For TCP/UDP/SCTP ``sport``/``dport`` are ports; for ICMP ``sport`` is the query id and
-    ``dport`` the type (code ignored, as the kernel keys queries by type and id).
-    """
-
-    src: IPAddress
-    dst: IPAddress
-    proto: int
-    sport: int = 0
-    dport: int = 0
-
-
 @dataclass
 class Connection:
-    """One tracked connection (mutable: its state advances as packets pass)."""
+    """One tracked connection, live: its state advances as packets pass (a dump's frozen
+    record of a connection is :class:`nodetrace.model.conntrack.ConntrackEntry`)."""
 
     zone: int
-    orig: Tuple
-    reply: Tuple
+    orig: ConnTuple
+    reply: ConnTuple
     status: set[str] = field(default_factory=set)
     """``EXPECTED``, ``SEEN_REPLY``, ``ASSURED``, ``CONFIRMED``, ``SRC_NAT``, ``DST_NAT``."""
     mark: int = 0
@@ -115,16 +102,16 @@ class CtLookup:
     """Non-empty when the tracker cannot decide (protocol or packet not modelled)."""
 
 
-def _icmp_tuple(packet: Packet, v6: bool) -> Tuple | None:
+def _icmp_tuple(packet: Packet, v6: bool) -> ConnTuple | None:
     queries, replies = (ICMPV6_QUERIES, ICMPV6_REPLIES) if v6 else (ICMP_QUERIES, ICMP_REPLIES)
     t = packet.icmp_type
     if t is None or (t not in queries and t not in replies):
         return None
     assert packet.nw_src is not None and packet.nw_dst is not None
-    return Tuple(packet.nw_src, packet.nw_dst, packet.nw_proto, packet.icmp_id or 0, t)
+    return ConnTuple(packet.nw_src, packet.nw_dst, packet.nw_proto, packet.icmp_id or 0, t)
 
 
-def packet_tuple(packet: Packet) -> Tuple | None:
+def packet_tuple(packet: Packet) -> ConnTuple | None:
     """The tuple conntrack computes for ``packet`` (``None`` for ICMP messages that are not queries
     or replies)."""
     assert packet.nw_src is not None and packet.nw_dst is not None
@@ -132,17 +119,19 @@ def packet_tuple(packet: Packet) -> Tuple | None:
     if proto in (IPProto.ICMP, IPProto.ICMPV6):
         return _icmp_tuple(packet, proto == IPProto.ICMPV6)
     if proto in (IPProto.TCP, IPProto.UDP, IPProto.UDPLITE, IPProto.SCTP, 33):
-        return Tuple(packet.nw_src, packet.nw_dst, proto, packet.tp_src or 0, packet.tp_dst or 0)
-    return Tuple(packet.nw_src, packet.nw_dst, proto)
+        return ConnTuple(
+            packet.nw_src, packet.nw_dst, proto, packet.tp_src or 0, packet.tp_dst or 0
+        )
+    return ConnTuple(packet.nw_src, packet.nw_dst, proto)
 
 
-def invert(t: Tuple) -> Tuple:
+def invert(t: ConnTuple) -> ConnTuple:
     if t.proto in (IPProto.ICMP, IPProto.ICMPV6):
         table = ICMPV6_QUERIES if t.proto == IPProto.ICMPV6 else ICMP_QUERIES
         rtable = ICMPV6_REPLIES if t.proto == IPProto.ICMPV6 else ICMP_REPLIES
         rtype = table.get(t.dport, rtable.get(t.dport, t.dport))
-        return Tuple(t.dst, t.src, t.proto, t.sport, rtype)
-    return Tuple(t.dst, t.src, t.proto, t.dport, t.sport)
+        return ConnTuple(t.dst, t.src, t.proto, t.sport, rtype)
+    return ConnTuple(t.dst, t.src, t.proto, t.dport, t.sport)
 
 
 def _tcp_index(flags: int) -> str:
@@ -162,7 +151,7 @@ class ConntrackTable:
 
     def __init__(self, *, tcp_loose: bool = True) -> None:
         self.tcp_loose = tcp_loose
-        self._by_tuple: dict[tuple[int, Tuple], tuple[Connection, Direction]] = {}
+        self._by_tuple: dict[tuple[int, ConnTuple], tuple[Connection, Direction]] = {}
 
     def __len__(self) -> int:
         return len(self._by_tuple) // 2
@@ -173,7 +162,7 @@ class ConntrackTable:
             seen[id(conn)] = conn
         return list(seen.values())
 
-    def find(self, zone: int, t: Tuple) -> tuple[Connection, Direction] | None:
+    def find(self, zone: int, t: ConnTuple) -> tuple[Connection, Direction] | None:
         return self._by_tuple.get((zone, t))
 
     def lookup(self, packet: Packet, zone: int) -> CtLookup:
@@ -222,7 +211,7 @@ class ConntrackTable:
             return CtLookup(CtState.RELATED, direction, conn)
         return CtLookup(CtState.NEW, direction, conn, note="no reply seen yet")
 
-    def _new(self, packet: Packet, t: Tuple, zone: int) -> CtLookup:
+    def _new(self, packet: Packet, t: ConnTuple, zone: int) -> CtLookup:
         proto = packet.nw_proto
         tcp_state = "NONE"
         if proto in (IPProto.ICMP, IPProto.ICMPV6):

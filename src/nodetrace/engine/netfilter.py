@@ -20,7 +20,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from ipaddress import IPv4Address, IPv6Address
+from typing import assert_never
 
 from nodetrace.engine.conntrack import (
     Connection,
@@ -28,7 +30,6 @@ from nodetrace.engine.conntrack import (
     CtLookup,
     CtState,
     Direction,
-    Tuple,
     invert,
 )
 from nodetrace.engine.ipset import SetIndex
@@ -41,6 +42,7 @@ from nodetrace.engine.netfilter_match import (
     ip_length,
     uses_conntrack,
 )
+from nodetrace.model.conntrack import ConnTuple
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import (
     Backend,
@@ -48,6 +50,7 @@ from nodetrace.model.netfilter import (
     ChecksumTarget,
     ConnmarkTarget,
     CtTarget,
+    HookDevices,
     JumpTarget,
     LogTarget,
     MarkTarget,
@@ -60,15 +63,17 @@ from nodetrace.model.netfilter import (
     RejectTarget,
     Rule,
     Ruleset,
+    StandardTarget,
     Table,
     Target,
+    TargetKind,
     TcpmssTarget,
     TraceTarget,
     UnknownTarget,
-    Verdict,
 )
 from nodetrace.model.packet import ETH_TYPE_IPV4, IPProto, Packet, TcpFlag
 from nodetrace.model.trace import Hook, NetfilterStep, Outcome, StepKind, Trace
+from nodetrace.model.verdict import Effect, Verdict
 
 # Tables per hook in priority order (include/uapi/linux/netfilter_ipv4.h); "conntrack" is the
 # connection lookup (priority -200) and "confirm" its commit at the end of INPUT/POSTROUTING.
@@ -95,55 +100,37 @@ NAT_MANIP = {
     Hook.INPUT: "SRC",
 }
 
-# The verdict word xtables-monitor prints for a rule's target (nft_compat maps XT_CONTINUE to
-# CONTINUE; REJECT returns NF_DROP, the nat targets NF_ACCEPT; RETURN has no name there).
+HookPath = tuple[tuple[Hook, HookDevices], ...]
+"""The hooks one skb crosses, in order, each with the devices the kernel passes to it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Devices:
-    """The devices netfilter passes to a hook, and the bridge ports br_netfilter records."""
-
-    in_dev: str = ""
-    out_dev: str = ""
-    physin: str | None = None
-    physout: str | None = None
-    bridged: bool | None = None
-    """Whether the skb carries bridge info; ``None`` means "when a physdev is given"."""
-
-    @property
-    def is_bridged(self) -> bool:
-        if self.bridged is not None:
-            return self.bridged
-        return self.physin is not None or self.physout is not None
-
-
-def bridge_path(bridge: str, *, physin: str, physout: str) -> tuple[tuple[Hook, Devices], ...]:
+def bridge_path(bridge: str, *, physin: str, physout: str) -> HookPath:
     """The hooks a frame crossing Linux bridge ``bridge`` meets with br_netfilter, from port
     ``physin`` to port ``physout``, with the devices each hook sees (compute-node.md §4.2)."""
     return (
-        (Hook.PREROUTING, Devices(bridge, "", physin, None, True)),
-        (Hook.FORWARD, Devices(bridge, bridge, physin, physout, True)),
-        (Hook.POSTROUTING, Devices("", bridge, physin, physout, True)),
+        (Hook.PREROUTING, HookDevices(bridge, "", physin, None, True)),
+        (Hook.FORWARD, HookDevices(bridge, bridge, physin, physout, True)),
+        (Hook.POSTROUTING, HookDevices("", bridge, physin, physout, True)),
     )
 
 
-def input_path(bridge: str, *, physin: str) -> tuple[tuple[Hook, Devices], ...]:
+def input_path(bridge: str, *, physin: str) -> HookPath:
     """The hooks a frame entering bridge port ``physin`` and addressed to the bridge's own
     address meets: br_netfilter's PREROUTING, then INPUT, both with ``IN=`` the bridge and the
     port still recorded as ``PHYSIN``."""
     return (
-        (Hook.PREROUTING, Devices(bridge, "", physin, None, True)),
-        (Hook.INPUT, Devices(bridge, "", physin, None, True)),
+        (Hook.PREROUTING, HookDevices(bridge, "", physin, None, True)),
+        (Hook.INPUT, HookDevices(bridge, "", physin, None, True)),
     )
 
 
-def output_path(out_dev: str) -> tuple[tuple[Hook, Devices], ...]:
+def output_path(out_dev: str) -> HookPath:
     """The hooks a packet the node sends itself meets on its way out of ``out_dev``: OUTPUT and
     POSTROUTING. A bridge's port is chosen only after both, so no ``PHYSOUT`` appears and the
     bridge's own POSTROUTING pass is skipped (the skb has no bridge info)."""
     return (
-        (Hook.OUTPUT, Devices("", out_dev, None, None, False)),
-        (Hook.POSTROUTING, Devices("", out_dev, None, None, False)),
+        (Hook.OUTPUT, HookDevices("", out_dev, None, None, False)),
+        (Hook.POSTROUTING, HookDevices("", out_dev, None, None, False)),
     )
 
 
@@ -177,8 +164,7 @@ class CtFacts:
 @dataclass(frozen=True, slots=True)
 class NetfilterResult:
     trace: Trace
-    verdict: str
-    """``ACCEPT``, ``DROP``, ``REJECT``, ``QUEUE`` or ``UNKNOWN``."""
+    verdict: Verdict
     packet: Packet
     """The packet as it leaves the last hook (NAT rewrites, mark in ``skb_mark``)."""
     ct_state: str | None
@@ -197,12 +183,9 @@ class _CRule:
     rule: Rule
     pred: Predicate | None
     handle: int | None
+    effect: Effect
     nft_verdict: str = "CONTINUE"
     unconditional: bool = False
-    verdict: str | None = None
-    """ACCEPT, DROP, RETURN or QUEUE for a standard target."""
-    jump: str | None = None
-    goto: bool = False
     trace: bool = False
 
 
@@ -268,11 +251,43 @@ def _index_key(rule: Rule) -> tuple[str, object] | None:
     return None
 
 
-@dataclass
+class _CompiledRules:
+    """A chain's rules, each compiled the first time a walk evaluates it: a packet meets a few
+    dozen rules of a ruleset of thousands, and compiling them all would cost more than parsing."""
+
+    def __init__(
+        self, table: str, chain: Chain, handles: Mapping[tuple[str, str, int], int]
+    ) -> None:
+        self._table, self._chain, self._handles = table, chain, handles
+        self._compiled: list[_CRule | None] = [None] * len(chain.rules)
+
+    def __len__(self) -> int:
+        return len(self._compiled)
+
+    def __getitem__(self, i: int) -> _CRule:
+        crule = self._compiled[i]
+        if crule is None:
+            rule = self._chain.rules[i]
+            handle = self._handles.get((self._table, self._chain.name, rule.position))
+            crule = self._compiled[i] = _compile_rule(rule, handle)
+        return crule
+
+
 class _CChain:
-    chain: Chain
-    rules: tuple[_CRule, ...]
-    index: _Index | None
+    """A chain ready to run; its index is built the first time a walk enters the chain."""
+
+    def __init__(
+        self, table: str, chain: Chain, handles: Mapping[tuple[str, str, int], int]
+    ) -> None:
+        self.chain = chain
+        self.rules = _CompiledRules(table, chain, handles)
+
+    @cached_property
+    def index(self) -> _Index | None:
+        if len(self.rules) < 16:
+            return None
+        keys = [_index_key(r) for r in self.chain.rules]
+        return _Index(keys) if sum(k is not None for k in keys) >= 8 else None
 
 
 def _compile_rule(rule: Rule, handle: int | None) -> _CRule:
@@ -294,11 +309,9 @@ def _compile_rule(rule: Rule, handle: int | None) -> _CRule:
         rule,
         pred,
         handle,
+        t.effect,
         nft_verdict=_nft_verdict(t),
         unconditional=rule.is_unconditional,
-        verdict=t.verdict if isinstance(t, Verdict) else None,
-        jump=t.chain if isinstance(t, JumpTarget) else None,
-        goto=isinstance(t, JumpTarget) and t.goto,
         trace=isinstance(t, TraceTarget),
     )
 
@@ -479,16 +492,7 @@ class NetfilterEngine:
         self._chains: dict[tuple[str, str], _CChain] = {}
         for table in ruleset.tables.values():
             for chain in table.chains.values():
-                crules = tuple(
-                    _compile_rule(r, handles.get((table.name, chain.name, r.position)))
-                    for r in chain.rules
-                )
-                index = None
-                if len(crules) >= 16:
-                    keys = [_index_key(r) for r in chain.rules]
-                    if sum(k is not None for k in keys) >= 8:
-                        index = _Index(keys)
-                self._chains[(table.name, chain.name)] = _CChain(chain, crules, index)
+                self._chains[(table.name, chain.name)] = _CChain(table.name, chain, handles)
         self.has_trace_rule = any(isinstance(r.target, TraceTarget) for r in ruleset.rules())
         self._set_index = SetIndex()
 
@@ -497,7 +501,7 @@ class NetfilterEngine:
     def run(
         self,
         packet: Packet,
-        path: Sequence[tuple[Hook, Devices]],
+        path: Sequence[tuple[Hook, HookDevices]],
         *,
         ct: CtFacts | None = None,
         nf_trace: bool = False,
@@ -527,27 +531,22 @@ class NetfilterEngine:
         run = _Run(ctx, assumptions=list(self.base_assumptions), nf_trace=nf_trace)
         if ct is not None:
             self._apply_ct_facts(run, ct)
-        verdict = "ACCEPT"
+        verdict = Verdict.ACCEPT
         try:
             for i, (hook, devices) in enumerate(path):
                 verdict = self._hook(run, hook, devices, first=i == 0, ct_facts=ct)
-                if verdict != "ACCEPT":
+                if verdict is not Verdict.ACCEPT:
                     break
         except _Stop as stop:
-            verdict = "UNKNOWN"
+            verdict = Verdict.UNKNOWN
             run.reason = stop.reason
         for note in ctx.notes:
             run.note(note)
-        if self.ruleset.incomplete and verdict in ("ACCEPT", "DROP", "REJECT"):
+        if self.ruleset.incomplete and verdict in (Verdict.ACCEPT, Verdict.DROP, Verdict.REJECT):
             verdict = self._incomplete(run, verdict)
-        outcome = {
-            "ACCEPT": Outcome.ACCEPTED,
-            "DROP": Outcome.DROPPED,
-            "REJECT": Outcome.REJECTED,
-        }.get(verdict, Outcome.UNKNOWN)
-        if verdict == "QUEUE" and not run.reason:
+        if verdict is Verdict.QUEUE and not run.reason:
             run.reason = "queued to a userspace program, which decides the verdict"
-        if verdict == "ACCEPT" and run.steps:
+        if verdict is Verdict.ACCEPT and run.steps:
             run.verdict_step = len(run.steps) - 1
             last = run.steps[-1]
             run.reason = (
@@ -562,7 +561,7 @@ class NetfilterEngine:
         conn = None if ctx.ct is None else ctx.ct.conn
         trace = Trace(
             steps=tuple(run.steps),
-            outcome=outcome,
+            outcome=Outcome.of(verdict),
             verdict_step=run.verdict_step,
             reason=run.reason,
             assumptions=tuple(run.assumptions),
@@ -578,10 +577,10 @@ class NetfilterEngine:
             ct_mark=conn.mark if conn is not None else 0,
         )
 
-    def _incomplete(self, run: _Run, verdict: str) -> str:
+    def _incomplete(self, run: _Run, verdict: Verdict) -> Verdict:
         """A dump known to lack rules cannot decide: a rule not shown may come first."""
-        if verdict != "ACCEPT":
-            seen = run.reason or f"{verdict} by the rules shown"
+        if verdict is not Verdict.ACCEPT:
+            seen = run.reason or f"{verdict.name} by the rules shown"
         elif run.steps:
             last = run.steps[-1]
             where = last.hook.value if last.hook else "netfilter"
@@ -593,7 +592,7 @@ class NetfilterEngine:
             seen = "no rule shown stops it"
         run.reason = f"{seen}; but {self.ruleset.incomplete}"
         run.verdict_step = None  # the rule shown that matched may not be the one that decides
-        return "UNKNOWN"
+        return Verdict.UNKNOWN
 
     # -- conntrack ---------------------------------------------------------------------------
 
@@ -620,7 +619,7 @@ class NetfilterEngine:
                 "so no connection can hold it"
             )
             return
-        t = Tuple(p.nw_src, p.nw_dst, p.nw_proto, p.tp_src or 0, p.tp_dst or 0)
+        t = ConnTuple(p.nw_src, p.nw_dst, p.nw_proto, p.tp_src or 0, p.tp_dst or 0)
         if ct.direction is Direction.REPLY:
             t = invert(t)
         status = set(ct.status)
@@ -667,8 +666,8 @@ class NetfilterEngine:
     # -- hooks and tables --------------------------------------------------------------------
 
     def _hook(
-        self, run: _Run, hook: Hook, devices: Devices, *, first: bool, ct_facts: CtFacts | None
-    ) -> str:
+        self, run: _Run, hook: Hook, devices: HookDevices, *, first: bool, ct_facts: CtFacts | None
+    ) -> Verdict:
         ctx = run.ctx
         ctx.hook = hook
         ctx.in_dev, ctx.out_dev = devices.in_dev, devices.out_dev
@@ -698,9 +697,9 @@ class NetfilterEngine:
             verdict = self._table(run, table, hook)
             if table == "nat":
                 self._nat_done(run, hook)
-            if verdict != "ACCEPT":
+            if verdict is not Verdict.ACCEPT:
                 return verdict
-        return "ACCEPT"
+        return Verdict.ACCEPT
 
     def _nat_runs(self, run: _Run, hook: Hook) -> bool:
         """nf_nat_inet_fn: the nat table runs only while the connection has no NAT binding for
@@ -754,7 +753,7 @@ class NetfilterEngine:
         if ctx.ct is not None and ctx.ct.conn is not None:
             ctx.ct.conn.nat_done.add(NAT_MANIP[hook])
 
-    def _table(self, run: _Run, table: str, hook: Hook) -> str:
+    def _table(self, run: _Run, table: str, hook: Hook) -> Verdict:
         ctx = run.ctx
         nft = self.backend is Backend.NFT
         chain_name = hook.value
@@ -793,27 +792,20 @@ class NetfilterEngine:
                 crule.nft_verdict,
                 traced=run.nf_trace if nft else traced_before,
             )
-            verdict = crule.verdict
-            if verdict is not None:
-                if verdict == "RETURN":
-                    if stack:
-                        chain_name, start = stack.pop()
-                        continue
-                    return self._policy(run, table, self._chains[(table, hook.value)].chain, hook)
-                self._decided(run, verdict, rule, table, hook)
-                return verdict
-            if crule.jump is not None:
-                if not crule.goto:
-                    stack.append((chain_name, found + 1))
-                chain_name, start = crule.jump, 0
-                continue
             target = rule.target
-            if isinstance(target, NoTarget):
-                start = found + 1
+            if crule.effect is Effect.RETURN:
+                if stack:
+                    chain_name, start = stack.pop()
+                    continue
+                return self._policy(run, table, self._chains[(table, hook.value)].chain, hook)
+            if isinstance(target, JumpTarget):
+                if crule.effect is Effect.JUMP:
+                    stack.append((chain_name, found + 1))
+                chain_name, start = target.chain, 0
                 continue
             at = len(run.steps) - 1
-            verdict = self._extension(run, target, rule, table, hook)
-            if nft and not isinstance(target, NatTarget):
+            verdict = self._apply(run, target, rule, table, hook)
+            if nft and target.kind is TargetKind.EXTENSION and not isinstance(target, NatTarget):
                 # nf_tables reports a rule after it ran: the event carries the changed packet
                 # (NAT rewrites the packet only after the whole nat chain, in nf_nat_inet_fn).
                 self._sync_mark(ctx)
@@ -859,19 +851,22 @@ class NetfilterEngine:
                 )
         return None
 
-    def _policy(self, run: _Run, table: str, chain: Chain, hook: Hook) -> str:
+    def _policy(self, run: _Run, table: str, chain: Chain, hook: Hook) -> Verdict:
         policy = chain.policy or "ACCEPT"
         self._step(run, table, chain, hook, StepKind.POLICY, chain.tail_number, None, policy)
-        if policy != "ACCEPT":
+        verdict = Effect.of_word(policy).verdict
+        if verdict is None:
+            raise _Stop(f"{table} {chain.name}: policy {policy} is neither ACCEPT nor DROP")
+        if verdict is not Verdict.ACCEPT:
             run.verdict_step = len(run.steps) - 1
             run.reason = f"dropped by the {policy} policy of {table} {chain.name} ({hook.value})"
-        return policy
+        return verdict
 
-    def _decided(self, run: _Run, verdict: str, rule: Rule, table: str, hook: Hook) -> None:
-        if verdict == "ACCEPT":
+    def _decided(self, run: _Run, verdict: Verdict, rule: Rule, table: str, hook: Hook) -> None:
+        if verdict is Verdict.ACCEPT:
             return
         run.verdict_step = len(run.steps) - 1
-        word = {"DROP": "dropped", "REJECT": "rejected", "QUEUE": "queued"}.get(verdict, verdict)
+        word = _DECIDED.get(verdict, verdict.value)
         # A NAT target that drops (no address to take) has said why.
         why = f": {run.reason}" if run.reason and isinstance(rule.target, NatTarget) else ""
         run.reason = f"{word} by rule {rule.position} of {table} {rule.chain} ({hook.value}){why}"
@@ -921,60 +916,82 @@ class NetfilterEngine:
 
     # -- targets -----------------------------------------------------------------------------
 
-    def _extension(
+    def _apply(
         self, run: _Run, target: Target, rule: Rule, table: str, hook: Hook
-    ) -> str | None:
-        """Apply a non-standard target; return a verdict when it ends the table."""
+    ) -> Verdict | None:
+        """Apply what the target does to the packet and its connection; return a verdict when
+        it ends the table (its :attr:`effect`, or a drop a NAT target decides)."""
         ctx = run.ctx
-        if isinstance(target, NoTarget | LogTarget | NflogTarget | TraceTarget | ChecksumTarget):
-            return None
-        if isinstance(target, MarkTarget):
-            ctx.mark = (ctx.mark & ~target.mask & 0xFFFFFFFF) ^ target.value
-            return None
-        if isinstance(target, CtTarget | NotrackTarget):
-            notrack = isinstance(target, NotrackTarget) or target.notrack
-            if isinstance(target, CtTarget) and target.zone_dir:
-                raise _Stop(f"-j CT --zone-{target.zone_dir} (per-direction zones) is not modelled")
-            if isinstance(target, CtTarget) and target.options:
-                run.note(
-                    "-j CT options "
-                    + " ".join(f"--{o.name}" for o in target.options)
-                    + " are not modelled (helpers, events, timeouts)"
+        match target:
+            case (
+                NoTarget()
+                | StandardTarget()
+                | JumpTarget()
+                | RejectTarget()
+                | LogTarget()
+                | NflogTarget()
+                | TraceTarget()
+                | ChecksumTarget()
+            ):
+                pass
+            case MarkTarget():
+                ctx.mark = (ctx.mark & ~target.mask & 0xFFFFFFFF) ^ target.value
+            case CtTarget() | NotrackTarget():
+                self._ct_template(run, target)
+            case ConnmarkTarget():
+                self._connmark(ctx, target)
+            case TcpmssTarget():
+                self._tcpmss(run, target)
+            case NatTarget():
+                return self._nat(run, target, rule, hook)
+            case UnknownTarget():
+                raise _Stop(
+                    f"rule {rule.position} of {table} {rule.chain}: "
+                    f"{target.reason or 'target not modelled'}"
                 )
-            # xt_ct_target: only the first CT/NOTRACK rule an skb meets attaches its template.
-            if run.template_set or ctx.ct is not None:
-                return None
-            run.template_set = True
-            if notrack:
-                ctx.untracked = True
-            elif isinstance(target, CtTarget) and target.zone is not None:
-                run.template_zone = target.zone
-            return None
-        if isinstance(target, ConnmarkTarget):
-            conn = None if ctx.untracked or ctx.ct is None else ctx.ct.conn
-            if conn is None:
-                return None
-            if target.mode == "set":
-                conn.mark = (conn.mark & ~target.mask & 0xFFFFFFFF) ^ target.value
-            elif target.mode == "save":
-                conn.mark = (conn.mark & ~target.ctmask & 0xFFFFFFFF) ^ (ctx.mark & target.nfmask)
-            else:
-                ctx.mark = (ctx.mark & ~target.nfmask & 0xFFFFFFFF) ^ (conn.mark & target.ctmask)
-            return None
-        if isinstance(target, RejectTarget):
-            return "REJECT"
-        if isinstance(target, TcpmssTarget):
-            self._tcpmss(run, target)
-            return None
-        if isinstance(target, NatTarget):
-            return self._nat(run, target, rule, hook)
-        if isinstance(target, UnknownTarget):
-            raise _Stop(
-                f"rule {rule.position} of {table} {rule.chain}: {target.reason or 'target not modelled'}"
-            )
-        raise _Stop(
-            f"rule {rule.position} of {table} {rule.chain}: target {target.name} not modelled"
-        )
+            case _:
+                assert_never(target)
+        return target.effect.verdict
+
+    def _ct_template(self, run: _Run, target: CtTarget | NotrackTarget) -> None:
+        ctx = run.ctx
+        match target:
+            case NotrackTarget():
+                notrack, zone = True, None
+            case CtTarget():
+                if target.zone_dir:
+                    raise _Stop(
+                        f"-j CT --zone-{target.zone_dir} (per-direction zones) is not modelled"
+                    )
+                if target.options:
+                    run.note(
+                        "-j CT options "
+                        + " ".join(f"--{o.name}" for o in target.options)
+                        + " are not modelled (helpers, events, timeouts)"
+                    )
+                notrack, zone = target.notrack, target.zone
+            case _:
+                assert_never(target)
+        # xt_ct_target: only the first CT/NOTRACK rule an skb meets attaches its template.
+        if run.template_set or ctx.ct is not None:
+            return
+        run.template_set = True
+        if notrack:
+            ctx.untracked = True
+        elif zone is not None:
+            run.template_zone = zone
+
+    @staticmethod
+    def _connmark(ctx: Ctx, target: ConnmarkTarget) -> None:
+        conn = None if ctx.untracked or ctx.ct is None else ctx.ct.conn
+        if conn is None:
+            return
+        if target.mode == "set":
+            conn.mark = (conn.mark & ~target.mask & 0xFFFFFFFF) ^ target.value
+        elif target.mode == "save":
+            conn.mark = (conn.mark & ~target.ctmask & 0xFFFFFFFF) ^ (ctx.mark & target.nfmask)
+        else:
+            ctx.mark = (ctx.mark & ~target.nfmask & 0xFFFFFFFF) ^ (conn.mark & target.ctmask)
 
     def _tcpmss(self, run: _Run, target: TcpmssTarget) -> None:
         ctx = run.ctx
@@ -1012,11 +1029,11 @@ class NetfilterEngine:
         ctx.packet = replace(p, tcp_options=new_opts, ip_len=new_len)
         run.note("TCPMSS added an MSS option to the SYN (it had none)")
 
-    def _nat(self, run: _Run, target: NatTarget, rule: Rule, hook: Hook) -> str:
+    def _nat(self, run: _Run, target: NatTarget, rule: Rule, hook: Hook) -> Verdict:
         ctx = run.ctx
         conn = None if ctx.ct is None else ctx.ct.conn
         if conn is None:
-            return "ACCEPT"
+            return Verdict.ACCEPT
         p = ctx.packet
         kind = target.nat_type
         if kind in ("SNAT", "MASQUERADE"):
@@ -1034,7 +1051,7 @@ class NetfilterEngine:
                 if not addrs:
                     run.reason = f"MASQUERADE: {ctx.out_dev} has no address, the kernel drops"
                     run.verdict_step = len(run.steps) - 1
-                    return "DROP"
+                    return Verdict.DROP
                 new_addr: IPv4Address | IPv6Address = addrs[0]
                 ports = target.to_ports
             else:
@@ -1048,7 +1065,7 @@ class NetfilterEngine:
             if kind == "REDIRECT":
                 redirected = self._redirect_address(run, hook)
                 if redirected is None:
-                    return "DROP"
+                    return Verdict.DROP
                 new_addr, ports = redirected, target.to_ports
             else:
                 new_addr, ports = self._pick(run, target, p.nw_dst)
@@ -1068,9 +1085,9 @@ class NetfilterEngine:
         assert q.nw_src is not None and q.nw_dst is not None
         # The reply tuple now points at the translated addresses (what replies will carry).
         conn.reply = invert(
-            Tuple(q.nw_src, q.nw_dst, conn.orig.proto, q.tp_src or 0, q.tp_dst or 0)
+            ConnTuple(q.nw_src, q.nw_dst, conn.orig.proto, q.tp_src or 0, q.tp_dst or 0)
         )
-        return "ACCEPT"
+        return Verdict.ACCEPT
 
     def _redirect_address(self, run: _Run, hook: Hook) -> IPv4Address | IPv6Address | None:
         """nf_nat_redirect_ipv4/ipv6: a packet the host sends itself goes to the loopback
@@ -1127,14 +1144,21 @@ class NetfilterEngine:
         return int(lo)
 
 
+_DECIDED = {Verdict.DROP: "dropped", Verdict.REJECT: "rejected", Verdict.QUEUE: "queued"}
+
+
 def _nft_verdict(target: Target) -> str:
-    """The verdict xtables-monitor prints for a rule with this target."""
-    if isinstance(target, Verdict):
-        return target.verdict
-    if isinstance(target, JumpTarget):
-        return f"{'GOTO' if target.goto else 'JUMP'}:{target.chain}"
-    if isinstance(target, RejectTarget):
-        return "DROP"
-    if isinstance(target, NatTarget):
-        return "ACCEPT"
-    return "CONTINUE"
+    """The verdict xtables-monitor prints for a rule with this target: nft_compat maps
+    XT_CONTINUE to CONTINUE, REJECT returns NF_DROP and the nat targets NF_ACCEPT."""
+    effect = target.effect
+    match effect:
+        case Effect.JUMP | Effect.GOTO:
+            return f"{effect.name}:{target.name}"
+        case Effect.REJECT:
+            return "DROP"
+        case Effect.CONTINUE | Effect.UNKNOWN:
+            return "CONTINUE"
+        case Effect.ACCEPT | Effect.DROP | Effect.RETURN | Effect.QUEUE:
+            return effect.name
+        case _:
+            assert_never(effect)

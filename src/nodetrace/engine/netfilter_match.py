@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from typing import assert_never
 
 from nodetrace.engine.conntrack import CtLookup, CtState
 from nodetrace.engine.ipset import SetContext, SetIndex, SetUnknown, in_set
@@ -148,8 +149,7 @@ def compile_ip(ip: IpSpec) -> Predicate | None:
         number = int(text) if text.isdigit() else PROTOCOL_NUMBERS.get(text)
         pneg = ip.proto.negated
         if number is None:
-            reason = f"protocol name {text!r} is not known to nodetrace"
-            checks.append(lambda c: reason)
+            checks.append(_cannot_tell(f"protocol name {text!r} is not known to nodetrace"))
         elif number != 0:  # protocol 0 (``ip``, ``hopopt``) is "any": ip_packet_match skips it
             checks.append(lambda c: (c.proto == number) != pneg)
     if ip.fragment is not None:
@@ -376,8 +376,9 @@ def _physdev(m: PhysdevMatch) -> Predicate:
 
 def _set(m: SetMatch) -> Predicate:
     if m.counter_conditions:
-        reason = f"-m set {m.set_name}: counter conditions read set counters, which are not known"
-        return lambda c: reason
+        return _cannot_tell(
+            f"-m set {m.set_name}: counter conditions read set counters, which are not known"
+        )
 
     def run(c: Ctx) -> Result:
         if c.ipsets is None:
@@ -577,56 +578,59 @@ def _limit(m: LimitMatch) -> Predicate:
 
 def compile_match(m: Match) -> Predicate | None:
     """The predicate of one match module; ``None`` for modules that always match (comment)."""
-    if isinstance(m, CommentMatch):
-        return None
-    if isinstance(m, TcpMatch):
-        return _tcp(m)
-    if isinstance(m, UdpMatch):
-        protos = frozenset({IPProto.UDPLITE if m.module == "udplite" else IPProto.UDP})
-        return _ports(m.sport, m.dport, protos)
-    if isinstance(m, SctpMatch):
-        if m.chunk_types:
-            reason = "-m sctp --chunk-types: SCTP chunks are not modelled"
-            return lambda c: reason
-        return _ports(m.sport, m.dport, frozenset({IPProto.SCTP}))
-    if isinstance(m, MultiportMatch):
-        return _multiport(m)
-    if isinstance(m, IcmpMatch):
-        return _icmp(m)
-    if isinstance(m, StateMatch):
-        return _state(m)
-    if isinstance(m, ConntrackMatch):
-        return _conntrack(m)
-    if isinstance(m, PhysdevMatch):
-        return _physdev(m)
-    if isinstance(m, SetMatch):
-        return _set(m)
-    if isinstance(m, MacMatch):
-        return _mac(m)
-    if isinstance(m, MarkMatch):
-        return _mark(m)
-    if isinstance(m, IprangeMatch):
-        return _iprange(m)
-    if isinstance(m, AddrtypeMatch):
-        return _addrtype(m)
-    if isinstance(m, PkttypeMatch):
-        return _pkttype(m)
-    if isinstance(m, LengthMatch):
-        return _length(m)
-    if isinstance(m, TtlMatch):
-        return _ttl(m)
-    if isinstance(m, TosMatch):
-        return _tos(m)
-    if isinstance(m, DscpMatch):
-        return _dscp(m)
-    if isinstance(m, OwnerMatch):
-        return _owner(m)
-    if isinstance(m, LimitMatch):
-        return _limit(m)
-    if isinstance(m, UnknownMatch):
-        reason = m.reason or f"-m {m.module} is not modelled"
-        return lambda c: reason
-    reason = f"-m {m.module} is not modelled"
+    match m:
+        case CommentMatch():
+            return None
+        case TcpMatch():
+            return _tcp(m)
+        case UdpMatch():
+            protos = frozenset({IPProto.UDPLITE if m.module == "udplite" else IPProto.UDP})
+            return _ports(m.sport, m.dport, protos)
+        case SctpMatch():
+            if m.chunk_types:
+                return _cannot_tell("-m sctp --chunk-types: SCTP chunks are not modelled")
+            return _ports(m.sport, m.dport, frozenset({IPProto.SCTP}))
+        case MultiportMatch():
+            return _multiport(m)
+        case IcmpMatch():
+            return _icmp(m)
+        case StateMatch():
+            return _state(m)
+        case ConntrackMatch():
+            return _conntrack(m)
+        case PhysdevMatch():
+            return _physdev(m)
+        case SetMatch():
+            return _set(m)
+        case MacMatch():
+            return _mac(m)
+        case MarkMatch():
+            return _mark(m)
+        case IprangeMatch():
+            return _iprange(m)
+        case AddrtypeMatch():
+            return _addrtype(m)
+        case PkttypeMatch():
+            return _pkttype(m)
+        case LengthMatch():
+            return _length(m)
+        case TtlMatch():
+            return _ttl(m)
+        case TosMatch():
+            return _tos(m)
+        case DscpMatch():
+            return _dscp(m)
+        case OwnerMatch():
+            return _owner(m)
+        case LimitMatch():
+            return _limit(m)
+        case UnknownMatch():
+            return _cannot_tell(m.reason or f"-m {m.module} is not modelled")
+        case _:
+            assert_never(m)
+
+
+def _cannot_tell(reason: str) -> Predicate:
     return lambda c: reason
 
 

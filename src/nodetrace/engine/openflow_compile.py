@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from typing import assert_never
 
 from nodetrace.engine.openflow_classifier import Rule, Table
 from nodetrace.engine.ovs_normal import Bundles, compile_bundles
@@ -18,11 +19,10 @@ from nodetrace.model.openflow import (
     PortName,
     PortNumber,
     PortRef,
+    Reserved,
     Resubmit,
 )
-from nodetrace.model.openflow_trace import (
-    TunnelEncap,
-)
+from nodetrace.model.openflow_trace import TunnelEncap
 from nodetrace.model.ovs_switch import BridgeState, SwitchPort
 from nodetrace.model.ovsdb import Interface, parse_ip
 
@@ -176,11 +176,16 @@ _IN_PORT_TERM = re.compile(r'(^|,)in_port=("[^"]*"|[^,]*)')
 
 
 def ref_number(bridge: CompiledBridge, ref: PortRef) -> int:
-    if isinstance(ref, PortNumber):
-        return ref.number
-    if isinstance(ref, PortName):
-        return number_for_name(bridge, ref.name)
-    return RESERVED_PORT_NUMBERS[ref.port]
+    """The number a flow's port reference stands for (a stand-in for a port known by name)."""
+    match ref:
+        case PortNumber(number=number):
+            return number
+        case PortName(name=name):
+            return number_for_name(bridge, name)
+        case Reserved(port=port):
+            return RESERVED_PORT_NUMBERS[port]
+        case _:
+            assert_never(ref)
 
 
 @dataclass(frozen=True, slots=True)

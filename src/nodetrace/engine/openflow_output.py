@@ -18,6 +18,7 @@ from nodetrace.engine.openflow_compile import (
     encapsulation,
     is_placeholder,
     number_for_name,
+    ref_number,
     unmapped_ports,
 )
 from nodetrace.engine.openflow_state import (
@@ -37,17 +38,24 @@ from nodetrace.engine.ovs_tunnel_route import neighbour_lookup, route_lookup
 from nodetrace.model.openflow import (
     LOCAL_PORT,
     RESERVED_PORT_NUMBERS,
-    PortNumber,
     PortRef,
-    Reserved,
     ReservedPort,
 )
 from nodetrace.model.openflow_trace import (
+    Bridge,
     Egress,
     EgressKind,
+    Encapsulated,
+    Leaves,
+    Message,
     NativeTunnel,
     NodeKind,
+    ToController,
+    TraceNode,
     TunnelEncap,
+    TunnelHeaders,
+    TunnelOutput,
+    TunnelRoute,
 )
 from nodetrace.model.ovs_switch import SwitchPort
 from nodetrace.model.ovsdb import pairs_get
@@ -101,14 +109,10 @@ class Outputs(ABC):
     leaving_cache: dict[tuple[tuple[str, int], ...], tuple[Packet, str]]
 
     @abstractmethod
-    def report(
-        self,
-        kind: NodeKind,
-        text: str,
-        step: OpenFlowStep | DeviceStep | None = None,
-        *,
-        extra: bool = False,
-    ) -> _Node: ...
+    def report(self, node: TraceNode) -> _Node: ...
+
+    @abstractmethod
+    def say(self, level: NodeKind, text: str) -> None: ...
 
     @abstractmethod
     def note(self, text: str) -> None: ...
@@ -122,11 +126,7 @@ class Outputs(ABC):
     # -- output ------------------------------------------------------------------------------
 
     def _port(self, ref: PortRef) -> int:
-        if isinstance(ref, PortNumber):
-            return ref.number
-        if isinstance(ref, Reserved):
-            return RESERVED_PORT_NUMBERS[ref.port]
-        return number_for_name(self.bridge, ref.name)
+        return ref_number(self.bridge, ref)
 
     def _output(self, port: int, last: bool) -> None:
         in_port = self.state.get("in_port", 0)
@@ -145,7 +145,7 @@ class Outputs(ABC):
         elif port != in_port:
             self._compose_output(port, last)
         else:
-            self.report(NodeKind.WARN, "skipping output to input port")
+            self.say(NodeKind.WARN, "skipping output to input port")
             self.drops.append((None, f"{self.bridge.name}: output to the input port is skipped"))
 
     def _compose_output(self, port: int, last: bool, check_stp: bool = True) -> None:
@@ -163,7 +163,7 @@ class Outputs(ABC):
             self.stop(f"{bridge.name}: output to port {port}: {unmapped_ports(bridge, (port,))}")
         if sp is None:
             if bridge.ports_known:
-                self.report(NodeKind.WARN, "Nonexistent output port")
+                self.say(NodeKind.WARN, "Nonexistent output port")
                 self.drops.append(
                     (None, f"{bridge.name}: output to port {port}, which does not exist")
                 )
@@ -174,7 +174,7 @@ class Outputs(ABC):
             )
             sp = SwitchPort(f"port {port}", port, f"port {port}")
         if "NO_FWD" in sp.config:
-            self.report(NodeKind.DETAIL, "OFPPC_NO_FWD set, skipping output")
+            self.say(NodeKind.DETAIL, "OFPPC_NO_FWD set, skipping output")
             return
         iface = sp.interface
         if iface is not None and iface.is_patch:
@@ -182,7 +182,9 @@ class Outputs(ABC):
             if peer is None and iface.peer is not None:
                 # The peer may exist on the node and be cut from the snapshot's listing.
                 self.report(
-                    NodeKind.WARN, f"patch port {sp.name} has no peer in the snapshot", extra=True
+                    Message(
+                        NodeKind.WARN, f"patch port {sp.name} has no peer in the snapshot", True
+                    )
                 )
                 self.stop(
                     f"{bridge.name}: the peer {iface.peer} of patch port {sp.name} is in no "
@@ -190,7 +192,7 @@ class Outputs(ABC):
                     "next is unknown"
                 )
             if peer is None:
-                self.report(NodeKind.WARN, f"patch port {sp.name} has no peer", extra=True)
+                self.report(Message(NodeKind.WARN, f"patch port {sp.name} has no peer", True))
                 self.drops.append((None, f"{bridge.name}: patch port {sp.name} has no peer"))
                 return
             self._patch_output(sp, self.engine.bridges[peer[0].name], peer[1], last)
@@ -225,13 +227,13 @@ class Outputs(ABC):
         )
         self.egress.append(e)
         if encap is not None:
-            detail = f"tunnel {sp.name}: {encap_text}"
-            step = DeviceStep(DeviceAction.ENCAP, sp.name, encap_text)
+            self.report(
+                Encapsulated(sp.name, encap, DeviceStep(DeviceAction.ENCAP, sp.name, encap_text))
+            )
         else:
             vlan = f"VLAN {packet.dl_vlan}" if packet.dl_vlan is not None else "untagged"
-            detail = f"leaves {self.bridge.name} through {sp.name} ({vlan})"
             step = DeviceStep(DeviceAction.OUTPUT, sp.name, f"{self.bridge.name}, {vlan}")
-        self.report(NodeKind.DETAIL, detail, step, extra=True)
+            self.report(Leaves(self.bridge.name, sp.name, packet.dl_vlan, step))
 
     def _leaving(self) -> tuple[Packet, str]:
         """The packet as it leaves, and its flow text; a flood sends one state many times."""
@@ -266,10 +268,10 @@ class Outputs(ABC):
             )
         )
         self.report(
-            NodeKind.DETAIL,
-            f"sent to the OpenFlow controller ({reason})",
-            DeviceStep(DeviceAction.OUTPUT, "CONTROLLER", f"{self.bridge.name}: {reason}"),
-            extra=True,
+            ToController(
+                reason,
+                DeviceStep(DeviceAction.OUTPUT, "CONTROLLER", f"{self.bridge.name}: {reason}"),
+            )
         )
 
     def _patch_output(
@@ -297,14 +299,15 @@ class Outputs(ABC):
         for k in CT_KEYS:
             s.pop(k, None)
         node = self.report(
-            NodeKind.BRIDGE,
-            f'bridge("{peer.name}")',
-            step
-            or DeviceStep(
-                DeviceAction.PATCH,
-                sp.name,
-                f"{self.bridge.name} -> {peer.name} via {peer_port.name}",
-            ),
+            Bridge(
+                peer.name,
+                step=step
+                or DeviceStep(
+                    DeviceAction.PATCH,
+                    sp.name,
+                    f"{self.bridge.name} -> {peer.name} via {peer_port.name}",
+                ),
+            )
         )
         self.trace = node.children
         self.bridge = peer
@@ -342,18 +345,16 @@ class Outputs(ABC):
             found = encaps[cache_key] = (encap, encap.describe() if encap else "")
         encap, text = found
         if encap is None:
-            self.report(NodeKind.WARN, "Tunneling decided against output")
+            self.say(NodeKind.WARN, "Tunneling decided against output")
             return
         if encap.dst is not None and self.orig_tun_dst and int(encap.dst) == self.orig_tun_dst:
-            self.report(NodeKind.WARN, "Not tunneling to our own address")
+            self.say(NodeKind.WARN, "Not tunneling to our own address")
             return
         native = (
             self.bridge.state.ovsdb is not None
             and self.bridge.state.ovsdb.datapath_type == "netdev"
         )
-        self.report(
-            NodeKind.DETAIL, "output to native tunnel" if native else "output to kernel tunnel"
-        )
+        self.report(TunnelOutput(native))
         if native and self.engine.routes is not None:
             self._native_tunnel_output(sp, encap, text)
             return
@@ -386,7 +387,7 @@ class Outputs(ABC):
         else:
             why = ""
         if why:
-            self.report(NodeKind.WARN, "native tunnel routing failed")
+            self.say(NodeKind.WARN, "native tunnel routing failed")
             self.drops.append((None, f"{sp.name}: native tunnel routing failed: {why}"))
             return
         assert route is not None and underlay is not None and local is not None
@@ -395,7 +396,7 @@ class Outputs(ABC):
         if encap.src is None and src is not None:
             encap = replace(encap, src=src)  # the route's source, as OVS writes it
             text = encap.describe()
-        self.report(NodeKind.DETAIL, f"tunneling to {nexthop} via {route.dev}")
+        self.report(TunnelRoute(nexthop, route.dev))
         smac = local.interface.mac_in_use if local.interface is not None else None
         if smac is None and underlay.state.ofctl is not None:
             shown = underlay.state.ofctl.by_name(local.name)
@@ -412,7 +413,7 @@ class Outputs(ABC):
         neighbour = neighbour_lookup(neighbours, underlay.name, nexthop)
         if neighbour is None:
             request = "ARP" if nexthop.version == 4 else "ND"
-            self.report(
+            self.say(
                 NodeKind.DETAIL,
                 f"neighbor cache miss for {nexthop} on bridge {underlay.name}, "
                 f"sending {request} request",
@@ -433,12 +434,8 @@ class Outputs(ABC):
                 f"{underlay.name}: the MAC of its LOCAL port is not in the snapshot "
                 f"(ovs-ofctl show {underlay.name}); the outer source MAC is unknown, 0 shown"
             )
-        self.report(NodeKind.DETAIL, f"tunnel {sp.name}: {text}", DeviceStep(
-            DeviceAction.ENCAP, sp.name, text), extra=True)  # fmt: skip
-        self.report(
-            NodeKind.DETAIL,
-            f"tunneling from {smac or '(unknown MAC)'} {src} to {neighbour.mac} {nexthop}",
-        )
+        self.report(Encapsulated(sp.name, encap, DeviceStep(DeviceAction.ENCAP, sp.name, text)))
+        self.report(TunnelHeaders(smac, src, neighbour.mac, nexthop))
         self.touched.add(underlay.name)
         saved = dict(self.state)
         self._outer_headers(encap, src, smac, neighbour.mac)
@@ -517,10 +514,9 @@ class Outputs(ABC):
             forward_bpdu=forward_bpdu,
             mcast_snooping=snooping,
         )
-        kinds = {"detail": NodeKind.DETAIL, "warn": NodeKind.WARN, "error": NodeKind.ERROR}
-        dropping = [text for _, text in decision.reports if "dropping" in text]
-        for kind, text in decision.reports:
-            self.report(kinds[kind], text)
+        dropping = [m.text for m in decision.reports if "dropping" in m.text]
+        for message in decision.reports:
+            self.report(message)
         if dropping:  # the first line is the specific one (the second says "disallowed VLAN")
             self.drops.append((None, f"{bridge.name} NORMAL: {dropping[0]}"))
         if decision.unknown:
@@ -528,7 +524,7 @@ class Outputs(ABC):
         if decision.learned is not None and self.engine.apply_side_effects:
             mac, vlan, port = decision.learned
             bridge.macs[(mac, vlan)] = port
-        if any("flooding" in t for _, t in decision.reports) and bridge.state.fdb is None:
+        if any("flooding" in m.text for m in decision.reports) and bridge.state.fdb is None:
             self.note(
                 f"{bridge.name}: no MAC table in the snapshot, so NORMAL floods "
                 "(give ovs-appctl fdb/show to know the learned port)"

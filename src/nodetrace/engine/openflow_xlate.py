@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 from nodetrace.engine.openflow_classifier import LookupResult, Rule
 from nodetrace.engine.openflow_compile import CompiledBridge, is_placeholder, unmapped_ports
@@ -56,6 +56,7 @@ from nodetrace.model.openflow import (
     Meter,
     ModField,
     Move,
+    Nat,
     NoEffect,
     Note,
     Output,
@@ -75,10 +76,18 @@ from nodetrace.model.openflow import (
     ct_state_text,
 )
 from nodetrace.model.openflow_trace import (
+    ActionRun,
+    Bridge,
+    ConntrackCleared,
     Egress,
+    Learned,
     LearnedFlow,
+    Message,
     NativeTunnel,
     NodeKind,
+    Recirculate,
+    TableLookup,
+    Thaw,
     TraceNode,
     TracePass,
 )
@@ -90,26 +99,23 @@ if TYPE_CHECKING:
 
 
 class _Node:
-    """A trace node while it is being built (frozen into :class:`TraceNode` at the end)."""
+    """A trace node while its children are being added (frozen into the node at the end)."""
 
-    __slots__ = ("children", "extra", "kind", "step", "text")
+    __slots__ = ("children", "node")
 
-    def __init__(
-        self,
-        kind: NodeKind,
-        text: str,
-        step: OpenFlowStep | DeviceStep | None = None,
-        extra: bool = False,
-    ) -> None:
-        self.kind = kind
-        self.text = text
+    def __init__(self, node: TraceNode) -> None:
+        self.node = node
         self.children: list[_Node] = []
-        self.step = step
-        self.extra = extra
 
     def freeze(self) -> TraceNode:
-        children = tuple([c.freeze() for c in self.children]) if self.children else ()
-        return TraceNode(self.kind, self.text, children, self.step, self.extra)
+        if not self.children:
+            return self.node
+        children = tuple([c.freeze() for c in self.children])
+        match self.node:
+            case Bridge() | TableLookup() | Thaw():
+                return replace(self.node, children=children)
+            case _:
+                raise AssertionError(f"{type(self.node).__name__} has no children")
 
 
 @dataclass(slots=True)
@@ -118,7 +124,7 @@ class _Recirc:
     bridge: CompiledBridge
     table: int
     zone: int
-    nat: object
+    nat: Nat | None
     stack: list[int]
 
 
@@ -171,21 +177,17 @@ class Xlate(Outputs):
         self.exit = False
         self.conntracked = False
         self.stack: list[int] = []
-        self.ct_nat: object = None
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def report(
-        self,
-        kind: NodeKind,
-        text: str,
-        step: OpenFlowStep | DeviceStep | None = None,
-        *,
-        extra: bool = False,
-    ) -> _Node:
-        node = _Node(kind, text, step, extra)
-        self.trace.append(node)
-        return node
+    def report(self, node: TraceNode) -> _Node:
+        built = _Node(node)
+        self.trace.append(built)
+        return built
+
+    def say(self, level: NodeKind, text: str) -> None:
+        """One of OVS's detail, warning or error lines."""
+        self.report(Message(level, text))
 
     def note(self, text: str) -> None:
         if text not in self.assumptions:
@@ -218,23 +220,24 @@ class Xlate(Outputs):
         initial = dict(state)
         start = self.start
         assert start is not None
-        root = _Node(NodeKind.BRIDGE, f'bridge("{start.name}")')
+        root = _Node(Bridge(start.name))
         self.trace = root.children
         egress_before = len(self.egress)
         table = 0
         if recirc is not None:
-            thaw = self.report(NodeKind.THAW, "thaw")
+            thaw = self.report(Thaw())
             thaw.children.append(
                 _Node(
-                    NodeKind.THAW,
-                    f"Resuming from table {recirc.table}",
-                    step=DeviceStep(
-                        DeviceAction.RECIRC,
-                        bridge.name,
-                        f"resume at table {recirc.table} with ct_state="
-                        f"{ct_state_text(state.get('ct_state', 0))}, "
-                        f"zone {recirc.zone}",
-                    ),
+                    Thaw(
+                        recirc.table,
+                        step=DeviceStep(
+                            DeviceAction.RECIRC,
+                            bridge.name,
+                            f"resume at table {recirc.table} with ct_state="
+                            f"{ct_state_text(state.get('ct_state', 0))}, "
+                            f"zone {recirc.zone}",
+                        ),
+                    )
                 )
             )
             table = recirc.table
@@ -364,12 +367,12 @@ class Xlate(Outputs):
 
     def _report_table(self, rule: Rule | None, table_id: int) -> _Node:
         if rule is None:
-            start = self.start
-            text = f"{table_id:2d}. " + (
-                "No match." if self.bridge is start else "reg0=0x2, priority 0"
-            )
             step = OpenFlowStep(self.bridge.name, table_id, None, "", "drop", note="no match")
-            node = self.report(NodeKind.TABLE, text, step)
+            # A later bridge's miss is reported as OVS's internal no-packet-in rule.
+            first = self.bridge is self.start
+            node = self.report(
+                TableLookup(table_id, "" if first else "reg0=0x2", None if first else 0, step=step)
+            )
             if self.bridge.incomplete:
                 self.stop(
                     f"{self.bridge.name} table {table_id}: no flow shown matches, but the dump "
@@ -379,12 +382,6 @@ class Xlate(Outputs):
             self.drops.append((step, f"no flow matched in {self.bridge.name} table {table_id}"))
             return node
         flow = rule.flow
-        text = f"{table_id:2d}. {rule.match_text}"
-        if rule.match_text:
-            text += ", "
-        text += f"priority {flow.priority}"
-        if flow.cookie:
-            text += f", cookie {flow.cookie:#x}"
         step = OpenFlowStep(
             self.bridge.name,
             table_id,
@@ -402,14 +399,16 @@ class Xlate(Outputs):
                     f"{_where(flow)} drops it (priority {flow.priority})",
                 )
             )
-        return self.report(NodeKind.TABLE, text, step)
+        return self.report(
+            TableLookup(table_id, rule.match_text, flow.priority, flow.cookie, step=step)
+        )
 
     def _check_resources(self) -> bool:
         if self.depth >= MAX_DEPTH:
-            self.report(NodeKind.ERROR, f"over max translation depth {MAX_DEPTH}")
+            self.say(NodeKind.ERROR, f"over max translation depth {MAX_DEPTH}")
             self.error = "Recursion too deep"
         elif self.resubmits >= MAX_RESUBMITS:
-            self.report(NodeKind.ERROR, f"over {MAX_RESUBMITS} resubmit actions")
+            self.say(NodeKind.ERROR, f"over {MAX_RESUBMITS} resubmit actions")
             self.error = "Too many resubmits"
         else:
             return True
@@ -436,7 +435,7 @@ class Xlate(Outputs):
 
     def _do_actions(self, actions: Sequence[Action], is_last: bool) -> None:
         if not actions or (len(actions) == 1 and isinstance(actions[0], Drop)):
-            self.report(NodeKind.ACTION, "drop")
+            self.report(ActionRun("drop"))
             return
         n = len(actions)
         for i, action in enumerate(actions):
@@ -444,8 +443,9 @@ class Xlate(Outputs):
                 break
             last = is_last and i == n - 1
             self.report(
-                NodeKind.ACTION,
-                self._action_line(action) if self.bridge.names_in_actions else action.text,
+                ActionRun(
+                    self._action_line(action) if self.bridge.names_in_actions else action.text
+                )
             )
             if self._do_action(action, last):
                 return
@@ -471,128 +471,131 @@ class Xlate(Outputs):
     def _do_action(self, a: Action, last: bool) -> bool:
         """Run one action; True means "stop this action list" (dec_ttl exception)."""
         s = self.state
-        if isinstance(a, Output):
-            self._output(self._port(a.port), last)
-        elif isinstance(a, Resubmit):
-            in_port = s.get("in_port", 0) if a.port is None else self._port(a.port)
-            if in_port == IN_PORT:
-                in_port = s.get("in_port", 0)
-            table = self.table_id if a.table is None else a.table
-            if a.ct_orig:
-                if not s.get("ct_nw_proto") or not is_ip(s):
-                    self.report(NodeKind.ERROR, "resubmit(ct) with non-tracked or non-IP packet!")
-                    return False
-                _tuple_swap(s)
-                try:
-                    self._table_action(in_port, table, last)
-                finally:
+        match a:
+            case Output():
+                self._output(self._port(a.port), last)
+            case Resubmit():
+                in_port = s.get("in_port", 0) if a.port is None else self._port(a.port)
+                if in_port == IN_PORT:
+                    in_port = s.get("in_port", 0)
+                table = self.table_id if a.table is None else a.table
+                if a.ct_orig:
+                    if not s.get("ct_nw_proto") or not is_ip(s):
+                        self.say(NodeKind.ERROR, "resubmit(ct) with non-tracked or non-IP packet!")
+                        return False
                     _tuple_swap(s)
-            else:
-                self._table_action(in_port, table, last)
-        elif isinstance(a, GotoTable):
-            self._table_action(s.get("in_port", 0), a.table, last)
-        elif isinstance(a, SetField):
-            self._set_field(a)
-        elif isinstance(a, SetVlan):
-            self._set_vlan(a)
-        elif isinstance(a, PopVlan):
-            s["vlan_tci"], s[TPID0] = s.get(TCI1, 0), s.get(TPID1, 0)
-            s[TCI1] = s[TPID1] = 0
-            self._written("vlan_tci")
-        elif isinstance(a, PushVlan):
-            if s.get("vlan_tci", 0) & VLAN_CFI:
-                self._vlan_spelling_note(
-                    "push_vlan+set_field", "mod_vlan_vid", DumpProtocol.OF11_PLUS
-                )
-            s[TCI1], s[TPID1] = s.get("vlan_tci", 0), s.get(TPID0, 0)
-            s["vlan_tci"], s[TPID0] = VLAN_CFI, a.ethertype
-            self._written("vlan_tci")
-        elif isinstance(a, ModField):
-            self._mod_field(a)
-        elif isinstance(a, Move):
-            value = read_field(s, a.src.field, a.src.start, a.src.width)
-            for f in write_field(s, a.dst.field, a.dst.start, a.dst.width, value):
-                self._written(f)
-            self.report(
-                NodeKind.DETAIL,
-                f"{a.dst.text} is now {self._subfield_text(a.dst.field, a.dst.width, value)}",
-            )
-        elif isinstance(a, StackPush):
-            self.stack.append(read_field(s, a.src.field, a.src.start, a.src.width))
-        elif isinstance(a, StackPop):
-            if not self.stack:
-                self.report(NodeKind.ERROR, "stack underflow")
-            else:
-                value = self.stack.pop()
-                write_field(s, a.dst.field, a.dst.start, a.dst.width, value)
-                self.report(
+                    try:
+                        self._table_action(in_port, table, last)
+                    finally:
+                        _tuple_swap(s)
+                else:
+                    self._table_action(in_port, table, last)
+            case GotoTable():
+                self._table_action(s.get("in_port", 0), a.table, last)
+            case SetField():
+                self._set_field(a)
+            case SetVlan():
+                self._set_vlan(a)
+            case PopVlan():
+                s["vlan_tci"], s[TPID0] = s.get(TCI1, 0), s.get(TPID1, 0)
+                s[TCI1] = s[TPID1] = 0
+                self._written("vlan_tci")
+            case PushVlan():
+                if s.get("vlan_tci", 0) & VLAN_CFI:
+                    self._vlan_spelling_note(
+                        "push_vlan+set_field", "mod_vlan_vid", DumpProtocol.OF11_PLUS
+                    )
+                s[TCI1], s[TPID1] = s.get("vlan_tci", 0), s.get(TPID0, 0)
+                s["vlan_tci"], s[TPID0] = VLAN_CFI, a.ethertype
+                self._written("vlan_tci")
+            case ModField():
+                self._mod_field(a)
+            case Move():
+                value = read_field(s, a.src.field, a.src.start, a.src.width)
+                for f in write_field(s, a.dst.field, a.dst.start, a.dst.width, value):
+                    self._written(f)
+                self.say(
                     NodeKind.DETAIL,
                     f"{a.dst.text} is now {self._subfield_text(a.dst.field, a.dst.width, value)}",
                 )
-        elif isinstance(a, DecTtl):
-            if is_ip(s):
-                if "nw_ttl" in self.unset:
-                    where = (self.bridge.name, self.table_id, "dec_ttl")
-                    self.consulted.setdefault("nw_ttl", where)
-                ttl = s.get("nw_ttl", 0)
-                if ttl > 1:
-                    s["nw_ttl"] = ttl - 1
+            case StackPush():
+                self.stack.append(read_field(s, a.src.field, a.src.start, a.src.width))
+            case StackPop():
+                if not self.stack:
+                    self.say(NodeKind.ERROR, "stack underflow")
                 else:
-                    version = 4 if s.get("dl_type") == 0x0800 else 6
-                    for _ in a.controller_ids:
-                        self._controller("invalid TTL")
-                    self.report(NodeKind.WARN, f"IPv{version} decrement TTL exception")
-                    self.drops.append(
-                        (None, f"TTL expired in {self.bridge.name} table {self.table_id}")
+                    value = self.stack.pop()
+                    write_field(s, a.dst.field, a.dst.start, a.dst.width, value)
+                    self.say(
+                        NodeKind.DETAIL,
+                        f"{a.dst.text} is now {self._subfield_text(a.dst.field, a.dst.width, value)}",
                     )
-                    return True
-        elif isinstance(a, SetTunnel):
-            s["tun_id"] = a.tun_id
-        elif isinstance(a, WriteMetadata):
-            s["metadata"] = (s.get("metadata", 0) & ~a.mask) | (a.value & a.mask)
-        elif isinstance(a, OutputField):
-            port = read_field(s, a.src.field, a.src.start, a.src.width)
-            if port <= 0xFFFF:
-                self.report(NodeKind.DETAIL, f"output port is {port}")
-                self._output(port, last)
-            else:
-                self.report(NodeKind.WARN, f"output port {port} is out of range")
-        elif isinstance(a, Enqueue):
-            self._output(self._port(a.port), last)
-        elif isinstance(a, Controller):
-            self._controller(a.reason or "action")
-        elif isinstance(a, Conjunction):
-            self.report(NodeKind.ERROR, "executing no-op conjunction action")
-        elif isinstance(a, Exit):
-            self.exit = True
-        elif isinstance(a, ClearActions):
-            self.report(NodeKind.DETAIL, "action set was empty")
-        elif isinstance(a, Meter):
-            self.note(
-                f"meter {a.meter_id} ({self.bridge.name}): rate limits are not modelled; "
-                "the packet is assumed to be within the rate"
-            )
-        elif isinstance(a, Note | NoEffect | Drop):
-            pass
-        elif isinstance(a, Clone):
-            saved = dict(s)
-            self._do_actions(a.actions, False)
-            self.state.clear()
-            self.state.update(saved)
-        elif isinstance(a, Ct):
-            self._ct(a, last)
-        elif isinstance(a, CtClear):
-            if self.conntracked:
-                for k in CT_KEYS:
-                    s.pop(k, None)
-                self.conntracked = False
-        elif isinstance(a, Learn):
-            self._learn(a)
-        elif isinstance(a, Unsupported):
-            self.stop(
-                f"{self.bridge.name} table {self.table_id}: action {a.text!r} is not "
-                f"modelled ({a.why or a.name})"
-            )
+            case DecTtl():
+                if is_ip(s):
+                    if "nw_ttl" in self.unset:
+                        where = (self.bridge.name, self.table_id, "dec_ttl")
+                        self.consulted.setdefault("nw_ttl", where)
+                    ttl = s.get("nw_ttl", 0)
+                    if ttl > 1:
+                        s["nw_ttl"] = ttl - 1
+                    else:
+                        version = 4 if s.get("dl_type") == 0x0800 else 6
+                        for _ in a.controller_ids:
+                            self._controller("invalid TTL")
+                        self.say(NodeKind.WARN, f"IPv{version} decrement TTL exception")
+                        self.drops.append(
+                            (None, f"TTL expired in {self.bridge.name} table {self.table_id}")
+                        )
+                        return True
+            case SetTunnel():
+                s["tun_id"] = a.tun_id
+            case WriteMetadata():
+                s["metadata"] = (s.get("metadata", 0) & ~a.mask) | (a.value & a.mask)
+            case OutputField():
+                port = read_field(s, a.src.field, a.src.start, a.src.width)
+                if port <= 0xFFFF:
+                    self.say(NodeKind.DETAIL, f"output port is {port}")
+                    self._output(port, last)
+                else:
+                    self.say(NodeKind.WARN, f"output port {port} is out of range")
+            case Enqueue():
+                self._output(self._port(a.port), last)
+            case Controller():
+                self._controller(a.reason or "action")
+            case Conjunction():
+                self.say(NodeKind.ERROR, "executing no-op conjunction action")
+            case Exit():
+                self.exit = True
+            case ClearActions():
+                self.say(NodeKind.DETAIL, "action set was empty")
+            case Meter():
+                self.note(
+                    f"meter {a.meter_id} ({self.bridge.name}): rate limits are not modelled; "
+                    "the packet is assumed to be within the rate"
+                )
+            case Note() | NoEffect() | Drop():
+                pass
+            case Clone():
+                saved = dict(s)
+                self._do_actions(a.actions, False)
+                self.state.clear()
+                self.state.update(saved)
+            case Ct():
+                self._ct(a, last)
+            case CtClear():
+                if self.conntracked:
+                    for k in CT_KEYS:
+                        s.pop(k, None)
+                    self.conntracked = False
+            case Learn():
+                self._learn(a)
+            case Unsupported():
+                self.stop(
+                    f"{self.bridge.name} table {self.table_id}: action {a.text!r} is not "
+                    f"modelled ({a.why or a.name})"
+                )
+            case _:
+                assert_never(a)
         return False
 
     def _subfield_text(self, name: str, width: int, value: int) -> str:
@@ -606,7 +609,7 @@ class Xlate(Outputs):
     def _set_field(self, a: SetField) -> None:
         prereq = field_prereq(a.field)
         if not prereq_ok(prereq, self.state):
-            self.report(NodeKind.WARN, f"unmet prerequisites for {a.field}, set_field ignored")
+            self.say(NodeKind.WARN, f"unmet prerequisites for {a.field}, set_field ignored")
             return
         for f in write_masked(self.state, a.field, a.value, a.mask):
             self._written(f)
@@ -677,9 +680,9 @@ class Xlate(Outputs):
         if a.nat is not None and a.exec_actions and a.text.find("exec(") < a.text.find("nat"):
             nested = nested[1:] + nested[:1]
         if not nested:
-            self.report(NodeKind.ACTION, "drop")
+            self.report(ActionRun("drop"))
         for text, action in nested:
-            self.report(NodeKind.ACTION, text)
+            self.report(ActionRun(text))
             if action is not None:
                 self._do_action(action, False)
         if a.commit and self.engine.apply_side_effects:
@@ -689,17 +692,10 @@ class Xlate(Outputs):
             self.recircs.append(
                 _Recirc(dict(s), self.bridge, a.table, zone, a.nat, list(self.stack))
             )
-            self.report(
-                NodeKind.DETAIL,
-                "A clone of the packet is forked to recirculate. "
-                f"The forked pipeline will be resumed at table {a.table}.",
-            )
+            self.report(Recirculate(a.table))
         for k in CT_KEYS:
             s.pop(k, None)
-        self.report(
-            NodeKind.DETAIL,
-            "Sets the packet to an untracked state, and clears all the conntrack fields.",
-        )
+        self.report(ConntrackCleared())
         self.conntracked = False
 
     def _learn(self, a: Learn) -> None:
@@ -720,10 +716,10 @@ class Xlate(Outputs):
                 applied=True,
             )
             self.pending_flows.append((self.bridge.name, flow))
-            self.report(NodeKind.DETAIL, record.text())
+            self.report(Learned(record))
         else:
-            self.report(NodeKind.WARN, "suppressing side effects, so learn action ignored")
-            self.report(NodeKind.DETAIL, f"would learn: {record.text()}", extra=True)
+            self.say(NodeKind.WARN, "suppressing side effects, so learn action ignored")
+            self.report(Learned(record))
         self.learned.append(record)
 
 
@@ -748,11 +744,9 @@ def _tuple_swap(s: State) -> None:
         s[a], s[b] = s.get(b, 0), s.get(a, 0)
 
 
-def _simulate_nat(s: State, nat: object) -> str | None:
+def _simulate_nat(s: State, nat: Nat | None) -> str | None:
     """Like ``ofproto/trace``: NAT to the first address/port of the range."""
-    from nodetrace.model.openflow import Nat
-
-    if not isinstance(nat, Nat):
+    if nat is None:
         return None
     v6 = s.get("dl_type") == 0x86DD
 

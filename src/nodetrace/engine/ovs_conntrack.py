@@ -13,8 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from nodetrace.model.conntrack import (
+    ICMP_PROTOCOLS,
+    PORT_PROTOCOLS,
+    ConntrackDump,
+    ConntrackEntry,
+    ConnTuple,
+)
 from nodetrace.model.openflow import CT_STATE_BITS, ct_state_text
-from nodetrace.model.ovs_runtime import ConntrackEntry, ConntrackTable, CtTuple
 from nodetrace.model.packet import Packet
 
 TRK = CT_STATE_BITS["trk"]
@@ -22,7 +28,6 @@ NEW = CT_STATE_BITS["new"]
 EST = CT_STATE_BITS["est"]
 RPL = CT_STATE_BITS["rpl"]
 
-_PROTOS = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58, "icmp6": 58}
 _UNREPLIED_TCP = frozenset({"SYN_SENT", "SYN_SENT2"})
 
 
@@ -38,7 +43,7 @@ class CtVerdict:
 class ConntrackModel:
     """Answers "what ct_state does this packet get in zone Z" for successive recirculations."""
 
-    def __init__(self, table: ConntrackTable | None, explicit: Sequence[int] = ()) -> None:
+    def __init__(self, table: ConntrackDump | None, explicit: Sequence[int] = ()) -> None:
         self.table = table
         self.explicit = list(explicit)
         self.committed: list[tuple[int, tuple[object, ...]]] = []
@@ -54,7 +59,7 @@ class ConntrackModel:
             found = _find(self.table, zone, state, packet)
             if found is not None:
                 entry, reply = found
-                if entry.proto == "tcp" and entry.state in _UNREPLIED_TCP and not reply:
+                if entry.proto == 6 and entry.state in _UNREPLIED_TCP and not reply:
                     bits = TRK | NEW
                 else:
                     bits = TRK | EST | (RPL if reply else 0)
@@ -100,31 +105,29 @@ def _key(state: Mapping[str, int], packet: Packet) -> tuple[object, ...] | None:
     )
 
 
-def _matches(t: CtTuple, proto: int, state: Mapping[str, int], packet: Packet) -> bool:
+def _matches(t: ConnTuple, state: Mapping[str, int], packet: Packet) -> bool:
     v6 = state.get("dl_type", 0) == 0x86DD
     if t.src != _addr(state, v6, "src") or t.dst != _addr(state, v6, "dst"):
         return False
-    if proto in (6, 17, 132):
+    if t.proto in PORT_PROTOCOLS:
         return t.sport == state.get("tp_src", 0) and t.dport == state.get("tp_dst", 0)
-    if proto in (1, 58):
-        if t.icmp_type is not None and t.icmp_type != state.get("tp_src", 0):
+    if t.proto in ICMP_PROTOCOLS:
+        # The flow's tp_src is the ICMP type; a packet without an id matches any query's.
+        if t.icmp_type != state.get("tp_src", 0):
             return False
-        return t.icmp_id is None or packet.icmp_id is None or t.icmp_id == packet.icmp_id
+        return packet.icmp_id is None or t.icmp_id == packet.icmp_id
     return True
 
 
 def _find(
-    table: ConntrackTable, zone: int, state: Mapping[str, int], packet: Packet
+    table: ConntrackDump, zone: int, state: Mapping[str, int], packet: Packet
 ) -> tuple[ConntrackEntry, bool] | None:
     proto = state.get("nw_proto", 0)
     for entry in table.entries:
-        if entry.zone != zone:
+        if entry.zone != zone or entry.proto != proto:
             continue
-        number = _PROTOS.get(entry.proto, int(entry.proto) if entry.proto.isdigit() else -1)
-        if number != proto:
-            continue
-        if _matches(entry.orig, proto, state, packet):
+        if _matches(entry.orig, state, packet):
             return entry, False
-        if _matches(entry.reply, proto, state, packet):
+        if _matches(entry.reply, state, packet):
             return entry, True
     return None

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from nodetrace.engine.openflow_state import TCI1, TPID0, TPID1, VLAN_CFI, State, mac_text
+from nodetrace.model.openflow_trace import Message, NodeKind
 from nodetrace.model.ovs_switch import BridgeState, SwitchPort
 from nodetrace.model.ovsdb import VlanMode, pairs_get
 
@@ -191,9 +192,9 @@ def includes_vlan(bundle: Bundle, xvlan: XVlan) -> bool:
 
 @dataclass(slots=True)
 class NormalResult:
-    """What NORMAL decided: report lines (kind, text) in order, then bundles to output to."""
+    """What NORMAL decided: what it says, in order, then the bundles to output to."""
 
-    reports: list[tuple[str, str]] = field(default_factory=list)
+    reports: list[Message] = field(default_factory=list)
     outputs: list[tuple[Bundle, XVlan]] = field(default_factory=list)
     vlan: int = 0
     unknown: str = ""
@@ -215,21 +216,25 @@ def normal(
     by_port = bundles.by_port
     in_bundle = by_port.get(in_port)
     if in_bundle is None:
-        r.reports.append(("error", f"received packet on unknown port {_port_number(in_port)}"))
-        r.reports.append(("warn", "no input bundle, dropping"))
+        r.reports.append(
+            Message(NodeKind.ERROR, f"received packet on unknown port {_port_number(in_port)}")
+        )
+        r.reports.append(Message(NodeKind.WARN, "no input bundle, dropping"))
         return r
     xin = xvlan_extract(state)
     problem = input_vid_problem(xin[0][1], in_bundle)
     if problem is not None:
-        r.reports.append(("error", problem))
-        r.reports.append(("warn", "disallowed VLAN VID for this input port, dropping"))
+        r.reports.append(Message(NodeKind.ERROR, problem))
+        r.reports.append(
+            Message(NodeKind.WARN, "disallowed VLAN VID for this input port, dropping")
+        )
         return r
     xvlan = xvlan_input(in_bundle, xin)
     vlan = xvlan[0][1]
     r.vlan = vlan
     dl_dst = state.get("dl_dst", 0)
     if not forward_bpdu and dl_dst in _RESERVED_MACS:
-        r.reports.append(("detail", "packet has reserved destination MAC, dropping"))
+        r.reports.append(Message(NodeKind.DETAIL, "packet has reserved destination MAC, dropping"))
         return r
     r.learned = (state.get("dl_src", 0), vlan, in_port)
     multicast = bool(dl_dst & 0x010000000000)
@@ -247,14 +252,14 @@ def normal(
     if port is not None:
         out = by_port.get(port)
         if out is not None and out is not in_bundle:
-            r.reports.append(("detail", "forwarding to learned port"))
+            r.reports.append(Message(NodeKind.DETAIL, "forwarding to learned port"))
             r.outputs.append((out, xvlan))
         elif out is None:
-            r.reports.append(("warn", "learned port is unknown, dropping"))
+            r.reports.append(Message(NodeKind.WARN, "learned port is unknown, dropping"))
         else:
-            r.reports.append(("detail", "learned port is input port, dropping"))
+            r.reports.append(Message(NodeKind.DETAIL, "learned port is input port, dropping"))
         return r
-    r.reports.append(("detail", "no learned MAC for destination, flooding"))
+    r.reports.append(Message(NodeKind.DETAIL, "no learned MAC for destination, flooding"))
     for b in bundles.flood_candidates(vlan):
         if b is not in_bundle and b.floodable and includes_vlan(b, xvlan):
             r.outputs.append((b, xvlan))

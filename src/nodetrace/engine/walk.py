@@ -15,19 +15,18 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from nodetrace.engine import linux_bridge, routing
+from nodetrace.engine.netfilter import HookPath
 from nodetrace.engine.walk_engines import (
-    HookCall,
+    BridgeRunner,
     HookResult,
+    HookRunner,
     Metadata,
-    NetfilterEngine,
     OfOutput,
-    OpenFlowEngine,
     PathCall,
     TunnelEncap,
-    Verdict,
 )
 from nodetrace.errors import UsageError
-from nodetrace.model.netfilter import NatTarget, Rule, Ruleset
+from nodetrace.model.netfilter import HookDevices, NatTarget, Rule, Ruleset
 from nodetrace.model.ovs_switch import OvsSwitch, SwitchPort
 from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, Family, IPProto, Packet
 from nodetrace.model.packet_origin import FieldOrigin, Origin
@@ -43,6 +42,7 @@ from nodetrace.model.trace import (
     Step,
     Trace,
 )
+from nodetrace.model.verdict import Verdict
 
 MAX_HOPS = 64
 """Devices a packet may cross before the walk calls it a loop (OVS bounds resubmits alike)."""
@@ -139,8 +139,8 @@ class WalkRequest:
 
 @dataclass(frozen=True, slots=True)
 class Engines:
-    netfilter: NetfilterEngine
-    openflow: OpenFlowEngine
+    netfilter: HookRunner
+    openflow: BridgeRunner
 
 
 # -- the walk's bookkeeping ---------------------------------------------------------------
@@ -288,7 +288,7 @@ class _Walk:
     def local_addresses(self, netns: str) -> tuple[IPAddress, ...]:
         return tuple(a.ip for i in self.snap.topology.in_namespace(netns) for a in i.addresses)
 
-    def netfilter(self, netns: str, packet: Packet, hooks: tuple[HookCall, ...]) -> HookResult:
+    def netfilter(self, netns: str, packet: Packet, hooks: HookPath) -> HookResult:
         """Run one skb through ``hooks`` of namespace ``netns``; record the steps."""
         family = packet.family or Family.IPV4
         state = self.ns(netns)
@@ -322,7 +322,7 @@ class _Walk:
             result = dataclasses.replace(result, decisive_step=base + result.decisive_step)
         return result
 
-    def packet_after(self, netns: str, packet: Packet, hooks: tuple[HookCall, ...]) -> Packet:
+    def packet_after(self, netns: str, packet: Packet, hooks: HookPath) -> Packet:
         """The packet as ``hooks`` leave it (DNAT changes where it is routed), steps unkept."""
         state = self.snap.namespace(netns)
         ruleset = state.ruleset(packet.family or Family.IPV4) if state is not None else None
@@ -634,7 +634,7 @@ class _Walk:
                 "br_netfilter is off (bridge-nf-call-iptables=0 or not loaded): iptables does "
                 "not see this frame",
             )
-        pre = HookCall(Hook.PREROUTING, in_dev=bridge.name, physin=port.name)
+        pre = (Hook.PREROUTING, HookDevices(in_dev=bridge.name, physin=port.name))
         decision = linux_bridge.forward(
             self.snap.topology, bridge, port, packet.dl_dst, packet.dl_vlan
         )
@@ -674,7 +674,7 @@ class _Walk:
             # ip_sabotage_in skips it); without, the IP stack runs it with IN=<bridge>.
             self.host_stack(
                 bridge.name, bridge.netns, packet, meta,
-                pre=pre if nf else HookCall(Hook.PREROUTING, in_dev=bridge.name),
+                pre=pre if nf else (Hook.PREROUTING, HookDevices(in_dev=bridge.name)),
                 physin=port.name if nf else None,
             )  # fmt: skip
         self.flood_depth -= copies > 1
@@ -686,7 +686,7 @@ class _Walk:
         out: str,
         packet: Packet,
         meta: Metadata,
-        pre: HookCall | None,
+        pre: tuple[Hook, HookDevices] | None,
     ) -> None:
         if pre is not None:
             result = self.netfilter(
@@ -694,8 +694,8 @@ class _Walk:
                 packet,
                 (
                     pre,
-                    HookCall(Hook.FORWARD, bridge.name, bridge.name, physin, out),
-                    HookCall(Hook.POSTROUTING, "", bridge.name, physin, out),
+                    (Hook.FORWARD, HookDevices(bridge.name, bridge.name, physin, out)),
+                    (Hook.POSTROUTING, HookDevices("", bridge.name, physin, out)),
                 ),
             )
             if not self.hook_passed(result, bridge.name):
@@ -723,7 +723,7 @@ class _Walk:
     def hook_passed(self, result: HookResult, where: str) -> bool:
         if result.verdict is Verdict.ACCEPT:
             return True
-        outcome = Outcome.DROPPED if result.verdict is Verdict.DROP else Outcome.UNKNOWN
+        outcome = Outcome.of(result.verdict)
         reason = result.reason or f"netfilter: {result.verdict.value}"
         self.end(outcome, where, reason, step=result.decisive_step)
         return False
@@ -759,7 +759,7 @@ class _Walk:
             )
             return
         self.device(DeviceAction.ROUTE, name, "received by the host stack")
-        self.host_stack(name, netns, packet, meta, pre=HookCall(Hook.PREROUTING, in_dev=name))
+        self.host_stack(name, netns, packet, meta, pre=(Hook.PREROUTING, HookDevices(in_dev=name)))
 
     def host_stack(
         self,
@@ -768,7 +768,7 @@ class _Walk:
         packet: Packet,
         meta: Metadata,
         *,
-        pre: HookCall,
+        pre: tuple[Hook, HookDevices],
         physin: str | None = None,
     ) -> None:
         """PREROUTING (``pre``), the routing decision on the packet it leaves, then INPUT, or
@@ -808,7 +808,7 @@ class _Walk:
             return
         if decision.action is routing.RouteAction.LOCAL:
             result = self.netfilter(
-                netns, packet, (pre, HookCall(Hook.INPUT, in_dev=name, physin=physin))
+                netns, packet, (pre, (Hook.INPUT, HookDevices(in_dev=name, physin=physin)))
             )
             if self.hook_passed(result, name):
                 self.local_delivery(name, netns, result.packet, meta)
@@ -832,8 +832,8 @@ class _Walk:
             packet,
             (
                 pre,
-                HookCall(Hook.FORWARD, in_dev=name, out_dev=out, physin=physin),
-                HookCall(Hook.POSTROUTING, out_dev=out, physin=physin),
+                (Hook.FORWARD, HookDevices(in_dev=name, out_dev=out, physin=physin)),
+                (Hook.POSTROUTING, HookDevices(out_dev=out, physin=physin)),
             ),
         )
         if not self.hook_passed(result, name):
@@ -893,10 +893,10 @@ class _Walk:
                 netns,
                 packet,
                 (
-                    HookCall(Hook.OUTPUT, out_dev="lo"),
-                    HookCall(Hook.POSTROUTING, out_dev="lo"),
-                    HookCall(Hook.PREROUTING, in_dev="lo"),
-                    HookCall(Hook.INPUT, in_dev="lo"),
+                    (Hook.OUTPUT, HookDevices(out_dev="lo")),
+                    (Hook.POSTROUTING, HookDevices(out_dev="lo")),
+                    (Hook.PREROUTING, HookDevices(in_dev="lo")),
+                    (Hook.INPUT, HookDevices(in_dev="lo")),
                 ),
             )
             if self.hook_passed(result, "host"):
@@ -906,7 +906,7 @@ class _Walk:
         result = self.netfilter(
             netns,
             packet,
-            (HookCall(Hook.OUTPUT, out_dev=out), HookCall(Hook.POSTROUTING, out_dev=out)),
+            ((Hook.OUTPUT, HookDevices(out_dev=out)), (Hook.POSTROUTING, HookDevices(out_dev=out))),
         )
         if self.hook_passed(result, "host"):
             self.send(out, netns, result.packet, meta, decision)
@@ -921,7 +921,7 @@ class _Walk:
         if ruleset is None or not _rewrites_destinations(ruleset):
             return decision
         after = self.packet_after(
-            netns, packet, (HookCall(Hook.OUTPUT, out_dev=decision.dev or ""),)
+            netns, packet, ((Hook.OUTPUT, HookDevices(out_dev=decision.dev or "")),)
         )
         if after.nw_dst is None or after.nw_dst == packet.nw_dst:
             return decision
@@ -1587,7 +1587,8 @@ def _trace(w: _Walk) -> Trace:
             bad = [
                 e
                 for e in ends
-                if e.outcome in (Outcome.DROPPED, Outcome.UNKNOWN) and not e.incidental
+                if e.outcome in (Outcome.DROPPED, Outcome.REJECTED, Outcome.UNKNOWN)
+                and not e.incidental
             ]
             # A copy stopped on the target's own Linux bridge speaks for the target; copies
             # flooded elsewhere (out of the uplink, to other VMs) only say where else it went.

@@ -10,17 +10,10 @@ from __future__ import annotations
 import dataclasses
 
 from nodetrace.engine.conntrack import CtState
-from nodetrace.engine.netfilter import CtFacts, Devices, NodeFacts
+from nodetrace.engine.netfilter import CtFacts, NodeFacts
 from nodetrace.engine.netfilter import NetfilterEngine as RulesetEngine
 from nodetrace.engine.walk import Engines
-from nodetrace.engine.walk_engines import (
-    HookResult,
-    Metadata,
-    OfResult,
-    OpenFlowEngine,
-    PathCall,
-    Verdict,
-)
+from nodetrace.engine.walk_engines import BridgeRunner, HookResult, Metadata, OfResult, PathCall
 from nodetrace.engine.walk_openflow import OpenFlowAdapter
 from nodetrace.errors import UsageError
 from nodetrace.model.ipset import IpSets
@@ -28,8 +21,7 @@ from nodetrace.model.netfilter import Ruleset
 from nodetrace.model.packet import Packet
 from nodetrace.model.snapshot import Snapshot
 from nodetrace.model.trace import NetfilterStep
-
-_VERDICTS = {"ACCEPT": Verdict.ACCEPT, "DROP": Verdict.DROP, "REJECT": Verdict.DROP}
+from nodetrace.model.verdict import Verdict
 
 _STATE_WORDS = {
     "new": CtState.NEW,
@@ -105,19 +97,15 @@ class NetfilterAdapter:
         self, ruleset: Ruleset, ipsets: IpSets | None, packet: Packet, call: PathCall
     ) -> HookResult:
         engine = self.engine(ruleset, ipsets, call.netns)
-        path = tuple(
-            (h.hook, Devices(h.in_dev, h.out_dev, h.physin, h.physout)) for h in call.hooks
-        )
         ct = CtFacts(state=conntrack_state(call.ct_state)) if call.ct_state else None
-        result = engine.run(packet, path, ct=ct)
+        result = engine.run(packet, call.hooks, ct=ct)
         trace = result.trace
-        verdict = _VERDICTS.get(result.verdict, Verdict.UNKNOWN)
         return HookResult(
-            verdict=verdict,
+            verdict=result.verdict,
             steps=tuple(_reword_step(s) for s in trace.steps if isinstance(s, NetfilterStep)),
             packet=result.packet,
             reason=snapshot_wording(trace.reason),
-            decisive_step=trace.verdict_step if verdict is not Verdict.ACCEPT else None,
+            decisive_step=trace.verdict_step if result.verdict is not Verdict.ACCEPT else None,
             assumptions=tuple(snapshot_wording(a) for a in trace.assumptions),
         )
 
@@ -138,7 +126,7 @@ class NoOpenFlow:
 
 def engines_for(snapshot: Snapshot, *, ct_state: str | None = None) -> Engines:
     """The engines a walk through ``snapshot`` uses (compiled once; reuse them for many walks)."""
-    openflow: OpenFlowEngine = (
+    openflow: BridgeRunner = (
         OpenFlowAdapter(
             snapshot.ovs,
             ct_state=ct_state,

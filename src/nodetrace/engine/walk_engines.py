@@ -8,35 +8,19 @@ interfaces keep the walk independent of each engine's own API; thin adapters imp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
+from nodetrace.engine.netfilter import HookPath
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import Ruleset
 from nodetrace.model.packet import Packet
-from nodetrace.model.trace import DeviceStep, Hook, NetfilterStep, OpenFlowStep
+from nodetrace.model.trace import DeviceStep, NetfilterStep, OpenFlowStep
+from nodetrace.model.verdict import Verdict
 
 IPAddress = IPv4Address | IPv6Address
 Metadata = tuple[tuple[str, str], ...]
 """OVS pipeline fields given with a packet (``tun_id``, ``reg0``, ``ct_state``...)."""
-
-
-class Verdict(StrEnum):
-    ACCEPT = "accept"
-    DROP = "drop"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class HookCall:
-    """One traversal of one netfilter hook, with the devices the kernel passes to it."""
-
-    hook: Hook
-    in_dev: str = ""
-    out_dev: str = ""
-    physin: str | None = None
-    physout: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +29,7 @@ class PathCall:
     packet's PREROUTING then INPUT or FORWARD and POSTROUTING)."""
 
     netns: str
-    hooks: tuple[HookCall, ...]
+    hooks: HookPath
     ct_state: str | None = None
     """As the user gave it (``--ct-state``); ``None`` lets the engine decide and say so."""
 
@@ -62,7 +46,9 @@ class HookResult:
     assumptions: tuple[str, ...] = ()
 
 
-class NetfilterEngine(Protocol):
+class HookRunner(Protocol):
+    """Runs one skb through the netfilter hooks of one namespace."""
+
     def run_path(
         self, ruleset: Ruleset, ipsets: IpSets | None, packet: Packet, call: PathCall
     ) -> HookResult: ...
@@ -106,7 +92,9 @@ class OfResult:
     """Fields outside ``given`` that a lookup depended on, with the table that looked."""
 
 
-class OpenFlowEngine(Protocol):
+class BridgeRunner(Protocol):
+    """Runs one packet through the OpenFlow pipeline of one OVS bridge."""
+
     def run(
         self,
         bridge: str,

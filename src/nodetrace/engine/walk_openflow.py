@@ -1,4 +1,4 @@
-"""The OpenFlow engine behind the whole-node walk's :class:`OpenFlowEngine` interface.
+"""The OpenFlow engine behind the whole-node walk's :class:`BridgeRunner` interface.
 
 One compiled engine serves every bridge crossing of a walk (and of many walks, for benchmarks);
 the packets that leave the bridges become the walk's outputs, tunnel encapsulation included.
@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nodetrace.engine.openflow import OpenFlowEngine as Pipelines
-from nodetrace.engine.walk_engines import Metadata, OfOutput, OfResult, TunnelEncap, Verdict
+from nodetrace.engine.walk_engines import Metadata, OfOutput, OfResult, TunnelEncap
 from nodetrace.model.openflow_trace import EgressKind
 from nodetrace.model.ovs_runtime import DpifShow
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.packet import Packet
 from nodetrace.model.topology import OvsRoute, OvsTunnelNeighbour
-from nodetrace.model.trace import DeviceStep, OpenFlowStep, Outcome
+from nodetrace.model.trace import Outcome
+from nodetrace.model.verdict import Verdict
 
 _OVS_STATES = {
     "new": "+trk+new",
@@ -69,9 +70,6 @@ class OpenFlowAdapter:
         consulted = tuple((name, u.where) for u in t.unset for name in u.names)
         stated = {u.note for u in t.unset}
         notes = tuple(n for n in t.assumptions if n not in stated)
-        steps: list[OpenFlowStep | DeviceStep] = [
-            n.step for p in t.passes for node in p.nodes for n in node.walk() if n.step is not None
-        ]
         outputs = []
         for e in t.egress:
             if e.kind is EgressKind.CONTROLLER:
@@ -88,6 +86,4 @@ class OpenFlowAdapter:
         else:
             verdict = Verdict.DROP
         reason = t.reason or t.verdict
-        return OfResult(
-            tuple(steps), tuple(outputs), verdict, reason, t.verdict_step, notes, consulted
-        )
+        return OfResult(t.steps, tuple(outputs), verdict, reason, t.verdict_step, notes, consulted)

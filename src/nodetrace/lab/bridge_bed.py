@@ -47,12 +47,16 @@ class HostSpec:
     ``name`` is short (it becomes part of interface names: at most 6 characters). ``mac``
     defaults to a locally administered address derived from the port number. ``addresses`` are
     CIDR strings put on the host's ``eth0``; leave them empty for a pure packet sink whose kernel
-    never answers (crafted packets then cross the bridge without provoking replies).
+    never answers (crafted packets then cross the bridge without provoking replies). ``port``
+    names the bridge port (default: the bed's prefix + ``name``), e.g. the tap device a
+    generated Neutron ruleset names; kernel log lines are told apart by device names, so it
+    must not be in use by another lab on the machine.
     """
 
     name: str
     mac: str | None = None
     addresses: tuple[str, ...] = ()
+    port: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,7 @@ def build_bridge_bed(
     ipv6: bool = False,
     static_fdb: bool = True,
     bridge_address: str | None = None,
+    bridge: str | None = None,
 ) -> BridgeBed:
     """Create the bed namespace, its bridge, and a veth port plus namespace per host.
 
@@ -113,7 +118,8 @@ def build_bridge_bed(
     namespace, so no router solicitation or DAD frame crosses the bridge unasked. With
     ``static_fdb`` each host's MAC is pinned to its port, so a frame to a host is forwarded to
     that port only (no flooding, one FORWARD pass per frame). ``bridge_address`` (CIDR) gives
-    the bridge itself an address, for traffic to INPUT and from OUTPUT.
+    the bridge itself an address, for traffic to INPUT and from OUTPUT. ``bridge`` names the
+    bridge (default: ``prefix + "br"``).
     """
     if len(prefix) > 9:
         raise ValueError(f"prefix {prefix!r} is longer than 9 characters")
@@ -121,7 +127,7 @@ def build_bridge_bed(
     if len(set(names)) != len(names) or any(len(n) > 6 or not n.isalnum() for n in names):
         raise ValueError("host names must be unique, alphanumeric, at most 6 characters")
     netns = res.add_netns(f"{prefix}-bed")
-    bridge = f"{prefix}br"
+    bridge = bridge or f"{prefix}br"
     if not ipv6:
         _disable_ipv6(netns)
     # No multicast: a device that may send IGMP/MLD reports would put unasked frames in traces.
@@ -140,7 +146,7 @@ def build_bridge_bed(
         host_ns = res.add_netns(f"{prefix}-{spec.name}")
         if not ipv6:
             _disable_ipv6(host_ns)
-        port = f"{prefix}{spec.name}"
+        port = spec.port or f"{prefix}{spec.name}"
         mac = spec.mac or _mac_for(index)
         run(
             [

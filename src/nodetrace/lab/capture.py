@@ -38,6 +38,7 @@ from typing import ClassVar
 from nodetrace.lab.ledger import Entry
 from nodetrace.lab.resources import Resources
 from nodetrace.lab.run import CommandError, in_netns, run
+from nodetrace.parsers.trace_kernel_log import KernelLogReader, parse_devs
 
 NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
 HOLDERS_DIR = Path("/run/nodetrace-lab")
@@ -45,8 +46,6 @@ HOLDERS_DIR = Path("/run/nodetrace-lab")
 
 MONITOR_LIFETIME = 600
 """A monitor is wrapped in ``timeout`` so that even a crashed test cannot leave it running."""
-
-_DEVICE_FIELD = re.compile(r"\b(?:IN|OUT|PHYSIN|PHYSOUT)=(\S+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +184,12 @@ class KernelTraceLog:
         if settle:
             time.sleep(settle)
         wanted = set(devices)
-        out = []
-        for rec in self.records():
-            if not rec.text.startswith("TRACE: "):
-                continue
-            if wanted.intersection(_DEVICE_FIELD.findall(rec.text)):
-                out.append(rec.text)
-        return out
+        texts = [rec.text for rec in self.records() if rec.text.startswith("TRACE: ")]
+        return [
+            record.text
+            for record in KernelLogReader().records(texts)
+            if wanted.intersection(parse_devs(record.devs).values())
+        ]
 
 
 def _unescape(text: str) -> str:

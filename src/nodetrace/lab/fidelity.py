@@ -25,7 +25,7 @@ from typing import Any
 
 from nodetrace.lab.build import lab_down, lab_up
 from nodetrace.lab.fidelity_engines import ADAPTERS, Comparison, EngineAdapter, ScenarioContext
-from nodetrace.lab.observe import LabProbe, Observation, Tunnel, flow_text
+from nodetrace.lab.observe import LabProbe, Observation, Tunnel
 from nodetrace.lab.state import LabDir, LabInfo, VmInfo
 from nodetrace.model.packet import ETH_TYPE_ARP, IPProto, Packet, TcpFlag
 from nodetrace.neutron.scenario import NetworkType, parse_scenario
@@ -344,9 +344,9 @@ def _run_scenario(
                     path=send.path,
                     source=send.source,
                     target=send.target,
-                    packet=flow_text(send.packet),
+                    packet=send.packet.flow_text(),
                     arrived=list(obs.arrived),
-                    trace={k: list(v) for k, v in obs.trace.items()},
+                    trace={k: list(v) for k, v in obs.trace_lines.items()},
                     backend=backend,
                     ofproto=dict(obs.ofproto),
                 )
@@ -387,7 +387,7 @@ def _snapshots(info: LabInfo, workdir: Path) -> dict[str, Path]:
 # --- text report ------------------------------------------------------------------------------
 
 
-def format_report(report: FidelityReport, *, width: int = 100) -> str:
+def format_report(report: FidelityReport) -> str:
     backends = report.backends()
     mix = ", ".join(f"{sum(c.backend == b for c in report.cases)} iptables-{b}" for b in backends)
     lines = [
@@ -409,29 +409,11 @@ def format_report(report: FidelityReport, *, width: int = 100) -> str:
         for name, cmp in case.engines.items():
             if cmp["status"] not in ("disagree", "error"):
                 continue
-            lines += ["", f"{name} {cmp['status'].upper()} on {case.id} ({case.kind}, {case.path}, "
-                      f"iptables-{case.backend}): "
-                      f"{case.source} -> {case.target}", f"  packet {case.packet}",
-                      f"  {cmp['detail']}"]  # fmt: skip
-            lines += _side_by_side(cmp.get("real", []), cmp.get("predicted", []), width)
+            lines += [
+                "",
+                f"{name} {cmp['status'].upper()} on {case.id} ({case.kind}, {case.path}, "
+                f"iptables-{case.backend}): {case.source} -> {case.target}",
+                f"  packet {case.packet}",
+                f"  {cmp['detail']}",
+            ]
     return "\n".join(lines)
-
-
-def _side_by_side(real: Sequence[str], predicted: Sequence[str], width: int) -> list[str]:
-    if not real and not predicted:
-        return []
-    half = (width - 5) // 2
-    out = [f"  {'real':<{half}} | predicted"]
-    for i in range(max(len(real), len(predicted))):
-        left = real[i] if i < len(real) else ""
-        right = predicted[i] if i < len(predicted) else ""
-        mark = " " if left == right else "*"
-        out.append(f" {mark}{left[:half]:<{half}} | {right[:half]}")
-        if left != right and left and right and max(len(left), len(right)) > half:
-            # Long lines (xtables-monitor's) are cut above: show where they part.
-            at = next((k for k, (a, b) in enumerate(zip(left, right, strict=False)) if a != b),
-                      min(len(left), len(right)))  # fmt: skip
-            start = max(0, at - 10)
-            out.append(f"    from column {at}: real {left[start : start + half]!r}")
-            out.append(f"    {'':>{len(str(at)) + 12}}predicted {right[start : start + half]!r}")
-    return out

@@ -7,6 +7,11 @@ of each node's raw PREROUTING. Each :meth:`LabProbe.send` injects one frame, fro
 ``eth0`` or from the underlay switch (VXLAN/GRE-encapsulated, or VLAN-tagged for provider
 networks, as a remote node would send it), and returns an :class:`Observation`: where the frame
 arrived, the TRACE lines it caused on each node, and ``ofproto/trace`` of the OVS part.
+
+What was captured is also read back, as observed traces (:class:`~nodetrace.model.trace.Trace`),
+by nodetrace's own readers (the TRACE-log pipeline of ``nodetrace log``, explained with the ruleset
+each node holds, and the ``ofproto/trace`` parser), so that the fidelity suite compares them with
+simulated traces step by step (:func:`nodetrace.model.trace_diff.diff`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from nodetrace.errors import UsageError
+from nodetrace.errors import DiagnosticSink, UsageError
 from nodetrace.lab.capture import KernelTraceLog, TraceMonitor
 from nodetrace.lab.ledger import Ledger
 from nodetrace.lab.node import netlink
@@ -30,11 +35,26 @@ from nodetrace.lab.resources import Resources
 from nodetrace.lab.run import run
 from nodetrace.lab.send import Wire, frame_bytes
 from nodetrace.lab.state import LabDir, LabInfo, NodeInfo, VmInfo
-from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IPProto, Packet
+from nodetrace.model.openflow_trace import ActionRun, Bridge, Message, TableLookup, TraceNode
+from nodetrace.model.packet import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    Family,
+    IPProto,
+    Packet,
+)
+from nodetrace.model.trace import NetfilterStep, OpenFlowStep, Outcome, Trace
 from nodetrace.neutron.generate import NodeState, generate_node
 from nodetrace.neutron.ovs_agent import BR_INT, BR_PHYS, BR_TUN, UNDERLAY_NIC
 from nodetrace.neutron.scenario import NetworkType, Scenario, load_scenario
 from nodetrace.parsers.flow_syntax import FlowSpec
+from nodetrace.parsers.iptables_save import parse_iptables_save
+from nodetrace.parsers.ovs_appctl_ofproto_trace import observed_tree, parse_ovs_appctl_ofproto_trace
+from nodetrace.tracelog.observed import ObservedPacket
+from nodetrace.tracelog.pipeline import Analysis
+from nodetrace.tracelog.rulebook import RuleBook
+from nodetrace.tracelog.source import open_bytes
 
 UNDERLAY = "underlay"
 REMOTE_MAC = "fa:16:3e:ee:ee:01"
@@ -63,67 +83,27 @@ class Observation:
     """A VM name, or ``underlay``."""
     arrived: tuple[str, ...]
     """The VMs whose ``eth0`` received the frame."""
-    trace: Mapping[str, tuple[str, ...]]
-    """TRACE output per node, in the lab's format (``trace_format``)."""
+    trace_lines: Mapping[str, tuple[str, ...]]
+    """The packet's TRACE output per node, in the lab's format (``trace_format``)."""
     trace_format: str
     """``kernel`` (iptables-legacy, kernel log lines) or ``xtables`` (xtables-monitor --trace)."""
+    netfilter: Mapping[str, tuple[Trace, ...]] = field(default_factory=dict)
+    """The TRACE output read back per node: one observed trace per pass through netfilter (a
+    Linux bridge pass is one), explained with the ruleset the node holds."""
     ofproto: Mapping[str, str] = field(default_factory=dict)
     """``ovs-appctl ofproto/trace`` output per node the packet enters OVS on."""
     ofproto_input: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     """The bridge and flow ``ofproto/trace`` was given, per node."""
     tunnel: Tunnel | None = None
 
+    @property
+    def openflow(self) -> dict[str, Trace]:
+        """``ofproto/trace`` of each node read back as an observed trace."""
+        return {node: openflow_trace(text) for node, text in self.ofproto.items()}
 
-_PORT_PREFIX = {int(IPProto.TCP): "tcp", int(IPProto.UDP): "udp", int(IPProto.SCTP): "sctp"}
-"""The names OVS's packet parser takes ports by: its ``tp_src``/``tp_dst`` are TCP's only."""
-
-
-def flow_text(packet: Packet, **metadata: str | int) -> str:
-    """The packet in OVS flow syntax, as ``ofproto/trace`` takes it."""
-    parts = [f"{k}={v}" for k, v in metadata.items()]
-    v6 = packet.dl_type == ETH_TYPE_IPV6
-    keywords = {
-        int(IPProto.TCP): "tcp6" if v6 else "tcp",
-        int(IPProto.UDP): "udp6" if v6 else "udp",
-        int(IPProto.ICMP): "icmp",
-        int(IPProto.ICMPV6): "icmp6",
-        int(IPProto.SCTP): "sctp6" if v6 else "sctp",
-    }
-    default = {ETH_TYPE_IPV6: "ipv6", ETH_TYPE_IPV4: "ip", ETH_TYPE_ARP: "arp"}.get(
-        packet.dl_type, "eth"
-    )
-    proto = keywords.get(packet.nw_proto, default) if packet.is_ip else default
-    parts.insert(0, proto)
-    if packet.dl_type == ETH_TYPE_ARP:
-        parts += [f"dl_src={packet.dl_src}", f"dl_dst={packet.dl_dst}"]
-        if packet.dl_vlan is not None:
-            parts.append(f"dl_vlan={packet.dl_vlan}")
-        parts += [f"arp_op={packet.arp_op or 1}", f"arp_spa={packet.arp_spa}",
-                  f"arp_tpa={packet.arp_tpa}", f"arp_sha={packet.arp_sha or packet.dl_src}",
-                  f"arp_tha={packet.arp_tha or '00:00:00:00:00:00'}"]  # fmt: skip
-        return ",".join(parts)
-    parts += [f"dl_src={packet.dl_src}", f"dl_dst={packet.dl_dst}"]
-    if packet.dl_vlan is not None:
-        parts.append(f"dl_vlan={packet.dl_vlan}")
-    if packet.is_ip:
-        src, dst = ("ipv6_src", "ipv6_dst") if v6 else ("nw_src", "nw_dst")
-        parts += [f"{src}={packet.nw_src}", f"{dst}={packet.nw_dst}", f"nw_ttl={packet.nw_ttl}"]
-        if proto in ("ip", "ipv6"):
-            parts.append(f"nw_proto={packet.nw_proto}")
-        l4 = _PORT_PREFIX.get(packet.nw_proto or 0)
-        if l4 is not None:
-            # OVS's tp_src/tp_dst are TCP's fields: UDP and SCTP ports need their own names.
-            parts += [f"{l4}_src={packet.tp_src or 0}", f"{l4}_dst={packet.tp_dst or 0}"]
-        if packet.nw_proto == IPProto.TCP:
-            parts.append(f"tcp_flags={packet.tcp_flags:#x}")
-        if packet.nw_proto in (IPProto.ICMP, IPProto.ICMPV6):
-            # OVS refuses icmp_type on ICMPv6 (its prerequisite is icmp): it has its own names.
-            icmp = "icmpv6" if packet.nw_proto == IPProto.ICMPV6 else "icmp"
-            parts += [
-                f"{icmp}_type={packet.icmp_type or 0}",
-                f"{icmp}_code={packet.icmp_code or 0}",
-            ]
-    return ",".join(parts)
+    def bridge_pass(self, node: str, bridge: str) -> Trace | None:
+        """What netfilter did to the packet on its way through Linux bridge ``bridge``."""
+        return bridge_pass(self.netfilter.get(node, ()), bridge)
 
 
 def vm_for_address(info: LabInfo, addr: IPv4Address | IPv6Address) -> VmInfo | None:
@@ -258,6 +238,7 @@ class LabProbe:
         self._rules: list[tuple[str, list[str]]] = []
         self._rng = random.Random()
         self._inputs: dict[str, tuple[str, str]] = {}
+        self._books: dict[str, RuleBook] = {}
 
     # --- setup and teardown -------------------------------------------------------------
 
@@ -293,6 +274,7 @@ class LabProbe:
                     self._add_rule(
                         vm.netns, tool, ["-t", "raw", "-I", "PREROUTING", "1", "-j", "DROP"]
                     )
+        self._books = {node.name: self._live_rules(node.netns) for node in self.info.nodes}
         for vm in self.info.vms:
             self._wires[vm.name] = self._stack.enter_context(Wire.open(_Host(vm.netns)))
         self.announce_vms()
@@ -328,6 +310,18 @@ class LabProbe:
         self._stack.callback(
             run, [tool, "-t", "raw", "-D", "PREROUTING", "-j", "TRACE"], netns=netns, check=False
         )
+
+    def _live_rules(self, netns: str) -> RuleBook:
+        """The rules a node's kernel holds (its ``-j TRACE`` rule included), which its TRACE
+        output is explained with, as ``nodetrace log --rules`` would."""
+        book = RuleBook()
+        for family, tool in ((Family.IPV4, "iptables"), (Family.IPV6, "ip6tables")):
+            save = f"{tool}-{self.info.backend}-save"
+            text = run([save], netns=netns).stdout
+            book.rulesets[family] = parse_iptables_save(
+                text, source=f"{save} in {netns}", family=family
+            )
+        return book
 
     def _add_rule(self, netns: str, tool: str, insert: list[str]) -> None:
         run([tool, *insert], netns=netns)
@@ -384,11 +378,19 @@ class LabProbe:
         else:
             self._wires[source].send(frame_of(packet))
         arrived = self._arrivals(packet, wait)
-        trace = self._traces(packet, marks)
+        lines, passes = self._traces(packet, marks)
         self._inputs = {}
         traces = self._ofproto(packet, source, tunnel) if ofproto else {}
         return Observation(
-            packet, source, arrived, trace, self.trace_format, traces, dict(self._inputs), tunnel
+            packet,
+            source,
+            arrived,
+            lines,
+            self.trace_format,
+            passes,
+            traces,
+            dict(self._inputs),
+            tunnel,
         )
 
     def _arrivals(self, packet: Packet, wait: float) -> tuple[str, ...]:
@@ -401,20 +403,32 @@ class LabProbe:
                 arrived.append(name)
         return tuple(arrived)
 
-    def _traces(self, packet: Packet, marks: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
-        out: dict[str, tuple[str, ...]] = {}
+    def _traces(
+        self, packet: Packet, marks: Mapping[str, int]
+    ) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[Trace, ...]]]:
+        """The packet's TRACE lines and its passes through netfilter, per node."""
+        captured: dict[str, list[str]] = {}
         if self._kernel_log is not None:
+            # One kernel log for all nodes: each reads it with its own rules and keeps the
+            # passes through its own devices.
             lines = self._kernel_log.lines(devices=_all_devices(self.states.values()), settle=0.05)
-            mine = [line for line in lines if _kernel_line_is(line, packet)]
-            for node, state in self.states.items():
-                devs = _all_devices([state])
-                out[node] = tuple(line for line in mine if devs.intersection(_devices_in(line)))
-            return out
+            captured = {node: lines for node in self.states}
         for name, monitor in self._monitors.items():
             monitor.wait_drained(limit=2.0)
-            lines = monitor.text().splitlines()[marks[name] :]
-            out[name] = tuple(_xtables_lines_for(lines, packet))
-        return out
+            captured[name] = monitor.text().splitlines()[marks[name] :]
+        lines_of: dict[str, tuple[str, ...]] = {}
+        passes_of: dict[str, tuple[Trace, ...]] = {}
+        for node, lines in captured.items():
+            devices = _all_devices([self.states[node]])
+            mine = [
+                p
+                for p in read_passes(lines, self._books.get(node), source=f"TRACE on {node}")
+                if _same_packet_seen(p.trace.packet, packet)
+                and (self._kernel_log is None or devices & _devices_of(p.trace))
+            ]
+            passes_of[node] = tuple(p.trace for p in mine)
+            lines_of[node] = _lines_of(lines, mine)
+        return lines_of, passes_of
 
     def _send_from_underlay(self, packet: Packet, tunnel: Tunnel) -> None:
         from scapy.layers.inet import IP, UDP
@@ -464,7 +478,7 @@ class LabProbe:
             vm = self.info.vm(source)
             state = self.states[vm.node]
             vp = state.vm_port(vm.name)
-            out[vm.node] = self._trace(vm.node, BR_INT, flow_text(packet, in_port=vp.ofport))
+            out[vm.node] = self._trace(vm.node, BR_INT, packet.flow_text(in_port=vp.ofport))
             if dst_vm is not None and dst_vm.node != vm.node:
                 out[dst_vm.node] = self._trace_arrival(
                     packet, vp.network.type, vp.network.segmentation_id, vm.node, dst_vm.node
@@ -482,15 +496,14 @@ class LabProbe:
         if kind is NetworkType.VLAN:
             und = next(p for p in state.bridge_ports(BR_PHYS) if p.name == UNDERLAY_NIC)
             return self._trace(
-                node, BR_PHYS, flow_text(replace(packet, dl_vlan=seg), in_port=und.ofport)
+                node, BR_PHYS, replace(packet, dl_vlan=seg).flow_text(in_port=und.ofport)
             )
         remote = self.info.node(from_node).underlay_ip
         port = next(t for t in state.tunnels if t.type is kind and t.remote_ip == remote)
         return self._trace(
             node,
             BR_TUN,
-            flow_text(
-                packet,
+            packet.flow_text(
                 in_port=port.ofport,
                 tun_id=hex(seg),
                 tun_src=remote,
@@ -537,45 +550,109 @@ def _all_devices(states: Iterable[NodeState]) -> set[str]:
     return out
 
 
-def _devices_in(line: str) -> set[str]:
-    out = set()
-    for word in line.split():
-        for key in ("IN=", "OUT=", "PHYSIN=", "PHYSOUT="):
-            if word.startswith(key) and len(word) > len(key):
-                out.add(word[len(key) :])
+def _devices_of(trace: Trace) -> set[str]:
+    out: set[str] = set()
+    for s in trace.steps:
+        if isinstance(s, NetfilterStep):
+            out |= {s.in_dev, s.out_dev, s.physin or "", s.physout or ""}
+    return out - {""}
+
+
+def _same_packet_seen(seen: Packet | None, sent: Packet) -> bool:
+    """Whether a TRACE record shows ``sent`` (same addresses and, for IPv4, the same IP ID)."""
+    return (
+        seen is not None
+        and sent.is_ip
+        and (seen.nw_src, seen.nw_dst) == (sent.nw_src, sent.nw_dst)
+        and (sent.dl_type != ETH_TYPE_IPV4 or seen.ip_id == sent.ip_id)
+    )
+
+
+def _lines_of(lines: Sequence[str], passes: Sequence[ObservedPacket]) -> tuple[str, ...]:
+    numbers = sorted({n for p in passes for n in range(p.first_line, p.last_line + 1)})
+    return tuple(lines[n - 1] for n in numbers)
+
+
+def read_passes(
+    lines: Sequence[str], rules: RuleBook | None, *, source: str
+) -> list[ObservedPacket]:
+    """Every packet pass in TRACE output of any format (kernel log, ``xtables-monitor``,
+    ``nft monitor``), read, grouped and explained as ``nodetrace log`` does."""
+    sink = DiagnosticSink()
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    return list(Analysis(book=rules, sink=sink).packets(open_bytes(source, text.encode(), sink)))
+
+
+def bridge_pass(passes: Iterable[Trace], bridge: str) -> Trace | None:
+    """The netfilter steps of a packet's way through Linux bridge ``bridge`` (its device is IN
+    or OUT), from the observed passes; ``None`` when the packet never got there."""
+    through = [t for t in passes if bridge in _devices_of(t)]
+    steps = tuple(
+        s
+        for t in through
+        for s in t.steps
+        if isinstance(s, NetfilterStep) and bridge in (s.in_dev, s.out_dev)
+    )
+    if not steps:
+        return None
+    if len(through) == 1 and steps == through[0].steps:
+        return through[0]
+    last = through[-1]
+    return Trace(steps, last.outcome, reason=last.reason, packet=through[0].packet)
+
+
+def openflow_trace(text: str) -> Trace:
+    """A real ``ofproto/trace`` as an observed trace: each table lookup a step, in order, and
+    the last pass's datapath actions the outcome (``drop`` or none: dropped).
+
+    After a native tunnel output OVS also walks the *outer* packet through the underlay
+    bridge; that pass is about the outer headers and is left out (the walk covers it).
+    """
+    sink = DiagnosticSink()
+    observed = parse_ovs_appctl_ofproto_trace(text, source="ofproto/trace", sink=sink)
+    if not observed.passes:
+        return Trace((), Outcome.UNKNOWN, reason=text.strip() or "no ofproto/trace output")
+    steps = [s for p in observed.passes for s in _lookups(observed_tree(p), "")]
+    last = observed.passes[-1]
+    if last.failure is not None or last.datapath_actions is None:
+        reason = last.failure or "ofproto/trace printed no datapath actions"
+        return Trace(tuple(steps), Outcome.UNKNOWN, reason=reason)
+    actions = last.datapath_actions.strip()
+    outcome = Outcome.DROPPED if actions in ("", "drop") else Outcome.DELIVERED
+    return Trace(tuple(steps), outcome, reason=f"datapath actions: {actions or 'none'}")
+
+
+def _lookups(nodes: Sequence[TraceNode], bridge: str) -> list[OpenFlowStep]:
+    out: list[OpenFlowStep] = []
+    tunnelled = False
+    for node in nodes:
+        match node:
+            case Bridge():
+                if not tunnelled:
+                    out += _lookups(node.children, node.name)
+                tunnelled = False
+            case TableLookup(match="reg0=0x2", priority=0):
+                # A miss in a table of a bridge entered after the first: ofproto/trace shows
+                # OVS's own hidden rule, which nodetrace's steps call a miss (no flow matched).
+                out.append(OpenFlowStep(bridge, node.table, None, "", _actions(node), node.cookie))
+                out += _lookups(node.children, bridge)
+            case TableLookup():
+                out.append(
+                    OpenFlowStep(
+                        bridge, node.table, node.priority, node.match, _actions(node), node.cookie
+                    )
+                )
+                out += _lookups(node.children, bridge)
+            case Message() if node.text.startswith("tunneling from "):
+                tunnelled = True
+            case _:  # every other node: the lookups under it, if any
+                out += _lookups(node.children, bridge)
     return out
 
 
-def _kernel_line_is(line: str, packet: Packet) -> bool:
-    """A legacy TRACE line about ``packet`` (same addresses and IP ID)."""
-    words = set(line.split())
-    if f"SRC={packet.nw_src}" not in words or f"DST={packet.nw_dst}" not in words:
-        return False
-    return packet.dl_type != ETH_TYPE_IPV4 or f"ID={packet.ip_id}" in words
-
-
-def _xtables_lines_for(lines: Sequence[str], packet: Packet) -> list[str]:
-    """The xtables-monitor records of ``packet``: its PACKET lines pick the trace ids."""
-    ids: set[str] = set()
-    for line in lines:
-        if line.startswith("PACKET:"):
-            words = line.split()
-            if (
-                f"SRC={packet.nw_src}" in words
-                and f"DST={packet.nw_dst}" in words
-                and (packet.dl_type != ETH_TYPE_IPV4 or _xtables_ip_id(words) == packet.ip_id)
-            ):
-                ids.add(words[2])
-    return [line for line in lines if len(line.split()) > 2 and line.split()[2] in ids]
-
-
-def _xtables_ip_id(words: Sequence[str]) -> int | None:
-    """The IP ID of a PACKET line; xtables-monitor glues flags to it (``ID=38349DF``)."""
-    for w in words:
-        if w.startswith("ID="):
-            digits = w[3:].rstrip("CDEFM")
-            return int(digits) if digits.isdigit() else None
-    return None
+def _actions(lookup: TableLookup) -> str:
+    """The actions a lookup ran, as a dump joins them."""
+    return ",".join(a.action for a in lookup.children if isinstance(a, ActionRun))
 
 
 def frame_of(packet: Packet) -> bytes:
@@ -628,4 +705,13 @@ def probing(lab: LabDir, *, mute_vms: bool = False) -> Iterator[LabProbe]:
         yield probe
 
 
-__all__ = ["LabProbe", "Observation", "Tunnel", "complete_packet", "flow_text", "probing"]
+__all__ = [
+    "LabProbe",
+    "Observation",
+    "Tunnel",
+    "bridge_pass",
+    "complete_packet",
+    "openflow_trace",
+    "probing",
+    "read_passes",
+]

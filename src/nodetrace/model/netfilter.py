@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 from nodetrace.errors import SourcePos
 from nodetrace.model.packet import Family
+from nodetrace.model.verdict import Effect
 
 T = TypeVar("T")
 
@@ -391,7 +392,44 @@ Match = (
 
 
 # ---------------------------------------------------------------------------------------------
-# Targets: a tagged union too. Each has ``kind`` (how the kernel stores it) and ``name``.
+# Targets: a tagged union too. Each has ``kind`` (how the kernel stores it), ``name`` and
+# ``effect``: what the target does to evaluation, said here once for the engine and the log
+# explainer alike.
+
+CONTINUING_EXTENSIONS = frozenset(
+    {
+        "LOG",
+        "NFLOG",
+        "ULOG",
+        "TRACE",
+        "CT",
+        "NOTRACK",
+        "MARK",
+        "CONNMARK",
+        "CHECKSUM",
+        "TCPMSS",
+        "TCPOPTSTRIP",
+        "CLASSIFY",
+        "DSCP",
+        "TOS",
+        "TTL",
+        "HL",
+        "ECN",
+        "SET",
+        "AUDIT",
+        "SECMARK",
+        "CONNSECMARK",
+        "IDLETIMER",
+        "LED",
+        "RATEEST",
+        "HMARK",
+        "TEE",
+    }
+)
+"""Extension targets that return ``XT_CONTINUE``: evaluation goes on with the next rule."""
+
+ACCEPTING_EXTENSIONS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "TPROXY"})
+"""Extension targets that end the table with ``NF_ACCEPT`` (NAT rewrites, then accepts)."""
 
 
 class TargetKind(StrEnum):
@@ -415,9 +453,13 @@ class NoTarget:
     def name(self) -> str:
         return ""
 
+    @property
+    def effect(self) -> Effect:
+        return Effect.CONTINUE
+
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class StandardTarget:
     """A standard verdict: ``ACCEPT``, ``DROP``, ``RETURN`` or ``QUEUE``."""
 
     verdict: str = "ACCEPT"
@@ -429,6 +471,10 @@ class Verdict:
     @property
     def name(self) -> str:
         return self.verdict
+
+    @property
+    def effect(self) -> Effect:
+        return Effect.of_word(self.verdict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,12 +491,20 @@ class JumpTarget:
     def name(self) -> str:
         return self.chain
 
+    @property
+    def effect(self) -> Effect:
+        return Effect.GOTO if self.goto else Effect.JUMP
+
 
 @dataclass(frozen=True, slots=True)
 class _Extension:
     @property
     def kind(self) -> TargetKind:
         return TargetKind.EXTENSION
+
+    @property
+    def effect(self) -> Effect:
+        return Effect.CONTINUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +514,10 @@ class RejectTarget(_Extension):
     @property
     def name(self) -> str:
         return "REJECT"
+
+    @property
+    def effect(self) -> Effect:
+        return Effect.REJECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,6 +626,10 @@ class NatTarget(_Extension):
     def name(self) -> str:
         return self.nat_type
 
+    @property
+    def effect(self) -> Effect:
+        return Effect.ACCEPT
+
 
 @dataclass(frozen=True, slots=True)
 class ChecksumTarget(_Extension):
@@ -600,10 +662,21 @@ class UnknownTarget(_Extension):
     def name(self) -> str:
         return self.target
 
+    @property
+    def effect(self) -> Effect:
+        """What the kernel's target of this name does, though nodetrace cannot apply it."""
+        if self.target in CONTINUING_EXTENSIONS:
+            return Effect.CONTINUE
+        if self.target in ACCEPTING_EXTENSIONS:
+            return Effect.ACCEPT
+        if self.target == "NFQUEUE":
+            return Effect.QUEUE
+        return Effect.UNKNOWN
+
 
 Target = (
     NoTarget
-    | Verdict
+    | StandardTarget
     | JumpTarget
     | RejectTarget
     | LogTarget
@@ -648,7 +721,12 @@ class Rule:
         Such a rule is logged by TRACE as ``return`` in a user chain and ``policy`` in a
         built-in chain (``ip_tables.c: get_chainname_rulenum``), at its own position.
         """
-        return not self.matches and self.ip.is_empty and isinstance(self.target, Verdict)
+        return not self.matches and self.ip.is_empty and isinstance(self.target, StandardTarget)
+
+    @property
+    def effect(self) -> Effect:
+        """What the rule's target does when the rule matches."""
+        return self.target.effect
 
     @property
     def jump_chain(self) -> str | None:
@@ -719,3 +797,22 @@ class Ruleset:
         for table in self.tables.values():
             for chain in table.chains.values():
                 yield from chain.rules
+
+
+@dataclass(frozen=True, slots=True)
+class HookDevices:
+    """The devices netfilter passes to one hook (``IN=``/``OUT=``), and the bridge ports
+    br_netfilter records (``PHYSIN=``/``PHYSOUT=``). A hook traversal is ``(Hook, HookDevices)``."""
+
+    in_dev: str = ""
+    out_dev: str = ""
+    physin: str | None = None
+    physout: str | None = None
+    bridged: bool | None = None
+    """Whether the skb carries bridge info; ``None`` means "when a physdev is given"."""
+
+    @property
+    def is_bridged(self) -> bool:
+        if self.bridged is not None:
+            return self.bridged
+        return self.physin is not None or self.physout is not None

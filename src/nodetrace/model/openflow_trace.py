@@ -1,8 +1,9 @@
 """The result of tracing a packet through OVS bridges: a tree in the shape of ``ofproto/trace``,
 the packets that leave (port, bridge, encapsulation), learned flows, and what it all assumed.
 
-The tree mirrors OVS's own trace nodes (bridge, table, action, detail, warning, error, thaw), so
-it can be printed exactly as ``ovs-appctl ofproto/trace`` prints it. The same trace flattens
+The tree mirrors OVS's own trace nodes (bridge, table, action, detail, warning, error, thaw),
+each kind with its own fields and no display text, so :mod:`nodetrace.render.ofproto_trace` can
+print it exactly as ``ovs-appctl ofproto/trace`` does, or otherwise. The same trace flattens
 into the shared :class:`~nodetrace.model.trace.OpenFlowStep` / ``DeviceStep`` sequence that a
 whole-node walk joins with netfilter steps.
 """
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
+from typing import cast
 
 from nodetrace.model.packet import Packet
 from nodetrace.model.trace import DeviceStep, OpenFlowStep, Outcome, Trace
@@ -35,20 +37,228 @@ class NodeKind(StrEnum):
     THAW = "thaw"
 
 
-@dataclass(frozen=True, slots=True)
-class TraceNode:
-    kind: NodeKind
-    text: str
-    children: tuple[TraceNode, ...] = ()
-    step: OpenFlowStep | DeviceStep | None = None
-    """The shared step this node stands for (table lookups, patch/tunnel/output crossings)."""
-    extra: bool = False
-    """Added by nodetrace (an output, an encapsulation); ``ofproto/trace`` prints no such line."""
+class _Node:
+    """What every trace node answers; each kind below overrides what it has. A kind's field of
+    one of these names needs a default: without one, ``dataclass`` would take the property."""
+
+    __slots__ = ()
+
+    @property
+    def kind(self) -> NodeKind:
+        return NodeKind.DETAIL
+
+    @property
+    def children(self) -> tuple[TraceNode, ...]:
+        return ()
+
+    @property
+    def step(self) -> OpenFlowStep | DeviceStep | None:
+        """The shared step this node stands for (table lookups, patch/tunnel/output crossings)."""
+        return None
+
+    @property
+    def extra(self) -> bool:
+        """Added by nodetrace (an output, an encapsulation); ``ofproto/trace`` prints no such
+        line."""
+        return False
 
     def walk(self) -> Iterator[TraceNode]:
-        yield self
+        yield cast("TraceNode", self)
         for child in self.children:
             yield from child.walk()
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge(_Node):
+    """A bridge's pipeline entered: the first, a patch port's peer, a native tunnel's underlay."""
+
+    name: str
+    children: tuple[TraceNode, ...] = ()
+    step: DeviceStep | None = None
+
+    @property
+    def kind(self) -> NodeKind:
+        return NodeKind.BRIDGE
+
+
+@dataclass(frozen=True, slots=True)
+class TableLookup(_Node):
+    """One table's lookup and the flow it found, as ``ofproto/trace`` identifies that flow."""
+
+    table: int
+    match: str
+    """The flow's match as ``ofproto/trace`` prints it (ports by number); OVS's internal
+    no-packet-in rule (``reg0=0x2``) when a table of a bridge entered later misses."""
+    priority: int | None
+    """``None`` when no flow matched (``No match.``)."""
+    cookie: int = 0
+    children: tuple[TraceNode, ...] = ()
+    step: OpenFlowStep | None = None
+
+    @property
+    def kind(self) -> NodeKind:
+        return NodeKind.TABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Thaw(_Node):
+    """A recirculation taking the pipeline up again (``thaw``, ``Resuming from table N``)."""
+
+    resume_table: int | None = None
+    """The table resumed at; ``None`` for the ``thaw`` node that holds it."""
+    children: tuple[TraceNode, ...] = ()
+    step: DeviceStep | None = None
+
+    @property
+    def kind(self) -> NodeKind:
+        return NodeKind.THAW
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRun(_Node):
+    """An action executed, in OVS's flow syntax (``drop`` when a flow has none)."""
+
+    action: str
+
+    @property
+    def kind(self) -> NodeKind:
+        return NodeKind.ACTION
+
+
+@dataclass(frozen=True, slots=True)
+class Message(_Node):
+    """What the translator says of an action, in OVS's words (a detail, warning or error)."""
+
+    level: NodeKind
+    """``DETAIL``, ``WARN`` or ``ERROR``."""
+    text: str
+    extra: bool = False
+
+    @property
+    def kind(self) -> NodeKind:
+        return self.level
+
+
+@dataclass(frozen=True, slots=True)
+class Recirculate(_Node):
+    """``ct(table=N)``: a clone of the packet goes on at table N after conntrack."""
+
+    table: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConntrackCleared(_Node):
+    """After ``ct``: the packet continues untracked, its conntrack fields cleared."""
+
+
+@dataclass(frozen=True, slots=True)
+class Learned(_Node):
+    """A ``learn`` action's flow: added, or only shown when side effects are suppressed."""
+
+    flow: LearnedFlow
+
+    @property
+    def extra(self) -> bool:
+        return not self.flow.applied
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelOutput(_Node):
+    """An output to a tunnel port, by the datapath (``native``: userspace) or the kernel."""
+
+    native: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelRoute(_Node):
+    """A native tunnel's outer packet routed by OVS's own table: next hop and device."""
+
+    nexthop: IPAddress
+    dev: str
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelHeaders(_Node):
+    """A native tunnel's outer Ethernet and IP addresses, from OVS's neighbour cache."""
+
+    smac: str | None
+    """``None`` when the snapshot lacks the underlay LOCAL port's MAC."""
+    src: IPAddress | None
+    dmac: str
+    nexthop: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class Leaves(_Node):
+    """The packet leaves the traced bridges by a port (nodetrace's line)."""
+
+    bridge: str
+    port: str
+    vlan: int | None
+    step: DeviceStep | None = None
+
+    @property
+    def extra(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Encapsulated(_Node):
+    """The packet leaves by a tunnel port with these outer headers (nodetrace's line)."""
+
+    port: str
+    encap: TunnelEncap
+    step: DeviceStep | None = None
+
+    @property
+    def extra(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ToController(_Node):
+    """The packet is sent to the OpenFlow controller (nodetrace's line)."""
+
+    reason: str
+    step: DeviceStep | None = None
+
+    @property
+    def extra(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Verbatim(_Node):
+    """A line of a real ``ofproto/trace`` output that nodetrace reads no fields from, kept as
+    printed so that it still renders and compares."""
+
+    shown_as: NodeKind
+    text: str
+    children: tuple[TraceNode, ...] = ()
+
+    @property
+    def kind(self) -> NodeKind:
+        return self.shown_as
+
+
+TraceNode = (
+    Bridge
+    | TableLookup
+    | Thaw
+    | ActionRun
+    | Message
+    | Recirculate
+    | ConntrackCleared
+    | Learned
+    | TunnelOutput
+    | TunnelRoute
+    | TunnelHeaders
+    | Leaves
+    | Encapsulated
+    | ToController
+    | Verbatim
+)
+"""One node of a trace tree; :mod:`nodetrace.render.ofproto_trace` prints each."""
 
 
 class EgressKind(StrEnum):

@@ -1,18 +1,15 @@
 """Open vSwitch's runtime state as data: OpenFlow port numbers, the MAC learning table and
-the userspace connection tracker.
+the datapath's ports (its connection tracker's table is :mod:`nodetrace.model.conntrack`).
 
-These come from ``ovs-ofctl show``, ``ovs-appctl fdb/show`` and ``ovs-appctl
-dpctl/dump-conntrack``; they change while the switch runs, so a trace that uses them says so.
+These come from ``ovs-ofctl show``, ``ovs-appctl fdb/show`` and ``ovs-appctl dpif/show``;
+they change while the switch runs, so a trace that uses them says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 
 from nodetrace.errors import SourcePos
-
-IPAddress = IPv4Address | IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,41 +61,6 @@ class MacTable:
             if e.mac == mac and e.vlan == vlan:
                 return e
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class CtTuple:
-    """One direction of a connection, as ``dpctl/dump-conntrack`` prints it."""
-
-    src: IPAddress
-    dst: IPAddress
-    sport: int | None = None
-    dport: int | None = None
-    icmp_id: int | None = None
-    icmp_type: int | None = None
-    icmp_code: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ConntrackEntry:
-    """A connection known to the tracker, with its zone, mark, labels and protocol state."""
-
-    proto: str
-    """``tcp``, ``udp``, ``icmp``, ``icmpv6``, ``sctp`` or a protocol number."""
-    orig: CtTuple
-    reply: CtTuple
-    zone: int = 0
-    mark: int = 0
-    labels: int = 0
-    state: str | None = None
-    """The TCP/SCTP state (``ESTABLISHED``, ``SYN_SENT`` ...), when the tracker shows one."""
-    pos: SourcePos | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ConntrackTable:
-    entries: tuple[ConntrackEntry, ...] = ()
-    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)

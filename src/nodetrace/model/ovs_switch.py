@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nodetrace.model.conntrack import ConntrackDump
 from nodetrace.model.openflow import LOCAL_PORT, FlowDump, Output, PortName, Resubmit
-from nodetrace.model.ovs_runtime import ConntrackTable, MacTable, OfctlShow
+from nodetrace.model.ovs_runtime import MacTable, OfctlShow
 from nodetrace.model.ovsdb import Bridge, Interface, OvsdbConfig, Port
 
 
@@ -73,7 +74,7 @@ class BridgeState:
 @dataclass(frozen=True, slots=True)
 class OvsSwitch:
     bridges: tuple[BridgeState, ...] = ()
-    conntrack: ConntrackTable | None = None
+    conntrack: ConntrackDump | None = None
     ovsdb: OvsdbConfig | None = None
     notes: tuple[str, ...] = ()
     """What the sources did not say (port numbers, VLAN modes, MAC tables ...)."""
@@ -108,7 +109,7 @@ class OvsSwitch:
         ovsdb: OvsdbConfig | None = None,
         ofctl: Mapping[str, OfctlShow] | None = None,
         fdb: Mapping[str, MacTable] | None = None,
-        conntrack: ConntrackTable | None = None,
+        conntrack: ConntrackDump | None = None,
     ) -> OvsSwitch:
         """Merge the sources into one view; bridges come from OVSDB and from the flow dumps."""
         ofctl = ofctl or {}

@@ -162,6 +162,49 @@ class Packet:
     def is_ip(self) -> bool:
         return self.dl_type in (ETH_TYPE_IPV4, ETH_TYPE_IPV6)
 
+    def flow_text(self, **metadata: str | int) -> str:
+        """The packet in OVS flow syntax, as ``ofproto/trace`` takes it (and
+        :func:`nodetrace.parsers.flow_syntax.parse_flow` reads it back), ``metadata`` such as
+        ``in_port=3`` after the protocol keyword. Every field OVS would refuse is left out: it
+        checks each field's prerequisites, so UDP and SCTP ports and ICMPv6 types go by their
+        own names (its ``tp_src`` and ``icmp_type`` are TCP's and ICMPv4's)."""
+        proto = _KEYWORDS.get((self.dl_type, self.nw_proto if self.is_ip else None))
+        proto = proto or _KEYWORDS.get((self.dl_type, None), "eth")
+        parts = [proto, *(f"{k}={v}" for k, v in metadata.items())]
+        parts += [f"dl_src={self.dl_src}", f"dl_dst={self.dl_dst}"]
+        if self.dl_vlan is not None:
+            parts.append(f"dl_vlan={self.dl_vlan}")
+        if self.dl_type == ETH_TYPE_ARP:
+            parts += [f"arp_op={self.arp_op or 1}", f"arp_spa={self.arp_spa}",
+                      f"arp_tpa={self.arp_tpa}", f"arp_sha={self.arp_sha or self.dl_src}",
+                      f"arp_tha={self.arp_tha or '00:00:00:00:00:00'}"]  # fmt: skip
+        if not self.is_ip:
+            return ",".join(parts)
+        src, dst = (
+            ("ipv6_src", "ipv6_dst") if self.dl_type == ETH_TYPE_IPV6 else ("nw_src", "nw_dst")
+        )
+        parts += [f"{src}={self.nw_src}", f"{dst}={self.nw_dst}", f"nw_ttl={self.nw_ttl}"]
+        if proto in ("ip", "ipv6"):
+            parts.append(f"nw_proto={self.nw_proto}")
+        l4 = _PORT_NAMES.get(self.nw_proto)
+        if l4 is not None:
+            parts += [f"{l4}_src={self.tp_src or 0}", f"{l4}_dst={self.tp_dst or 0}"]
+        if self.nw_proto == IPProto.TCP:
+            parts.append(f"tcp_flags={self.tcp_flags:#x}")
+        if self.nw_proto in (IPProto.ICMP, IPProto.ICMPV6):
+            icmp = "icmpv6" if self.nw_proto == IPProto.ICMPV6 else "icmp"
+            parts += [f"{icmp}_type={self.icmp_type or 0}", f"{icmp}_code={self.icmp_code or 0}"]
+        return ",".join(parts)
+
+
+_KEYWORDS = {
+    (dl_type, proto): name for name, (dl_type, proto) in reversed(PROTOCOL_SHORTHANDS.items())
+}
+"""The protocol keyword a packet's Ethernet type and IP protocol are written by (``tcp6``)."""
+
+_PORT_NAMES = {int(IPProto.TCP): "tcp", int(IPProto.UDP): "udp", int(IPProto.SCTP): "sctp"}
+"""The names OVS's packet parser takes ports by: its ``tp_src``/``tp_dst`` are TCP's only."""
+
 
 def total_length(p: Packet) -> int:
     """The IPv4 total length (IPv6: payload length + 40) of ``p``: ``ip_len`` when given, else

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from nodetrace.errors import SourcePos
 from nodetrace.model.netfilter import Rule
 from nodetrace.model.packet import Family, Packet
 from nodetrace.model.packet_origin import FieldOrigin
+from nodetrace.model.verdict import Verdict
+
+if TYPE_CHECKING:
+    from nodetrace.model.trace_diff import TraceDiff
 
 
 class Hook(StrEnum):
@@ -154,6 +159,8 @@ Step = NetfilterStep | OpenFlowStep | DeviceStep
 
 
 class Outcome(StrEnum):
+    """A whole trace's fate (an engine's decision about one packet is a :class:`Verdict`)."""
+
     ACCEPTED = "accepted"
     """Netfilter let the packet through the last hook it was seen in."""
     DROPPED = "dropped"
@@ -164,6 +171,19 @@ class Outcome(StrEnum):
     """The whole-node walk handed the packet to its destination (VM, host, wire)."""
     UNKNOWN = "unknown"
     """An engine met a match or action it cannot evaluate; ``reason`` names it."""
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> Outcome:
+        """The fate of a trace that ends with ``verdict`` (a queued packet's is unknown: the
+        userspace program decides it)."""
+        return _OUTCOME_OF.get(verdict, cls.UNKNOWN)
+
+
+_OUTCOME_OF = {
+    Verdict.ACCEPT: Outcome.ACCEPTED,
+    Verdict.DROP: Outcome.DROPPED,
+    Verdict.REJECT: Outcome.REJECTED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +201,9 @@ class Trace:
     """A simulated trace's packet field by field, with where each value came from."""
     resting_on: tuple[str, ...] = ()
     """Assumed values the outcome depends on (fields neither given nor derived)."""
+
+    def diff(self, simulated: Trace) -> TraceDiff:
+        """Where this (observed) trace and ``simulated`` first part: see :mod:`.trace_diff`."""
+        from nodetrace.model.trace_diff import diff  # trace_diff imports this module
+
+        return diff(self, simulated)

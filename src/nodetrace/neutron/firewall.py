@@ -220,8 +220,10 @@ class _FirewallBuilder:
         ports: Sequence[PortFilter],
         wrap: str,
         ipsets: Mapping[tuple[str, Ethertype], Ipset],
+        ipv4_trace: str | None,
     ) -> None:
         self.scenario = scenario
+        self.ipv4_trace = ipv4_trace
         self.ports = sorted(ports, key=lambda p: p.port.id)
         self.wrap = wrap
         self.ipsets = ipsets
@@ -234,6 +236,9 @@ class _FirewallBuilder:
     def build(self) -> tuple[_Tables, _Tables]:
         for _, t in self.both():
             self._skeleton(t)
+        if self.ipv4_trace is not None:
+            rule = f"{self.ipv4_trace} -j TRACE".strip()
+            self.v4.add("raw", "PREROUTING", rule, top=True)
         filtered = [p for p in self.ports if p.zone is not None]
         unfiltered = [p for p in self.ports if p.zone is None]
         for _, t in self.both():
@@ -582,11 +587,20 @@ class NodeFirewall:
 
 
 def node_firewall(
-    scenario: Scenario, ports: Sequence[PortFilter], *, wrap: str = n.OPENVSWITCH_WRAP
+    scenario: Scenario,
+    ports: Sequence[PortFilter],
+    *,
+    wrap: str = n.OPENVSWITCH_WRAP,
+    ipv4_trace: str | None = None,
 ) -> NodeFirewall:
-    """The iptables rulesets and ipsets of a node whose VM ports are ``ports``."""
+    """The iptables rulesets and ipsets of a node whose VM ports are ``ports``.
+
+    ``ipv4_trace`` (match options, ``""`` for every packet) puts ``-A PREROUTING <options> -j
+    TRACE`` first in the IPv4 raw table, where an operator debugging the node inserts it, so
+    Neutron's jump becomes rule 2.
+    """
     sets = remote_group_ipsets(scenario, ports)
-    v4, v6 = _FirewallBuilder(scenario, ports, wrap, sets).build()
+    v4, v6 = _FirewallBuilder(scenario, ports, wrap, sets, ipv4_trace).build()
     return NodeFirewall(render_save(v4), render_save(v6), tuple(sets.values()))
 
 

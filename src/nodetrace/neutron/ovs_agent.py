@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, ip_network
 
+from nodetrace.model.openflow_spelling import of10_actions
 from nodetrace.neutron import naming as n
 from nodetrace.neutron.firewall import link_local
 from nodetrace.neutron.scenario import IPNetwork, NetworkType, Port
@@ -116,32 +117,6 @@ def _port_name(ofport: int, names: Mapping[int, str]) -> str:
         return str(ofport)
     # ovs-ofctl quotes names that are not plain identifiers (``"patch-tun"``, but ``qvoa``).
     return name if _SIMPLE_NAME.match(name) else f'"{name}"'
-
-
-_OF10 = (
-    (
-        re.compile(r"push_vlan:0x8100,set_field:(\d+)->vlan_vid"),
-        lambda m: f"mod_vlan_vid:{int(m.group(1)) & 0xFFF}",
-    ),
-    (re.compile(r"set_field:(\d+)->vlan_vid"), lambda m: f"mod_vlan_vid:{int(m.group(1)) & 0xFFF}"),
-    (re.compile(r"\bpop_vlan\b"), lambda m: "strip_vlan"),
-    (
-        re.compile(r"set_field:(0x[0-9a-f]+)->tun_id"),
-        lambda m: f"load:{m.group(1)}->NXM_NX_TUN_ID[]",
-    ),
-    (re.compile(r"goto_table:(\d+)"), lambda m: f"resubmit(,{m.group(1)})"),
-)
-
-
-def of10_actions(actions: str) -> str:
-    """How ``ovs-ofctl dump-flows`` (OpenFlow 1.0 + Nicira extensions) prints OF1.3 actions.
-
-    Checked against OVS 3.1: ``goto_table:N`` prints as ``resubmit(,N)``, a VLAN push+set as
-    ``mod_vlan_vid``, ``pop_vlan`` as ``strip_vlan`` and a ``tun_id`` set_field as a load.
-    """
-    for pattern, repl in _OF10:
-        actions = pattern.sub(repl, actions)
-    return actions
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,16 +17,25 @@ packet from a log can be replayed exactly: ``ip_id``, ``ip_df``, ``ip_mf``, ``ip
 ``tcp_seq``, ``tcp_ack``, ``tcp_window``, ``icmp_id``, ``icmp_seq``. ``tcp_flags=+syn`` and
 ``ct_state=+trk`` (flag syntax) are accepted too, where ``ofproto/trace`` wants exact values.
 Values OVS would silently mask or misread (``ip_dscp=64``, ``nw_src=300.1.1.1``) are refused.
+
+Which names are fields, and whether a value is a MAC, an address or a number, comes from OVS's
+own field table (``ovs.flow``); where each field's bits live and what it needs from the packet
+before it, from :data:`nodetrace.model.openflow.FIELD_ALIASES`. This module only says which
+:class:`Packet` attribute each header field sets.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+from ovs.flow.decoders import EthMask, IPMask
+from ovs.flow.ofp_fields import field_decoders
+
 from nodetrace.errors import UsageError
+from nodetrace.model.openflow import FIELD_ALIASES
 from nodetrace.model.packet import (
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
@@ -34,18 +43,9 @@ from nodetrace.model.packet import (
     ETH_TYPE_RARP,
     PROTOCOL_SHORTHANDS,
     Packet,
-    TcpFlag,
     canonical_mac,
 )
-
-_METADATA = re.compile(
-    r"^(in_port|in_port_oxm|tun_id|tunnel_id|tun_src|tun_dst|tun_ipv6_src|tun_ipv6_dst|tun_flags|"
-    r"tun_gbp_id|tun_gbp_flags|tun_metadata\d+|metadata|reg\d+|xreg\d+|xxreg\d+|ct_state|ct_zone|"
-    r"ct_mark|ct_label|ct_nw_src|ct_nw_dst|ct_ipv6_src|ct_ipv6_dst|ct_nw_proto|ct_tp_src|ct_tp_dst|"
-    r"recirc_id|dp_hash|skb_priority|actset_output|packet_type|conj_id)$"
-)
-
-_TCP_FLAG_NAMES = {f.name.lower(): int(f) for f in TcpFlag}
+from nodetrace.parsers.ovs_flow_text import TCP_FLAG_BITS, FlowTextError, parse_flags, split_top
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,27 +64,66 @@ class FlowSpec:
         return None
 
 
-_FIELD_BITS = {
-    "dl_type": 16, "eth_type": 16, "dl_vlan": 12, "vlan_vid": 12, "dl_vlan_pcp": 3,
-    "vlan_pcp": 3, "vlan_tci": 16, "nw_proto": 8, "ip_proto": 8, "nw_tos": 8, "ip_dscp": 6,
-    "nw_ecn": 2, "ip_ecn": 2, "nw_ttl": 8, "ipv6_label": 20, "ip_id": 16, "ip_len": 16,
+_ATTRIBUTE: dict[str, str] = {
+    name: attribute
+    for attribute, names in {
+        "dl_src": ("dl_src", "eth_src"),
+        "dl_dst": ("dl_dst", "eth_dst"),
+        "dl_vlan": ("dl_vlan", "vlan_vid"),
+        "dl_vlan_pcp": ("dl_vlan_pcp", "vlan_pcp"),
+        "nw_src": ("nw_src", "ip_src", "ipv6_src"),
+        "nw_dst": ("nw_dst", "ip_dst", "ipv6_dst"),
+        "tp_src": ("tp_src", "tcp_src", "udp_src", "sctp_src"),
+        "tp_dst": ("tp_dst", "tcp_dst", "udp_dst", "sctp_dst"),
+        "icmp_type": ("icmp_type", "icmpv6_type"),
+        "icmp_code": ("icmp_code", "icmpv6_code"),
+        "skb_mark": ("pkt_mark",),
+        **{same: (same,) for same in (
+            "arp_sha", "arp_tha", "arp_spa", "arp_tpa", "arp_op", "nd_target", "nw_ttl",
+            "ipv6_label", "ip_id", "ip_len", "ip_frag_offset", "ip_df", "ip_mf", "tcp_seq",
+            "tcp_ack", "tcp_window", "icmp_id", "icmp_seq",
+        )},
+    }.items()
+    for name in names
+}  # fmt: skip
+"""The :class:`Packet` attribute each plain header field sets (OVS's names and the kernel log's
+extras); the fields handled one by one in :func:`parse_flow` are not here."""
+
+_EXTRA_BITS = {
+    "dl_vlan": 12, "vlan_vid": 12, "dl_vlan_pcp": 3, "arp_op": 16, "ip_id": 16, "ip_len": 16,
     "ip_frag_offset": 13, "tcp_seq": 32, "tcp_ack": 32, "tcp_window": 16, "icmp_id": 16,
-    "icmp_seq": 16, "arp_op": 16, "pkt_mark": 32, "ip_df": 1, "ip_mf": 1, "tp_src": 16,
-    "tp_dst": 16, "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16, "sctp_src": 16,
-    "sctp_dst": 16, "tcp_flags": 12, "icmp_type": 8, "icmpv6_type": 8, "icmp_code": 8,
-    "icmpv6_code": 8,
+    "icmp_seq": 16, "ip_df": 1, "ip_mf": 1,
 }  # fmt: skip
-"""Width of each numeric header field: ofproto/trace refuses a value that does not fit."""
+"""Widths that are not the field's bits in :data:`FIELD_ALIASES`: the kernel log's fields, and
+OVS fields whose user value is narrower or wider than their slot (``arp_op`` in ``nw_proto``)."""
+
+_OVS_NAMES = {"tp_src": "tcp_src", "tp_dst": "tcp_dst"}
+"""OVS's own name of a field it takes by another name, which its "value too large" message uses."""
+
+_EXTRA_PREREQUISITES = {
+    "tp_src": "tcp", "tp_dst": "tcp", "vlan_pcp": "vlan", "ip_id": "ipv4", "ip_df": "ipv4",
+    "ip_mf": "ipv4", "ip_frag_offset": "ipv4", "ip_len": "ip", "tcp_seq": "tcp",
+    "tcp_ack": "tcp", "tcp_window": "tcp", "icmp_id": "icmp_any", "icmp_seq": "icmp_any",
+}  # fmt: skip
+"""Where ``ofproto/trace``'s packet parser asks more than a flow match does (its ``tp_src`` is
+TCP's; ``vlan_pcp`` needs a tag), and the kernel log's fields."""
 
 
-_OVS_NAMES = {
-    "tp_src": "tcp_src", "tp_dst": "tcp_dst", "tcp_src": "tcp_src", "tcp_dst": "tcp_dst",
-    "udp_src": "udp_src", "udp_dst": "udp_dst", "sctp_src": "sctp_src", "sctp_dst": "sctp_dst",
-    "nw_proto": "nw_proto", "nw_ttl": "nw_ttl", "icmp_type": "icmp_type",
-    "icmp_code": "icmp_code", "icmpv6_type": "icmpv6_type", "icmpv6_code": "icmpv6_code",
-    "arp_op": "arp_op",
-}  # fmt: skip
-"""OVS's own name of a byte-wide field, which its "value too large" message uses."""
+def _bits(name: str) -> int | None:
+    alias = FIELD_ALIASES.get(name)
+    return _EXTRA_BITS.get(name, alias.width if alias is not None else None)
+
+
+def _prerequisite(name: str) -> str:
+    alias = FIELD_ALIASES.get(name)
+    return _EXTRA_PREREQUISITES.get(name, alias.prereq if alias is not None else "")
+
+
+def _identity(name: str) -> str:
+    """Names of one OVS field (``eth_src``, ``dl_src``) share it: setting both is setting it
+    twice."""
+    alias = FIELD_ALIASES.get(name)
+    return f"{alias.storage}:{alias.shift}:{alias.width}" if alias is not None else name
 
 
 def _int(name: str, value: str) -> int:
@@ -92,13 +131,12 @@ def _int(name: str, value: str) -> int:
         number = int(value, 0)
     except ValueError:
         raise UsageError(f"{name}={value}: not a number") from None
-    bits = _FIELD_BITS.get(name)
+    bits = _bits(name)
     if bits is not None and not 0 <= number < 1 << bits:
-        ovs = _OVS_NAMES.get(name)
         said = (
             f"; ofproto/trace: bad value for {name} ({value}: value too large for "
-            f"{bits // 8}-byte field {ovs})"
-            if ovs
+            f"{bits // 8}-byte field {_OVS_NAMES.get(name, name)})"
+            if name in field_decoders and bits % 8 == 0
             else ""
         )
         raise UsageError(f"{name}={value}: out of range (0 to {(1 << bits) - 1}){said}")
@@ -121,15 +159,18 @@ def _addr(name: str, value: str) -> IPv4Address | IPv6Address:
         raise UsageError(f"{name}={value}: not an IP address") from None
 
 
+def _value(name: str, value: str) -> object:
+    """A header field's value, of the kind OVS's field table decodes it as."""
+    decoder = field_decoders.get(name)
+    if decoder is EthMask:
+        return _mac(name, value)
+    if decoder is IPMask:
+        return _addr(name, value)
+    return _int(name, value)
+
+
 def _tcp_flags(value: str) -> int:
-    if value[:1] in "+-" and not value[1:2].isdigit():
-        bits = 0
-        for sign, name in re.findall(r"([+-])([a-z]+)", value.lower()):
-            if name not in _TCP_FLAG_NAMES:
-                raise UsageError(f"tcp_flags: unknown flag {name!r}")
-            if sign == "+":
-                bits |= _TCP_FLAG_NAMES[name]
-        return bits
+    """``+syn`` (the flags set), ``syn|ack`` or a number; ofproto/trace takes the last two."""
     if value[:1].isdigit():
         try:
             return _int("tcp_flags", value)
@@ -139,52 +180,13 @@ def _tcp_flags(value: str) -> int:
             raise UsageError(
                 f"{err}; ofproto/trace: bad value for tcp_flags ({value}: unknown TCP flag(s))"
             ) from None
-    bits = 0
-    for name in re.split(r"[|,]", value.lower()):
-        if name not in _TCP_FLAG_NAMES:
-            raise UsageError(f"tcp_flags: unknown flag {name!r}")
-        bits |= _TCP_FLAG_NAMES[name]
-    return bits
+    if value[:1] in "+-" and value[1:2].isdigit():
+        raise UsageError(f"tcp_flags: unknown flag {value!r}")
+    try:
+        return parse_flags(value, TCP_FLAG_BITS, "tcp_flags")[0]
+    except FlowTextError as err:
+        raise UsageError(str(err)) from None
 
-
-def _split(text: str) -> list[str]:
-    """Split on commas that are not inside parentheses (``tun_metadata0=(...)`` stays whole)."""
-    parts, depth, start = [], 0, 0
-    for i, c in enumerate(text):
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
-_SAME_FIELD = {
-    "eth_src": "dl_src", "eth_dst": "dl_dst", "eth_type": "dl_type", "ip_src": "nw_src",
-    "ip_dst": "nw_dst", "ip_proto": "nw_proto", "ip_ecn": "nw_ecn", "tcp_src": "tp_src",
-    "tcp_dst": "tp_dst", "in_port_oxm": "in_port", "tunnel_id": "tun_id",
-}  # fmt: skip
-"""Names of one OVS field: setting both is setting it twice."""
-
-_PREREQUISITES = {
-    "nw_src": "ipv4", "nw_dst": "ipv4", "ip_src": "ipv4", "ip_dst": "ipv4",
-    "ip_id": "ipv4", "ip_df": "ipv4", "ip_mf": "ipv4", "ip_frag_offset": "ipv4",
-    "ipv6_src": "ipv6", "ipv6_dst": "ipv6", "ipv6_label": "ipv6",
-    "nw_proto": "ip", "ip_proto": "ip", "nw_tos": "ip", "ip_dscp": "ip", "nw_ecn": "ip",
-    "ip_ecn": "ip", "nw_ttl": "ip", "nw_frag": "ip", "ip_len": "ip",
-    "arp_spa": "arp", "arp_tpa": "arp", "arp_sha": "arp", "arp_tha": "arp", "arp_op": "arp",
-    "tp_src": "tcp", "tp_dst": "tcp", "tcp_src": "tcp", "tcp_dst": "tcp", "tcp_flags": "tcp",
-    "tcp_seq": "tcp", "tcp_ack": "tcp", "tcp_window": "tcp",
-    "udp_src": "udp", "udp_dst": "udp", "sctp_src": "sctp", "sctp_dst": "sctp",
-    "icmp_type": "icmp", "icmp_code": "icmp", "icmpv6_type": "icmp6", "icmpv6_code": "icmp6",
-    "icmp_id": "icmp_any", "icmp_seq": "icmp_any",
-    "nd_target": "nd", "nd_sll": "nd_solicit", "nd_tll": "nd_advert", "vlan_pcp": "vlan",
-}  # fmt: skip
-"""Each header field's prerequisite, as OVS's meta-flow declares it (ovs-fields(7)):
-``ofproto/trace`` refuses a field whose prerequisite the fields *before* it do not meet."""
 
 _NEEDS = {
     "ipv4": "an IPv4 packet: give ip, tcp, udp, icmp or dl_type=0x0800 before it",
@@ -195,12 +197,12 @@ _NEEDS = {
     "udp": "a UDP packet: give udp or udp6 before it (not a later fragment)",
     "sctp": "an SCTP packet: give sctp or sctp6 before it (not a later fragment)",
     "icmp": "an ICMPv4 packet: give icmp before it (ICMPv6 has icmpv6_type/icmpv6_code)",
-    "icmp6": "an ICMPv6 packet: give icmp6 before it (ICMPv4 has icmp_type/icmp_code)",
+    "icmpv6": "an ICMPv6 packet: give icmp6 before it (ICMPv4 has icmp_type/icmp_code)",
     "icmp_any": "an ICMP packet: give icmp or icmp6 before it",
     "nd": "an ICMPv6 neighbour solicitation or advertisement: give icmp6,icmpv6_type=135 "
     "(or 136) before it",
-    "nd_solicit": "a neighbour solicitation: give icmp6,icmpv6_type=135 before it",
-    "nd_advert": "a neighbour advertisement: give icmp6,icmpv6_type=136 before it",
+    "nd_ns": "a neighbour solicitation: give icmp6,icmpv6_type=135 before it",
+    "nd_na": "a neighbour advertisement: give icmp6,icmpv6_type=136 before it",
     "vlan": "a VLAN tag: give dl_vlan or vlan_tci before it (or use dl_vlan_pcp)",
 }
 _L4_NAMES = {6: "tcp_src/tcp_dst", 17: "udp_src/udp_dst", 132: "sctp_src/sctp_dst"}
@@ -232,18 +234,18 @@ class _Seen:
             "udp": l4 and self.nw_proto == 17,
             "sctp": l4 and self.nw_proto == 132,
             "icmp": l4 and self.dl_type == ETH_TYPE_IPV4 and self.nw_proto == 1,
-            "icmp6": l4 and icmp6,
+            "icmpv6": l4 and icmp6,
             "icmp_any": l4 and self.nw_proto in (1, 58),
             "nd": nd and self.icmp_type in (135, 136),
-            "nd_solicit": nd and self.icmp_type == 135,
-            "nd_advert": nd and self.icmp_type == 136,
+            "nd_ns": nd and self.icmp_type == 135,
+            "nd_na": nd and self.icmp_type == 136,
             "vlan": self.vlan,
         }.get(prereq, True)
 
     def check(self, name: str, value: str) -> None:
         """Refuse ``name`` as ``ofproto/trace`` does: its prerequisite unmet, or set twice (OVS
         counts a field as set once it holds a non-zero value)."""
-        prereq = _PREREQUISITES.get(name, "")
+        prereq = _prerequisite(name)
         if not self.meets(prereq):
             _version_mismatch(
                 name, value, self.dl_type, f"prerequisites not met for setting {name}"
@@ -256,7 +258,7 @@ class _Seen:
             raise UsageError(
                 f"{name}={value}: prerequisites not met for setting {name} ({name} needs {hint})"
             )
-        same = _SAME_FIELD.get(name, name)
+        same = _identity(name)
         if same in self.names:
             raise UsageError(f"{name}={value}: field {name} set multiple times")
         if not _is_zero(value):
@@ -291,6 +293,135 @@ def _version_mismatch(name: str, value: str, dl_type: int | None, ovs_reason: st
         )
 
 
+_ADDRESS_VERSION = {"arp_spa": 4, "arp_tpa": 4, "nd_target": 6}
+_ADDRESS_REFUSAL = {4: "ARP addresses are IPv4", 6: "nd_target is IPv6"}
+
+
+class _Packet:
+    """The header fields and metadata of one flow text as they are read, in order."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = {}
+        self.metadata: list[tuple[str, str]] = []
+        self.seen = _Seen()
+        self.vlan_given = False
+
+    def keyword(self, word: str) -> None:
+        if word not in PROTOCOL_SHORTHANDS:
+            raise UsageError(
+                f"{word!r}: unknown field {word} (protocol keywords: ip, tcp, udp, icmp, "
+                "arp, ipv6, tcp6...)"
+            )
+        if self.seen.dl_type is not None:
+            raise UsageError(f"{word}: Ethernet type set multiple times")
+        dl_type, proto = PROTOCOL_SHORTHANDS[word]
+        self.seen.dl_type = dl_type
+        self.seen.names.add(_identity("dl_type"))
+        if proto is not None:
+            self.seen.nw_proto = proto
+            self.seen.names.add(_identity("nw_proto"))
+
+    def set(self, name: str, value: str) -> None:
+        special = _SPECIAL.get(name)
+        if special is not None:
+            special(self, name, value)
+        elif name in _ATTRIBUTE:
+            self._header(name, value)
+        elif name in field_decoders:  # an OVS field that is not in the frame: the pipeline's
+            self.metadata.append((name, value))
+        else:
+            raise UsageError(f"{name!r}: unknown flow field (ofproto/trace: unknown field {name})")
+
+    def _header(self, name: str, value: str) -> None:
+        attribute = _ATTRIBUTE[name]
+        decoded = _value(name, value)
+        if isinstance(decoded, IPv4Address | IPv6Address):
+            version = _ADDRESS_VERSION.get(name)
+            if version is not None and decoded.version != version:
+                raise UsageError(f"{name}={value}: {_ADDRESS_REFUSAL[version]}")
+            _version_mismatch(
+                name,
+                value,
+                self.seen.dl_type,
+                f"bad value for {name} ({value}: invalid IP address)",
+            )
+        elif name in ("ip_df", "ip_mf"):
+            decoded = decoded != 0
+        elif attribute in ("dl_vlan", "dl_vlan_pcp"):
+            self.seen.vlan = True
+        elif attribute == "icmp_type":
+            self.seen.icmp_type = int(str(decoded))
+        elif attribute == "icmp_code":
+            self.seen.icmp_code = int(str(decoded))
+        self.fields[attribute] = decoded
+
+    def _ethertype(self, name: str, value: str) -> None:
+        self.seen.dl_type = _int(name, value)
+
+    def _protocol(self, name: str, value: str) -> None:
+        self.seen.nw_proto = _int(name, value)
+
+    def _vlan_tci(self, name: str, value: str) -> None:
+        self.vlan_given = True
+        tci = _int(name, value)
+        if tci & 0x1000:
+            self.fields["dl_vlan"] = tci & 0xFFF
+            self.fields["dl_vlan_pcp"] = tci >> 13
+            self.seen.vlan = True
+
+    def _tos(self, name: str, value: str) -> None:
+        tos, v = self.fields.get("nw_tos", 0), _int(name, value)
+        if name == "nw_tos":
+            tos = (tos & 0x03) | (v & 0xFC)
+        elif name == "ip_dscp":
+            tos = (tos & 0x03) | ((v << 2) & 0xFC)
+        else:
+            tos = (tos & 0xFC) | (v & 0x03)
+        self.fields["nw_tos"] = tos
+
+    def _tcp_flags(self, name: str, value: str) -> None:
+        self.fields["tcp_flags"] = _tcp_flags(value)
+
+    def _fragment(self, name: str, value: str) -> None:
+        self.metadata.append((name, value))
+        self.seen.later_fragment = value == "later"
+
+    def _nd_link_address(self, name: str, value: str) -> None:
+        self.metadata.append((name, _mac(name, value)))
+
+    def spec(self) -> FlowSpec:
+        fields = dict(self.fields)
+        given = set(fields)
+        if self.seen.dl_type is not None:
+            fields["dl_type"] = self.seen.dl_type
+            given.add("dl_type")
+        if self.seen.nw_proto is not None:
+            fields["nw_proto"] = self.seen.nw_proto
+            given.add("nw_proto")
+        if self.vlan_given:
+            given.add("dl_vlan")
+        return FlowSpec(replace(Packet(), **fields), tuple(self.metadata), frozenset(given))
+
+
+_SPECIAL: dict[str, Callable[[_Packet, str, str], None]] = {
+    "dl_type": _Packet._ethertype,
+    "eth_type": _Packet._ethertype,
+    "nw_proto": _Packet._protocol,
+    "ip_proto": _Packet._protocol,
+    "vlan_tci": _Packet._vlan_tci,
+    "nw_tos": _Packet._tos,
+    "ip_dscp": _Packet._tos,
+    "nw_ecn": _Packet._tos,
+    "ip_ecn": _Packet._tos,
+    "tcp_flags": _Packet._tcp_flags,
+    "nw_frag": _Packet._fragment,
+    "nd_sll": _Packet._nd_link_address,
+    "nd_tll": _Packet._nd_link_address,
+}
+"""Fields that are not one :class:`Packet` attribute: they set bits of one, steer the
+prerequisite checks, or stay metadata with a checked value."""
+
+
 def parse_flow(text: str) -> FlowSpec:
     """Parse ``ofproto/trace``-style flow text into a packet and its pipeline metadata.
 
@@ -298,147 +429,17 @@ def parse_flow(text: str) -> FlowSpec:
     the fields before it do not meet (``tp_src`` on UDP, ``icmp_type`` on ICMPv6, ``nw_src``
     before ``ip``), a field given twice, or a masked value is refused with OVS's own reason.
     """
-    fields: dict[str, Any] = {}
-    metadata: list[tuple[str, str]] = []
-    dl_type: int | None = None
-    nw_proto: int | None = None
-    vlan_given = False
-    seen = _Seen()
-    for part in _split(text):
+    packet = _Packet()
+    for part in split_top(text):
         if "=" not in part:
-            if part not in PROTOCOL_SHORTHANDS:
-                raise UsageError(
-                    f"{part!r}: unknown field {part} (protocol keywords: ip, tcp, udp, icmp, "
-                    "arp, ipv6, tcp6...)"
-                )
-            if seen.dl_type is not None:
-                raise UsageError(f"{part}: Ethernet type set multiple times")
-            dl_type, proto = PROTOCOL_SHORTHANDS[part]
-            seen.dl_type = dl_type
-            seen.names.add("dl_type")
-            if proto is not None:
-                nw_proto = seen.nw_proto = proto
-                seen.names.add("nw_proto")
+            packet.keyword(part)
             continue
         name, value = (s.strip() for s in part.split("=", 1))
-        seen.check(name, value)
-        if "/" in value and not _METADATA.match(name):
+        packet.seen.check(name, value)
+        metadata = name not in _ATTRIBUTE and name not in _SPECIAL
+        if "/" in value and not (metadata and name in field_decoders):
             raise UsageError(
                 f"{name}={value}: bad value for {name} ({value}: wildcards not allowed here)"
             )
-        if _METADATA.match(name):
-            metadata.append((name, value))
-            continue
-        if name in (
-            "dl_src",
-            "eth_src",
-            "dl_dst",
-            "eth_dst",
-            "arp_sha",
-            "arp_tha",
-            "nd_sll",
-            "nd_tll",
-        ):
-            key = {"eth_src": "dl_src", "eth_dst": "dl_dst"}.get(name, name)
-            if key in ("nd_sll", "nd_tll"):
-                metadata.append((name, _mac(name, value)))
-            else:
-                fields[key] = _mac(name, value)
-        elif name in ("dl_type", "eth_type"):
-            dl_type = seen.dl_type = _int(name, value)
-        elif name in ("dl_vlan", "vlan_vid"):
-            fields["dl_vlan"] = _int(name, value)
-            seen.vlan = True
-        elif name in ("dl_vlan_pcp", "vlan_pcp"):
-            fields["dl_vlan_pcp"] = _int(name, value)
-            seen.vlan = True
-        elif name == "vlan_tci":
-            vlan_given = True
-            tci = _int(name, value)
-            if tci & 0x1000:
-                fields["dl_vlan"] = tci & 0xFFF
-                fields["dl_vlan_pcp"] = tci >> 13
-                seen.vlan = True
-        elif name in ("nw_src", "nw_dst", "ipv6_src", "ipv6_dst", "ip_src", "ip_dst"):
-            key = "nw_src" if name.endswith("src") else "nw_dst"
-            addr = _addr(name, value)
-            _version_mismatch(
-                name, value, dl_type, f"bad value for {name} ({value}: invalid IP address)"
-            )
-            fields[key] = addr
-        elif name in ("arp_spa", "arp_tpa"):
-            addr = _addr(name, value)
-            if not isinstance(addr, IPv4Address):
-                raise UsageError(f"{name}={value}: ARP addresses are IPv4")
-            fields[name] = addr
-        elif name == "nd_target":
-            addr = _addr(name, value)
-            if not isinstance(addr, IPv6Address):
-                raise UsageError(f"{name}={value}: nd_target is IPv6")
-            fields[name] = addr
-        elif name in ("nw_proto", "ip_proto"):
-            nw_proto = seen.nw_proto = _int(name, value)
-        elif name in ("nw_tos", "ip_dscp", "nw_ecn", "ip_ecn"):
-            tos = fields.get("nw_tos", 0)
-            v = _int(name, value)
-            if name == "nw_tos":
-                tos = (tos & 0x03) | (v & 0xFC)
-            elif name == "ip_dscp":
-                tos = (tos & 0x03) | ((v << 2) & 0xFC)
-            else:
-                tos = (tos & 0xFC) | (v & 0x03)
-            fields["nw_tos"] = tos
-        elif name in (
-            "nw_ttl",
-            "ipv6_label",
-            "ip_id",
-            "ip_len",
-            "ip_frag_offset",
-            "tcp_seq",
-            "tcp_ack",
-            "tcp_window",
-            "icmp_id",
-            "icmp_seq",
-            "arp_op",
-            "pkt_mark",
-        ):
-            fields["skb_mark" if name == "pkt_mark" else name] = _int(name, value)
-        elif name in ("ip_df", "ip_mf"):
-            fields[name] = _int(name, value) != 0
-        elif name in (
-            "tp_src",
-            "tp_dst",
-            "tcp_src",
-            "tcp_dst",
-            "udp_src",
-            "udp_dst",
-            "sctp_src",
-            "sctp_dst",
-        ):
-            fields["tp_src" if name.endswith("src") else "tp_dst"] = _int(name, value)
-        elif name == "tcp_flags":
-            fields["tcp_flags"] = _tcp_flags(value)
-        elif name in ("icmp_type", "icmpv6_type", "icmp_code", "icmpv6_code"):
-            number = _int(name, value)
-            if name.endswith("type"):
-                fields["icmp_type"] = seen.icmp_type = number
-            else:
-                fields["icmp_code"] = seen.icmp_code = number
-        elif name == "nw_frag":
-            metadata.append((name, value))
-            seen.later_fragment = value == "later"
-        else:
-            raise UsageError(f"{name!r}: unknown flow field (ofproto/trace: unknown field {name})")
-    if dl_type is not None:
-        fields["dl_type"] = dl_type
-    if nw_proto is not None:
-        fields["nw_proto"] = nw_proto
-    given = set(fields)
-    if dl_type is not None:
-        given.add("dl_type")
-    if nw_proto is not None:
-        given.add("nw_proto")
-    if vlan_given:
-        given.add("dl_vlan")
-    packet = replace(Packet(), **fields)
-    return FlowSpec(packet, tuple(metadata), frozenset(given))
+        packet.set(name, value)
+    return packet.spec()

@@ -9,7 +9,6 @@ read (``--dport abc``) raises :class:`BadValue` with the token and what was expe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace as _replace
 from ipaddress import ip_address, ip_network
 from typing import Any
 
@@ -340,57 +339,60 @@ def _unknown_option(module: str, opt: RawOption) -> Unmodelled:
     return Unmodelled(f"option --{opt.name} of -m {module} is not modelled")
 
 
+_PORT_FIELDS = {
+    "sport": "sport",
+    "source-port": "sport",
+    "dport": "dport",
+    "destination-port": "dport",
+}
+"""``--sport``/``--dport`` of -m tcp, udp, udplite and sctp, by every spelling."""
+
+_SYN = TcpFlags(TcpFlag.FIN | TcpFlag.SYN | TcpFlag.RST | TcpFlag.ACK, int(TcpFlag.SYN))
+
+
 def _tcp(module: str, opts: list[RawOption], family: Family) -> Match:
-    m = TcpMatch()
+    # Builders collect their fields and build the match once: every field a later option
+    # repeats is overwritten, as replacing it in a built match would.
+    fields: dict[str, Any] = {}
     for opt in opts:
-        if opt.name in ("sport", "source-port"):
-            m = _replace(m, sport=Neg(read_port_range(_one(opt)), opt.negated))
-        elif opt.name in ("dport", "destination-port"):
-            m = _replace(m, dport=Neg(read_port_range(_one(opt)), opt.negated))
-        elif opt.name == "tcp-flags":
+        name = opt.name
+        if name in _PORT_FIELDS:
+            fields[_PORT_FIELDS[name]] = Neg(read_port_range(_one(opt)), opt.negated)
+        elif name == "tcp-flags":
             if len(opt.values) != 2:
                 raise BadValue("--tcp-flags takes MASK COMP", " ".join(opt.values), "MASK COMP")
             mask, comp = read_tcp_flags(opt.values[0]), read_tcp_flags(opt.values[1])
-            m = _replace(m, flags=Neg(TcpFlags(mask, comp), opt.negated))
-        elif opt.name == "syn":
+            fields["flags"] = Neg(TcpFlags(mask, comp), opt.negated)
+        elif name == "syn":
             _none(opt)
-            flags = TcpFlags(
-                TcpFlag.FIN | TcpFlag.SYN | TcpFlag.RST | TcpFlag.ACK, int(TcpFlag.SYN)
-            )
-            m = _replace(m, flags=Neg(flags, opt.negated))
-        elif opt.name == "tcp-option":
-            m = _replace(
-                m, option=Neg(read_int(_one(opt), "an option kind", limit=255), opt.negated)
-            )
+            fields["flags"] = Neg(_SYN, opt.negated)
+        elif name == "tcp-option":
+            kind = read_int(_one(opt), "an option kind", limit=255)
+            fields["option"] = Neg(kind, opt.negated)
         else:
             raise _unknown_option(module, opt)
-    return m
+    return TcpMatch(**fields)
 
 
 def _udp(module: str, opts: list[RawOption], family: Family) -> Match:
-    m = UdpMatch(module=module)
+    fields: dict[str, Any] = {}
     for opt in opts:
-        if opt.name in ("sport", "source-port"):
-            m = _replace(m, sport=Neg(read_port_range(_one(opt)), opt.negated))
-        elif opt.name in ("dport", "destination-port"):
-            m = _replace(m, dport=Neg(read_port_range(_one(opt)), opt.negated))
-        else:
+        if opt.name not in _PORT_FIELDS:
             raise _unknown_option(module, opt)
-    return m
+        fields[_PORT_FIELDS[opt.name]] = Neg(read_port_range(_one(opt)), opt.negated)
+    return UdpMatch(module, **fields)
 
 
 def _sctp(module: str, opts: list[RawOption], family: Family) -> Match:
-    m = SctpMatch()
+    fields: dict[str, Any] = {}
     for opt in opts:
-        if opt.name in ("sport", "source-port"):
-            m = _replace(m, sport=Neg(read_port_range(_one(opt)), opt.negated))
-        elif opt.name in ("dport", "destination-port"):
-            m = _replace(m, dport=Neg(read_port_range(_one(opt)), opt.negated))
+        if opt.name in _PORT_FIELDS:
+            fields[_PORT_FIELDS[opt.name]] = Neg(read_port_range(_one(opt)), opt.negated)
         elif opt.name == "chunk-types":
-            m = _replace(m, chunk_types=(("!",) if opt.negated else ()) + opt.values)
+            fields["chunk_types"] = (("!",) if opt.negated else ()) + opt.values
         else:
             raise _unknown_option(module, opt)
-    return m
+    return SctpMatch(**fields)
 
 
 def _multiport(module: str, opts: list[RawOption], family: Family) -> Match:
@@ -433,61 +435,64 @@ _CT_PORT = ("ctorigsrcport", "ctorigdstport", "ctreplsrcport", "ctrepldstport")
 
 
 def _conntrack(module: str, opts: list[RawOption], family: Family) -> Match:
-    m = ConntrackMatch()
+    fields: dict[str, Any] = {}
     for opt in opts:
-        if opt.name == "ctstate":
-            m = _replace(m, ctstate=Neg(read_words(_one(opt), CT_STATES, "state"), opt.negated))
-        elif opt.name == "ctstatus":
+        name = opt.name
+        if name == "ctstate":
+            fields["ctstate"] = Neg(read_words(_one(opt), CT_STATES, "state"), opt.negated)
+        elif name == "ctstatus":
             words = read_words(_one(opt), CT_STATUSES, "conntrack status")
-            m = _replace(m, ctstatus=Neg(words, opt.negated))
-        elif opt.name == "ctproto":
+            fields["ctstatus"] = Neg(words, opt.negated)
+        elif name == "ctproto":
             text = _one(opt).lower()
             proto = PROTOCOL_NUMBERS.get(text)
             if proto is None:
                 proto = read_int(text, "a protocol", limit=255)
-            m = _replace(m, ctproto=Neg(proto, opt.negated))
-        elif opt.name in _CT_ADDR:
-            addr: dict[str, Any] = {opt.name: Neg(read_network(_one(opt), family), opt.negated)}
-            m = _replace(m, **addr)
-        elif opt.name in _CT_PORT:
-            port: dict[str, Any] = {opt.name: Neg(read_port_range(_one(opt)), opt.negated)}
-            m = _replace(m, **port)
-        elif opt.name == "ctexpire":
-            m = _replace(m, ctexpire=Neg(read_int_range(_one(opt)), opt.negated))
-        elif opt.name == "ctdir":
+            fields["ctproto"] = Neg(proto, opt.negated)
+        elif name in _CT_ADDR:
+            fields[name] = Neg(read_network(_one(opt), family), opt.negated)
+        elif name in _CT_PORT:
+            fields[name] = Neg(read_port_range(_one(opt)), opt.negated)
+        elif name == "ctexpire":
+            fields["ctexpire"] = Neg(read_int_range(_one(opt)), opt.negated)
+        elif name == "ctdir":
             value = _one(opt).upper()
             if value not in ("ORIGINAL", "REPLY"):
                 raise BadValue("not a direction", value, "ORIGINAL or REPLY")
-            m = _replace(m, ctdir=value)
+            fields["ctdir"] = value
         else:
             raise _unknown_option(module, opt)
-    return m
+    return ConntrackMatch(**fields)
+
+
+_PHYSDEV_DEVICES = {"physdev-in": "physdev_in", "physdev-out": "physdev_out"}
+_PHYSDEV_FLAGS = {
+    "physdev-is-in": "is_in",
+    "physdev-is-out": "is_out",
+    "physdev-is-bridged": "is_bridged",
+}
 
 
 def _physdev(module: str, opts: list[RawOption], family: Family) -> Match:
-    m = PhysdevMatch()
+    fields: dict[str, Any] = {}
     for opt in opts:
-        if opt.name == "physdev-in":
-            m = _replace(m, physdev_in=Neg(_one(opt), opt.negated))
-        elif opt.name == "physdev-out":
-            m = _replace(m, physdev_out=Neg(_one(opt), opt.negated))
-        elif opt.name == "physdev-is-in":
+        if opt.name in _PHYSDEV_DEVICES:
+            fields[_PHYSDEV_DEVICES[opt.name]] = Neg(_one(opt), opt.negated)
+        elif opt.name in _PHYSDEV_FLAGS:
             _none(opt)
-            m = _replace(m, is_in=Neg(True, opt.negated))
-        elif opt.name == "physdev-is-out":
-            _none(opt)
-            m = _replace(m, is_out=Neg(True, opt.negated))
-        elif opt.name == "physdev-is-bridged":
-            _none(opt)
-            m = _replace(m, is_bridged=Neg(True, opt.negated))
+            fields[_PHYSDEV_FLAGS[opt.name]] = Neg(True, opt.negated)
         else:
             raise _unknown_option(module, opt)
-    return m
+    return PhysdevMatch(**fields)
+
+
+_SET_COUNTERS = frozenset(
+    {"packets-eq", "packets-lt", "packets-gt", "bytes-eq", "bytes-lt", "bytes-gt"}
+)
 
 
 def _set(module: str, opts: list[RawOption], family: Family) -> Match:
-    m = SetMatch()
-    seen = False
+    fields: dict[str, Any] = {}
     counters: list[RawOption] = []
     for opt in opts:
         if opt.name in ("match-set", "set"):
@@ -496,28 +501,20 @@ def _set(module: str, opts: list[RawOption], family: Family) -> Match:
             dirs = tuple(opt.values[1].split(","))
             if not dirs or any(d not in ("src", "dst") for d in dirs) or len(dirs) > 6:
                 raise BadValue("not a list of src/dst", opt.values[1], "src, dst or src,dst...")
-            m = _replace(m, set_name=opt.values[0], directions=dirs, negated=opt.negated)
-            seen = True
+            fields.update(set_name=opt.values[0], directions=dirs, negated=opt.negated)
         elif opt.name == "return-nomatch":
-            m = _replace(m, return_nomatch=True)
+            fields["return_nomatch"] = True
         elif opt.name == "update-counters":
-            m = _replace(m, update_counters=not opt.negated)
+            fields["update_counters"] = not opt.negated
         elif opt.name == "update-subcounters":
-            m = _replace(m, update_subcounters=not opt.negated)
-        elif opt.name in (
-            "packets-eq",
-            "packets-lt",
-            "packets-gt",
-            "bytes-eq",
-            "bytes-lt",
-            "bytes-gt",
-        ):
+            fields["update_subcounters"] = not opt.negated
+        elif opt.name in _SET_COUNTERS:
             counters.append(opt)
         else:
             raise _unknown_option(module, opt)
-    if not seen:
+    if "set_name" not in fields:
         raise Unmodelled("-m set without --match-set")
-    return _replace(m, counter_conditions=tuple(counters))
+    return SetMatch(**fields, counter_conditions=tuple(counters))
 
 
 def _mac(module: str, opts: list[RawOption], family: Family) -> Match:
@@ -540,7 +537,7 @@ def _mark(module: str, opts: list[RawOption], family: Family) -> Match:
 
 
 def _iprange(module: str, opts: list[RawOption], family: Family) -> Match:
-    m = IprangeMatch()
+    fields: dict[str, Any] = {}
     for opt in opts:
         if opt.name not in ("src-range", "dst-range"):
             raise _unknown_option(module, opt)
@@ -551,25 +548,21 @@ def _iprange(module: str, opts: list[RawOption], family: Family) -> Match:
         if lo.version != hi.version or (lo.version == 4) != (family is Family.IPV4):
             raise BadValue("range of the wrong address family", text, "ADDR-ADDR")
         key = "src_range" if opt.name == "src-range" else "dst_range"
-        spec: dict[str, Any] = {key: Neg((lo, hi), opt.negated)}
-        m = _replace(m, **spec)
-    return m
+        fields[key] = Neg((lo, hi), opt.negated)
+    return IprangeMatch(**fields)
 
 
 def _addrtype(module: str, opts: list[RawOption], family: Family) -> Match:
-    m = AddrtypeMatch()
+    fields: dict[str, Any] = {}
     for opt in opts:
-        if opt.name == "src-type":
-            m = _replace(m, src_type=Neg(read_words(_one(opt), ADDRTYPES, "type"), opt.negated))
-        elif opt.name == "dst-type":
-            m = _replace(m, dst_type=Neg(read_words(_one(opt), ADDRTYPES, "type"), opt.negated))
-        elif opt.name == "limit-iface-in":
-            m = _replace(m, limit_iface_in=True)
-        elif opt.name == "limit-iface-out":
-            m = _replace(m, limit_iface_out=True)
+        if opt.name in ("src-type", "dst-type"):
+            types = read_words(_one(opt), ADDRTYPES, "type")
+            fields[opt.name.replace("-", "_")] = Neg(types, opt.negated)
+        elif opt.name in ("limit-iface-in", "limit-iface-out"):
+            fields[opt.name.replace("-", "_")] = True
         else:
             raise _unknown_option(module, opt)
-    return m
+    return AddrtypeMatch(**fields)
 
 
 def _pkttype(module: str, opts: list[RawOption], family: Family) -> Match:
@@ -631,7 +624,7 @@ def _dscp(module: str, opts: list[RawOption], family: Family) -> Match:
 
 
 def _owner(module: str, opts: list[RawOption], family: Family) -> Match:
-    m = OwnerMatch()
+    fields: dict[str, Any] = {}
     for opt in opts:
         if opt.name in ("uid-owner", "gid-owner"):
             text = _one(opt)
@@ -639,17 +632,14 @@ def _owner(module: str, opts: list[RawOption], family: Family) -> Match:
                 raise Unmodelled(f"--{opt.name} by name ({text}) needs the node's user database")
             lo_s, _, hi_s = text.partition("-")
             rng = PortRange(int(lo_s), int(hi_s or lo_s))
-            owner: dict[str, Any] = {
-                "uid" if opt.name == "uid-owner" else "gid": Neg(rng, opt.negated)
-            }
-            m = _replace(m, **owner)
+            fields["uid" if opt.name == "uid-owner" else "gid"] = Neg(rng, opt.negated)
         elif opt.name == "socket-exists":
-            m = _replace(m, socket_exists=Neg(True, opt.negated))
+            fields["socket_exists"] = Neg(True, opt.negated)
         elif opt.name == "suppl-groups":
-            m = _replace(m, suppl_groups=True)
+            fields["suppl_groups"] = True
         else:
             raise _unknown_option(module, opt)
-    return m
+    return OwnerMatch(**fields)
 
 
 def _limit(module: str, opts: list[RawOption], family: Family) -> Match:
@@ -744,25 +734,26 @@ def _trace(name: str, opts: list[RawOption], family: Family) -> Target:
 
 
 def _ct(name: str, opts: list[RawOption], family: Family) -> Target:
-    target = CtTarget()
+    fields: dict[str, Any] = {}
     other: list[RawOption] = []
     for opt in opts:
         if opt.name == "notrack":
             _none(opt)
-            target = _replace(target, notrack=True)
-        elif opt.name in ("zone", "zone-orig", "zone-reply"):
+            fields["notrack"] = True
+        elif opt.name in _CT_ZONE_DIRECTIONS:
             text = _one(opt)
             if text == "mark":
                 raise Unmodelled("-j CT --zone mark (zone taken from the packet mark)")
-            zone_dir = {"zone": "", "zone-orig": "orig", "zone-reply": "reply"}[opt.name]
-            target = _replace(
-                target, zone=read_int(text, "a zone", limit=0xFFFF), zone_dir=zone_dir
-            )
+            fields["zone"] = read_int(text, "a zone", limit=0xFFFF)
+            fields["zone_dir"] = _CT_ZONE_DIRECTIONS[opt.name]
         elif opt.name in ("helper", "ctevents", "expevents", "timeout"):
             other.append(opt)
         else:
             raise Unmodelled(f"option --{opt.name} of -j CT is not modelled")
-    return _replace(target, options=tuple(other))
+    return CtTarget(**fields, options=tuple(other))
+
+
+_CT_ZONE_DIRECTIONS = {"zone": "", "zone-orig": "orig", "zone-reply": "reply"}
 
 
 def _notrack(name: str, opts: list[RawOption], family: Family) -> Target:
@@ -794,26 +785,22 @@ def _mark_target(name: str, opts: list[RawOption], family: Family) -> Target:
 
 
 def _connmark_target(name: str, opts: list[RawOption], family: Family) -> Target:
-    target = ConnmarkTarget()
-    mode = ""
+    fields: dict[str, Any] = {}
     for opt in opts:
         if opt.name in ("set-xmark", "set-mark"):
             text = _one(opt)
             value, mask = read_value_mask(text)
             if opt.name == "set-mark":
                 mask = mask | value if "/" in text else 0xFFFFFFFF
-            target, mode = _replace(target, mode="set", value=value, mask=mask), "set"
+            fields.update(mode="set", value=value, mask=mask)
         elif opt.name in ("save-mark", "restore-mark"):
-            mode = opt.name.split("-")[0]
-            target = _replace(target, mode=mode)
+            fields["mode"] = opt.name.split("-")[0]
         elif opt.name in ("nfmask", "ctmask", "mask"):
             value = read_int(_one(opt), "a mask")
-            if opt.name == "mask":
-                target = _replace(target, nfmask=value, ctmask=value)
-            elif opt.name == "nfmask":
-                target = _replace(target, nfmask=value)
-            else:
-                target = _replace(target, ctmask=value)
+            if opt.name in ("mask", "nfmask"):
+                fields["nfmask"] = value
+            if opt.name in ("mask", "ctmask"):
+                fields["ctmask"] = value
         elif opt.name in ("and-mark", "or-mark", "xor-mark"):
             bits = read_int(_one(opt))
             value, mask = {
@@ -821,12 +808,12 @@ def _connmark_target(name: str, opts: list[RawOption], family: Family) -> Target
                 "or-mark": (bits, bits),
                 "xor-mark": (bits, 0),
             }[opt.name]
-            target, mode = _replace(target, mode="set", value=value, mask=mask), "set"
+            fields.update(mode="set", value=value, mask=mask)
         else:
             raise Unmodelled(f"option --{opt.name} of -j CONNMARK is not modelled")
-    if not mode:
+    if "mode" not in fields:
         raise Unmodelled("-j CONNMARK without an operation")
-    return target
+    return ConnmarkTarget(**fields)
 
 
 def _nat_range(text: str) -> NatRange:
@@ -851,17 +838,16 @@ def _nat_range(text: str) -> NatRange:
 
 
 def _nat(name: str, opts: list[RawOption], family: Family) -> Target:
-    target = NatTarget(nat_type=name)
+    fields: dict[str, Any] = {}
     ranges: list[NatRange] = []
     for opt in opts:
         if opt.name in ("to-source", "to-destination") and name in ("SNAT", "DNAT"):
             ranges.append(_nat_range(_one(opt)))
         elif opt.name == "to-ports" and name in ("MASQUERADE", "REDIRECT"):
-            target = _replace(target, to_ports=read_port_range(_one(opt), "-"))
+            fields["to_ports"] = read_port_range(_one(opt), "-")
         elif opt.name in ("random", "random-fully", "persistent"):
             _none(opt)
-            flag: dict[str, Any] = {opt.name.replace("-", "_"): True}
-            target = _replace(target, **flag)
+            fields[opt.name.replace("-", "_")] = True
         else:
             raise Unmodelled(f"option --{opt.name} of -j {name} is not modelled")
     if name in ("SNAT", "DNAT") and not ranges:
@@ -870,7 +856,7 @@ def _nat(name: str, opts: list[RawOption], family: Family) -> Target:
             name,
             f"--to-{'source' if name == 'SNAT' else 'destination'}",
         )
-    return _replace(target, ranges=tuple(ranges))
+    return NatTarget(name, tuple(ranges), **fields)
 
 
 def _checksum(name: str, opts: list[RawOption], family: Family) -> Target:

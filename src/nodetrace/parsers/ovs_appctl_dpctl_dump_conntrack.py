@@ -15,7 +15,14 @@ from __future__ import annotations
 from ipaddress import ip_address
 
 from nodetrace.errors import DiagnosticSink, ParseError, SourcePos
-from nodetrace.model.ovs_runtime import ConntrackEntry, ConntrackTable, CtTuple
+from nodetrace.model.conntrack import (
+    ICMP_PROTOCOLS,
+    PORT_PROTOCOLS,
+    ConntrackDump,
+    ConntrackEntry,
+    ConnTuple,
+    protocol_number,
+)
 from nodetrace.parsers.ovs_flow_text import split_top
 
 
@@ -27,28 +34,22 @@ def _fields(body: str) -> dict[str, str]:
     return out
 
 
-def _tuple(text: str) -> CtTuple:
+def _tuple(text: str, proto: int) -> ConnTuple:
+    """A tuple keyed as the kernel keys it: ports, or an ICMP query's id and type."""
     if not (text.startswith("(") and text.endswith(")")):
         raise ValueError(f"expected (src=...,dst=...), got {text!r}")
     f = _fields(text[1:-1])
-
-    def num(key: str) -> int | None:
-        return int(f[key], 0) if key in f else None
-
-    return CtTuple(
-        ip_address(f["src"]),
-        ip_address(f["dst"]),
-        sport=num("sport"),
-        dport=num("dport"),
-        icmp_id=num("id"),
-        icmp_type=num("type"),
-        icmp_code=num("code"),
-    )
+    sport = dport = 0
+    if proto in ICMP_PROTOCOLS:
+        sport, dport = int(f["id"], 0), int(f["type"], 0)
+    elif proto in PORT_PROTOCOLS:
+        sport, dport = int(f["sport"], 0), int(f["dport"], 0)
+    return ConnTuple(ip_address(f["src"]), ip_address(f["dst"]), proto, sport, dport)
 
 
 def parse_ovs_appctl_dpctl_dump_conntrack(
     text: str, *, source: str = "<stdin>", sink: DiagnosticSink | None = None
-) -> ConntrackTable:
+) -> ConntrackDump:
     entries: list[ConntrackEntry] = []
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
@@ -56,16 +57,18 @@ def parse_ovs_appctl_dpctl_dump_conntrack(
             continue
         pos = SourcePos(source, number)
         try:
-            proto, _, rest = stripped.partition(",")
+            name, _, rest = stripped.partition(",")
+            proto = protocol_number(name)
+            if proto is None:
+                raise ValueError(f"unknown protocol {name!r}")
             f = _fields(rest)
             state = None
             if "protoinfo" in f and f["protoinfo"].startswith("("):
                 state = _fields(f["protoinfo"][1:-1]).get("state")
             entries.append(
                 ConntrackEntry(
-                    proto,
-                    _tuple(f["orig"]),
-                    _tuple(f["reply"]),
+                    _tuple(f["orig"], proto),
+                    _tuple(f["reply"], proto),
                     zone=int(f.get("zone", "0"), 0),
                     mark=int(f.get("mark", "0"), 0),
                     labels=int(f.get("labels", "0"), 0),
@@ -78,4 +81,4 @@ def parse_ovs_appctl_dpctl_dump_conntrack(
             if sink is None:
                 raise error from None
             sink.error(error)
-    return ConntrackTable(tuple(entries), source)
+    return ConntrackDump(tuple(entries), source)

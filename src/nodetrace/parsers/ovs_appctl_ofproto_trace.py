@@ -24,14 +24,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
 from nodetrace.model.openflow_trace import (
+    ActionRun,
+    Bridge,
+    Message,
     NodeKind,
     ObservedLine,
     ObservedPass,
     ObservedTrace,
+    TableLookup,
+    Thaw,
     TraceNode,
+    Verbatim,
 )
 
 
@@ -110,6 +117,10 @@ def _bad(sink: DiagnosticSink | None, source: str, number: int, line: str) -> No
 
 
 _TABLE = re.compile(r"^(\d+)\. ")
+_FLOW = re.compile(
+    r"^(?:(?P<match>.*), )?priority (?P<priority>\d+)(?:, cookie (?P<cookie>0x[0-9a-f]+))?$"
+)
+_RESUMING = re.compile(r"^Resuming from table (\d+)$")
 _THAW = ("thaw", "Resuming from table", "Restoring action", "restored state")
 _TERMINAL = frozenset({NodeKind.ACTION, NodeKind.DETAIL, NodeKind.WARN, NodeKind.ERROR})
 
@@ -139,18 +150,39 @@ def _pad(line: ObservedLine, kind: NodeKind) -> int:
     return line.indent
 
 
-def _node_text(kind: NodeKind, text: str) -> str:
-    if kind is NodeKind.DETAIL:
-        return text[3:]
-    if kind is NodeKind.WARN:
-        return text[3:]
-    if kind is NodeKind.ERROR:
-        return text[5:-5]
-    if kind is NodeKind.TABLE:
-        m = _TABLE.match(text)
-        assert m is not None
-        return f"{int(m.group(1)):2d}. {text[m.end() :]}"
-    return text
+def _node(kind: NodeKind, text: str, children: tuple[TraceNode, ...] = ()) -> TraceNode:
+    """The typed node a printed line stands for; a line nodetrace reads no fields from is kept
+    as printed."""
+    match kind:
+        case NodeKind.BRIDGE if text.endswith('")'):
+            return Bridge(text[8:-2], children)
+        case NodeKind.TABLE:
+            number = _TABLE.match(text)
+            assert number is not None
+            rest = text[number.end() :]
+            flow = _FLOW.match(rest)
+            table = int(number.group(1))
+            if rest == "No match.":
+                return TableLookup(table, "", None, children=children)
+            if flow is not None:
+                cookie = int(flow["cookie"], 16) if flow["cookie"] else 0
+                match, priority = flow["match"] or "", int(flow["priority"])
+                return TableLookup(table, match, priority, cookie, children)
+            return Verbatim(kind, f"{table:2d}. {rest}", children)
+        case NodeKind.THAW if text == "thaw":
+            return Thaw(None, children)
+        case NodeKind.THAW if (resuming := _RESUMING.match(text)) is not None:
+            return Thaw(int(resuming.group(1)), children)
+        case NodeKind.ACTION:
+            return ActionRun(text)
+        case NodeKind.DETAIL | NodeKind.WARN:
+            return Message(kind, text[3:])
+        case NodeKind.ERROR:
+            return Message(kind, text[5:-5])
+        case NodeKind.BRIDGE | NodeKind.THAW:
+            return Verbatim(kind, text, children)
+        case _:
+            assert_never(kind)
 
 
 def observed_tree(p: ObservedPass) -> tuple[TraceNode, ...]:
@@ -170,15 +202,14 @@ def observed_tree(p: ObservedPass) -> tuple[TraceNode, ...]:
             line = lines[pos]
             kind = _kind(line.text)
             pad = _pad(line, kind)
-            text = _node_text(kind, line.text)
             if pad == (level + 1) * 4:
                 pos += 1
                 children = parse(level + 2) if kind not in _TERMINAL else []
-                nodes.append(TraceNode(kind, text, tuple(children)))
+                nodes.append(_node(kind, line.text, tuple(children)))
             elif pad == level * 4 and kind not in _TERMINAL:
                 pos += 1
                 children = parse(level)
-                nodes.append(TraceNode(kind, text, tuple(children)))
+                nodes.append(_node(kind, line.text, tuple(children)))
                 break
             else:
                 break
@@ -187,6 +218,6 @@ def observed_tree(p: ObservedPass) -> tuple[TraceNode, ...]:
     out = parse(0)
     while pos < len(lines):  # lines that do not fit the layout: keep them visible at the end
         line = lines[pos]
-        out.append(TraceNode(_kind(line.text), line.text))
+        out.append(Verbatim(_kind(line.text), line.text))
         pos += 1
     return tuple(out)

@@ -66,7 +66,7 @@ from nodetrace.model.openflow import (
     field_segments,
     field_width,
 )
-from nodetrace.model.packet import PROTOCOL_SHORTHANDS
+from nodetrace.model.packet import PROTOCOL_SHORTHANDS, TcpFlag
 
 
 class FlowTextError(ValueError):
@@ -154,17 +154,8 @@ def parse_port(value: object) -> PortRef:
 
 _FRAG = {"no": (0, 1), "yes": (1, 1), "first": (1, 3), "later": (3, 3), "not_later": (0, 2)}
 
-TCP_FLAG_BITS = {
-    "fin": 0x001,
-    "syn": 0x002,
-    "rst": 0x004,
-    "psh": 0x008,
-    "ack": 0x010,
-    "urg": 0x020,
-    "ece": 0x040,
-    "cwr": 0x080,
-    "ns": 0x100,
-}
+TCP_FLAG_BITS = {f.name.lower(): int(f) for f in TcpFlag} | {"ns": TcpFlag.AE}
+"""TCP flags by the names OVS takes (``ns`` is the AE bit's older name)."""
 
 _PACKET_TYPE = re.compile(r"packet_type=\(\s*(\w+)\s*,\s*(\w+)\s*\)")
 
@@ -172,10 +163,13 @@ _PACKET_TYPE = re.compile(r"packet_type=\(\s*(\w+)\s*,\s*(\w+)\s*\)")
 def parse_flags(text: str, bits: dict[str, int], what: str) -> tuple[int, int]:
     """``+trk-est`` / ``trk|est`` / ``0x21/0x3f`` -> (value, mask)."""
     text = text.strip()
+    every = 0
+    for bit in bits.values():  # two names may stand for one bit
+        every |= bit
     if text[:1].isdigit():
         value_text, _, mask_text = text.partition("/")
         value = int(value_text, 0)
-        mask = int(mask_text, 0) if mask_text else sum(bits.values())
+        mask = int(mask_text, 0) if mask_text else every
         return value & mask, mask
     value = mask = 0
     if text[:1] in "+-":
@@ -190,7 +184,7 @@ def parse_flags(text: str, bits: dict[str, int], what: str) -> tuple[int, int]:
         if name not in bits:
             raise FlowTextError(f"{what}: unknown flag {name!r}")
         value |= bits[name]
-    return value, sum(bits.values())
+    return value, every
 
 
 def _int_value(value: Any, width: int) -> tuple[int, int]:

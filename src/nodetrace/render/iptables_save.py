@@ -45,6 +45,7 @@ from nodetrace.model.netfilter import (
     Ruleset,
     SctpMatch,
     SetMatch,
+    StandardTarget,
     StateMatch,
     Target,
     TcpMatch,
@@ -55,7 +56,6 @@ from nodetrace.model.netfilter import (
     UdpMatch,
     UnknownMatch,
     UnknownTarget,
-    Verdict,
 )
 from nodetrace.model.packet import Family
 
@@ -270,7 +270,7 @@ def format_target(t: Target) -> str:
     """``-j TARGET OPTIONS`` (or ``-g CHAIN``) as iptables-save prints it; empty without one."""
     if isinstance(t, NoTarget):
         return ""
-    if isinstance(t, Verdict):
+    if isinstance(t, StandardTarget):
         return f"-j {t.verdict}"
     if isinstance(t, JumpTarget):
         return f"-{'g' if t.goto else 'j'} {t.chain}"

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
 
 from nodetrace.model.packet import ETH_TYPE_IPV6, IPProto, Packet, TcpFlag, total_length
-from nodetrace.model.trace import NetfilterStep, Step
+from nodetrace.model.trace import NetfilterStep, Step, Trace
 
 _TCP_FLAG_WORDS = (
     (TcpFlag.AE, "AE"),
@@ -260,3 +260,15 @@ def render_kernel_trace(
         for s in steps
         if isinstance(s, NetfilterStep) and (s.traced or not only_traced)
     ]
+
+
+def render_kernel_walk(trace: Trace) -> tuple[str, bool]:
+    """The netfilter steps of a whole-node walk as the kernel logs them with TRACE on, and
+    whether a ``-j TRACE`` rule marked the packet.
+
+    Without such a rule the kernel logs nothing; then every step is printed, as if the packet
+    had been marked for tracing where it entered netfilter.
+    """
+    steps = [s for s in trace.steps if isinstance(s, NetfilterStep) and s.packet is not None]
+    marked = any(s.traced for s in steps)
+    return "".join(line + "\n" for line in render_kernel_trace(steps, only_traced=marked)), marked

@@ -2,7 +2,8 @@
 
 Plain values where a script wants them (``tag``, ``mac``, ``ips``, ``zone``), and beside them in
 ``sources`` where on the node each inferred value was read. ``null`` always means "the node
-does not tell", never a default. The schema is documented in docs/formats.md.
+does not tell", never a default. The document is on the one schema of ``render/json.py``,
+documented in docs/json.md.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from nodetrace.model.node_inventory import (
     PortInfo,
     Segment,
 )
-
-SCHEMA_VERSION = 1
+from nodetrace.render.json import document
 
 
 def _value(found: Found[Any] | None) -> Any:
@@ -117,10 +117,9 @@ def _segment(s: Segment) -> dict[str, Any]:
 
 def show_document(inv: Inventory) -> dict[str, Any]:
     node = inv.node
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "show",
-        "node": {
+    return document(
+        "show",
+        node={
             "hostname": _value(node.hostname),
             "kernel": _value(node.kernel),
             "collected_at": node.collected_at,
@@ -135,16 +134,16 @@ def show_document(inv: Inventory) -> dict[str, Any]:
                 "kernel": node.kernel.source if node.kernel else None,
             },
         },
-        "ports": [_port(p) for p in inv.ports],
-        "ovs_bridges": [_bridge(b) for b in inv.ovs_bridges],
-        "linux_bridges": [_linux_bridge(b) for b in inv.linux_bridges],
-        "namespaces": [_namespace(n) for n in inv.namespaces],
-        "segments": [_segment(s) for s in inv.segments],
-        "missing": [
+        ports=[_port(p) for p in inv.ports],
+        ovs_bridges=[_bridge(b) for b in inv.ovs_bridges],
+        linux_bridges=[_linux_bridge(b) for b in inv.linux_bridges],
+        namespaces=[_namespace(n) for n in inv.namespaces],
+        segments=[_segment(s) for s in inv.segments],
+        missing=[
             {"what": m.what, "reason": m.reason, "namespace": m.namespace, "command": m.command}
             for m in inv.missing
         ],
-        "notes": list(inv.notes),
-        "snapshot_notes": list(inv.snapshot_notes),
-        "diagnostics": list(inv.diagnostics),
-    }
+        notes=list(inv.notes),
+        snapshot_notes=list(inv.snapshot_notes),
+        diagnostics=list(inv.diagnostics),
+    )

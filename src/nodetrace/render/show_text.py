@@ -8,6 +8,7 @@ default Open vSwitch or the kernel would use; where each inferred value was read
 from __future__ import annotations
 
 from nodetrace.model.node_inventory import Inventory, OvsPortSummary, PortInfo, PortKind
+from nodetrace.render.screen import PLAIN, Screen
 
 DIAGNOSTICS_SHOWN = 20
 LOCAL = 65534
@@ -70,7 +71,7 @@ def _port(p: PortInfo, out: list[str], unflowed: set[str]) -> None:
         add(f"    note: {note}")
 
 
-def render_show(inv: Inventory) -> str:
+def render_show(inv: Inventory, screen: Screen = PLAIN) -> str:
     out: list[str] = []
     add = out.append
     node = inv.node
@@ -173,4 +174,6 @@ def render_show(inv: Inventory) -> str:
             add(f"  ... and {rest} more (--format json lists all)")
     add("")
     add("Where each value was read: --format json (sources).")
-    return "\n".join(out) + "\n"
+    # A line too wide for the screen continues below itself, indented one step further.
+    wrapped = [x for line in out for x in screen.wrap(line, len(line) - len(line.lstrip()) + 4)]
+    return "\n".join(wrapped) + "\n"

@@ -1,4 +1,4 @@
-"""The terminal view of a log summary: packets by outcome, top dropping rules, chains by hits.
+"""The text view of a log summary: packets by outcome, top dropping rules, chains by hits.
 
 It takes plain counts (not the analysis objects) so any producer of such counts can use it.
 """
@@ -8,11 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
+from nodetrace.render.screen import PLAIN, Screen, Style
 
-_OUTCOME_STYLES = {
+_OUTCOME_STYLES: dict[str, Style] = {
     "accepted": "green",
     "dropped": "red",
     "rejected": "red",
@@ -42,66 +40,62 @@ class SummaryCounts:
     """(last step label, rule text or "", packets) of traces that end without a verdict."""
 
 
-def _step_table(rows: Sequence[tuple[str, str, int]], style: str) -> Table:
+def _step_rows(rows: Sequence[tuple[str, str, int]], style: Style, screen: Screen) -> list[str]:
     """Packets per step: the count, the step's label and, dimmed below it, its rule."""
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(justify="right")
-    table.add_column(overflow="fold")
+    nw = max(len(f"{n:,}") for _, _, n in rows)
+    out: list[str] = []
     for label, rule, n in rows:
-        cell = Text(label, style=style)
+        out += screen.lines(f"{n:>{nw},}  {label}", nw + 4, spans=((label, style),))
         if rule:
-            cell.append("\n  " + rule, style="dim")
-        table.add_row(f"{n:,}", cell)
-    return table
+            out += screen.lines(f"{'':{nw}}    {rule}", nw + 6, "dim")
+    return out
 
 
-def summary_renderable(counts: SummaryCounts) -> RenderableType:
-    parts: list[RenderableType] = []
-    head = Text(f"{counts.packets:,} packet{'s' if counts.packets != 1 else ''}", style="bold")
+def render_summary(counts: SummaryCounts, screen: Screen = PLAIN) -> str:
+    """The whole summary as text, ending in a newline."""
+    head = f"{counts.packets:,} packet{'s' if counts.packets != 1 else ''}"
+    line = head
     if counts.seen_again:
-        head.append(
-            f" ({counts.seen_again:,} of them a packet seen again: retransmission, copy or second bridge pass)",
-            style="dim",
+        line += (
+            f" ({counts.seen_again:,} of them a packet seen again: retransmission, copy or "
+            "second bridge pass)"
         )
-    files = ", ".join(f"{name} ({fmt})" for name, fmt in counts.files)
-    head.append(f"  from {files}", style="dim")
-    parts.append(head)
+    line += "  from " + ", ".join(f"{name} ({fmt})" for name, fmt in counts.files)
+    out = screen.lines(line, 2, spans=((head, "bold"),))
 
-    outcomes = Table(box=None, show_header=False, pad_edge=False)
-    outcomes.add_column(justify="right")
-    outcomes.add_column()
-    outcomes.add_column(style="dim")
-    for outcome in ("accepted", "dropped", "rejected", "ends"):
-        n = counts.by_outcome.get(outcome, 0)
-        outcomes.add_row(
-            f"{n:,}", Text(outcome, style=_OUTCOME_STYLES[outcome]), _OUTCOME_HELP[outcome]
+    numbers = {o: f"{counts.by_outcome.get(o, 0):,}" for o in _OUTCOME_HELP}
+    nw = max(len(n) for n in numbers.values())
+    ow = max(len(o) for o in _OUTCOME_HELP)
+    for outcome, help_text in _OUTCOME_HELP.items():
+        line = f"{numbers[outcome]:>{nw}}  {outcome:<{ow}}  {help_text}"
+        spans: tuple[tuple[str, Style], ...] = (
+            (outcome, _OUTCOME_STYLES[outcome]),
+            (help_text, "dim"),
         )
-    parts.append(outcomes)
+        out += screen.lines(line, nw + ow + 4, spans=spans)
 
     if counts.dropping:
-        parts.append(Text("\nTop dropping rules", style="bold"))
-        parts.append(_step_table(counts.dropping, "red"))
-
+        out += ["", screen.paint("Top dropping rules", "bold")]
+        out += _step_rows(counts.dropping, "red", screen)
     if counts.ends_at:
-        parts.append(Text("\nWhere traces end without a verdict line", style="bold"))
-        parts.append(_step_table(counts.ends_at, "yellow"))
-
+        out += ["", screen.paint("Where traces end without a verdict line", "bold")]
+        out += _step_rows(counts.ends_at, "yellow", screen)
     if counts.chains:
-        parts.append(Text("\nChains by hits", style="bold"))
-        chains = Table(box=None, show_header=False, pad_edge=False)
-        chains.add_column(justify="right")
-        chains.add_column(style="cyan", overflow="fold")
+        out += ["", screen.paint("Chains by hits", "bold")]
+        cw = max(len(f"{n:,}") for _, n in counts.chains)
         for chain, n in counts.chains:
-            chains.add_row(f"{n:,}", chain)
-        parts.append(chains)
+            out += screen.lines(f"{n:>{cw},}  {chain}", cw + 2, spans=((chain, "cyan"),))
 
     lines = counts.lines
-    text = Text("\nLines: ", style="bold")
-    text.append(
-        f"{lines.get('total', 0):,} read, {lines.get('parsed', 0):,} in TRACE records, "
+    text = (
+        f"Lines: {lines.get('total', 0):,} read, {lines.get('parsed', 0):,} in TRACE records, "
         f"{lines.get('skipped', 0):,} skipped (not TRACE), {lines.get('malformed', 0):,} malformed"
     )
-    if lines.get("not_text"):
-        text.append(f" ({lines['not_text']:,} of the skipped are not text)", style="yellow")
-    parts.append(text)
-    return Group(*parts)
+    not_text = (
+        f"({lines['not_text']:,} of the skipped are not text)" if lines.get("not_text") else ""
+    )
+    out.append("")
+    out += screen.lines(
+        f"{text} {not_text}".rstrip(), 7, spans=(("Lines:", "bold"), (not_text, "yellow"))
+    )
+    return "\n".join(out) + "\n"

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from nodetrace.errors import DiagnosticSink, ParseError
+from nodetrace.model.conntrack import ConntrackDump
 from nodetrace.model.openflow import FlowDump
-from nodetrace.model.ovs_runtime import ConntrackTable, MacTable, OfctlShow
+from nodetrace.model.ovs_runtime import MacTable, OfctlShow
 from nodetrace.model.ovs_switch import OvsSwitch
 from nodetrace.model.ovsdb import OvsdbConfig, OvsdbTable
 from nodetrace.model.snapshot import RawOutput
@@ -59,7 +60,7 @@ def build_switch(
     flows: dict[str, FlowDump] = {}
     ofctl: dict[str, OfctlShow] = {}
     fdb: dict[str, MacTable] = {}
-    conntrack: ConntrackTable | None = None
+    conntrack: ConntrackDump | None = None
     appctl_flows: dict[str, RawOutput] = {}
     said = notes if notes is not None else []
     for r in main:

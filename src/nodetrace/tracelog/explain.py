@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from operator import attrgetter, indexOf
+from typing import assert_never
 
 from nodetrace.model.packet import Family, Packet
 from nodetrace.model.trace import (
@@ -22,6 +23,7 @@ from nodetrace.model.trace import (
     StepKind,
     Trace,
 )
+from nodetrace.model.verdict import Effect
 from nodetrace.parsers.trace_kernel_log import (
     dump_family,
     packet_from_dump,
@@ -29,7 +31,6 @@ from nodetrace.parsers.trace_kernel_log import (
     parse_dump,
 )
 from nodetrace.parsers.trace_nft_events import NftEvent
-from nodetrace.tracelog.effects import Effect, verdict_effect
 from nodetrace.tracelog.group_legacy import LegacyPass, PrefixInfo
 from nodetrace.tracelog.group_nft import NftPass
 from nodetrace.tracelog.observed import Conclusion, ObservedPacket
@@ -228,7 +229,7 @@ class NftView(_View):
 def _event_effect(e: NftEvent) -> Effect:
     if e.kind is StepKind.RETURN:
         return Effect.RETURN
-    effect = verdict_effect(e.verdict or "")
+    effect = Effect.of_word(e.verdict or "")
     if (
         effect is Effect.DROP
         and e.rule_text
@@ -299,7 +300,7 @@ def _why_it_ends(v: _View, last: int, res: Resolution) -> str:
         return f"{head}; {label} does not fit the ruleset ({res.misfit}), so its effect is unknown"
     if res.rule is not None and res.effect is Effect.UNKNOWN:
         return f"{head}: {label} has target {res.rule.target.name}, which nodetrace does not model; it decided the packet's fate"
-    if res.effect in (Effect.CONTINUE, Effect.JUMP, Effect.RETURN) or (
+    if res.effect in (Effect.CONTINUE, Effect.JUMP, Effect.GOTO, Effect.RETURN) or (
         res.tail and res.effect is not Effect.UNKNOWN
     ):
         return f"{head}: after {label} the kernel logs more lines for this packet; they are missing (rate-limited, lost, or the log was cut)"
@@ -355,6 +356,39 @@ def notes(v: _View) -> list[str | None]:
     return out
 
 
+def _effect_note(
+    v: _View, i: int, res: Resolution, effect: Effect, table: str, hook: str, caller: str | None
+) -> str | None:
+    """What a step did, read off its rule's effect."""
+    match effect:
+        case Effect.JUMP | Effect.GOTO:
+            target = res.rule.jump_chain if res.rule is not None else None
+            if target is None and isinstance(v, NftView):
+                target = v.p.events[i].target_chain
+            if effect is Effect.GOTO:
+                return f"goto {target}" if target else "goto"
+            return f"jump to {target}" if target else "jump"
+        case Effect.RETURN:
+            return f"RETURN to {caller}" if caller else "RETURN"
+        case Effect.CONTINUE:
+            name = res.rule.target.name if res.rule is not None else ""
+            if name == "TRACE":
+                return "the TRACE rule: tracing starts here (nf_tables logs it, legacy iptables does not)"
+            return f"{name}: goes on" if name else "goes on"
+        case Effect.ACCEPT:
+            return f"ACCEPT: {table} {hook} is done with the packet"
+        case Effect.DROP:
+            return "DROP: the packet is dropped here"
+        case Effect.REJECT:
+            return "REJECT: the packet is dropped and an error is sent back"
+        case Effect.QUEUE:
+            return "QUEUE: handed to a userspace program"
+        case Effect.UNKNOWN:
+            return f"target {res.rule.target.name} is not modelled" if res.rule else None
+        case _:
+            assert_never(effect)
+
+
 def _note(
     v: _View, i: int, relation: str, caller: str | None, nxt: int | None, hooks: list[str | None]
 ) -> str | None:
@@ -371,29 +405,7 @@ def _note(
                 return f"end of {hook} in {table}: policy {res.policy.upper()}"
             back = f": back to {caller}" if caller else ""
             return f"end of {chain}{back}"
-        if effect is Effect.JUMP:
-            target = res.rule.jump_chain if res.rule is not None else None
-            if target is None and isinstance(v, NftView):
-                target = v.p.events[i].target_chain
-            return f"jump to {target}" if target else "jump"
-        if effect is Effect.RETURN:
-            return f"RETURN to {caller}" if caller else "RETURN"
-        if effect is Effect.CONTINUE:
-            name = res.rule.target.name if res.rule is not None else ""
-            if name == "TRACE":
-                return "the TRACE rule: tracing starts here (nf_tables logs it, legacy iptables does not)"
-            return f"{name}: goes on" if name else "goes on"
-        if effect is Effect.ACCEPT:
-            return f"ACCEPT: {table} {hook} is done with the packet"
-        if effect is Effect.DROP:
-            return "DROP: the packet is dropped here"
-        if effect is Effect.REJECT:
-            return "REJECT: the packet is dropped and an error is sent back"
-        if effect is Effect.QUEUE:
-            return "QUEUE: handed to a userspace program"
-        if res.rule is not None:
-            return f"target {res.rule.target.name} is not modelled"
-        return None
+        return _effect_note(v, i, res, effect, table, hook, caller)
     # No ruleset: read the effect off what the log shows next.
     num = v.label(i).rsplit(":", 1)[-1]
     if kind == "rule":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from nodetrace.parsers.trace_nft_events import NftEvent, NftItem, NftPacket
 from nodetrace.tracelog.group_legacy import DEFAULT_WINDOW
@@ -50,10 +51,13 @@ class NftGrouper:
     def passes(self, items: Iterable[NftItem]) -> Iterator[NftPass]:
         for item in items:
             self._index += 1
-            if isinstance(item, NftPacket):
-                self._packet(item)
-            else:
-                self._event(item)
+            match item:
+                case NftPacket():
+                    self._packet(item)
+                case NftEvent():
+                    self._event(item)
+                case _:
+                    assert_never(item)
             if self._index % 256 == 0:
                 self._evict(self._index - self.window)
                 while self._queue and self._queue[0].closed:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from nodetrace.model.ipset import IpSets
-from nodetrace.model.netfilter import Chain, Rule, Ruleset, TargetKind
+from nodetrace.model.netfilter import Chain, JumpTarget, Rule, Ruleset
 from nodetrace.model.packet import Family
-from nodetrace.tracelog.effects import Effect, rule_effect, verdict_effect
+from nodetrace.model.verdict import Effect
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,7 @@ def _resolve_legacy(
                 f"rule {number} has no matches and a {rule.target.name} target: the kernel logs it as "
                 f"{'policy' if chain.builtin else 'return'}:{number}, not rule:{number}"
             )
-        return Resolution(rule, rule_effect(rule), misfit)
+        return Resolution(rule, rule.effect, misfit)
     expected = "policy" if chain.builtin else "return"
     misfit = None
     if kind != expected:
@@ -159,7 +160,7 @@ def _resolve_legacy(
     if number == tail:
         if chain.builtin:
             policy = chain.policy or "ACCEPT"
-            return Resolution(None, verdict_effect(policy), misfit, tail=True, policy=policy)
+            return Resolution(None, Effect.of_word(policy), misfit, tail=True, policy=policy)
         return Resolution(None, Effect.RETURN, misfit, tail=True)
     rule = chain.rule(number)
     assert rule is not None
@@ -168,7 +169,7 @@ def _resolve_legacy(
             f"{kind}:{number} needs rule {number} to be a bare ACCEPT/DROP/RETURN, but it is "
             f"'{rule.text}'"
         )
-    return Resolution(rule, rule_effect(rule), misfit)
+    return Resolution(rule, rule.effect, misfit)
 
 
 def nft_resolve(
@@ -212,15 +213,15 @@ def nft_resolve(
                 f"handle {handle} is '{found.text}' in the ruleset, but the trace prints "
                 f"'{rule_text}'"
             )
-        return Resolution(found, rule_effect(found), misfit, how="handle")
+        return Resolution(found, found.effect, misfit, how="handle")
     if rule_text and rule_text.startswith("-A "):
         rule = book.by_text(family, table, chain, rule_text)
         if rule is not None:
-            return Resolution(rule, rule_effect(rule), how="text")
+            return Resolution(rule, rule.effect, how="text")
         return Resolution(
             None, Effect.UNKNOWN, f"no rule of {chain} reads '{rule_text}'", how="text"
         )
-    effect = verdict_effect(verdict or "")
+    effect = Effect.of_word(verdict or "")
     candidates = [
         r
         for r in c.rules
@@ -230,32 +231,35 @@ def nft_resolve(
     ]
     if len(candidates) == 1:
         rule = candidates[0]
-        return Resolution(rule, rule_effect(rule), how="verdict and order")
+        return Resolution(rule, rule.effect, how="verdict and order")
     return Resolution(
         None, effect, how=f"{len(candidates)} rules fit" if candidates else "no rule fits"
     )
 
 
 def _fits(rule: Rule, effect: Effect, target_chain: str | None, text: str | None) -> bool:
+    """Whether a rule could be the one an event with this verdict and text names."""
     target = rule.target
-    if effect is Effect.JUMP:
-        return target.kind is TargetKind.CHAIN and target.name == target_chain
-    if effect in (Effect.ACCEPT, Effect.DROP, Effect.RETURN):
-        name = target.name
-        if effect is Effect.DROP and name == "REJECT":
+    match effect:
+        case Effect.JUMP | Effect.GOTO:
+            return isinstance(target, JumpTarget) and target.chain == target_chain
+        case Effect.DROP:
+            # REJECT ends in NF_DROP, so nf_tables reports it as a drop.
+            return rule.effect is Effect.DROP or target.name == "REJECT"
+        case Effect.ACCEPT | Effect.RETURN:
+            return rule.effect is effect
+        case Effect.CONTINUE:
+            if rule.effect is not Effect.CONTINUE:
+                return False
+            if text and "nftrace set 1" in text:
+                return target.name == "TRACE"
+            if text and "xt target" in text:
+                return f'xt target "{target.name}"' in text or f"xt target {target.name}" in text
             return True
-        return (target.kind is TargetKind.VERDICT and verdict_effect(name) is effect) or (
-            effect is Effect.ACCEPT and rule_effect(rule) is Effect.ACCEPT
-        )
-    if effect is Effect.CONTINUE:
-        if rule_effect(rule) is not Effect.CONTINUE:
+        case Effect.REJECT | Effect.QUEUE | Effect.UNKNOWN:
             return False
-        if text and "nftrace set 1" in text:
-            return target.name == "TRACE"
-        if text and "xt target" in text:
-            return f'xt target "{target.name}"' in text or f"xt target {target.name}" in text
-        return True
-    return False
+        case _:
+            assert_never(effect)
 
 
 _ADDR_RE = re.compile(

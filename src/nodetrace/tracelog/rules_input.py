@@ -3,17 +3,16 @@
 A ``--rules`` file may also be ``nft -a list ruleset`` output of the node: its rule handles are
 then given to the iptables rulesets, so nf_tables trace steps are found by handle.
 
-A file that is not what it should be (not iptables-save output, not ipset save output) is
-reported in one line naming the file and the first line that gave it away, and left out: the
-log is then explained without it rather than not at all.
+A file that cannot be read at all (missing, a device, damaged compression) stops the command in
+one line: the user named it, so going on would answer a question that was not asked. A file
+that is read but is not what it should be (empty, not iptables-save output, not ipset save
+output) is reported in one line naming the file and the first line that gave it away, and left
+out: the log is then explained without it rather than not at all.
 """
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from collections.abc import Sequence
-from pathlib import Path
 
 from nodetrace.errors import DiagnosticSink, Severity, SourcePos
 from nodetrace.model.ipset import IpSet, IpSets
@@ -29,32 +28,19 @@ from nodetrace.parsers.nft_list_ruleset import (
     parse_nft_list_ruleset,
 )
 from nodetrace.tracelog.rulebook import RuleBook
+from nodetrace.tracelog.source import read_text
 
 MAX_REPORTED = 10
 
 
 def _read(name: str, sink: DiagnosticSink) -> str | None:
-    if Path(name).is_char_device() or Path(name).is_block_device():
-        sink.warn(SourcePos(name, 0), "is a device, not a file; explaining without it")
-        return None
-    try:
-        data = Path(name).read_bytes()
-    except FileNotFoundError:
-        sink.warn(SourcePos(name, 0), "no such file; explaining without it")
-        return None
-    except OSError as err:
-        sink.warn(SourcePos(name, 0), f"cannot read ({err.strerror}); explaining without it")
-        return None
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as err:
-            sink.warn(SourcePos(name, 0), f"damaged gzip file ({err}); explaining without it")
-            return None
-    if not data.strip():
+    """The file's text; a file that cannot be read is an :class:`InputError` (the user named
+    it), an empty one is only left out."""
+    text = read_text(name)
+    if not text.strip():
         sink.warn(SourcePos(name, 0), "empty file; explaining without it")
         return None
-    return data.decode("utf-8", errors="replace")
+    return text
 
 
 def _report(name: str, what: str, problems: DiagnosticSink, sink: DiagnosticSink) -> None:
@@ -67,10 +53,7 @@ def _report(name: str, what: str, problems: DiagnosticSink, sink: DiagnosticSink
         )
 
 
-def load_ruleset(name: str, sink: DiagnosticSink) -> Ruleset | None:
-    text = _read(name, sink)
-    if text is None:
-        return None
+def _ruleset(name: str, text: str, sink: DiagnosticSink) -> Ruleset | None:
     attempts: list[tuple[Ruleset, DiagnosticSink]] = []
     families = [Family.IPV6] if "ip6tables" in text[:300] else [Family.IPV4, Family.IPV6]
     for family in families:
@@ -94,25 +77,7 @@ def load_ruleset(name: str, sink: DiagnosticSink) -> Ruleset | None:
     return ruleset
 
 
-def _load_nft_listing(name: str, sink: DiagnosticSink) -> NftListing | None:
-    """The handles of an ``nft -a list ruleset`` file, or ``None`` when the file is not one
-    (an empty listing when it is one but gives no table)."""
-    path = Path(name)
-    if not path.is_file():
-        return None  # reported when read as a ruleset
-    try:
-        with path.open("rb") as f:
-            head = f.read(4096)
-        if head[:2] == b"\x1f\x8b":
-            with gzip.open(path, "rb") as g:
-                head = g.read(4096)
-    except (OSError, EOFError, zlib.error):
-        return None  # reported when read as a ruleset
-    if not looks_like_nft_listing(head.decode("utf-8", errors="replace")):
-        return None
-    text = _read(name, sink)
-    if text is None:
-        return NftListing(source=name)
+def _nft_listing(name: str, text: str, sink: DiagnosticSink) -> NftListing:
     problems = DiagnosticSink()
     listing = parse_nft_list_ruleset(text, source=name, sink=problems)
     _report(name, "nft listing", problems, sink)
@@ -160,13 +125,16 @@ def load_rulebook(
         book.rulesets[read.family] = read
     listings: list[NftListing] = []
     for name in rule_files:
-        listing = _load_nft_listing(name, sink)
-        if listing is not None:
+        text = _read(name, sink)
+        if text is None:
+            continue
+        if looks_like_nft_listing(text[:4096]):
+            listing = _nft_listing(name, text, sink)
             if listing.tables:
                 listings.append(listing)
                 sources.append(name)
             continue
-        ruleset = load_ruleset(name, sink)
+        ruleset = _ruleset(name, text, sink)
         if ruleset is None:
             continue
         if ruleset.family in book.rulesets:

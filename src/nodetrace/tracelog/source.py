@@ -1,4 +1,5 @@
-"""Open a log for reading as text lines: a plain or compressed file, or stdin.
+"""Read inputs as text: a log line by line (:func:`open_log`), or a whole file at once
+(:func:`read_text`: rulesets, ipsets, listings, OVS dumps), plain or compressed, or stdin.
 
 Logs come from other machines in every state: compressed (gzip, bzip2, xz or zstd, known by
 their first bytes whatever the file is called, so a rotated ``kern.log.2`` that is really
@@ -89,7 +90,32 @@ def decompressed(data: bytes, name: str) -> bytes:
     try:
         return reader.read()
     except damage as err:
-        raise InputError(f"{name}: damaged {kind} data ({err})") from None
+        raise InputError(f"{name}: damaged {kind} file ({err})") from None
+
+
+def read_text(name: str) -> str:
+    """The whole text of file ``name`` (``-``: stdin), for inputs read at once (a ruleset, an
+    ipset or nft listing, an OVS dump): decompressed when its first bytes say so, decoded as
+    UTF-8 with U+FFFD for bytes that are not.
+
+    A missing, unreadable or damaged file, a folder or a device (``/dev/zero`` would be read
+    forever) raises :class:`InputError` in one line naming the file.
+    """
+    if name == STDIN:
+        return decompressed(sys.stdin.buffer.read(), "<stdin>").decode("utf-8", errors="replace")
+    try:
+        with open(name, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise InputError(f"{name}: is a device, not a file")
+            data = f.read()
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a folder, not a file") from None
+    except OSError as err:
+        raise InputError(f"{name}: cannot read ({err.strerror or err})") from None
+    return decompressed(data, name).decode("utf-8", errors="replace")
 
 
 class _ZstdReader(io.RawIOBase):

@@ -15,13 +15,16 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nodetrace.errors import InputError
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import Ruleset
 from nodetrace.model.packet import Family
-from nodetrace.model.snapshot import Snapshot
 from nodetrace.model.topology import MAIN_NS
+
+if TYPE_CHECKING:  # the snapshot model is the whole node: loaded only when a snapshot is read
+    from nodetrace.model.snapshot import Snapshot
 
 
 def is_snapshot(name: str) -> bool:

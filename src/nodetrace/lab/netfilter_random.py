@@ -1,11 +1,12 @@
-"""Rulesets to test and measure the netfilter engine with: Neutron's hybrid-firewall layout from
-the templates in the compute-node reference (§2.3), and random rulesets over every match and
-target the engine models.
+"""Random rulesets and random traffic to test the netfilter engine against the kernel with.
 
-Both produce ``iptables-restore`` text in the order ``iptables-save`` prints it (built-in
-chains in hook order, user chains sorted, rules grouped by chain), so a fresh
-``iptables-nft-restore`` gives rules the handles :func:`~nodetrace.engine.netfilter.assumed_handles`
-predicts. Everything is derived from a ``random.Random`` the caller seeds.
+:class:`RandomRuleset` draws ``iptables-restore`` text over every match and target the engine
+models, in the order ``iptables-save`` prints it (built-in chains in hook order, user chains
+sorted, rules grouped by chain), so a fresh ``iptables-nft-restore`` gives rules the handles
+:func:`~nodetrace.engine.netfilter.assumed_handles` predicts. :func:`random_sends` and
+:func:`random_local_sends` draw the bridge bed's packets. Everything is derived from a
+``random.Random`` the caller seeds. (Neutron's rulesets come from
+:func:`nodetrace.neutron.firewall.node_firewall`.)
 """
 
 from __future__ import annotations
@@ -15,59 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 
-from nodetrace.lab.netfilter_oracle import Send
+from nodetrace.lab.netfilter_oracle import BED, Send
 from nodetrace.model.netfilter import BUILTIN_CHAINS
 from nodetrace.model.packet import ETH_TYPE_IPV4, ETH_TYPE_IPV6, Family, Packet, TcpFlag
-
-WRAP = "neutron-openvswi"
-
-COMMENTS = {
-    "zone": "Set zone for {port}",
-    "trusted": "Accept all packets when port is trusted.",
-    "vm_int_sg": "Direct traffic from the VM interface to the security group chain.",
-    "sg_to_vm": "Jump to the VM specific chain.",
-    "input_to_sg": "Direct incoming traffic from VM to the security group chain.",
-    "pair_allow": "Allow traffic from defined IP/MAC pairs.",
-    "pair_drop": "Drop traffic without an IP/MAC allow rule.",
-    "dhcp_client": "Allow DHCP client traffic.",
-    "dhcp_spoof": "Prevent DHCP Spoofing by VM.",
-    "unmatched": "Send unmatched traffic to the fallback chain.",
-    "unmatch_drop": "Default drop rule for unmatched traffic.",
-    "invalid_drop": "Drop packets that appear related to an existing connection (e.g. TCP ACK/FIN) "
-    "but do not have an entry in conntrack.",
-    "allow_assoc": "Direct packets associated with a known session to the RETURN chain.",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class NeutronPort:
-    """One VM port of the hybrid firewall, with the devices its rules name."""
-
-    port_id: str
-    tap: str
-    qvb: str
-    mac: str
-    ip: IPv4Address
-    zone: int
-    ingress: tuple[str, ...] = ("-p tcp -m tcp --dport 22 -j RETURN", "-p icmp -j RETURN")
-    """Security-group rule arguments for traffic to the VM (translated as §2.4 shows)."""
-    egress: tuple[str, ...] = ("-j RETURN",)
-
-
-def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _c(key: str, **kw: str) -> str:
-    return f"-m comment --comment {_q(COMMENTS[key].format(**kw))}"
-
-
-def chain_suffix(port_id: str) -> str:
-    return port_id[:10]
 
 
 @dataclass
 class _Table:
+    """One table's chains, policies and rules, printed as ``iptables-save`` orders them."""
+
     name: str
     user: set[str] = field(default_factory=set)
     rules: dict[str, list[str]] = field(default_factory=dict)
@@ -94,106 +51,6 @@ class _Table:
                 lines.append(f"-A {chain} {args}".rstrip())
         lines.append("COMMIT")
         return "\n".join(lines) + "\n"
-
-
-def neutron_ruleset(
-    ports: list[NeutronPort], *, trace_rule: str | None = "-p icmp", wrap: str = WRAP
-) -> str:
-    """The raw, nat and filter tables Neutron's OVS hybrid driver writes for ``ports``.
-
-    ``trace_rule`` puts ``-A PREROUTING <trace_rule> -j TRACE`` first in raw PREROUTING (as an
-    operator debugging the node would), so Neutron's jump becomes rule 2.
-    """
-    raw, nat, flt = _Table("raw"), _Table("nat"), _Table("filter")
-    w = wrap
-    if trace_rule is not None:
-        raw.add("PREROUTING", f"{trace_rule} -j TRACE".strip())
-    raw.add("PREROUTING", f"-j {w}-PREROUTING")
-    raw.add("OUTPUT", f"-j {w}-OUTPUT")
-    raw.declare(f"{w}-OUTPUT")
-    raw.declare(f"{w}-PREROUTING")
-    nat.add("PREROUTING", f"-j {w}-PREROUTING")
-    nat.declare(f"{w}-PREROUTING")
-    flt.add("INPUT", f"-j {w}-INPUT")
-    flt.add("FORWARD", "-j neutron-filter-top")
-    flt.add("FORWARD", f"-j {w}-FORWARD")
-    flt.add("OUTPUT", "-j neutron-filter-top")
-    flt.add("OUTPUT", f"-j {w}-OUTPUT")
-    flt.add("neutron-filter-top", f"-j {w}-local")
-    for chain in (f"{w}-INPUT", f"{w}-OUTPUT", f"{w}-FORWARD", f"{w}-local", f"{w}-sg-chain"):
-        flt.declare(chain)
-    sg = f"{w}-sg-chain"
-    fallback = f"{w}-sg-fallback"
-    for port in sorted(ports, key=lambda p: p.port_id):
-        sfx = chain_suffix(port.port_id)
-        i_ch, o_ch, s_ch = f"{w}-i{sfx}", f"{w}-o{sfx}", f"{w}-s{sfx}"
-        zone = _c("zone", port=port.port_id)
-        raw.add(
-            f"{w}-PREROUTING", f"-m physdev --physdev-in {port.qvb} {zone} -j CT --zone {port.zone}"
-        )
-        raw.add(f"{w}-PREROUTING", f"-i {port.qvb} {zone} -j CT --zone {port.zone}")
-        raw.add(
-            f"{w}-PREROUTING", f"-m physdev --physdev-in {port.tap} {zone} -j CT --zone {port.zone}"
-        )
-        nat.add(f"{w}-PREROUTING", f"-m physdev --physdev-out {port.tap} {_c('trusted')} -j ACCEPT")
-        nat.add(f"{w}-PREROUTING", f"-m physdev --physdev-in {port.tap} {_c('trusted')} -j ACCEPT")
-        flt.add(
-            f"{w}-FORWARD",
-            f"-m physdev --physdev-out {port.tap} --physdev-is-bridged {_c('vm_int_sg')} -j {sg}",
-        )
-        flt.add(
-            f"{w}-FORWARD",
-            f"-m physdev --physdev-in {port.tap} --physdev-is-bridged {_c('vm_int_sg')} -j {sg}",
-        )
-        flt.add(
-            f"{w}-INPUT",
-            f"-m physdev --physdev-in {port.tap} --physdev-is-bridged {_c('input_to_sg')} -j {o_ch}",
-        )
-        flt.add(
-            sg,
-            f"-m physdev --physdev-out {port.tap} --physdev-is-bridged {_c('sg_to_vm')} -j {i_ch}",
-        )
-        flt.add(
-            sg,
-            f"-m physdev --physdev-in {port.tap} --physdev-is-bridged {_c('sg_to_vm')} -j {o_ch}",
-        )
-        flt.add(i_ch, f"-m state --state RELATED,ESTABLISHED {_c('allow_assoc')} -j RETURN")
-        flt.add(i_ch, f"-d {port.ip}/32 -p udp -m udp --sport 67 --dport 68 -j RETURN")
-        flt.add(i_ch, "-d 255.255.255.255/32 -p udp -m udp --sport 67 --dport 68 -j RETURN")
-        for rule in port.ingress:
-            flt.add(i_ch, rule)
-        flt.add(i_ch, f"-m state --state INVALID {_c('invalid_drop')} -j DROP")
-        flt.add(i_ch, f"{_c('unmatched')} -j {fallback}")
-        flt.add(
-            o_ch,
-            f"-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 {_c('dhcp_client')} -j RETURN",
-        )
-        flt.add(o_ch, f"-j {s_ch}")
-        flt.add(o_ch, f"-p udp -m udp --sport 68 --dport 67 {_c('dhcp_client')} -j RETURN")
-        flt.add(o_ch, f"-p udp -m udp --sport 67 --dport 68 {_c('dhcp_spoof')} -j DROP")
-        flt.add(o_ch, f"-m state --state RELATED,ESTABLISHED {_c('allow_assoc')} -j RETURN")
-        for rule in port.egress:
-            flt.add(o_ch, rule)
-        flt.add(o_ch, f"-m state --state INVALID {_c('invalid_drop')} -j DROP")
-        flt.add(o_ch, f"{_c('unmatched')} -j {fallback}")
-        flt.add(
-            s_ch,
-            f"-s {port.ip}/32 -m mac --mac-source {port.mac.upper()} {_c('pair_allow')} -j RETURN",
-        )
-        flt.add(s_ch, f"{_c('pair_drop')} -j DROP")
-    flt.add(sg, "-j ACCEPT")
-    flt.add(fallback, f"{_c('unmatch_drop')} -j DROP")
-    return raw.text() + nat.text() + flt.text()
-
-
-def neutron_ipset(name: str, members: list[IPv4Address]) -> str:
-    """``ipset save`` text of one remote-group set (``hash:net``), as ipset_manager creates it."""
-    lines = [f"create {name} hash:net family inet hashsize 1024 maxelem 65536"]
-    lines += [f"add {name} {m}" for m in members]
-    return "\n".join(lines) + "\n"
-
-
-# --- random rulesets ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -704,8 +561,6 @@ def random_local_sends(
     echoes and TCP SYNs to the hosts, and some are answered (the answers cross PREROUTING and
     INPUT, moving conntrack on, and an answered UDP flow sends again).
     """
-    from nodetrace.lab.netfilter_oracle import BED
-
     addrs = {"a": ["10.9.0.1", "10.9.1.7"], "b": ["10.9.0.2", "10.9.0.3"]}
 
     def vary(p: Packet) -> Packet:
