@@ -1,8 +1,9 @@
 """Benchmark: one whole ``nodetrace iptables`` process on a 12,000-rule Neutron ruleset, against
 ``iptables-legacy-restore --test`` (which parses and checks the same file without committing it).
 
-Both are timed as whole processes, best of ``--runs``, after one untimed warm-up each: start-up,
-imports and reading the file count, as they do for a user. The ruleset is Neutron's hybrid
+Both are timed as whole processes (start-up, imports and reading the file count, as they do for
+a user), best of ``--runs`` rounds after an untimed warm-up round; a round runs each command
+once, so the shared machine's load bursts hit both alike. The ruleset is Neutron's hybrid
 firewall for a synthetic node (``nodetrace.neutron.synthetic``; 375 ports give about 12,000
 rules), or a file given with ``--rules`` (and its ``--ipsets``). The packet is a realistic one
 for a port in the middle of the ruleset: found by the port's raw-table zone rule, addressed from
@@ -16,7 +17,7 @@ The baseline needs root: the benchmark re-runs itself in a throwaway network nam
 (``unshare -n``) holding the ruleset's ipsets (``-m set`` needs them to exist), and checks that
 ``--test`` left that namespace's ruleset empty. Without root, only nodetrace is timed.
 
-    sudo .venv/bin/python bench/bench_iptables_process.py [--ports 375] [--runs 7] [--seed 1]
+    sudo .venv/bin/python bench/bench_iptables_process.py [--ports 375] [--runs 15] [--seed 1]
     sudo .venv/bin/python bench/bench_iptables_process.py --rules FILE --ipsets FILE
 """
 
@@ -79,18 +80,27 @@ def nodetrace_args(rules: Path, ipsets: Path | None, text: str) -> list[str]:
     return args + (["--ipsets", str(ipsets)] if ipsets is not None else [])
 
 
-def best_of(command: list[str], runs: int, env: dict[str, str] | None = None) -> float:
-    """The shortest wall time of ``runs`` runs, after one untimed warm-up."""
-    times = []
+def _wall(command: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{command[0]} exited {proc.returncode}: {proc.stderr.strip()[:500]}")
+    return elapsed
+
+
+def best_of(commands: dict[str, list[str]], runs: int, env: dict[str, str]) -> dict[str, float]:
+    """Each command's shortest wall time over ``runs`` rounds, after one untimed warm-up round.
+
+    A round runs every command once, so a burst of load on the shared machine slows all of
+    them rather than one."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for attempt in range(runs + 1):
-        start = time.perf_counter()
-        proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        elapsed = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"{command[0]} exited {proc.returncode}: {proc.stderr.strip()[:500]}")
-        if attempt:
-            times.append(elapsed)
-    return min(times)
+        for name, command in commands.items():
+            elapsed = _wall(command, env)
+            if attempt:
+                times[name].append(elapsed)
+    return {name: min(values) for name, values in times.items()}
 
 
 def _legacy_rule_count() -> int:
@@ -102,26 +112,33 @@ def measure(rules: Path, ipsets: Path | None, runs: int, baseline: bool) -> None
     text = rules.read_text()
     args = nodetrace_args(rules, ipsets, text)
     exe = Path(sys.executable).with_name("nodetrace")
+    commands = {
+        "python": [sys.executable, "-c", "pass"],
+        "nodetrace": [str(exe), "iptables", *args],
+    }
+    if baseline:
+        if ipsets is not None:
+            subprocess.run(["ipset", "restore"], input=ipsets.read_text(), text=True, check=True)
+        commands["baseline"] = ["iptables-legacy-restore", "--test", str(rules)]
+    before = _legacy_rule_count() if baseline else 0
     with tempfile.TemporaryDirectory() as cache:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = cache
-        python_s = best_of([sys.executable, "-c", "pass"], runs, env)
-        ours = best_of([str(exe), "iptables", *args], runs, env)
+        best = best_of(commands, runs, env)
     nrules = sum(line.startswith("-A ") for line in text.splitlines())
     print(f"ruleset:   {rules} ({nrules:,} rules, {len(text) / 1e6:.1f} MB)")
     print(f"command:   nodetrace iptables {' '.join(args)}")
     print(
-        f"nodetrace: {ours:.3f} s (best of {runs}; the interpreter alone starts in {python_s:.3f} s)"
+        f"nodetrace: {best['nodetrace']:.3f} s (best of {runs}; the interpreter alone starts in "
+        f"{best['python']:.3f} s)"
     )
     if baseline:
-        if ipsets is not None:
-            subprocess.run(["ipset", "restore"], input=ipsets.read_text(), text=True, check=True)
-        before = _legacy_rule_count()
-        theirs = best_of(["iptables-legacy-restore", "--test", str(rules)], runs)
         after = _legacy_rule_count()
-        print(f"baseline:  iptables-legacy-restore --test: {theirs:.3f} s (best of {runs})")
+        print(
+            f"baseline:  iptables-legacy-restore --test: {best['baseline']:.3f} s (best of {runs})"
+        )
         print(f"ruleset of the namespace after --test: {after} rules (before: {before})")
-        print(f"ratio:     {ours / theirs:.2f}")
+        print(f"ratio:     {best['nodetrace'] / best['baseline']:.2f}")
     load = os.getloadavg()
     print(
         f"load:      {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min), {os.cpu_count()} cores"
@@ -134,7 +151,7 @@ def main() -> int:
     )
     ap.add_argument("--ports", type=int, default=375, help="ports of the synthetic node")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--rules", type=Path, help="an iptables-save file instead of a generated one")
     ap.add_argument("--ipsets", type=Path, help="the ipset save of --rules' node")
     ap.add_argument(INSIDE, action="store_true", help=argparse.SUPPRESS)

@@ -113,3 +113,15 @@ def report(sink: DiagnosticSink | None, err: ParseError) -> None:
     if sink is None:
         raise err
     sink.error(err)
+
+
+def report_line(
+    sink: DiagnosticSink | None,
+    source: str,
+    line: int,
+    reason: str,
+    token: str | None = None,
+    expected: str | None = None,
+) -> None:
+    """:func:`report` that line ``line`` of ``source`` is malformed, and why."""
+    report(sink, ParseError(SourcePos(source, line), reason, token=token, expected=expected))

@@ -52,6 +52,16 @@ examples:
 """
 
 
+def add_levels(parser: argparse.ArgumentParser, *, summary: str, detailed: str) -> None:
+    """``--summary`` and ``--detailed``, the levels of the text view: ``args.level`` is
+    ``summary``, ``default`` or ``detailed`` (the values of :class:`nodetrace.render.text.Level`)."""
+    level = parser.add_mutually_exclusive_group()
+    level.add_argument("--summary", dest="level", action="store_const", const="summary",
+                       default="default", help=summary)  # fmt: skip
+    level.add_argument("--detailed", dest="level", action="store_const", const="detailed",
+                       help=detailed)  # fmt: skip
+
+
 class ExamplesFormatter(argparse.HelpFormatter):
     """argparse's help, re-wrapping the description as usual but keeping an ``examples:``
     epilog's lines as written (commands must not be broken across lines)."""

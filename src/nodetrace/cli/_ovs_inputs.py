@@ -112,10 +112,6 @@ def _kind_and_bridge(path: Path, text: str, bridge: str | None) -> tuple[str | N
     return kind, bridge or name_bridge
 
 
-def load_switch(inputs: list[str], default_bridge: str, sink: DiagnosticSink) -> OvsSwitch:
-    return load_ovs_inputs(inputs, default_bridge, sink).switch
-
-
 def load_ovs_inputs(inputs: list[str], default_bridge: str, sink: DiagnosticSink) -> OvsInputs:
     c = Collected({}, {}, {})
     base: OvsSwitch | None = None

@@ -19,7 +19,6 @@ from nodetrace.errors import DiagnosticSink, InputError, UsageError
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import Backend, HookDevices, Ruleset
 from nodetrace.model.packet import Family, Packet
-from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import Hook
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.parsers.ipset_save import parse_ipset_save
@@ -85,7 +84,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--netns",
-        default=MAIN_NS,
         metavar="NS",
         help="with a snapshot: the namespace whose rules are used (default: the host's)",
     )
@@ -157,9 +155,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="tree (default), kernel (legacy TRACE lines), xtables (xtables-monitor --trace), json",
     )
     p.set_defaults(func=run)
-
-
-"""Diagnostics printed one by one; the rest are counted in one line."""
 
 
 def _hooks(text: str) -> list[Hook]:
@@ -243,13 +238,17 @@ def _from_snapshot(
 ) -> tuple[Ruleset, IpSets | None, dict[str, tuple[object, ...]] | None]:
     """The namespace's ruleset of the packet's family, its ipsets and its devices' addresses
     (for ``-m addrtype`` and MASQUERADE), from a snapshot; options given win."""
+    # Imported here: the topology model is loaded with a snapshot, not for a saved ruleset.
+    from nodetrace.model.topology import MAIN_NS
+
+    netns = args.netns if args.netns is not None else MAIN_NS
     snap = load_snapshot(args.rules)
-    ruleset = snapshot_ruleset(snap, args.rules, family, args.netns)
+    ruleset = snapshot_ruleset(snap, args.rules, family, netns)
     ruleset = _with_nft_handles(args, ruleset, sink)
-    ipsets = _load_ipsets(args, sink) if args.ipsets else snapshot_ipsets(snap, args.netns)
+    ipsets = _load_ipsets(args, sink) if args.ipsets else snapshot_ipsets(snap, netns)
     local = _local_addresses(args.local_address)
     if local is None:
-        devices = snap.topology.in_namespace(args.netns)
+        devices = snap.topology.in_namespace(netns)
         local = {i.name: tuple(a.ip for a in i.addresses) for i in devices} or None
     return ruleset, ipsets, local
 
@@ -267,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--packet is not IP: netfilter's ip(6)tables never see it")
         ruleset, ipsets, local = _from_snapshot(args, spec.packet.family, sink)
     else:
-        if args.netns != MAIN_NS:
+        if args.netns is not None:
             raise UsageError("--netns chooses a namespace of a snapshot; RULES is one ruleset")
         ruleset = _load_rules(args, sink)
         ruleset = _with_nft_handles(args, ruleset, sink)

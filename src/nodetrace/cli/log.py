@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nodetrace.api import log_rules
+from nodetrace.cli import add_levels
 from nodetrace.errors import Diagnostic, DiagnosticSink, UsageError
 from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import NetfilterStep, PacketDump, Trace
@@ -95,21 +96,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="only packets matching EXPR, e.g. tcp,nw_dst=10.0.0.11,tp_dst=22 or outcome=dropped,"
         "dev=tap3b1f*",
     )
-    level = p.add_mutually_exclusive_group()
-    level.add_argument(
-        "--summary",
-        dest="level",
-        action="store_const",
-        const="summary",
-        default="default",
-        help="counts instead of one story per packet",
-    )
-    level.add_argument(
-        "--detailed",
-        dest="level",
-        action="store_const",
-        const="detailed",
-        help="each step with everything known of it",
+    add_levels(
+        p,
+        summary="counts instead of one story per packet",
+        detailed="each step with everything known of it",
     )
     p.add_argument(
         "--format",

@@ -109,17 +109,16 @@ def run(args: argparse.Namespace) -> int:
     inputs = load_ovs_inputs(list(args.inputs), args.bridge, sink)
     switch = inputs.switch
     print_diagnostics(sink.items)
-    if switch.bridge(args.bridge) is None:
+    state = switch.bridge(args.bridge)
+    if state is None:
         known = ", ".join(b.name for b in switch.bridges)
         raise UsageError(f"bridge {args.bridge!r} is not in the inputs (bridges: {known})")
-    state = switch.bridge(args.bridge)
-    if state is not None and state.flows is None:
+    if state.flows is None:
         raise InputError(
             f"no flow dump for {args.bridge} among the inputs: its OpenFlow tables are unknown "
             f"(collect them with `ovs-ofctl dump-flows {args.bridge}`)"
         )
-    if state is not None:
-        _check_in_port(state, args.bridge, args.in_port)
+    _check_in_port(state, args.bridge, args.in_port)
     engine = OpenFlowEngine(
         switch,
         apply_side_effects=args.apply_side_effects,

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from nodetrace import api
-from nodetrace.cli import ExamplesFormatter
+from nodetrace.cli import ExamplesFormatter, add_levels
 from nodetrace.model.topology import MAIN_NS
 from nodetrace.render.json import dumps, trace_document
 from nodetrace.render.kernel_trace import render_kernel_walk
@@ -77,21 +77,10 @@ def register(subparsers: Any) -> None:
         help="tree (default: text for people), kernel (the netfilter steps as TRACE lines), "
         "ofproto (the OpenFlow steps as ofproto/trace prints them), json (docs/json.md)",
     )
-    level = parser.add_mutually_exclusive_group()
-    level.add_argument(
-        "--summary",
-        dest="level",
-        action="store_const",
-        const=Level.SUMMARY,
-        default=Level.DEFAULT,
-        help="one line per hop (device, bridge, hook) with the rule or flow that decided it",
-    )
-    level.add_argument(
-        "--detailed",
-        dest="level",
-        action="store_const",
-        const=Level.DETAILED,
-        help="every field of every step, and the packet wherever it changed",
+    add_levels(
+        parser,
+        summary="one line per hop (device, bridge, hook) with the rule or flow that decided it",
+        detailed="every field of every step, and the packet wherever it changed",
     )
     parser.set_defaults(func=run)
 
@@ -122,5 +111,5 @@ def run(args: argparse.Namespace) -> int:
         case "ofproto":
             sys.stdout.write(render_ofproto_walk(trace))
         case _:
-            sys.stdout.write(render_trace(trace, Screen.of(sys.stdout), level=args.level))
+            sys.stdout.write(render_trace(trace, Screen.of(sys.stdout), level=Level(args.level)))
     return 0

@@ -31,6 +31,19 @@ class CtState(StrEnum):
     UNTRACKED = "UNTRACKED"
 
 
+STATE_WORDS = {
+    "new": CtState.NEW,
+    "est": CtState.ESTABLISHED,
+    "established": CtState.ESTABLISHED,
+    "rel": CtState.RELATED,
+    "related": CtState.RELATED,
+    "inv": CtState.INVALID,
+    "invalid": CtState.INVALID,
+    "untracked": CtState.UNTRACKED,
+}
+"""``--ct-state`` words (iptables' and OVS's spellings) and the state each names."""
+
+
 class Direction(StrEnum):
     ORIGINAL = "ORIGINAL"
     REPLY = "REPLY"
@@ -161,9 +174,6 @@ class ConntrackTable:
         for conn, _ in self._by_tuple.values():
             seen[id(conn)] = conn
         return list(seen.values())
-
-    def find(self, zone: int, t: ConnTuple) -> tuple[Connection, Direction] | None:
-        return self._by_tuple.get((zone, t))
 
     def lookup(self, packet: Packet, zone: int) -> CtLookup:
         """Conntrack's decision for ``packet`` arriving in ``zone`` (the lookup at PREROUTING or

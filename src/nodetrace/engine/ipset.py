@@ -184,8 +184,6 @@ def _hash_lookup(
     flags = tuple(directions[i] if i < len(directions) else "dst" for i in range(len(dims)))
     if ipset.family is not None and packet.family is not None and ipset.family is not packet.family:
         return False
-    if ipset.family is Family.IPV4 and packet.family is Family.IPV6:
-        return False
     best: Member | None = None
     for member in ipset.members:
         hit = all(

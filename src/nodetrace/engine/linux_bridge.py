@@ -30,14 +30,11 @@ class BridgeAction(StrEnum):
 class BridgeDecision:
     """Where a bridge sends a frame, and why (said the way an operator would check it)."""
 
-    bridge: str
-    in_port: str
     action: BridgeAction
     out_ports: tuple[str, ...] = ()
     local_copy: bool = False
     """Broadcast and multicast frames also go up the stack (``br_pass_frame_up``)."""
     reason: str = ""
-    fdb_entry: FdbEntry | None = None
 
 
 def is_multicast(mac: str) -> bool:
@@ -68,78 +65,53 @@ def forward(
     name, netns = bridge.name, bridge.netns
     in_state = in_port.bridge_port.state if in_port.bridge_port is not None else "forwarding"
     if in_state not in ("forwarding", "learning"):
-        return BridgeDecision(
-            name, in_port.name, BridgeAction.DROP, reason=f"{in_port.name} is in state {in_state}"
-        )
+        return BridgeDecision(BridgeAction.DROP, reason=f"{in_port.name} is in state {in_state}")
     if in_state == "learning":
         return BridgeDecision(
-            name,
-            in_port.name,
             BridgeAction.DROP,
             reason=f"{in_port.name} is still learning (STP): frames are not forwarded yet",
         )
     if is_multicast(dst):
         kind = "broadcast" if dst == BROADCAST else "multicast"
         return BridgeDecision(
-            name,
-            in_port.name,
             BridgeAction.FLOOD,
             _flood_ports(topology, bridge, in_port),
             local_copy=bridge.up,
             reason=f"{kind} {dst}: flooded to every port, and a copy goes up the host stack",
         )
     if bridge.mac is not None and dst == bridge.mac.lower():
-        return BridgeDecision(
-            name, in_port.name, BridgeAction.LOCAL, reason=f"{dst} is {name}'s own address"
-        )
+        return BridgeDecision(BridgeAction.LOCAL, reason=f"{dst} is {name}'s own address")
     entry = _lookup(topology.fdb_of(name, netns), dst, vlan)
     if entry is not None and entry.is_local:
         return BridgeDecision(
-            name,
-            in_port.name,
             BridgeAction.LOCAL,
             reason=f"{dst} is the address of port {entry.dev}: for the bridge itself",
-            fdb_entry=entry,
         )
     learns = bridge.bridge is None or bridge.bridge.ageing_time != 0
     if entry is not None and (learns or entry.state in ("static", "permanent")):
         if entry.dev == in_port.name:
             return BridgeDecision(
-                name,
-                in_port.name,
                 BridgeAction.DROP,
                 reason=f"{dst} was learned on {entry.dev}, the port the frame came in on",
-                fdb_entry=entry,
             )
         port = topology.interface(entry.dev, netns)
-        if (
-            port is not None
-            and port.bridge_port is not None
-            and (port.bridge_port.state != "forwarding")
-        ):
+        state = port.bridge_port.state if port is not None and port.bridge_port else None
+        if state not in (None, "forwarding"):
             return BridgeDecision(
-                name,
-                in_port.name,
                 BridgeAction.DROP,
-                reason=f"{dst} is on {entry.dev}, which is in state {port.bridge_port.state}",
-                fdb_entry=entry,
+                reason=f"{dst} is on {entry.dev}, which is in state {state}",
             )
         how = "static entry" if entry.state else "learned entry"
         return BridgeDecision(
-            name,
-            in_port.name,
             BridgeAction.FORWARD,
             (entry.dev,),
             reason=f"forwarding table: {dst} on {entry.dev} ({how})",
-            fdb_entry=entry,
         )
     if not learns:
         why = f"{name} has ageing_time 0 and never learns, so unicast is flooded"
     else:
         why = f"{dst} is not in {name}'s forwarding table: flooded"
-    return BridgeDecision(
-        name, in_port.name, BridgeAction.FLOOD, _flood_ports(topology, bridge, in_port), reason=why
-    )
+    return BridgeDecision(BridgeAction.FLOOD, _flood_ports(topology, bridge, in_port), reason=why)
 
 
 def _lookup(entries: tuple[FdbEntry, ...], mac: str, vlan: int | None) -> FdbEntry | None:

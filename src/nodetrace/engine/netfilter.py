@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from ipaddress import IPv4Address, IPv6Address
-from typing import assert_never
+from typing import NoReturn, assert_never
 
 from nodetrace.engine.conntrack import (
     Connection,
@@ -55,6 +55,7 @@ from nodetrace.model.netfilter import (
     LogTarget,
     MarkTarget,
     NatTarget,
+    Neg,
     NflogTarget,
     NoTarget,
     NotrackTarget,
@@ -221,26 +222,26 @@ class _Index:
         return found
 
 
+def _exact_device(spec: Neg[str] | None) -> str | None:
+    """The one device a match names (not negated, no ``+`` wildcard), else ``None``."""
+    if spec is None or spec.negated or "+" in spec.value:
+        return None
+    return spec.value
+
+
 def _index_key(rule: Rule) -> tuple[str, object] | None:
-    for m in rule.matches:
-        if isinstance(m, PhysdevMatch):
-            if (
-                m.physdev_in is not None
-                and not m.physdev_in.negated
-                and "+" not in m.physdev_in.value
-            ):
-                return ("physin", m.physdev_in.value)
-            if (
-                m.physdev_out is not None
-                and not m.physdev_out.negated
-                and "+" not in m.physdev_out.value
-            ):
-                return ("physout", m.physdev_out.value)
     ip = rule.ip
-    if ip.in_iface is not None and not ip.in_iface.negated and "+" not in ip.in_iface.value:
-        return ("in_dev", ip.in_iface.value)
-    if ip.out_iface is not None and not ip.out_iface.negated and "+" not in ip.out_iface.value:
-        return ("out_dev", ip.out_iface.value)
+    devices = [
+        pair
+        for m in rule.matches
+        if isinstance(m, PhysdevMatch)
+        for pair in (("physin", m.physdev_in), ("physout", m.physdev_out))
+    ]
+    devices += [("in_dev", ip.in_iface), ("out_dev", ip.out_iface)]
+    for name, device in devices:
+        value = _exact_device(device)
+        if value is not None:
+            return (name, value)
     for name, spec in (("src", ip.src), ("dst", ip.dst)):
         if (
             spec is not None
@@ -425,6 +426,14 @@ class _Stop(Exception):
         self.reason = reason
 
 
+def _bridged_dnat(ctx: Ctx, what: str) -> NoReturn:
+    ctx.refresh()
+    raise _Stop(
+        f"{what} changed the destination of a bridged packet: br_netfilter then routes it, "
+        "which is not modelled"
+    )
+
+
 @dataclass
 class _Run:
     """State of one packet across the hooks of one run (the skb)."""
@@ -443,6 +452,12 @@ class _Run:
     def note(self, text: str) -> None:
         if text not in self.assumptions:
             self.assumptions.append(text)
+
+    def drop(self, reason: str) -> Verdict:
+        """The kernel drops the packet at the last step, for ``reason``."""
+        self.reason = reason
+        self.verdict_step = len(self.steps) - 1
+        return Verdict.DROP
 
 
 class NetfilterEngine:
@@ -548,11 +563,7 @@ class NetfilterEngine:
             run.reason = "queued to a userspace program, which decides the verdict"
         if verdict is Verdict.ACCEPT and run.steps:
             run.verdict_step = len(run.steps) - 1
-            last = run.steps[-1]
-            run.reason = (
-                f"accepted: it left {last.hook.value if last.hook else 'netfilter'} after "
-                f"{last.table} {last.chain} {last.kind.value} {last.number}"
-            )
+            run.reason = f"accepted: it left {_where_it_left(run.steps[-1])}"
         final = (
             ctx.packet
             if ctx.packet.skb_mark == ctx.mark
@@ -582,12 +593,7 @@ class NetfilterEngine:
         if verdict is not Verdict.ACCEPT:
             seen = run.reason or f"{verdict.name} by the rules shown"
         elif run.steps:
-            last = run.steps[-1]
-            where = last.hook.value if last.hook else "netfilter"
-            seen = (
-                f"the rules shown accept it (it leaves {where} after {last.table} "
-                f"{last.chain} {last.kind.value} {last.number})"
-            )
+            seen = f"the rules shown accept it (it leaves {_where_it_left(run.steps[-1])})"
         else:
             seen = "no rule shown stops it"
         run.reason = f"{seen}; but {self.ruleset.incomplete}"
@@ -741,11 +747,7 @@ class NetfilterEngine:
                 p, nw_dst=target.dst, tp_dst=target.dport if p.tp_dst is not None else None
             )
             if ctx.bridged and ctx.packet.nw_dst != p.nw_dst:
-                ctx.refresh()
-                raise _Stop(
-                    "NAT changed the destination of a bridged packet: br_netfilter then routes "
-                    "it, which is not modelled"
-                )
+                _bridged_dnat(ctx, "NAT")
         ctx.refresh()
 
     def _nat_done(self, run: _Run, hook: Hook) -> None:
@@ -1049,9 +1051,7 @@ class NetfilterEngine:
                     if a.version == (4 if p.dl_type == ETH_TYPE_IPV4 else 6)
                 ]
                 if not addrs:
-                    run.reason = f"MASQUERADE: {ctx.out_dev} has no address, the kernel drops"
-                    run.verdict_step = len(run.steps) - 1
-                    return Verdict.DROP
+                    return run.drop(f"MASQUERADE: {ctx.out_dev} has no address, the kernel drops")
                 new_addr: IPv4Address | IPv6Address = addrs[0]
                 ports = target.to_ports
             else:
@@ -1075,11 +1075,7 @@ class NetfilterEngine:
             )
             conn.status.add("DST_NAT")
             if ctx.bridged:
-                ctx.refresh()
-                raise _Stop(
-                    "DNAT changed the destination of a bridged packet: br_netfilter then routes "
-                    "it, which is not modelled"
-                )
+                _bridged_dnat(ctx, "DNAT")
         ctx.refresh()
         q = ctx.packet
         assert q.nw_src is not None and q.nw_dst is not None
@@ -1106,8 +1102,7 @@ class NetfilterEngine:
             )
         addrs = [a for a in ctx.local_addresses[dev] if a.version == (6 if v6 else 4)]
         if not addrs:
-            run.reason = f"REDIRECT: {dev} has no IPv{6 if v6 else 4} address, the kernel drops"
-            run.verdict_step = len(run.steps) - 1
+            run.drop(f"REDIRECT: {dev} has no IPv{6 if v6 else 4} address, the kernel drops")
             return None
         if len(addrs) > 1:
             run.note(
@@ -1142,6 +1137,12 @@ class NetfilterEngine:
             return int(lo)
         run.note(f"NAT port: {current} is outside {lo}-{hi}; the kernel picks one, {lo} is shown")
         return int(lo)
+
+
+def _where_it_left(last: NetfilterStep) -> str:
+    """``FORWARD after filter FORWARD policy 3``: the hook an accepted packet left, and how."""
+    hook = last.hook.value if last.hook else "netfilter"
+    return f"{hook} after {last.table} {last.chain} {last.kind.value} {last.number}"
 
 
 _DECIDED = {Verdict.DROP: "dropped", Verdict.REJECT: "rejected", Verdict.QUEUE: "queued"}

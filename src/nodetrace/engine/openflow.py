@@ -7,7 +7,7 @@ recording their encapsulation, ``ct(table=N)`` recirculations resumed with a con
 ``learn`` recorded (and applied if asked). It builds the same trace tree OVS builds, so the
 result can be printed exactly as ``ofproto/trace`` prints it, and says what it assumed.
 
-Public entry point: :class:`OpenFlowEngine` (``trace()``); :func:`trace_openflow` for one-offs.
+Public entry point: :class:`OpenFlowEngine` (``trace()``).
 """
 
 from __future__ import annotations
@@ -47,27 +47,13 @@ from nodetrace.model.topology import OvsRoute, OvsTunnelNeighbour
 from nodetrace.model.trace import Outcome
 
 _FRIENDLY = {
-    "dl_src": "dl_src",
-    "dl_dst": "dl_dst",
     "vlan_tci": "dl_vlan",
     "nw_src": "nw_src/arp_spa",
     "nw_dst": "nw_dst/arp_tpa",
-    "ipv6_src": "ipv6_src",
-    "ipv6_dst": "ipv6_dst",
-    "ipv6_label": "ipv6_label",
-    "nw_tos": "nw_tos",
-    "nw_ttl": "nw_ttl",
-    "nw_frag": "nw_frag",
     "tp_src": "tp_src/icmp_type",
     "tp_dst": "tp_dst/icmp_code",
-    "tcp_flags": "tcp_flags",
-    "arp_sha": "arp_sha",
-    "arp_tha": "arp_tha",
-    "nd_target": "nd_target",
-    "tun_id": "tun_id",
-    "tun_src": "tun_src",
-    "tun_dst": "tun_dst",
 }
+"""Storage fields a user knows by other names (the rest are named as stored)."""
 
 
 class OpenFlowEngine:
@@ -282,20 +268,4 @@ def _result(
         tuple(x.learned),
         verdict_step,
         unset,
-    )
-
-
-def trace_openflow(
-    switch: OvsSwitch,
-    bridge: str,
-    in_port: str | int,
-    packet: Packet,
-    metadata: Sequence[tuple[str, str]] = (),
-    *,
-    given: frozenset[str] | None = None,
-    ct_states: Sequence[str | int] = (),
-) -> OpenFlowTrace:
-    """Trace one packet (see :meth:`OpenFlowEngine.trace`)."""
-    return OpenFlowEngine(switch).trace(
-        bridge, in_port, packet, metadata, given=given, ct_states=ct_states
     )

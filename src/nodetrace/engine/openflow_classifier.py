@@ -45,7 +45,6 @@ class Rule:
 class Subtable:
     fields: tuple[str, ...]
     masks: tuple[int, ...]
-    field_set: frozenset[str]
     order: int
     max_priority: int = -1
     buckets: dict[tuple[int, ...], list[Rule]] = field(default_factory=dict)
@@ -76,7 +75,7 @@ class Table:
             st = by_mask.get(sig)
             if st is None:
                 names = tuple(f for f, _ in sig)
-                st = Subtable(names, tuple(m for _, m in sig), frozenset(names), len(by_mask))
+                st = Subtable(names, tuple(m for _, m in sig), len(by_mask))
                 by_mask[sig] = st
             bucket = st.buckets.setdefault(rule.key, [])
             bucket.append(rule)

@@ -31,37 +31,12 @@ _IP6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "nd_target", "tun_ipv6_src", "t
 _DECIMAL = frozenset({"tp_src", "tp_dst", "nw_proto", "nw_ttl", "ct_zone"})
 
 MATCH_ORDER = (
-    "recirc_id",
-    "dp_hash",
-    "conj_id",
-    "skb_priority",
-    "pkt_mark",
-    *CT_KEYS,
-    *(f"reg{i}" for i in range(16)),
-    *TUNNEL_KEYS,
-    "metadata",
-    "in_port",
-    "actset_output",
-    "vlan_tci",
-    "dl_src",
-    "dl_dst",
-    "dl_type",
-    "nw_src",
-    "nw_dst",
-    "ipv6_src",
-    "ipv6_dst",
-    "ipv6_label",
-    "nw_proto",
-    "nw_tos",
-    "nw_ttl",
-    "nw_frag",
-    "arp_sha",
-    "arp_tha",
-    "tp_src",
-    "tp_dst",
-    "tcp_flags",
-    "nd_target",
-)
+    "recirc_id", "dp_hash", "conj_id", "skb_priority", "pkt_mark",
+    *CT_KEYS, *(f"reg{i}" for i in range(16)), *TUNNEL_KEYS,
+    "metadata", "in_port", "actset_output", "vlan_tci", "dl_src", "dl_dst", "dl_type",
+    "nw_src", "nw_dst", "ipv6_src", "ipv6_dst", "ipv6_label", "nw_proto", "nw_tos", "nw_ttl",
+    "nw_frag", "arp_sha", "arp_tha", "tp_src", "tp_dst", "tcp_flags", "nd_target",
+)  # fmt: skip
 """Roughly the order ``ovs-ofctl`` prints match fields in."""
 
 

@@ -100,12 +100,12 @@ class Outputs(ABC):
     error: str
     orig_tun_dst: int
     carrying: NativeTunnel | None
+    """While a native tunnel's outer packet crosses the underlay bridge: that tunnel."""
     underived: dict[int, str]
     """Per pass, why its ``Datapath actions`` cannot be derived (the first reason met)."""
     flooded: set[int]
-    routes_missing_said: bool
     """Passes that flooded: their copies leave in OVS's port hash order, not derived."""
-    """While a native tunnel's outer packet crosses the underlay bridge: that tunnel."""
+    routes_missing_said: bool
     leaving_cache: dict[tuple[tuple[str, int], ...], tuple[Packet, str]]
 
     @abstractmethod
@@ -148,7 +148,7 @@ class Outputs(ABC):
             self.say(NodeKind.WARN, "skipping output to input port")
             self.drops.append((None, f"{self.bridge.name}: output to the input port is skipped"))
 
-    def _compose_output(self, port: int, last: bool, check_stp: bool = True) -> None:
+    def _compose_output(self, port: int, last: bool) -> None:
         bridge = self.bridge
         sp = bridge.ports.get(port)
         if sp is None and port in bridge.names:
@@ -488,7 +488,7 @@ class Outputs(ABC):
             if number == in_port:
                 continue
             if all_ports or "NO_FLOOD" not in sp.config:
-                self._compose_output(number, last, check_stp=not all_ports)
+                self._compose_output(number, last)
 
     def _normal(self) -> None:
         bridge = self.bridge

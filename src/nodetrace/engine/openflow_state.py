@@ -37,54 +37,24 @@ TPID0 = "_vlan_tpid"
 TCI1 = "_vlan_tci1"
 TPID1 = "_vlan_tpid1"
 
-HEADER_FIELDS = frozenset(
-    {
-        "dl_src",
-        "dl_dst",
-        "nw_src",
-        "nw_dst",
-        "ipv6_src",
-        "ipv6_dst",
-        "ipv6_label",
-        "nw_tos",
-        "nw_ttl",
-        "nw_frag",
-        "tp_src",
-        "tp_dst",
-        "tcp_flags",
-        "arp_sha",
-        "arp_tha",
-        "nd_target",
-        "tun_id",
-        "tun_src",
-        "tun_dst",
-    }
-)
+HEADER_FIELDS = frozenset({
+    "dl_src", "dl_dst", "nw_src", "nw_dst", "ipv6_src", "ipv6_dst", "ipv6_label", "nw_tos",
+    "nw_ttl", "nw_frag", "tp_src", "tp_dst", "tcp_flags", "arp_sha", "arp_tha", "nd_target",
+    "tun_id", "tun_src", "tun_dst",
+})  # fmt: skip
 """Fields of the packet itself: leaving one out is an assumption worth stating. (A frame given
 without a VLAN is untagged, which is what the user means, so vlan_tci is not among them.)"""
 
 PACKET_TO_STORAGE = {
-    "dl_src": "dl_src",
-    "dl_dst": "dl_dst",
     "dl_vlan": "vlan_tci",
     "dl_vlan_pcp": "vlan_tci",
-    "nw_src": "nw_src",
-    "nw_dst": "nw_dst",
-    "nw_tos": "nw_tos",
-    "nw_ttl": "nw_ttl",
-    "ipv6_label": "ipv6_label",
-    "tp_src": "tp_src",
-    "tp_dst": "tp_dst",
-    "tcp_flags": "tcp_flags",
     "icmp_type": "tp_src",
     "icmp_code": "tp_dst",
     "arp_op": "nw_proto",
     "arp_spa": "nw_src",
     "arp_tpa": "nw_dst",
-    "arp_sha": "arp_sha",
-    "arp_tha": "arp_tha",
-    "nd_target": "nd_target",
 }
+"""Packet fields stored under another name (the rest are stored under their own)."""
 
 
 def mac_int(text: str) -> int:
@@ -158,11 +128,7 @@ def write_field(state: State, name: str, start: int, width: int, value: int) -> 
         part = ((value >> vbit) << bit) & mask
         state[storage] = (state.get(storage, 0) & ~mask) | part
         touched.add(storage)
-    if "vlan_tci" in touched:
-        if name == "vlan_pcp":
-            state["vlan_tci"] |= VLAN_CFI
-        if not state.get(TPID0) and state.get("vlan_tci"):
-            state[TPID0] = 0x8100
+    _tag_if_vlan_written(state, name, touched)
     return touched
 
 
@@ -177,12 +143,17 @@ def write_masked(state: State, name: str, value: int, mask: int) -> set[str]:
         svalue = ((value >> vbit) & ((1 << w) - 1)) << bit
         state[storage] = (state.get(storage, 0) & ~smask) | (svalue & smask)
         touched.add(storage)
+    _tag_if_vlan_written(state, name, touched)
+    return touched
+
+
+def _tag_if_vlan_written(state: State, name: str, touched: set[str]) -> None:
+    """A VLAN field written on an untagged packet makes it tagged (CFI set, TPID 0x8100)."""
     if "vlan_tci" in touched:
         if name == "vlan_pcp":
             state["vlan_tci"] |= VLAN_CFI
         if not state.get(TPID0) and state.get("vlan_tci"):
             state[TPID0] = 0x8100
-    return touched
 
 
 def field_prereq(name: str) -> str:
@@ -254,19 +225,17 @@ def _int(key: str, value: str) -> int:
         raise UsageError(f"{key}={value}: not a number") from None
 
 
+_ADDRESS_METADATA = frozenset({
+    "tun_src", "tun_dst", "tun_ipv6_src", "tun_ipv6_dst",
+    "ct_nw_src", "ct_nw_dst", "ct_ipv6_src", "ct_ipv6_dst",
+})  # fmt: skip
+"""Metadata given as an IP address."""
+
+
 def _apply_metadata(s: State, key: str, value: str) -> None:
     if key == "in_port" or key == "in_port_oxm":
         return
-    if key in (
-        "tun_src",
-        "tun_dst",
-        "tun_ipv6_src",
-        "tun_ipv6_dst",
-        "ct_nw_src",
-        "ct_nw_dst",
-        "ct_ipv6_src",
-        "ct_ipv6_dst",
-    ):
+    if key in _ADDRESS_METADATA:
         try:
             s[key] = int(ip_address(value))
         except ValueError:
@@ -458,28 +427,11 @@ def value_text(name: str, value: int) -> str:
 
 
 TUNNEL_KEYS = (
-    "tun_id",
-    "tun_src",
-    "tun_dst",
-    "tun_ipv6_src",
-    "tun_ipv6_dst",
-    "tun_flags",
-    "tun_tos",
-    "tun_ttl",
-    "tun_gbp_id",
-    "tun_gbp_flags",
-)
+    "tun_id", "tun_src", "tun_dst", "tun_ipv6_src", "tun_ipv6_dst", "tun_flags", "tun_tos",
+    "tun_ttl", "tun_gbp_id", "tun_gbp_flags",
+)  # fmt: skip
 CT_KEYS = (
-    "ct_state",
-    "ct_zone",
-    "ct_mark",
-    "ct_label",
-    "ct_nw_proto",
-    "ct_nw_src",
-    "ct_nw_dst",
-    "ct_ipv6_src",
-    "ct_ipv6_dst",
-    "ct_tp_src",
-    "ct_tp_dst",
-)
+    "ct_state", "ct_zone", "ct_mark", "ct_label", "ct_nw_proto", "ct_nw_src", "ct_nw_dst",
+    "ct_ipv6_src", "ct_ipv6_dst", "ct_tp_src", "ct_tp_dst",
+)  # fmt: skip
 WIDTHS = {name: info.width for name, info in STORAGE_FIELDS.items()}

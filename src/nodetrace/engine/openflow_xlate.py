@@ -70,6 +70,7 @@ from nodetrace.model.openflow import (
     SetVlan,
     StackPop,
     StackPush,
+    SubField,
     Unsupported,
     VlanOp,
     WriteMetadata,
@@ -462,9 +463,7 @@ class Xlate(Outputs):
             number = self.bridge.numbers.get(a.port.name)
             if number is not None and not is_placeholder(number):
                 return (
-                    f"resubmit({number},{a.table})"
-                    if a.table is not None
-                    else (f"resubmit:{number}")
+                    f"resubmit({number},{a.table})" if a.table is not None else f"resubmit:{number}"
                 )
         return a.text
 
@@ -514,10 +513,7 @@ class Xlate(Outputs):
                 value = read_field(s, a.src.field, a.src.start, a.src.width)
                 for f in write_field(s, a.dst.field, a.dst.start, a.dst.width, value):
                     self._written(f)
-                self.say(
-                    NodeKind.DETAIL,
-                    f"{a.dst.text} is now {self._subfield_text(a.dst.field, a.dst.width, value)}",
-                )
+                self._say_written(a.dst, value)
             case StackPush():
                 self.stack.append(read_field(s, a.src.field, a.src.start, a.src.width))
             case StackPop():
@@ -526,10 +522,7 @@ class Xlate(Outputs):
                 else:
                     value = self.stack.pop()
                     write_field(s, a.dst.field, a.dst.start, a.dst.width, value)
-                    self.say(
-                        NodeKind.DETAIL,
-                        f"{a.dst.text} is now {self._subfield_text(a.dst.field, a.dst.width, value)}",
-                    )
+                    self._say_written(a.dst, value)
             case DecTtl():
                 if is_ip(s):
                     if "nw_ttl" in self.unset:
@@ -598,10 +591,14 @@ class Xlate(Outputs):
                 assert_never(a)
         return False
 
-    def _subfield_text(self, name: str, width: int, value: int) -> str:
-        if width == WIDTHS.get(name, -1) or name in ("dl_src", "dl_dst", "nw_src", "nw_dst"):
-            return value_text(name, value)
-        return f"{value:#x}"
+    def _say_written(self, dst: SubField, value: int) -> None:
+        """``NXM_NX_REG0[] is now 0x5``, as OVS says after a move or a stack pop."""
+        name = dst.field
+        if dst.width == WIDTHS.get(name, -1) or name in ("dl_src", "dl_dst", "nw_src", "nw_dst"):
+            text = value_text(name, value)
+        else:
+            text = f"{value:#x}"
+        self.say(NodeKind.DETAIL, f"{dst.text} is now {text}")
 
     def _written(self, field_name: str) -> None:
         self.unset.discard(field_name)
@@ -704,22 +701,11 @@ class Xlate(Outputs):
         )
         if self.engine.apply_side_effects:
             # Like OVS, the flow becomes visible to later packets, not to this translation.
-            record = LearnedFlow(
-                record.bridge,
-                record.table,
-                record.priority,
-                record.match,
-                record.actions,
-                record.cookie,
-                record.idle_timeout,
-                record.hard_timeout,
-                applied=True,
-            )
+            record = replace(record, applied=True)
             self.pending_flows.append((self.bridge.name, flow))
-            self.report(Learned(record))
         else:
             self.say(NodeKind.WARN, "suppressing side effects, so learn action ignored")
-            self.report(Learned(record))
+        self.report(Learned(record))
         self.learned.append(record)
 
 
@@ -727,9 +713,9 @@ class Xlate(Outputs):
 
 
 def _where(flow: Flow) -> str:
-    return (
-        str(flow.span) if flow.span is not None else f"table {flow.table} priority {flow.priority}"
-    )
+    if flow.span is not None:
+        return str(flow.span)
+    return f"table {flow.table} priority {flow.priority}"
 
 
 def _tuple_swap(s: State) -> None:
@@ -749,27 +735,19 @@ def _simulate_nat(s: State, nat: Nat | None) -> str | None:
     if nat is None:
         return None
     v6 = s.get("dl_type") == 0x86DD
+    nw, address = ("ipv6_", IPv6Address) if v6 else ("nw_", IPv4Address)
 
     def flow_text() -> str:
         if nat.addr_min is None:
             return ""
-        if v6:
-            return (
-                f"ipv6_src={IPv6Address(s.get('ipv6_src', 0))},tp_src={s.get('tp_src', 0)},"
-                f"ipv6_dst={IPv6Address(s.get('ipv6_dst', 0))},tp_dst={s.get('tp_dst', 0)}"
-            )
-        return (
-            f"nw_src={IPv4Address(s.get('nw_src', 0))},tp_src={s.get('tp_src', 0)},"
-            f"nw_dst={IPv4Address(s.get('nw_dst', 0))},tp_dst={s.get('tp_dst', 0)}"
+        return ",".join(
+            f"{nw}{end}={address(s.get(nw + end, 0))},tp_{end}={s.get('tp_' + end, 0)}"
+            for end in ("src", "dst")
         )
 
     before = flow_text()
     if nat.addr_min is not None and nat.kind in ("src", "dst"):
-        addr = int(ip_address(nat.addr_min))
-        if v6:
-            s["ipv6_src" if nat.kind == "src" else "ipv6_dst"] = addr
-        else:
-            s["nw_src" if nat.kind == "src" else "nw_dst"] = addr
+        s[nw + nat.kind] = int(ip_address(nat.addr_min))
         if nat.port_min:
             s["tp_src" if nat.kind == "src" else "tp_dst"] = nat.port_min
     return f"Initial flow: {before}\nModified flow: {flow_text()}"

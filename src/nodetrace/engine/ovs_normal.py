@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from nodetrace.engine.openflow_state import TCI1, TPID0, TPID1, VLAN_CFI, State, mac_text
+from nodetrace.engine.openflow_state import TCI1, TPID0, TPID1, VLAN_CFI, State
 from nodetrace.model.openflow_trace import Message, NodeKind
 from nodetrace.model.ovs_switch import BridgeState, SwitchPort
 from nodetrace.model.ovsdb import VlanMode, pairs_get
@@ -268,7 +268,3 @@ def normal(
 
 def _port_number(number: int) -> str:
     return "LOCAL" if number == 0xFFFE else str(number)
-
-
-def describe_mac(mac: int, vlan: int) -> str:
-    return f"{mac_text(mac)} in VLAN {vlan}"

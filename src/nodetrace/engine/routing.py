@@ -43,10 +43,6 @@ class RouteDecision:
     reason: str = ""
     assumption: str | None = None
 
-    @property
-    def next_hop(self) -> IPAddress | None:
-        return self.gateway
-
 
 def missing_routes(family: Family, netns: str) -> str:
     """Why a routing decision cannot be made: the output, and the command that collects it."""
@@ -160,15 +156,7 @@ def _decision(
         assumption = (assumption + "; " if assumption else "") + (
             f"multipath route to {route.dst}: first next hop ({gateway} dev {dev}) assumed"
         )
-    return RouteDecision(
-        RouteAction.FORWARD,
-        route,
-        rule,
-        dev,
-        gateway,
-        reason=f"{where}",
-        assumption=assumption,
-    )
+    return RouteDecision(RouteAction.FORWARD, route, rule, dev, gateway, where, assumption)
 
 
 def _route_text(route: Route) -> str:

@@ -11,8 +11,10 @@ other, every hop is counted against a bound, and every default taken is written 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import TypeVar
 
 from nodetrace.engine import linux_bridge, routing
 from nodetrace.engine.netfilter import HookPath
@@ -23,10 +25,10 @@ from nodetrace.engine.walk_engines import (
     Metadata,
     OfOutput,
     PathCall,
-    TunnelEncap,
 )
 from nodetrace.errors import UsageError
 from nodetrace.model.netfilter import HookDevices, NatTarget, Rule, Ruleset
+from nodetrace.model.openflow_trace import TunnelEncap
 from nodetrace.model.ovs_switch import OvsSwitch, SwitchPort
 from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, Family, IPProto, Packet
 from nodetrace.model.packet_origin import FieldOrigin, Origin
@@ -53,6 +55,7 @@ VXLAN_PORT = 4789
 GENEVE_PORT = 6081
 
 IPAddress = IPv4Address | IPv6Address
+T = TypeVar("T")
 
 
 # -- where a packet starts, and what it is meant to reach --------------------------------
@@ -186,11 +189,11 @@ class _Walk:
     """The packet being walked is a tunnel's outer packet, built by the node itself."""
     given_fields: frozenset[str] | None = None
     watched: frozenset[str] = frozenset()
+    """Fields with an assumed value: every rule or flow that looks at one is noted."""
     _device_netns: dict[str, str] | None = None
     resting_node: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     """Defaults taken for node settings the snapshot lacks, which the outcome depends on, and
     on which copy."""
-    """Fields with an assumed value: every rule or flow that looks at one is noted."""
 
     def __post_init__(self) -> None:
         if self.switch is not None:
@@ -229,17 +232,6 @@ class _Walk:
         if name in self.watched:
             self.look((name,), where)
 
-    def unknown_for_missing(self, where: str, what: str, netns: str, command: str) -> None:
-        """The path needs a command output the snapshot lacks: the answer is unknown."""
-        ns = f" of namespace {netns}" if netns != MAIN_NS else ""
-        run = f"ip netns exec {netns} {command}" if netns != MAIN_NS else command
-        missing = self.snap.missing_of(what, netns=netns)
-        why = f" ({missing.reason})" if missing is not None else ""
-        self.end(
-            Outcome.UNKNOWN, where,
-            f"no `{command}` output{ns} in the snapshot{why}: collect it with `{run}`",
-        )  # fmt: skip
-
     def device(self, action: DeviceAction, device: str, detail: str = "") -> int:
         self.steps.append(DeviceStep(action, device, detail))
         return len(self.steps) - 1
@@ -261,6 +253,10 @@ class _Walk:
             step = self.device(action, where, reason)
         incidental = not_for_here and self.flood_depth > 0
         self.ends.append(_End(outcome, where, reason, step, target, incidental, copy=self.copy))
+
+    def deliver(self, dev: Interface, reason: str) -> None:
+        """The packet reaches whatever sits behind ``dev`` (a VM, the wire, another node)."""
+        self.end(Outcome.DELIVERED, dev.name, reason, target=ToDevice(dev.name, dev.netns))
 
     def hop(self, where: str) -> bool:
         """Count a hop; ``False`` (and the packet ends) once the bound is reached."""
@@ -324,13 +320,12 @@ class _Walk:
 
     def packet_after(self, netns: str, packet: Packet, hooks: HookPath) -> Packet:
         """The packet as ``hooks`` leave it (DNAT changes where it is routed), steps unkept."""
-        state = self.snap.namespace(netns)
-        ruleset = state.ruleset(packet.family or Family.IPV4) if state is not None else None
-        if ruleset is None or state is None:
+        state = self.ns(netns)
+        ruleset = state.ruleset(packet.family or Family.IPV4)
+        if ruleset is None:
             return packet
         call = PathCall(netns, hooks, self.request.ct_state)
-        result = self.engines.netfilter.run_path(ruleset, state.ipsets, packet, call)
-        return result.packet
+        return self.engines.netfilter.run_path(ruleset, state.ipsets, packet, call).packet
 
     # -- the layers -------------------------------------------------------------------
 
@@ -409,12 +404,7 @@ class _Walk:
             self.cross_veth(dev, packet, meta)
             return
         if dev.kind in (LinkKind.TAP, LinkKind.TUN):
-            self.end(
-                Outcome.DELIVERED,
-                dev.name,
-                f"delivered to the process holding {dev.name} (the VM's NIC)",
-                target=ToDevice(dev.name, dev.netns),
-            )
+            self.deliver(dev, f"delivered to the process holding {dev.name} (the VM's NIC)")
             return
         if dev.kind is LinkKind.BRIDGE:
             self.bridge_local_out(dev, packet, meta)
@@ -435,12 +425,7 @@ class _Walk:
             )
             return
         if dev.kind in (LinkKind.PHYSICAL, LinkKind.BOND, LinkKind.VLAN, LinkKind.OTHER):
-            self.end(
-                Outcome.DELIVERED,
-                dev.name,
-                f"sent out of {dev.name} onto the wire",
-                target=ToDevice(dev.name, dev.netns),
-            )
+            self.deliver(dev, f"sent out of {dev.name} onto the wire")
             return
         self.end(
             Outcome.UNKNOWN, dev.name, f"sending out of a {dev.kind.value} device is not modelled"
@@ -503,12 +488,7 @@ class _Walk:
         plugged into)."""
         info = dev.veth
         where = f"namespace {info.peer_netns}" if info and info.peer_netns else "another namespace"
-        self.end(
-            Outcome.DELIVERED,
-            dev.name,
-            f"leaves the node through {dev.name} to its peer in {where}",
-            target=ToDevice(dev.name, dev.netns),
-        )
+        self.deliver(dev, f"leaves the node through {dev.name} to its peer in {where}")
 
     def unknown_device(self, dev: Interface, packet: Packet, meta: Metadata) -> None:
         """Sent out of a device whose kind the snapshot does not tell: a NIC (the wire) or
@@ -552,12 +532,11 @@ class _Walk:
         """The device is the one the packet is meant for (a VM's NIC named by its port)."""
         target = self.request.target
         if isinstance(target, ToDevice) and target.name == dev.name and target.label:
-            self.end(
-                Outcome.DELIVERED, dev.name,
+            self.deliver(
+                dev,
                 f"delivered to {target.label} (the snapshot has no link details of "
                 f"{dev.name}; the port's devices name it the VM's)",
-                target=ToDevice(dev.name, dev.netns),
-            )  # fmt: skip
+            )
             return True
         return False
 
@@ -797,14 +776,8 @@ class _Walk:
             mark=routed.skb_mark, netns=netns,
         )  # fmt: skip
         self.look_if_assumed("nw_dst", f"the routing decision on {name}")
-        if decision.assumption:
-            self.assume(decision.assumption)
-        step = self.device(DeviceAction.ROUTE, name, decision.reason)
-        if decision.action is routing.RouteAction.UNKNOWN:
-            self.end(Outcome.UNKNOWN, name, decision.reason, step=step)
-            return
-        if decision.action is routing.RouteAction.DROP:
-            self.end(Outcome.DROPPED, name, decision.reason, step=step)
+        step = self.route_step(decision, name)
+        if step is None:
             return
         if decision.action is routing.RouteAction.LOCAL:
             result = self.netfilter(
@@ -864,14 +837,7 @@ class _Walk:
             self.snap.topology, packet.nw_dst, src=packet.nw_src, mark=packet.skb_mark,
             netns=netns,
         )  # fmt: skip
-        if decision.assumption:
-            self.assume(decision.assumption)
-        step = self.device(DeviceAction.ROUTE, "host", decision.reason)
-        if decision.action is routing.RouteAction.UNKNOWN:
-            self.end(Outcome.UNKNOWN, "host", decision.reason, step=step)
-            return
-        if decision.action is routing.RouteAction.DROP:
-            self.end(Outcome.DROPPED, "host", decision.reason, step=step)
+        if self.route_step(decision, "host") is None:
             return
         if packet.nw_src is None and decision.route is not None:
             src = decision.route.prefsrc or self.source_for(decision.dev, netns)
@@ -916,8 +882,7 @@ class _Walk:
     ) -> routing.RouteDecision | None:
         """ip_route_me_harder: a destination that nat OUTPUT changed (DNAT, REDIRECT to the
         loopback) is routed again; ``None`` when that second decision ends the packet."""
-        state = self.snap.namespace(netns)
-        ruleset = state.ruleset(packet.family or Family.IPV4) if state is not None else None
+        ruleset = self.ns(netns).ruleset(packet.family or Family.IPV4)
         if ruleset is None or not _rewrites_destinations(ruleset):
             return decision
         after = self.packet_after(
@@ -928,18 +893,20 @@ class _Walk:
         again = routing.decide(
             self.snap.topology, after.nw_dst, src=after.nw_src, mark=after.skb_mark, netns=netns
         )
-        if again.assumption:
-            self.assume(again.assumption)
-        step = self.device(
-            DeviceAction.ROUTE, "host", f"nat OUTPUT sent it to {after.nw_dst}: {again.reason}"
-        )
-        if again.action is routing.RouteAction.UNKNOWN:
-            self.end(Outcome.UNKNOWN, "host", again.reason, step=step)
-            return None
-        if again.action is routing.RouteAction.DROP:
-            self.end(Outcome.DROPPED, "host", again.reason, step=step)
-            return None
-        return again
+        said = f"nat OUTPUT sent it to {after.nw_dst}: {again.reason}"
+        return again if self.route_step(again, "host", said) is not None else None
+
+    def route_step(self, decision: routing.RouteDecision, where: str, said: str = "") -> int | None:
+        """Record a routing decision as a step (its number); ``None`` when the decision ends
+        the packet (no route known, or one that drops)."""
+        if decision.assumption:
+            self.assume(decision.assumption)
+        step = self.device(DeviceAction.ROUTE, where, said or decision.reason)
+        ends = _ROUTE_ENDS.get(decision.action)
+        if ends is None:
+            return step
+        self.end(ends, where, decision.reason, step=step)
+        return None
 
     def source_for(self, dev: str | None, netns: str) -> IPAddress | None:
         iface = self.iface(dev, netns) if dev else None
@@ -1013,15 +980,8 @@ class _Walk:
                 iface = p.interface
                 if iface is None or iface.type != kind:
                     continue
-                if (
-                    kind in ("vxlan", "geneve")
-                    and dst_port is not None
-                    and iface.dst_port
-                    not in (
-                        None,
-                        dst_port,
-                    )
-                ):
+                other_port = dst_port is not None and iface.dst_port not in (None, dst_port)
+                if kind in ("vxlan", "geneve") and other_port:
                     continue
                 remote_ip = iface.remote_ip
                 if remote_ip == str(remote):
@@ -1192,7 +1152,7 @@ class _Walk:
     def encapsulate(self, out: OfOutput) -> None:
         encap = out.encap
         assert encap is not None
-        if encap.remote_ip is None:
+        if encap.dst is None:
             self.end(Outcome.UNKNOWN, out.port, "tunnel port without a fixed remote_ip (flow)")
             return
         outer = _outer_packet(encap, out.packet, self)
@@ -1250,39 +1210,56 @@ class _Walk:
         self.ovs(underlay, dev, outer, ())
 
 
-_netns_cache: dict[int, tuple[Topology, frozenset[str]]] = {}
+_ROUTE_ENDS = {
+    routing.RouteAction.UNKNOWN: Outcome.UNKNOWN,
+    routing.RouteAction.DROP: Outcome.DROPPED,
+}
+"""The routing decisions that end a packet, and how."""
+
+_CACHE_SIZE = 8
+"""Snapshots (topologies, rulesets) whose derived facts are kept: a walk reuses them."""
+
+
+def _once_per(cache: dict[int, tuple[object, T]], of: object, compute: Callable[[], T]) -> T:
+    """``compute()`` for the object ``of``, computed once while it is among the last few."""
+    found = cache.get(id(of))
+    if found is not None and found[0] is of:
+        return found[1]
+    value = compute()
+    if len(cache) >= _CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[id(of)] = (of, value)
+    return value
+
+
+_netns_cache: dict[int, tuple[object, frozenset[str]]] = {}
 
 
 def _namespaces_with_devices(topology: Topology) -> frozenset[str]:
     """The namespaces whose devices the snapshot lists (computed once per topology)."""
-    found = _netns_cache.get(id(topology))
-    if found is not None and found[0] is topology:
-        return found[1]
-    names = frozenset(i.netns for i in topology.interfaces)
-    if len(_netns_cache) >= _COMPARING_CACHE_SIZE:
-        _netns_cache.pop(next(iter(_netns_cache)))
-    _netns_cache[id(topology)] = (topology, names)
-    return names
+    return _once_per(
+        _netns_cache, topology, lambda: frozenset(i.netns for i in topology.interfaces)
+    )
 
 
-_dnat_cache: dict[int, tuple[Ruleset, bool]] = {}
+_dnat_cache: dict[int, tuple[object, bool]] = {}
 
 
 def _rewrites_destinations(ruleset: Ruleset) -> bool:
     """The nat table has a DNAT or REDIRECT rule (so a route may have to be taken again)."""
-    found = _dnat_cache.get(id(ruleset))
-    if found is not None and found[0] is ruleset:
-        return found[1]
     nat = ruleset.tables.get("nat")
-    rewrites = nat is not None and any(
-        isinstance(r.target, NatTarget) and r.target.nat_type in ("DNAT", "REDIRECT")
-        for c in nat.chains.values()
-        for r in c.rules
+    return _once_per(
+        _dnat_cache,
+        ruleset,
+        lambda: (
+            nat is not None
+            and any(
+                isinstance(r.target, NatTarget) and r.target.nat_type in ("DNAT", "REDIRECT")
+                for c in nat.chains.values()
+                for r in c.rules
+            )
+        ),
     )
-    if len(_dnat_cache) >= _COMPARING_CACHE_SIZE:
-        _dnat_cache.pop(next(iter(_dnat_cache)))
-    _dnat_cache[id(ruleset)] = (ruleset, rewrites)
-    return rewrites
 
 
 def _kind_not_known(dev: Interface) -> bool:
@@ -1368,26 +1345,22 @@ def _fails_on_known(rule: Rule, packet: Packet, watched: frozenset[str]) -> bool
 
 
 _ComparingRules = dict[tuple[str, str], tuple[tuple[Rule, frozenset[str]], ...]]
-_comparing_cache: dict[int, tuple[Ruleset, _ComparingRules]] = {}
-_COMPARING_CACHE_SIZE = 8
+_comparing_cache: dict[int, tuple[object, _ComparingRules]] = {}
 
 
 def _comparing_rules(ruleset: Ruleset) -> _ComparingRules:
     """Per chain, the rules that compare any packet field, with those fields (computed once
     per ruleset: a Neutron node's chains are thousands of physdev jumps that compare none)."""
-    found = _comparing_cache.get(id(ruleset))
-    if found is not None and found[0] is ruleset:
-        return found[1]
-    index: dict[tuple[str, str], list[tuple[Rule, frozenset[str]]]] = {}
-    for rule in ruleset.rules():
-        fields = _rule_fields(rule.text)
-        if fields:
-            index.setdefault((rule.table, rule.chain), []).append((rule, fields))
-    built = {k: tuple(v) for k, v in index.items()}
-    if len(_comparing_cache) >= _COMPARING_CACHE_SIZE:
-        _comparing_cache.pop(next(iter(_comparing_cache)))
-    _comparing_cache[id(ruleset)] = (ruleset, built)
-    return built
+
+    def build() -> _ComparingRules:
+        index: dict[tuple[str, str], list[tuple[Rule, frozenset[str]]]] = {}
+        for rule in ruleset.rules():
+            fields = _rule_fields(rule.text)
+            if fields:
+                index.setdefault((rule.table, rule.chain), []).append((rule, fields))
+        return {k: tuple(v) for k, v in index.items()}
+
+    return _once_per(_comparing_cache, ruleset, build)
 
 
 def _rules_looking_at(
@@ -1427,10 +1400,10 @@ def _tunnel_kind(packet: Packet) -> str | None:
 
 def _outer_packet(encap: TunnelEncap, inner: Packet, walk: _Walk) -> Packet:
     """The outer IPv4 header a tunnel port writes (UDP for VXLAN/Geneve, GRE otherwise)."""
-    local = encap.local_ip
+    local = encap.src
     if local is None:
-        assert encap.remote_ip is not None
-        back = routing.decide(walk.snap.topology, encap.remote_ip, netns=MAIN_NS)
+        assert encap.dst is not None
+        back = routing.decide(walk.snap.topology, encap.dst, netns=MAIN_NS)
         if back.route is not None and back.route.prefsrc is not None:
             local = back.route.prefsrc
         else:
@@ -1439,10 +1412,10 @@ def _outer_packet(encap: TunnelEncap, inner: Packet, walk: _Walk) -> Packet:
         port = encap.dst_port or (VXLAN_PORT if encap.type == "vxlan" else GENEVE_PORT)
         walk.assume("the outer UDP source port is a hash of the inner flow: not computed (0 shown)")
         return Packet(
-            dl_type=ETH_TYPE_IPV4, nw_src=local, nw_dst=encap.remote_ip, nw_proto=IPProto.UDP,
+            dl_type=ETH_TYPE_IPV4, nw_src=local, nw_dst=encap.dst, nw_proto=IPProto.UDP,
             tp_src=0, tp_dst=port, ip_df=True,
         )  # fmt: skip
-    return Packet(dl_type=ETH_TYPE_IPV4, nw_src=local, nw_dst=encap.remote_ip, nw_proto=IPProto.GRE)
+    return Packet(dl_type=ETH_TYPE_IPV4, nw_src=local, nw_dst=encap.dst, nw_proto=IPProto.GRE)
 
 
 def _describe_l4(packet: Packet) -> str:
@@ -1520,11 +1493,8 @@ def _outer_from_metadata(
     found = None
     for k in ("vxlan", "gre", "geneve"):
         found = w.tunnel_port(k, src, None)
-        if (
-            found is not None
-            and found[1].interface is not None
-            and (found[1].interface.remote_ip == str(src))
-        ):
+        iface = found[1].interface if found is not None else None
+        if iface is not None and iface.remote_ip == str(src):
             kind = k
             break
     if found is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from nodetrace.engine.conntrack import CtState
+from nodetrace.engine.conntrack import STATE_WORDS, CtState
 from nodetrace.engine.netfilter import CtFacts, NodeFacts
 from nodetrace.engine.netfilter import NetfilterEngine as RulesetEngine
 from nodetrace.engine.walk import Engines
@@ -23,22 +23,11 @@ from nodetrace.model.snapshot import Snapshot
 from nodetrace.model.trace import NetfilterStep
 from nodetrace.model.verdict import Verdict
 
-_STATE_WORDS = {
-    "new": CtState.NEW,
-    "est": CtState.ESTABLISHED,
-    "established": CtState.ESTABLISHED,
-    "rel": CtState.RELATED,
-    "related": CtState.RELATED,
-    "inv": CtState.INVALID,
-    "invalid": CtState.INVALID,
-    "untracked": CtState.UNTRACKED,
-}
-
 
 def conntrack_state(text: str) -> CtState:
     """``--ct-state`` in iptables words (``ESTABLISHED``) or OVS flags (``+trk+est``)."""
     words = [w for w in text.lower().replace("+", " ").replace(",", " ").split() if w != "trk"]
-    states = {_STATE_WORDS[w] for w in words if w in _STATE_WORDS}
+    states = {STATE_WORDS[w] for w in words if w in STATE_WORDS}
     if len(states) != 1:
         raise UsageError(
             f"--ct-state {text}: give one of new, est, rel, inv, untracked "

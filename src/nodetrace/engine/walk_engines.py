@@ -8,17 +8,16 @@ interfaces keep the walk independent of each engine's own API; thin adapters imp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
 from nodetrace.engine.netfilter import HookPath
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import Ruleset
+from nodetrace.model.openflow_trace import TunnelEncap
 from nodetrace.model.packet import Packet
 from nodetrace.model.trace import DeviceStep, NetfilterStep, OpenFlowStep
 from nodetrace.model.verdict import Verdict
 
-IPAddress = IPv4Address | IPv6Address
 Metadata = tuple[tuple[str, str], ...]
 """OVS pipeline fields given with a packet (``tun_id``, ``reg0``, ``ct_state``...)."""
 
@@ -52,18 +51,6 @@ class HookRunner(Protocol):
     def run_path(
         self, ruleset: Ruleset, ipsets: IpSets | None, packet: Packet, call: PathCall
     ) -> HookResult: ...
-
-
-@dataclass(frozen=True, slots=True)
-class TunnelEncap:
-    """What a tunnel port puts around a packet it outputs."""
-
-    type: str
-    """``vxlan``, ``gre``, ``geneve``..."""
-    key: int | None
-    remote_ip: IPAddress | None
-    local_ip: IPAddress | None
-    dst_port: int | None
 
 
 @dataclass(frozen=True, slots=True)

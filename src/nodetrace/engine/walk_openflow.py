@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from nodetrace.engine.conntrack import STATE_WORDS, CtState
 from nodetrace.engine.openflow import OpenFlowEngine as Pipelines
-from nodetrace.engine.walk_engines import Metadata, OfOutput, OfResult, TunnelEncap
+from nodetrace.engine.walk_engines import Metadata, OfOutput, OfResult
 from nodetrace.model.openflow_trace import EgressKind
 from nodetrace.model.ovs_runtime import DpifShow
 from nodetrace.model.ovs_switch import OvsSwitch
@@ -18,15 +19,9 @@ from nodetrace.model.topology import OvsRoute, OvsTunnelNeighbour
 from nodetrace.model.trace import Outcome
 from nodetrace.model.verdict import Verdict
 
-_OVS_STATES = {
-    "new": "+trk+new",
-    "est": "+trk+est",
-    "established": "+trk+est",
-    "rel": "+trk+rel",
-    "related": "+trk+rel",
-    "inv": "+trk+inv",
-    "invalid": "+trk+inv",
-}
+_OVS_FLAGS = {CtState.NEW: "+trk+new", CtState.ESTABLISHED: "+trk+est",
+              CtState.RELATED: "+trk+rel", CtState.INVALID: "+trk+inv"}  # fmt: skip
+_OVS_STATES = {w: _OVS_FLAGS[s] for w, s in STATE_WORDS.items() if s in _OVS_FLAGS}
 
 
 def ovs_ct_state(text: str | None) -> tuple[str, ...]:
@@ -70,15 +65,11 @@ class OpenFlowAdapter:
         consulted = tuple((name, u.where) for u in t.unset for name in u.names)
         stated = {u.note for u in t.unset}
         notes = tuple(n for n in t.assumptions if n not in stated)
-        outputs = []
-        for e in t.egress:
-            if e.kind is EgressKind.CONTROLLER:
-                continue
-            encap = None
-            if e.encap is not None:
-                encap = TunnelEncap(e.encap.type, e.encap.key, e.encap.dst, e.encap.src,
-                                    e.encap.dst_port)  # fmt: skip
-            outputs.append(OfOutput(e.bridge, e.port, e.packet, (), encap))
+        outputs = [
+            OfOutput(e.bridge, e.port, e.packet, (), e.encap)
+            for e in t.egress
+            if e.kind is not EgressKind.CONTROLLER
+        ]
         if t.outcome is Outcome.UNKNOWN:
             verdict = Verdict.UNKNOWN
         elif outputs:

@@ -25,19 +25,12 @@ from nodetrace.lab.run import CommandError, run
 from nodetrace.model.netfilter import Backend
 from nodetrace.model.packet import Family
 
-RESTORE_COMMANDS: dict[tuple[Backend, Family], str] = {
-    (Backend.LEGACY, Family.IPV4): "iptables-legacy-restore",
-    (Backend.LEGACY, Family.IPV6): "ip6tables-legacy-restore",
-    (Backend.NFT, Family.IPV4): "iptables-nft-restore",
-    (Backend.NFT, Family.IPV6): "ip6tables-nft-restore",
-}
 
-SAVE_COMMANDS: dict[tuple[Backend, Family], str] = {
-    (Backend.LEGACY, Family.IPV4): "iptables-legacy-save",
-    (Backend.LEGACY, Family.IPV6): "ip6tables-legacy-save",
-    (Backend.NFT, Family.IPV4): "iptables-nft-save",
-    (Backend.NFT, Family.IPV6): "ip6tables-nft-save",
-}
+def _tool(backend: Backend, family: Family, verb: str) -> str:
+    """``iptables-legacy-restore``, ``ip6tables-nft-save`` and the like."""
+    if backend is Backend.UNKNOWN:
+        raise CommandError(f"no {verb} command for backend {backend.value}")
+    return f"{'ip6' if family is Family.IPV6 else 'ip'}tables-{backend.value}-{verb}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +73,6 @@ class BridgeBed:
     hosts: tuple[Host, ...]
     bridge_mac: str = ""
     """The bridge's own MAC when it has an address (frames to the bed itself go there)."""
-    bridge_addresses: tuple[str, ...] = ()
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -162,9 +154,7 @@ def build_bridge_bed(
         if static_fdb:
             run(["bridge", "-n", netns, "fdb", "replace", mac, "dev", port, "master", "static"])
         made.append(Host(spec.name, host_ns, "eth0", port, mac, tuple(spec.addresses)))
-    return BridgeBed(
-        netns, bridge, tuple(made), bridge_mac, (bridge_address,) if bridge_address else ()
-    )
+    return BridgeBed(netns, bridge, tuple(made), bridge_mac)
 
 
 def add_neighbors(bed: BridgeBed, addresses: dict[str, str]) -> None:
@@ -189,22 +179,14 @@ def load_ruleset(
     Only the tables named in ``text`` are touched; in a fresh namespace they are also the only
     tables that exist, which decides the ``policy`` lines TRACE prints.
     """
-    command = RESTORE_COMMANDS.get((backend, family))
-    if command is None:
-        raise CommandError(f"no restore command for backend {backend.value}")
-    run([command], netns=bed.netns, input=text)
+    run([_tool(backend, family, "restore")], netns=bed.netns, input=text)
 
 
 def save_ruleset(bed: BridgeBed, *, backend: Backend, family: Family = Family.IPV4) -> str:
     """What ``iptables-{legacy,nft}-save`` prints in the bed now."""
-    return run([SAVE_COMMANDS[(backend, family)]], netns=bed.netns).stdout
+    return run([_tool(backend, family, "save")], netns=bed.netns).stdout
 
 
 def load_ipsets(bed: BridgeBed, text: str) -> None:
     """Create sets from ``ipset save`` text (``create``/``add`` lines) in the bed."""
     run(["ipset", "restore"], netns=bed.netns, input=text)
-
-
-def flush_conntrack(bed: BridgeBed) -> None:
-    """Forget every connection the bed's kernel tracks (all zones)."""
-    run(["conntrack", "-F"], netns=bed.netns, check=False)

@@ -30,7 +30,7 @@ from nodetrace.lab.node import (
     netlink,
     sysctl,
 )
-from nodetrace.lab.resources import Resources, netns_exists
+from nodetrace.lab.resources import Resources, daemon_owned, netns_exists
 from nodetrace.lab.run import CommandError, have
 from nodetrace.lab.state import LabDir, LabInfo, NodeInfo, VmInfo, find_lab
 from nodetrace.neutron.generate import generate_node
@@ -38,15 +38,8 @@ from nodetrace.neutron.ovs_agent import BR_PHYS
 from nodetrace.neutron.scenario import Scenario
 
 TOOLS = (
-    "ip",
-    "ovsdb-server",
-    "ovs-vswitchd",
-    "ovs-vsctl",
-    "ovs-ofctl",
-    "ipset",
-    "ethtool",
-    "sysctl",
-)
+    "ip", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ipset", "ethtool", "sysctl",
+)  # fmt: skip
 UNDERLAY_BRIDGE = "underlay"
 
 Progress = Callable[[str], None]
@@ -296,15 +289,8 @@ def namespace_report(info: LabInfo) -> list[NamespaceStatus]:
 
 def daemons_alive(lab: LabDir) -> list[tuple[int, bool]]:
     """Each recorded daemon and whether it still runs from this lab's run folder."""
-    out = []
-    for e in Ledger(lab.ledger_path).entries():
-        if e.kind == "daemon":
-            try:
-                cmdline = Path(f"/proc/{e.id}/cmdline").read_bytes()
-            except OSError:
-                cmdline = b""
-            out.append((int(e.id), e.path.encode() in cmdline))
-    return out
+    entries = Ledger(lab.ledger_path).entries()
+    return [(int(e.id), daemon_owned(int(e.id), e.path)) for e in entries if e.kind == "daemon"]
 
 
 def lab_exec(info: LabInfo, target: str, argv: Sequence[str]) -> int:
@@ -318,16 +304,3 @@ def lab_exec(info: LabInfo, target: str, argv: Sequence[str]) -> int:
         return subprocess.call(["ip", "netns", "exec", netns, *argv])
     except FileNotFoundError as err:
         raise CommandError(f"ip: not installed ({err})") from None
-
-
-__all__ = [
-    "DownResult",
-    "NamespaceStatus",
-    "daemons_alive",
-    "find_lab",
-    "lab_down",
-    "lab_exec",
-    "lab_up",
-    "namespace_report",
-    "up_running",
-]

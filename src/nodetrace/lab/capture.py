@@ -32,12 +32,11 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import ClassVar
 
 from nodetrace.lab.ledger import Entry
 from nodetrace.lab.resources import Resources
-from nodetrace.lab.run import CommandError, in_netns, run
+from nodetrace.lab.run import Closing, CommandError, in_netns, run
 from nodetrace.parsers.trace_kernel_log import KernelLogReader, parse_devs
 
 NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
@@ -121,7 +120,7 @@ def _pid_alive(token: str) -> bool:
     return True
 
 
-class KernelTraceLog:
+class KernelTraceLog(Closing):
     """Read the kernel log from now on, with ``nf_log_all_netns`` on while the object is open."""
 
     def __init__(self, res: Resources) -> None:
@@ -140,12 +139,7 @@ class KernelTraceLog:
         os.lseek(self._fd, 0, os.SEEK_END)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -199,7 +193,7 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
 
 
-class TraceMonitor:
+class TraceMonitor(Closing):
     """``xtables-monitor --trace`` or ``nft monitor trace`` inside a namespace, as a context.
 
     Output goes to a file in ``workdir`` (line-buffered through ``stdbuf``), so nothing is lost
@@ -226,12 +220,7 @@ class TraceMonitor:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop(settle=0.0)
 
     def start(self, *, ready_timeout: float = 2.0) -> None:
@@ -314,10 +303,6 @@ class TraceMonitor:
         while _trace_socket_queue(_netlink_table_of(pid)) and time.monotonic() < deadline:
             time.sleep(0.002)
 
-    def wait_quiet(self, *, quiet: float = 0.1, limit: float = 3.0) -> None:
-        """Kept for callers of the first API: waits as :meth:`wait_drained` does."""
-        self.wait_drained(limit=max(limit, quiet))
-
     def stop(self, *, settle: float = 0.1) -> list[str]:
         """Wait until the monitor printed everything (up to ``settle`` seconds after it stops
         reading), stop it, and return its lines."""
@@ -345,28 +330,24 @@ NFNLGRP_NFTRACE_BIT = 1 << (9 - 1)
 NETLINK_NETFILTER = 12
 
 
-def _count_trace_subscribers(netlink_table: str) -> int:
-    """How many netfilter netlink sockets listen to trace events, from ``/proc/net/netlink``."""
-    count = 0
+def _trace_sockets(netlink_table: str) -> Iterator[list[str]]:
+    """The columns of each netfilter netlink socket that listens to trace events, from
+    ``/proc/net/netlink``."""
     for line in netlink_table.splitlines()[1:]:
         cols = line.split()
         if len(cols) > 3 and cols[1] == str(NETLINK_NETFILTER):
             with contextlib.suppress(ValueError):
                 if int(cols[3], 16) & NFNLGRP_NFTRACE_BIT:
-                    count += 1
-    return count
+                    yield cols
+
+
+def _count_trace_subscribers(netlink_table: str) -> int:
+    return sum(1 for _ in _trace_sockets(netlink_table))
 
 
 def _trace_socket_queue(netlink_table: str) -> int:
     """Bytes waiting in the receive queues of the trace subscribers (``Rmem`` column)."""
-    total = 0
-    for line in netlink_table.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) > 4 and cols[1] == str(NETLINK_NETFILTER):
-            with contextlib.suppress(ValueError):
-                if int(cols[3], 16) & NFNLGRP_NFTRACE_BIT:
-                    total += int(cols[4])
-    return total
+    return sum(int(c[4]) for c in _trace_sockets(netlink_table) if len(c) > 4 and c[4].isdigit())
 
 
 def _in_netns(pid: int, netns: str) -> bool:

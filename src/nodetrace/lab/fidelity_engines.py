@@ -86,25 +86,14 @@ class NetfilterAdapter:
                 raise ValueError(f"the snapshot of {node} has no IPv4 ruleset")
             self._engines[node] = NetfilterEngine(main.iptables, ipsets=main.ipsets)
 
-    def _passes(self, send: Send) -> list[_Pass]:
-        assert self._ctx is not None
-        out = []
-        if send.source != "underlay":
-            vm = self._ctx.info.vm(send.source)
-            dev = self._ctx.states[vm.node].vm_port(vm.name).devices
-            out.append(_Pass(vm.node, dev.qbr, dev.tap, dev.qvb))
-        vm = self._ctx.info.vm(send.target)
-        dev = self._ctx.states[vm.node].vm_port(vm.name).devices
-        out.append(_Pass(vm.node, dev.qbr, dev.qvb, dev.tap))
-        return out
-
     def compare(self, send: Send, obs: Observation) -> Comparison:
         from nodetrace.engine.netfilter import bridge_path
 
+        assert self._ctx is not None
         first_difference = ""
         notes = []
         compared = 0
-        for p in self._passes(send):
+        for p in _bridge_passes(self._ctx, send):
             seen = obs.bridge_pass(p.node, p.bridge)
             if seen is None:
                 notes.append(f"{p.bridge} not reached")
@@ -126,6 +115,19 @@ class NetfilterAdapter:
         if not compared:
             return Comparison("skipped", "no Linux bridge pass was reached; " + "; ".join(notes))
         return Comparison("agree", "; ".join(notes))
+
+
+def _bridge_passes(ctx: ScenarioContext, send: Send) -> list[_Pass]:
+    """The Linux bridges the packet crosses: the sending VM's ``qbr``, then the receiver's."""
+    out = []
+    if send.source != "underlay":
+        vm = ctx.info.vm(send.source)
+        dev = ctx.states[vm.node].vm_port(vm.name).devices
+        out.append(_Pass(vm.node, dev.qbr, dev.tap, dev.qvb))
+    vm = ctx.info.vm(send.target)
+    dev = ctx.states[vm.node].vm_port(vm.name).devices
+    out.append(_Pass(vm.node, dev.qbr, dev.qvb, dev.tap))
+    return out
 
 
 def as_nf_tables_reports(trace: Trace) -> Trace:
@@ -297,22 +299,16 @@ def real_outcome(ctx: ScenarioContext, send: Send, obs: Observation) -> str:
     dropped_by_ovs = [n for n, t in obs.openflow.items() if t.outcome is Outcome.DROPPED]
     if not send.packet.is_ip:  # ARP: Open vSwitch decides, iptables never sees it
         return f"dropped on {dropped_by_ovs[0]} by openflow" if dropped_by_ovs else "not delivered"
-    passes: list[tuple[str, str]] = []
-    if send.source != "underlay":
-        src = ctx.info.vm(send.source)
-        passes.append((src.node, ctx.states[src.node].vm_port(src.name).devices.qbr))
-    dst = ctx.info.vm(send.target)
-    passes.append((dst.node, ctx.states[dst.node].vm_port(dst.name).devices.qbr))
-    for i, (node, bridge) in enumerate(passes):
-        seen = obs.bridge_pass(node, bridge)
+    for i, p in enumerate(_bridge_passes(ctx, send)):
+        seen = obs.bridge_pass(p.node, p.bridge)
         if seen is None:
             if i == 0 and send.source != "underlay":
                 return "never entered the sending VM's bridge"
             if dropped_by_ovs:
                 return f"dropped on {dropped_by_ovs[0]} by openflow"
-            return f"lost before {bridge} on {node}"
+            return f"lost before {p.bridge} on {p.node}"
         if seen.outcome in (Outcome.DROPPED, Outcome.REJECTED):
-            return f"dropped on {node} by netfilter"
+            return f"dropped on {p.node} by netfilter"
     return "passed every bridge but did not arrive"
 
 

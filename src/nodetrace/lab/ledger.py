@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
@@ -28,9 +28,7 @@ class Ledger:
 
     def record(self, entry: Entry) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(
-            {"kind": entry.kind, "id": entry.id, "path": entry.path, "extra": entry.extra}
-        )
+        line = json.dumps(asdict(entry))
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()

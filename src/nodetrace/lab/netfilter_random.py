@@ -470,14 +470,20 @@ def random_sends(
                 rng, rng.choice(["icmp", "udp", "tcp", "tcp", "stray"]), src, dst, fwd, back, vary
             )
         )
+    return _interleave(rng, flows, first_id, "ipv6_label" if v6 else "ip_id")
+
+
+def _interleave(
+    rng: random.Random, flows: list[list[tuple[str, str, Packet]]], first_id: int, key: str
+) -> list[Send]:
+    """The flows' packets in a random interleaving, each flow in its own order, numbered from
+    ``first_id`` in field ``key`` (what tells a batch's packets apart)."""
     sends: list[Send] = []
-    next_id = first_id
     while any(flows):
         flow = rng.choice([f for f in flows if f])
         src, dst, packet = flow.pop(0)
-        key = {"ipv6_label": next_id} if v6 else {"ip_id": next_id}
-        sends.append(Send(src, dst, replace(packet, **key)))  # type: ignore[arg-type]
-        next_id += 1
+        numbered = replace(packet, **{key: first_id + len(sends)})  # type: ignore[arg-type]
+        sends.append(Send(src, dst, numbered))
     return sends
 
 
@@ -615,11 +621,4 @@ def random_local_sends(
                                                 tcp_flags=int(TcpFlag.SYN), tcp_seq=seq,
                                                 tcp_window=64240))))  # fmt: skip
         flows.append(flow)
-    sends: list[Send] = []
-    next_id = first_id
-    while any(flows):
-        flow = rng.choice([f for f in flows if f])
-        src, dst, packet = flow.pop(0)
-        sends.append(Send(src, dst, replace(packet, ip_id=next_id)))
-        next_id += 1
-    return sends
+    return _interleave(rng, flows, first_id, "ip_id")

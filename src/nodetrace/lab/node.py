@@ -49,6 +49,15 @@ def _index(nl: Any, ifname: str) -> int:
     return int(found[0])
 
 
+def _veth_into(nl: Any, ifname: str, peer: str, peer_netns: str) -> None:
+    """A veth pair whose ``peer`` end is created right inside ``peer_netns``."""
+    fd = os.open(f"/run/netns/{peer_netns}", os.O_RDONLY)
+    try:
+        nl.link("add", ifname=ifname, kind="veth", peer={"ifname": peer, "net_ns_fd": fd})
+    finally:
+        os.close(fd)
+
+
 def sysctl(netns: str, *settings: str) -> None:
     """Set sysctls inside ``netns`` (``key=value``), all in one call."""
     run(["sysctl", "-q", "-w", *settings], netns=netns)
@@ -97,16 +106,7 @@ def build_node(
         "net.bridge.bridge-nf-call-ip6tables=1",
     )
     with netlink(netns) as nl:
-        fd = os.open(f"/run/netns/{underlay_netns}", os.O_RDONLY)
-        try:
-            nl.link(
-                "add",
-                ifname=UNDERLAY_NIC,
-                kind="veth",
-                peer={"ifname": underlay_port, "net_ns_fd": fd},
-            )
-        finally:
-            os.close(fd)
+        _veth_into(nl, UNDERLAY_NIC, underlay_port, underlay_netns)
         nl.link("set", index=_index(nl, UNDERLAY_NIC), state="up")
     vms = tuple(_plug_vm(res, netns, vp, lab) for vp in state.vm_ports)
     ovs = start_ovs(res, netns, rundir)
@@ -143,11 +143,7 @@ def _plug_vm(res: Resources, node_ns: str, vp: VmPort, lab: str) -> VmInfo:
         # No duplicate address detection: the addresses are usable as soon as `up` returns.
         sysctl(vm_ns, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
     with netlink(node_ns) as nl:
-        fd = os.open(f"/run/netns/{vm_ns}", os.O_RDONLY)
-        try:
-            nl.link("add", ifname=dev.tap, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
-        finally:
-            os.close(fd)
+        _veth_into(nl, dev.tap, "eth0", vm_ns)
         nl.link("add", ifname=dev.qbr, kind="bridge", br_ageing_time=0)
         nl.link("add", ifname=dev.qvb, kind="veth", peer={"ifname": dev.qvo})
         qbr = _index(nl, dev.qbr)
@@ -214,14 +210,8 @@ def _quote(value: str) -> str:
 def check_ovs_ports(ovs: OvsInstance, ports: Sequence[Any], bridges: Sequence[str]) -> None:
     """Fail loudly if a bridge or port has an error or a different number than requested
     (``ovs-vsctl`` itself exits 0 when a netdev could not be opened)."""
-    out = ovs.vsctl(
-        "--format=csv",
-        "--data=bare",
-        "--no-headings",
-        "--columns=name,ofport,error",
-        "list",
-        "interface",
-    )
+    columns = ("--format=csv", "--data=bare", "--no-headings", "--columns=name,ofport,error")
+    out = ovs.vsctl(*columns, "list", "interface")
     seen: dict[str, tuple[str, str]] = {}
     for line in out.splitlines():
         name, ofport, error = [*line.split(",", 2), "", ""][:3]

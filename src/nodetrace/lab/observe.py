@@ -23,7 +23,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from nodetrace.errors import DiagnosticSink, UsageError
@@ -32,7 +31,7 @@ from nodetrace.lab.ledger import Ledger
 from nodetrace.lab.node import netlink
 from nodetrace.lab.ovs import OvsInstance
 from nodetrace.lab.resources import Resources
-from nodetrace.lab.run import run
+from nodetrace.lab.run import Closing, run
 from nodetrace.lab.send import Wire, frame_bytes
 from nodetrace.lab.state import LabDir, LabInfo, NodeInfo, VmInfo
 from nodetrace.model.openflow_trace import ActionRun, Bridge, Message, TableLookup, TraceNode
@@ -212,7 +211,7 @@ def _complete_arp(info: LabInfo, p: Packet, source: str, to: str | None) -> Pack
     return replace(p, **fields)  # type: ignore[arg-type]
 
 
-class LabProbe:
+class LabProbe(Closing):
     """Watch a lab while packets are sent through it (see the module docstring).
 
     ``mute_vms`` makes the VMs' own kernels ignore what arrives (a raw-table DROP inside each
@@ -250,12 +249,7 @@ class LabProbe:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self._stack.close()
 
     def _open(self) -> None:
@@ -337,16 +331,13 @@ class LabProbe:
         br-int learns each VM's MAC on its qvo port and the other nodes' br-tun learn it behind
         the tunnel (table 20), so unicast frames go to their VM instead of being flooded to all.
         """
-        from scapy.layers.l2 import ARP, Ether
-
         for vm in self.info.vms:
             ip = _first_ip(vm, 4)
-            if ip is None:
+            if not isinstance(ip, IPv4Address):
                 continue
-            frame = Ether(src=vm.mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
-                op=1, hwsrc=vm.mac, psrc=str(ip), hwdst="00:00:00:00:00:00", pdst=str(ip)
-            )
-            self._wires[vm.name].send(bytes(frame))
+            arp = Packet(dl_src=vm.mac, dl_dst="ff:ff:ff:ff:ff:ff", dl_type=ETH_TYPE_ARP,
+                         arp_op=1, arp_spa=ip, arp_tpa=ip, arp_sha=vm.mac)  # fmt: skip
+            self._wires[vm.name].send(frame_of(arp))
         time.sleep(settle)
 
     def node(self, name: str) -> NodeInfo:
@@ -514,17 +505,9 @@ class LabProbe:
     def _trace(self, node: str, bridge: str, flow: str) -> str:
         self._inputs[node] = (bridge, flow)
         ovs = self.ovs(node)
+        ctl = str(ovs.rundir / "ovs-vswitchd.ctl")
         proc = run(
-            [
-                "ovs-appctl",
-                "-t",
-                str(ovs.rundir / "ovs-vswitchd.ctl"),
-                "ofproto/trace",
-                bridge,
-                flow,
-            ],
-            env=ovs.env,
-            check=False,
+            ["ovs-appctl", "-t", ctl, "ofproto/trace", bridge, flow], env=ovs.env, check=False
         )
         return (
             proc.stdout if proc.returncode == 0 else f"ofproto/trace failed: {proc.stderr.strip()}"
@@ -703,15 +686,3 @@ def probing(lab: LabDir, *, mute_vms: bool = False) -> Iterator[LabProbe]:
         raise UsageError(f"lab {lab.name} was not completely built")
     with LabProbe(lab, info, mute_vms=mute_vms) as probe:
         yield probe
-
-
-__all__ = [
-    "LabProbe",
-    "Observation",
-    "Tunnel",
-    "bridge_pass",
-    "complete_packet",
-    "openflow_trace",
-    "probing",
-    "read_passes",
-]

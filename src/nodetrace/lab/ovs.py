@@ -48,17 +48,8 @@ class OvsInstance:
 
     def add_bridge(self, name: str, *extra: Sequence[str]) -> None:
         """Add a netdev bridge in secure fail mode (no implicit NORMAL flow)."""
-        args = [
-            "--",
-            "add-br",
-            name,
-            "--",
-            "set",
-            "bridge",
-            name,
-            "datapath_type=netdev",
-            "fail-mode=secure",
-        ]
+        args = ["--", "add-br", name]
+        args += ["--", "set", "bridge", name, "datapath_type=netdev", "fail-mode=secure"]
         for e in extra:
             args += ["--", *e]
         self.vsctl(*args)
@@ -76,34 +67,17 @@ def start_ovs(res: Resources, netns: str, rundir: Path) -> OvsInstance:
     inst = OvsInstance(netns, rundir)
     d = str(rundir)
     run(["ovsdb-tool", "create", f"{d}/conf.db", schema], env=inst.env)
-    run(
-        [
-            "ovsdb-server",
-            f"{d}/conf.db",
-            f"--remote=punix:{d}/db.sock",
-            f"--pidfile={d}/ovsdb-server.pid",
-            f"--unixctl={d}/ovsdb-server.ctl",
-            f"--log-file={d}/ovsdb-server.log",
-            "-vconsole:off",
-            "--detach",
-        ],
-        netns=netns,
-        env=inst.env,
-    )
-    res.started_daemon(rundir / "ovsdb-server.pid", rundir)
+
+    def daemon(program: str, *args: str) -> None:
+        run(
+            [program, *args, f"--pidfile={d}/{program}.pid", f"--unixctl={d}/{program}.ctl",
+             f"--log-file={d}/{program}.log", "-vconsole:off", "--detach"],
+            netns=netns,
+            env=inst.env,
+        )  # fmt: skip
+        res.started_daemon(rundir / f"{program}.pid", rundir)
+
+    daemon("ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock")
     inst.vsctl("--no-wait", "init")
-    run(
-        [
-            "ovs-vswitchd",
-            inst.db,
-            f"--pidfile={d}/ovs-vswitchd.pid",
-            f"--unixctl={d}/ovs-vswitchd.ctl",
-            f"--log-file={d}/ovs-vswitchd.log",
-            "-vconsole:off",
-            "--detach",
-        ],
-        netns=netns,
-        env=inst.env,
-    )
-    res.started_daemon(rundir / "ovs-vswitchd.pid", rundir)
+    daemon("ovs-vswitchd", inst.db)
     return inst

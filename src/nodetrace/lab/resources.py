@@ -75,7 +75,7 @@ class Resources:
         return problems
 
 
-def _owned(pid: int, rundir: str) -> bool:
+def daemon_owned(pid: int, rundir: str) -> bool:
     """True if ``pid`` is alive and was started with our run folder on its command line."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -85,13 +85,13 @@ def _owned(pid: int, rundir: str) -> bool:
 
 
 def _stop_daemons(daemons: list[Entry], timeout: float, problems: list[str]) -> None:
-    live = [(int(e.id), e.path) for e in daemons if _owned(int(e.id), e.path)]
+    live = [(int(e.id), e.path) for e in daemons if daemon_owned(int(e.id), e.path)]
     for pid, _ in live:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while live and time.monotonic() < deadline:
-        live = [(p, d) for p, d in live if _owned(p, d)]
+        live = [(p, d) for p, d in live if daemon_owned(p, d)]
         if live:
             time.sleep(0.02)
     for pid, rundir in live:
@@ -100,5 +100,5 @@ def _stop_daemons(daemons: list[Entry], timeout: float, problems: list[str]) -> 
         except ProcessLookupError:
             continue
         time.sleep(0.05)
-        if _owned(pid, rundir):
+        if daemon_owned(pid, rundir):
             problems.append(f"daemon {pid} ({rundir}) survived SIGKILL")

@@ -5,12 +5,26 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Sequence
+from typing import Self
 
 from nodetrace.errors import NodetraceError
 
 
 class CommandError(NodetraceError):
     """A lab command failed; the message carries the command and what it printed."""
+
+
+class Closing:
+    """A handle used in a ``with`` block: leaving the block, however, calls :meth:`close`."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
 def in_netns(netns: str | None, argv: Sequence[str]) -> list[str]:

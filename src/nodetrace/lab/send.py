@@ -25,10 +25,9 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol
 
-from nodetrace.lab.run import CommandError
+from nodetrace.lab.run import Closing, CommandError
 from nodetrace.model.packet import ETH_TYPE_IPV4, ETH_TYPE_IPV6, IPProto, Packet
 
 CLONE_NEWNET = 0x40000000
@@ -213,7 +212,7 @@ class Frame:
         return self.ip_id
 
 
-class Wire:
+class Wire(Closing):
     """A raw packet socket on one interface of one namespace (a host's ``eth0``)."""
 
     def __init__(self, sock: socket.socket, where: str) -> None:
@@ -231,17 +230,6 @@ class Wire:
             sock.close()
             raise
         return cls(sock, f"{host.netns}/{host.ifname}")
-
-    def __enter__(self) -> Wire:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self.sock.close()
@@ -348,7 +336,7 @@ def udp_exchange(
         srv.close()
 
 
-class Sniffer:
+class Sniffer(Closing):
     """Every frame entering any interface of one namespace, in arrival order.
 
     Bound to all interfaces at once, so frames on different bridge ports keep their relative
@@ -362,15 +350,7 @@ class Sniffer:
         self.sock.setblocking(False)
         self.netns = netns
 
-    def __enter__(self) -> Sniffer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.sock.close()
 
     def frames(self) -> list[tuple[str, Frame]]:

@@ -91,12 +91,9 @@ class LabInfo:
         """The namespace of a VM or node name (``underlay`` for the underlay switch)."""
         if target == "underlay":
             return self.underlay_netns
-        for v in self.vms:
-            if v.name == target:
-                return v.netns
-        for n in self.nodes:
-            if n.name == target:
-                return n.netns
+        known = {n.name: n.netns for n in self.nodes} | {v.name: v.netns for v in self.vms}
+        if target in known:
+            return known[target]
         raise UsageError(
             f"lab {self.name} has no VM or node {target!r} "
             f"(VMs: {_names(self.vms)}; nodes: {_names(self.nodes)}; or underlay)"
@@ -175,12 +172,3 @@ def find_lab(name: str | None, root: str | Path | None = None) -> LabDir:
     if not labs:
         raise UsageError(f"no lab is up (looked in {lab_root(root)})")
     raise UsageError(f"several labs are up ({', '.join(labs)}): pick one with --name")
-
-
-def process_alive(pid: int, marker: str) -> bool:
-    """True if ``pid`` runs and its command line mentions ``marker`` (a pid may be reused)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return marker.encode() in cmdline

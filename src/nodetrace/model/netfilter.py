@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from nodetrace.errors import SourcePos
 from nodetrace.model.packet import Family
@@ -47,34 +47,11 @@ CT_STATUSES = ("NONE", "EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED")
 
 
 PROTOCOL_NUMBERS: dict[str, int] = {
-    "ip": 0,
-    "hopopt": 0,
-    "icmp": 1,
-    "igmp": 2,
-    "ipencap": 4,
-    "ipv4": 4,
-    "tcp": 6,
-    "egp": 8,
-    "udp": 17,
-    "ipv6": 41,
-    "ipv6-route": 43,
-    "ipv6-frag": 44,
-    "rsvp": 46,
-    "gre": 47,
-    "esp": 50,
-    "ah": 51,
-    "ipv6-icmp": 58,
-    "icmpv6": 58,
-    "ipv6-nonxt": 59,
-    "ipv6-opts": 60,
-    "ospf": 89,
-    "vrrp": 112,
-    "l2tp": 115,
-    "sctp": 132,
-    "udplite": 136,
-    "mpls-in-ip": 137,
-    "dccp": 33,
-}
+    "ip": 0, "hopopt": 0, "icmp": 1, "igmp": 2, "ipencap": 4, "ipv4": 4, "tcp": 6, "egp": 8,
+    "udp": 17, "ipv6": 41, "ipv6-route": 43, "ipv6-frag": 44, "rsvp": 46, "gre": 47, "esp": 50,
+    "ah": 51, "ipv6-icmp": 58, "icmpv6": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "ospf": 89,
+    "vrrp": 112, "l2tp": 115, "sctp": 132, "udplite": 136, "mpls-in-ip": 137, "dccp": 33,
+}  # fmt: skip
 """Protocol names iptables accepts and prints (from /etc/protocols), to numbers."""
 
 
@@ -366,29 +343,11 @@ class UnknownMatch:
 
 
 Match = (
-    TcpMatch
-    | UdpMatch
-    | SctpMatch
-    | MultiportMatch
-    | IcmpMatch
-    | StateMatch
-    | ConntrackMatch
-    | PhysdevMatch
-    | SetMatch
-    | MacMatch
-    | CommentMatch
-    | MarkMatch
-    | IprangeMatch
-    | AddrtypeMatch
-    | PkttypeMatch
-    | LengthMatch
-    | TtlMatch
-    | TosMatch
-    | DscpMatch
-    | OwnerMatch
-    | LimitMatch
+    TcpMatch | UdpMatch | SctpMatch | MultiportMatch | IcmpMatch | StateMatch | ConntrackMatch
+    | PhysdevMatch | SetMatch | MacMatch | CommentMatch | MarkMatch | IprangeMatch | AddrtypeMatch
+    | PkttypeMatch | LengthMatch | TtlMatch | TosMatch | DscpMatch | OwnerMatch | LimitMatch
     | UnknownMatch
-)
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,34 +357,11 @@ Match = (
 
 CONTINUING_EXTENSIONS = frozenset(
     {
-        "LOG",
-        "NFLOG",
-        "ULOG",
-        "TRACE",
-        "CT",
-        "NOTRACK",
-        "MARK",
-        "CONNMARK",
-        "CHECKSUM",
-        "TCPMSS",
-        "TCPOPTSTRIP",
-        "CLASSIFY",
-        "DSCP",
-        "TOS",
-        "TTL",
-        "HL",
-        "ECN",
-        "SET",
-        "AUDIT",
-        "SECMARK",
-        "CONNSECMARK",
-        "IDLETIMER",
-        "LED",
-        "RATEEST",
-        "HMARK",
-        "TEE",
+        "LOG", "NFLOG", "ULOG", "TRACE", "CT", "NOTRACK", "MARK", "CONNMARK", "CHECKSUM",
+        "TCPMSS", "TCPOPTSTRIP", "CLASSIFY", "DSCP", "TOS", "TTL", "HL", "ECN", "SET", "AUDIT",
+        "SECMARK", "CONNSECMARK", "IDLETIMER", "LED", "RATEEST", "HMARK", "TEE",
     }
-)
+)  # fmt: skip
 """Extension targets that return ``XT_CONTINUE``: evaluation goes on with the next rule."""
 
 ACCEPTING_EXTENSIONS = frozenset({"SNAT", "DNAT", "MASQUERADE", "REDIRECT", "NETMAP", "TPROXY"})
@@ -445,17 +381,9 @@ class TargetKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class NoTarget:
-    @property
-    def kind(self) -> TargetKind:
-        return TargetKind.NONE
-
-    @property
-    def name(self) -> str:
-        return ""
-
-    @property
-    def effect(self) -> Effect:
-        return Effect.CONTINUE
+    kind: ClassVar[TargetKind] = TargetKind.NONE
+    name: ClassVar[str] = ""
+    effect: ClassVar[Effect] = Effect.CONTINUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,10 +391,7 @@ class StandardTarget:
     """A standard verdict: ``ACCEPT``, ``DROP``, ``RETURN`` or ``QUEUE``."""
 
     verdict: str = "ACCEPT"
-
-    @property
-    def kind(self) -> TargetKind:
-        return TargetKind.VERDICT
+    kind: ClassVar[TargetKind] = TargetKind.VERDICT
 
     @property
     def name(self) -> str:
@@ -482,10 +407,7 @@ class JumpTarget:
     chain: str = ""
     goto: bool = False
     """True for ``-g CHAIN``: a goto does not push a return address."""
-
-    @property
-    def kind(self) -> TargetKind:
-        return TargetKind.CHAIN
+    kind: ClassVar[TargetKind] = TargetKind.CHAIN
 
     @property
     def name(self) -> str:
@@ -498,9 +420,7 @@ class JumpTarget:
 
 @dataclass(frozen=True, slots=True)
 class _Extension:
-    @property
-    def kind(self) -> TargetKind:
-        return TargetKind.EXTENSION
+    kind: ClassVar[TargetKind] = TargetKind.EXTENSION
 
     @property
     def effect(self) -> Effect:
@@ -511,9 +431,7 @@ class _Extension:
 class RejectTarget(_Extension):
     reject_with: str = "icmp-port-unreachable"
 
-    @property
-    def name(self) -> str:
-        return "REJECT"
+    name: ClassVar[str] = "REJECT"
 
     @property
     def effect(self) -> Effect:
@@ -527,9 +445,7 @@ class LogTarget(_Extension):
     flags: tuple[str, ...] = ()
     """``tcp-sequence``, ``tcp-options``, ``ip-options``, ``uid``, ``macdecode``."""
 
-    @property
-    def name(self) -> str:
-        return "LOG"
+    name: ClassVar[str] = "LOG"
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,16 +455,12 @@ class NflogTarget(_Extension):
     options: tuple[RawOption, ...] = ()
     """``--nflog-range/size/threshold`` as saved."""
 
-    @property
-    def name(self) -> str:
-        return "NFLOG"
+    name: ClassVar[str] = "NFLOG"
 
 
 @dataclass(frozen=True, slots=True)
 class TraceTarget(_Extension):
-    @property
-    def name(self) -> str:
-        return "TRACE"
+    name: ClassVar[str] = "TRACE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,16 +474,12 @@ class CtTarget(_Extension):
     options: tuple[RawOption, ...] = ()
     """Other options (``--helper``, ``--ctevents``, ``--timeout``...) as saved."""
 
-    @property
-    def name(self) -> str:
-        return "CT"
+    name: ClassVar[str] = "CT"
 
 
 @dataclass(frozen=True, slots=True)
 class NotrackTarget(_Extension):
-    @property
-    def name(self) -> str:
-        return "NOTRACK"
+    name: ClassVar[str] = "NOTRACK"
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,9 +489,7 @@ class MarkTarget(_Extension):
     value: int = 0
     mask: int = 0xFFFFFFFF
 
-    @property
-    def name(self) -> str:
-        return "MARK"
+    name: ClassVar[str] = "MARK"
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,9 +502,7 @@ class ConnmarkTarget(_Extension):
     nfmask: int = 0xFFFFFFFF
     ctmask: int = 0xFFFFFFFF
 
-    @property
-    def name(self) -> str:
-        return "CONNMARK"
+    name: ClassVar[str] = "CONNMARK"
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,9 +539,7 @@ class NatTarget(_Extension):
 class ChecksumTarget(_Extension):
     fill: bool = True
 
-    @property
-    def name(self) -> str:
-        return "CHECKSUM"
+    name: ClassVar[str] = "CHECKSUM"
 
 
 @dataclass(frozen=True, slots=True)
@@ -645,9 +547,7 @@ class TcpmssTarget(_Extension):
     mss: int | None = None
     clamp_to_pmtu: bool = False
 
-    @property
-    def name(self) -> str:
-        return "TCPMSS"
+    name: ClassVar[str] = "TCPMSS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,22 +575,10 @@ class UnknownTarget(_Extension):
 
 
 Target = (
-    NoTarget
-    | StandardTarget
-    | JumpTarget
-    | RejectTarget
-    | LogTarget
-    | NflogTarget
-    | TraceTarget
-    | CtTarget
-    | NotrackTarget
-    | MarkTarget
-    | ConnmarkTarget
-    | NatTarget
-    | ChecksumTarget
-    | TcpmssTarget
-    | UnknownTarget
-)
+    NoTarget | StandardTarget | JumpTarget | RejectTarget | LogTarget | NflogTarget | TraceTarget
+    | CtTarget | NotrackTarget | MarkTarget | ConnmarkTarget | NatTarget | ChecksumTarget
+    | TcpmssTarget | UnknownTarget
+)  # fmt: skip
 
 NO_TARGET = NoTarget()
 """A rule without ``-j``/``-g``: it only counts packets and falls through."""

@@ -13,218 +13,20 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from nodetrace.model.openflow_fields import FIELD_ALIASES as FIELD_ALIASES
+from nodetrace.model.openflow_fields import PREREQUISITES as PREREQUISITES
+from nodetrace.model.openflow_fields import STORAGE_FIELDS as STORAGE_FIELDS
+from nodetrace.model.openflow_fields import FieldAlias as FieldAlias
+from nodetrace.model.openflow_fields import FieldInfo as FieldInfo
 from nodetrace.model.trace import SourceSpan
 
 # ---------------------------------------------------------------------------------------------
-# Fields
-
-
-@dataclass(frozen=True, slots=True)
-class FieldInfo:
-    """A storage field: its canonical name and width in bits."""
-
-    name: str
-    width: int
-
-    @property
-    def full_mask(self) -> int:
-        return (1 << self.width) - 1
-
-
-def _fields(*pairs: tuple[str, int]) -> dict[str, FieldInfo]:
-    return {name: FieldInfo(name, width) for name, width in pairs}
-
-
-STORAGE_FIELDS: dict[str, FieldInfo] = _fields(
-    ("in_port", 16),
-    ("metadata", 64),
-    *((f"reg{i}", 32) for i in range(16)),
-    ("tun_id", 64),
-    ("tun_src", 32),
-    ("tun_dst", 32),
-    ("tun_ipv6_src", 128),
-    ("tun_ipv6_dst", 128),
-    ("tun_tos", 8),
-    ("tun_ttl", 8),
-    ("tun_flags", 16),
-    ("tun_gbp_id", 16),
-    ("tun_gbp_flags", 8),
-    ("pkt_mark", 32),
-    ("skb_priority", 32),
-    ("ct_state", 32),
-    ("ct_zone", 16),
-    ("ct_mark", 32),
-    ("ct_label", 128),
-    ("ct_nw_proto", 8),
-    ("ct_nw_src", 32),
-    ("ct_nw_dst", 32),
-    ("ct_ipv6_src", 128),
-    ("ct_ipv6_dst", 128),
-    ("ct_tp_src", 16),
-    ("ct_tp_dst", 16),
-    ("recirc_id", 32),
-    ("conj_id", 32),
-    ("dp_hash", 32),
-    ("actset_output", 32),
-    ("dl_src", 48),
-    ("dl_dst", 48),
-    ("dl_type", 16),
-    ("vlan_tci", 16),
-    ("nw_src", 32),
-    ("nw_dst", 32),
-    ("ipv6_src", 128),
-    ("ipv6_dst", 128),
-    ("ipv6_label", 20),
-    ("nw_proto", 8),
-    ("nw_tos", 8),
-    ("nw_ttl", 8),
-    ("nw_frag", 8),
-    ("tp_src", 16),
-    ("tp_dst", 16),
-    ("tcp_flags", 16),
-    ("arp_sha", 48),
-    ("arp_tha", 48),
-    ("nd_target", 128),
-)
-"""Every field the engine keeps for a packet. Protocol fields that OVS stores in a shared slot
-(ARP and ICMP fields, VLAN, DSCP/ECN) are names *of this table* only through
-:data:`FIELD_ALIASES`."""
-
-
-@dataclass(frozen=True, slots=True)
-class FieldAlias:
-    """A user-visible field (``icmp_type``, ``dl_vlan``, ``ip_dscp``) as bits of a storage field.
-
-    ``shift`` is where the user's value starts inside the storage field and ``width`` its size;
-    ``prereq`` names the protocol the field needs (see :data:`PREREQUISITES`).
-    """
-
-    name: str
-    storage: str
-    shift: int
-    width: int
-    prereq: str = ""
-
-
-def _alias(
-    name: str, storage: str, shift: int = 0, width: int | None = None, prereq: str = ""
-) -> FieldAlias:
-    return FieldAlias(
-        name, storage, shift, STORAGE_FIELDS[storage].width if width is None else width, prereq
-    )
-
-
-FIELD_ALIASES: dict[str, FieldAlias] = {
-    a.name: a
-    for a in (
-        _alias("in_port", "in_port"),
-        _alias("in_port_oxm", "in_port"),
-        _alias("metadata", "metadata"),
-        *(_alias(f"reg{i}", f"reg{i}") for i in range(16)),
-        _alias("tun_id", "tun_id"),
-        _alias("tunnel_id", "tun_id"),
-        _alias("tun_src", "tun_src"),
-        _alias("tun_dst", "tun_dst"),
-        _alias("tun_ipv6_src", "tun_ipv6_src"),
-        _alias("tun_ipv6_dst", "tun_ipv6_dst"),
-        _alias("tun_tos", "tun_tos"),
-        _alias("tun_ttl", "tun_ttl"),
-        _alias("tun_gbp_id", "tun_gbp_id"),
-        _alias("tun_gbp_flags", "tun_gbp_flags"),
-        _alias("pkt_mark", "pkt_mark"),
-        _alias("skb_priority", "skb_priority"),
-        _alias("ct_state", "ct_state"),
-        _alias("ct_zone", "ct_zone"),
-        _alias("ct_mark", "ct_mark"),
-        _alias("ct_label", "ct_label"),
-        _alias("ct_nw_proto", "ct_nw_proto"),
-        _alias("ct_nw_src", "ct_nw_src"),
-        _alias("ct_nw_dst", "ct_nw_dst"),
-        _alias("ct_ipv6_src", "ct_ipv6_src"),
-        _alias("ct_ipv6_dst", "ct_ipv6_dst"),
-        _alias("ct_tp_src", "ct_tp_src"),
-        _alias("ct_tp_dst", "ct_tp_dst"),
-        _alias("recirc_id", "recirc_id"),
-        _alias("conj_id", "conj_id"),
-        _alias("dp_hash", "dp_hash"),
-        _alias("actset_output", "actset_output"),
-        _alias("eth_src", "dl_src"),
-        _alias("dl_src", "dl_src"),
-        _alias("eth_dst", "dl_dst"),
-        _alias("dl_dst", "dl_dst"),
-        _alias("eth_type", "dl_type"),
-        _alias("dl_type", "dl_type"),
-        _alias("vlan_tci", "vlan_tci"),
-        _alias("vlan_vid", "vlan_tci", 0, 13),
-        _alias("vlan_pcp", "vlan_tci", 13, 3),
-        _alias("ip_src", "nw_src", prereq="ipv4"),
-        _alias("nw_src", "nw_src", prereq="ipv4"),
-        _alias("ip_dst", "nw_dst", prereq="ipv4"),
-        _alias("nw_dst", "nw_dst", prereq="ipv4"),
-        _alias("ipv6_src", "ipv6_src", prereq="ipv6"),
-        _alias("ipv6_dst", "ipv6_dst", prereq="ipv6"),
-        _alias("ipv6_label", "ipv6_label", prereq="ipv6"),
-        _alias("nw_proto", "nw_proto", prereq="ip"),
-        _alias("ip_proto", "nw_proto", prereq="ip"),
-        _alias("nw_tos", "nw_tos", prereq="ip"),
-        _alias("ip_dscp", "nw_tos", 2, 6, prereq="ip"),
-        _alias("nw_ecn", "nw_tos", 0, 2, prereq="ip"),
-        _alias("ip_ecn", "nw_tos", 0, 2, prereq="ip"),
-        _alias("nw_ttl", "nw_ttl", prereq="ip"),
-        _alias("ip_frag", "nw_frag", prereq="ip"),
-        _alias("nw_frag", "nw_frag", prereq="ip"),
-        _alias("arp_op", "nw_proto", prereq="arp"),
-        _alias("arp_spa", "nw_src", prereq="arp"),
-        _alias("arp_tpa", "nw_dst", prereq="arp"),
-        _alias("arp_sha", "arp_sha", prereq="arp"),
-        _alias("arp_tha", "arp_tha", prereq="arp"),
-        _alias("tcp_src", "tp_src", prereq="tcp"),
-        _alias("tcp_dst", "tp_dst", prereq="tcp"),
-        _alias("tp_src", "tp_src", prereq="l4"),
-        _alias("tp_dst", "tp_dst", prereq="l4"),
-        _alias("udp_src", "tp_src", prereq="udp"),
-        _alias("udp_dst", "tp_dst", prereq="udp"),
-        _alias("sctp_src", "tp_src", prereq="sctp"),
-        _alias("sctp_dst", "tp_dst", prereq="sctp"),
-        _alias("tcp_flags", "tcp_flags", 0, 12, prereq="tcp"),
-        _alias("icmp_type", "tp_src", 0, 8, prereq="icmp"),
-        _alias("icmp_code", "tp_dst", 0, 8, prereq="icmp"),
-        _alias("icmpv6_type", "tp_src", 0, 8, prereq="icmpv6"),
-        _alias("icmpv6_code", "tp_dst", 0, 8, prereq="icmpv6"),
-        _alias("nd_target", "nd_target", prereq="nd"),
-        _alias("nd_sll", "arp_sha", prereq="nd_ns"),
-        _alias("nd_tll", "arp_tha", prereq="nd_na"),
-    )
-}
-"""User-visible field names (OVS's, see ovs-fields(7)) and where their bits live."""
-
-PREREQUISITES: dict[str, str] = {
-    "ipv4": "dl_type=0x0800",
-    "ipv6": "dl_type=0x86dd",
-    "ip": "IPv4 or IPv6",
-    "arp": "ARP or RARP",
-    "tcp": "TCP",
-    "udp": "UDP",
-    "sctp": "SCTP",
-    "l4": "TCP, UDP or SCTP",
-    "icmp": "ICMP",
-    "icmpv6": "ICMPv6",
-    "nd": "ICMPv6 neighbour solicitation or advertisement",
-    "nd_ns": "ICMPv6 neighbour solicitation",
-    "nd_na": "ICMPv6 neighbour advertisement",
-}
-"""What each prerequisite name in :class:`FieldAlias` requires of a packet."""
+# Fields (the storage fields and their user-visible names are in :mod:`.openflow_fields`)
 
 CT_STATE_BITS: dict[str, int] = {
-    "new": 0x01,
-    "est": 0x02,
-    "rel": 0x04,
-    "rpl": 0x08,
-    "inv": 0x10,
-    "trk": 0x20,
-    "snat": 0x40,
+    "new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08, "inv": 0x10, "trk": 0x20, "snat": 0x40,
     "dnat": 0x80,
-}
+}  # fmt: skip
 """Connection tracking state flags as OVS numbers them (``ct_state=+trk+est``)."""
 
 
@@ -269,16 +71,10 @@ class ReservedPort(StrEnum):
 
 
 RESERVED_PORT_NUMBERS: dict[ReservedPort, int] = {
-    ReservedPort.IN_PORT: 0xFFF8,
-    ReservedPort.TABLE: 0xFFF9,
-    ReservedPort.NORMAL: 0xFFFA,
-    ReservedPort.FLOOD: 0xFFFB,
-    ReservedPort.ALL: 0xFFFC,
-    ReservedPort.CONTROLLER: 0xFFFD,
-    ReservedPort.LOCAL: 0xFFFE,
-    ReservedPort.NONE: 0xFFFF,
-    ReservedPort.ANY: 0xFFFF,
-}
+    ReservedPort.IN_PORT: 0xFFF8, ReservedPort.TABLE: 0xFFF9, ReservedPort.NORMAL: 0xFFFA,
+    ReservedPort.FLOOD: 0xFFFB, ReservedPort.ALL: 0xFFFC, ReservedPort.CONTROLLER: 0xFFFD,
+    ReservedPort.LOCAL: 0xFFFE, ReservedPort.NONE: 0xFFFF, ReservedPort.ANY: 0xFFFF,
+}  # fmt: skip
 """OVS's internal (OpenFlow 1.0 style) numbers for the reserved ports."""
 
 LOCAL_PORT = RESERVED_PORT_NUMBERS[ReservedPort.LOCAL]
@@ -302,14 +98,6 @@ class Reserved:
 
 
 PortRef = PortNumber | PortName | Reserved
-
-
-def port_ref_text(ref: PortRef) -> str:
-    if isinstance(ref, PortNumber):
-        return str(ref.number)
-    if isinstance(ref, PortName):
-        return ref.name
-    return ref.port.value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,36 +388,11 @@ class Unsupported:
 
 
 Action = (
-    Output
-    | OutputField
-    | Enqueue
-    | Controller
-    | Drop
-    | Resubmit
-    | GotoTable
-    | SetVlan
-    | PopVlan
-    | PushVlan
-    | ModField
-    | SetField
-    | Move
-    | StackPush
-    | StackPop
-    | DecTtl
-    | SetTunnel
-    | WriteMetadata
-    | Note
-    | Conjunction
-    | Exit
-    | ClearActions
-    | Meter
-    | NoEffect
-    | Clone
-    | Ct
-    | CtClear
-    | Learn
-    | Unsupported
-)
+    Output | OutputField | Enqueue | Controller | Drop | Resubmit | GotoTable | SetVlan | PopVlan
+    | PushVlan | ModField | SetField | Move | StackPush | StackPop | DecTtl | SetTunnel
+    | WriteMetadata | Note | Conjunction | Exit | ClearActions | Meter | NoEffect | Clone | Ct
+    | CtClear | Learn | Unsupported
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
-from typing import cast
+from typing import ClassVar, cast
 
 from nodetrace.model.packet import Packet
 from nodetrace.model.trace import DeviceStep, OpenFlowStep, Outcome, Trace
@@ -196,10 +196,7 @@ class Leaves(_Node):
     port: str
     vlan: int | None
     step: DeviceStep | None = None
-
-    @property
-    def extra(self) -> bool:
-        return True
+    extra: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +206,7 @@ class Encapsulated(_Node):
     port: str
     encap: TunnelEncap
     step: DeviceStep | None = None
-
-    @property
-    def extra(self) -> bool:
-        return True
+    extra: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +215,7 @@ class ToController(_Node):
 
     reason: str
     step: DeviceStep | None = None
-
-    @property
-    def extra(self) -> bool:
-        return True
+    extra: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,22 +233,9 @@ class Verbatim(_Node):
 
 
 TraceNode = (
-    Bridge
-    | TableLookup
-    | Thaw
-    | ActionRun
-    | Message
-    | Recirculate
-    | ConntrackCleared
-    | Learned
-    | TunnelOutput
-    | TunnelRoute
-    | TunnelHeaders
-    | Leaves
-    | Encapsulated
-    | ToController
-    | Verbatim
-)
+    Bridge | TableLookup | Thaw | ActionRun | Message | Recirculate | ConntrackCleared | Learned
+    | TunnelOutput | TunnelRoute | TunnelHeaders | Leaves | Encapsulated | ToController | Verbatim
+)  # fmt: skip
 """One node of a trace tree; :mod:`nodetrace.render.ofproto_trace` prints each."""
 
 

@@ -33,10 +33,7 @@ class OfctlShow:
     source: str = ""
 
     def by_name(self, name: str) -> OfPort | None:
-        for p in self.ports:
-            if p.name == name:
-                return p
-        return None
+        return next((p for p in self.ports if p.name == name), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +54,7 @@ class MacTable:
     source: str = ""
 
     def lookup(self, mac: str, vlan: int) -> MacEntry | None:
-        for e in self.entries:
-            if e.mac == mac and e.vlan == vlan:
-                return e
-        return None
+        return next((e for e in self.entries if e.mac == mac and e.vlan == vlan), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +75,4 @@ class DpifShow:
     source: str = ""
 
     def by_dp_port(self, number: int) -> DpifPort | None:
-        for p in self.ports:
-            if p.dp_port == number:
-                return p
-        return None
+        return next((p for p in self.ports if p.dp_port == number), None)

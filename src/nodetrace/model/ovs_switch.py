@@ -47,16 +47,10 @@ class BridgeState:
     ofctl: OfctlShow | None = None
 
     def port_by_name(self, name: str) -> SwitchPort | None:
-        for p in self.ports:
-            if p.name == name:
-                return p
-        return None
+        return next((p for p in self.ports if p.name == name), None)
 
     def port_by_number(self, number: int) -> SwitchPort | None:
-        for p in self.ports:
-            if p.ofport == number:
-                return p
-        return None
+        return next((p for p in self.ports if p.ofport == number), None)
 
     def ports_named_by_flows(self) -> frozenset[str]:
         """The ports the bridge's flows name (a dump taken with names): they exist on the
@@ -80,10 +74,7 @@ class OvsSwitch:
     """What the sources did not say (port numbers, VLAN modes, MAC tables ...)."""
 
     def bridge(self, name: str) -> BridgeState | None:
-        for b in self.bridges:
-            if b.name == name:
-                return b
-        return None
+        return next((b for b in self.bridges if b.name == name), None)
 
     def peer_of(self, bridge: str, port: SwitchPort) -> tuple[BridgeState, SwitchPort] | None:
         """The other end of a patch port, found by the peer's interface name in any bridge."""

@@ -16,10 +16,7 @@ Pairs = tuple[tuple[str, str], ...]
 
 
 def pairs_get(pairs: Pairs, key: str) -> str | None:
-    for k, v in pairs:
-        if k == key:
-            return v
-    return None
+    return next((v for k, v in pairs if k == key), None)
 
 
 class VlanMode(StrEnum):
@@ -34,19 +31,10 @@ class VlanMode(StrEnum):
 
 TUNNEL_TYPES = frozenset(
     {
-        "vxlan",
-        "gre",
-        "geneve",
-        "stt",
-        "lisp",
-        "erspan",
-        "ip6erspan",
-        "ip6gre",
-        "gtpu",
-        "bareudp",
+        "vxlan", "gre", "geneve", "stt", "lisp", "erspan", "ip6erspan", "ip6gre", "gtpu", "bareudp",
         "srv6",
     }
-)
+)  # fmt: skip
 
 DEFAULT_DST_PORTS = {"vxlan": 4789, "geneve": 6081, "stt": 7471, "lisp": 4341, "gtpu": 2152}
 """The UDP/TCP destination port a tunnel type uses unless ``options:dst_port`` says otherwise."""
@@ -158,10 +146,7 @@ class Bridge:
     mcast_snooping_enable: bool = False
 
     def port(self, name: str) -> Port | None:
-        for p in self.ports:
-            if p.name == name:
-                return p
-        return None
+        return next((p for p in self.ports if p.name == name), None)
 
     def interfaces(self) -> tuple[tuple[Port, Interface], ...]:
         return tuple((p, i) for p in self.ports for i in p.interfaces)
@@ -179,10 +164,7 @@ class OvsdbConfig:
     copied), naming file:line; empty when it is whole."""
 
     def bridge(self, name: str) -> Bridge | None:
-        for b in self.bridges:
-            if b.name == name:
-                return b
-        return None
+        return next((b for b in self.bridges if b.name == name), None)
 
     def interface(self, name: str) -> tuple[Bridge, Port, Interface] | None:
         """Find an interface by name in any bridge."""
@@ -224,10 +206,7 @@ class OvsdbRow:
     columns: tuple[tuple[str, OvsdbValue], ...]
 
     def get(self, column: str) -> OvsdbValue | None:
-        for name, value in self.columns:
-            if name == column:
-                return value
-        return None
+        return next((value for name, value in self.columns if name == column), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,13 +37,8 @@ class Sysctls:
 
     def flag(self, key: str) -> bool | None:
         """``True``/``False`` for a numeric sysctl, ``None`` when it was not captured."""
-        value = self._index.get(key)
-        if value is None:
-            return None
-        try:
-            return int(value.split()[0]) != 0
-        except (ValueError, IndexError):
-            return None
+        number = self.number(key)
+        return None if number is None else number != 0
 
     def number(self, key: str) -> int | None:
         value = self._index.get(key)
@@ -74,14 +69,8 @@ class Sysctls:
         """The effective reverse-path filter mode of ``device``: max(all, device), as the
         kernel computes it (0 off, 1 strict, 2 loose)."""
         name = device.replace(".", "/")
-        values = [
-            v
-            for v in (
-                self.number("net.ipv4.conf.all.rp_filter"),
-                self.number(f"net.ipv4.conf.{name}.rp_filter"),
-            )
-            if v is not None
-        ]
+        found = (self.number(f"net.ipv4.conf.{n}.rp_filter") for n in ("all", name))
+        values = [v for v in found if v is not None]
         return max(values) if values else None
 
     def forwarding(self, family: Family) -> bool | None:
@@ -225,10 +214,7 @@ class Snapshot:
     known only from ``brctl show``. Each says what that means for the answers."""
 
     def namespace(self, name: str = MAIN_NS) -> NamespaceState | None:
-        for ns in self.namespaces:
-            if ns.name == name:
-                return ns
-        return None
+        return next((ns for ns in self.namespaces if ns.name == name), None)
 
     @property
     def main(self) -> NamespaceState:
@@ -245,7 +231,4 @@ class Snapshot:
         )
 
     def missing_of(self, what: str, *, netns: str = MAIN_NS) -> Missing | None:
-        for m in self.missing:
-            if m.what == what and m.netns == netns:
-                return m
-        return None
+        return next((m for m in self.missing if m.what == what and m.netns == netns), None)

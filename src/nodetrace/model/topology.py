@@ -373,10 +373,9 @@ class Topology:
         return tuple(r for r in self.rules if r.netns == netns and r.family is family)
 
     def neighbour(self, ip: IPAddress, dev: str, netns: str = MAIN_NS) -> Neighbour | None:
-        for n in self.neighbours:
-            if n.netns == netns and n.ip == ip and n.dev == dev:
-                return n
-        return None
+        return next(
+            (n for n in self.neighbours if n.netns == netns and n.ip == ip and n.dev == dev), None
+        )
 
     def owner_of(self, ip: IPAddress, netns: str = MAIN_NS) -> Interface | None:
         """The interface in ``netns`` that carries address ``ip``, if any."""

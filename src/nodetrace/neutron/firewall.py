@@ -551,7 +551,7 @@ def ipset_restore_text(ipsets: Iterable[Ipset]) -> str:
 # --- rendering --------------------------------------------------------------------------------
 
 
-def render_save(tables: _Tables, *, header: str | None = None) -> str:
+def render_save(tables: _Tables) -> str:
     """The tables as ``iptables-legacy-save`` prints them: built-ins in hook order, then user
     chains sorted by byte value, rules chain by chain in that order."""
     out: list[str] = []
@@ -559,16 +559,12 @@ def render_save(tables: _Tables, *, header: str | None = None) -> str:
         chains = tables.chains[table]
         builtins = _BUILTIN_ORDER[table]
         users = sorted((c for c in chains if c not in builtins), key=lambda c: c.encode())
-        if header:
-            out.append(f"# {header}")
         out.append(f"*{table}")
         out += [f":{c} ACCEPT [0:0]" for c in builtins]
         out += [f":{c} - [0:0]" for c in users]
         for chain in (*builtins, *users):
             out += [f"-A {chain} {rule}" for rule in tables.rules(table, chain)]
         out.append("COMMIT")
-        if header:
-            out.append(f"# Completed by {header.split(' ')[-1]}")
     return "".join(line + "\n" for line in out)
 
 
@@ -602,14 +598,3 @@ def node_firewall(
     sets = remote_group_ipsets(scenario, ports)
     v4, v6 = _FirewallBuilder(scenario, ports, wrap, sets, ipv4_trace).build()
     return NodeFirewall(render_save(v4), render_save(v6), tuple(sets.values()))
-
-
-__all__ = [
-    "Ipset",
-    "NodeFirewall",
-    "PortFilter",
-    "ipset_restore_text",
-    "link_local",
-    "node_firewall",
-    "remote_group_ipsets",
-]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from typing import TypeVar
 
 from nodetrace.model.node_inventory import Found
 from nodetrace.model.openflow import (
@@ -35,6 +36,7 @@ from nodetrace.model.openflow import (
 from nodetrace.model.ovs_switch import BridgeState, OvsSwitch
 
 IPAddress = IPv4Address | IPv6Address
+T = TypeVar("T")
 
 TUNNEL_TABLES = {3: "gre", 4: "vxlan", 6: "geneve"}
 """br-tun tables that map a tunnel key to a local VLAN, by tunnel type (Neutron's constants)."""
@@ -128,13 +130,11 @@ class PortFlowFacts:
     macs: list[Found[str]] = field(default_factory=list)
     ips: list[Found[IPAddress]] = field(default_factory=list)
 
-    def add_mac(self, mac: str, source: str) -> None:
-        if all(m.value != mac for m in self.macs):
-            self.macs.append(Found(mac, source))
 
-    def add_ip(self, ip: IPAddress, source: str) -> None:
-        if all(i.value != ip for i in self.ips):
-            self.ips.append(Found(ip, source))
+def add_new(found: list[Found[T]], value: Found[T]) -> None:
+    """Add ``value`` unless an equal value was found already (the first source is kept)."""
+    if all(f.value != value.value for f in found):
+        found.append(value)
 
 
 @dataclass
@@ -257,7 +257,7 @@ def _read_port_facts(
     if table == ACCEPT_OR_INGRESS_TABLE and in_port is None:
         dst, target = _match(flow, "dl_dst"), _loads(flow, "reg5")
         if dst is not None and dst[1] == FULL48 and target is not None:
-            index.port(target).add_mac(mac_text(dst[0]), flow_source(bridge, flow))
+            add_new(index.port(target).macs, Found(mac_text(dst[0]), flow_source(bridge, flow)))
     if table in (ARP_SPOOF_TABLE, MAC_SPOOF_TABLE) and in_port is not None:
         _addresses(index.port(in_port), bridge, flow)
 
@@ -266,17 +266,20 @@ def _addresses(facts: PortFlowFacts, bridge: str, flow: Flow) -> None:
     source = flow_source(bridge, flow)
     src = _match(flow, "dl_src")
     if src is not None and src[1] == FULL48:
-        facts.add_mac(mac_text(src[0]), source)
+        add_new(facts.macs, Found(mac_text(src[0]), source))
     dl_type = _match(flow, "dl_type")
     kind = dl_type[0] if dl_type is not None else None
     nw = _match(flow, "nw_src")
+    ips: list[IPAddress] = []
     if nw is not None and nw[1] == FULL32 and kind in (ETH_IP, ETH_ARP) and nw[0] != 0:
-        facts.add_ip(IPv4Address(nw[0]), source)
+        ips.append(IPv4Address(nw[0]))
     for name in ("ipv6_src", "nd_target"):
         # A neighbour advertisement may announce only the port's own addresses.
         v6 = _match(flow, name)
         if v6 is not None and v6[1] == FULL128 and v6[0] != 0:
-            facts.add_ip(IPv6Address(v6[0]), source)
+            ips.append(IPv6Address(v6[0]))
+    for ip in ips:
+        add_new(facts.ips, Found(ip, source))
 
 
 @dataclass(frozen=True)

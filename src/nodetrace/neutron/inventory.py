@@ -43,6 +43,7 @@ from nodetrace.neutron.flow_facts import (
     BridgeIndex,
     PortFlowFacts,
     SegmentFact,
+    add_new,
     index_bridge,
     segments,
 )
@@ -408,32 +409,24 @@ def _port_info(
     macs: list[Found[str]] = []
     ips: list[Found[IPAddress]] = []
 
-    def add_mac(found: Found[str]) -> None:
-        if all(m.value != found.value for m in macs):
-            macs.append(found)
-
-    def add_ip(found: Found[IPAddress]) -> None:
-        if all(i.value != found.value for i in ips):
-            ips.append(found)
-
     if entry.attached_mac is not None:
-        add_mac(entry.attached_mac)
+        add_new(macs, entry.attached_mac)
     if entry.chains:
         rulesets = (snap.main.iptables, snap.main.ip6tables)
         for spoof in spoof_entries(rulesets, entry.key):
             if spoof.mac is not None:
-                add_mac(Found(spoof.mac, spoof.source))
+                add_new(macs, Found(spoof.mac, spoof.source))
             if spoof.ip is not None:
-                add_ip(Found(spoof.ip, spoof.source))
+                add_new(ips, Found(spoof.ip, spoof.source))
     if facts is not None:
         for m in facts.macs:
-            add_mac(m)
+            add_new(macs, m)
         for ip in facts.ips:
-            add_ip(ip)
+            add_new(ips, ip)
     dev = entry.ns_device
     if dev is not None and kind is not PortKind.VM:
         if dev.mac:
-            add_mac(Found(dev.mac.lower(), f"ip link: {dev.name} in namespace {dev.netns}"))
+            add_new(macs, Found(dev.mac.lower(), f"ip link: {dev.name} in namespace {dev.netns}"))
         ends = [dev]
         if kind is PortKind.ROUTER_LINK:
             # Both ends of the DVR link have their own address (169.254.x.y/31 each).
@@ -445,7 +438,7 @@ def _port_info(
         for end in ends:
             for a in end.addresses:
                 if a.scope != "host":
-                    add_ip(Found(a.ip, f"ip address: {end.name} in namespace {end.netns}"))
+                    add_new(ips, Found(a.ip, f"ip address: {end.name} in namespace {end.netns}"))
     if len(macs) > 1:
         notes.append(
             f"{len(macs)} MACs may send from this port (allowed address pairs): "

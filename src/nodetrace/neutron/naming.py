@@ -78,11 +78,6 @@ def qvo_name(port_id: str) -> str:
     return device_name(DeviceKind.QVO, port_id)
 
 
-def brq_name(network_id: str) -> str:
-    """The linuxbridge agent's per-network bridge: ``brq`` + network UUID, 14 characters."""
-    return ("brq" + network_id)[:DEVICE_NAME_LEN]
-
-
 @dataclass(frozen=True, slots=True)
 class PortDevices:
     """The four Linux devices hybrid plugging makes for one port."""
@@ -248,12 +243,8 @@ def zones_from_rule_texts(rule_texts: Iterable[str]) -> tuple[ZoneAssignment, ..
     -m physdev --physdev-in qvb3b1f6a2c-8d -m comment --comment "Set zone for <uuid>" -j CT
     --zone 4097``); other lines are ignored.
     """
-    out = []
-    for text in rule_texts:
-        m = _ZONE_RULE.search(text)
-        if m:
-            out.append(ZoneAssignment(m.group(1), m.group(2), int(m.group(3))))
-    return tuple(out)
+    found = (_ZONE_RULE.search(text) for text in rule_texts)
+    return tuple(ZoneAssignment(m[1], m[2], int(m[3])) for m in found if m)
 
 
 _LVID_TUNNEL = re.compile(
@@ -288,22 +279,19 @@ def local_vlans_from_tunnel_flows(flow_lines: Iterable[str]) -> tuple[LocalVlan,
     actions=mod_vlan_vid:1,resubmit(,10)``) and OF1.3 form (``push_vlan:0x8100,
     set_field:4097->vlan_vid,goto_table:10``).
     """
-    out = []
-    for line in flow_lines:
-        m = _LVID_TUNNEL.search(line)
-        if m:
-            out.append(LocalVlan(int(m.group(1), 0), _lvid(m.group(2), m.group(3))))
-    return tuple(out)
+    return _local_vlans(flow_lines, _LVID_TUNNEL, 0)
 
 
 def local_vlans_from_provider_flows(flow_lines: Iterable[str]) -> tuple[LocalVlan, ...]:
     """The VLAN map of provider networks, from br-int table 0 (``dl_vlan=<seg>`` → lvid)."""
-    out = []
-    for line in flow_lines:
-        m = _LVID_PROVIDER.search(line)
-        if m:
-            out.append(LocalVlan(int(m.group(1)), _lvid(m.group(2), m.group(3))))
-    return tuple(out)
+    return _local_vlans(flow_lines, _LVID_PROVIDER, 10)
+
+
+def _local_vlans(
+    flow_lines: Iterable[str], pattern: re.Pattern[str], base: int
+) -> tuple[LocalVlan, ...]:
+    found = (pattern.search(line) for line in flow_lines)
+    return tuple(LocalVlan(int(m[1], base), _lvid(m[2], m[3])) for m in found if m)
 
 
 # --- every per-port device Neutron names, and raw-table zone rules of every release ----------

@@ -162,24 +162,23 @@ def _addresses(snap: Snapshot, f: _Fields, ends: Ends) -> None:
     version = _version(f.packet)
     if not f.has("nw_src") and ends.from_host:
         f.set("nw_src", None, Origin.DERIVED, "the host's routing picks it (see the route step)")
-    elif not f.has("nw_src"):
-        own = _first_ip(ends.sender, version)
-        if own is not None and ends.sender is not None:
-            f.set("nw_src", own.value, Origin.DERIVED,
-                  f"the address of port {ends.sender.port_id}: {own.source}")  # fmt: skip
-        else:
-            who = "the sender is elsewhere" if ends.over_tunnel else "no port names the sender"
-            f.set("nw_src", UNKNOWN_SENDER[version], Origin.ASSUMED,
-                  f"not given and {who}: a documentation address stands for any sender; "
-                  "give nw_src= for a real one")  # fmt: skip
-    if not f.has("nw_dst"):
-        own = _first_ip(ends.receiver, version)
-        if own is not None and ends.receiver is not None:
-            f.set("nw_dst", own.value, Origin.DERIVED,
-                  f"the address of port {ends.receiver.port_id}: {own.source}")  # fmt: skip
-        else:
-            f.set("nw_dst", None, Origin.ASSUMED,
-                  "not given and no --to-port: nothing says where the packet goes")  # fmt: skip
+    elif not f.has("nw_src") and not _port_address(f, "nw_src", ends.sender, version):
+        who = "the sender is elsewhere" if ends.over_tunnel else "no port names the sender"
+        f.set("nw_src", UNKNOWN_SENDER[version], Origin.ASSUMED,
+              f"not given and {who}: a documentation address stands for any sender; "
+              "give nw_src= for a real one")  # fmt: skip
+    if not f.has("nw_dst") and not _port_address(f, "nw_dst", ends.receiver, version):
+        f.set("nw_dst", None, Origin.ASSUMED,
+              "not given and no --to-port: nothing says where the packet goes")  # fmt: skip
+
+
+def _port_address(f: _Fields, name: str, port: PortInfo | None, version: int) -> bool:
+    """Set field ``name`` to the port's first address of ``version``; ``False`` without one."""
+    own = _first_ip(port, version)
+    if own is None or port is None:
+        return False
+    f.set(name, own.value, Origin.DERIVED, f"the address of port {port.port_id}: {own.source}")
+    return True
 
 
 def _transport(snap: Snapshot, f: _Fields, ends: Ends) -> None:
@@ -219,26 +218,19 @@ def _arp(f: _Fields, ends: Ends) -> None:
     p = f.packet
     if not f.has("arp_op"):
         f.set("arp_op", 1, Origin.ASSUMED, "not given: a request")
-    if not f.has("arp_spa"):
-        own = _first_ip(ends.sender, 4)
-        if "nw_src" in f.given and isinstance(p.nw_src, IPv4Address):
-            f.set("arp_spa", p.nw_src, Origin.GIVEN, "as nw_src")
-        elif own is not None and ends.sender is not None:
-            f.set("arp_spa", own.value, Origin.DERIVED,
-                  f"the address of port {ends.sender.port_id}: {own.source}")  # fmt: skip
-        else:
-            f.set("arp_spa", UNKNOWN_SENDER[4], Origin.ASSUMED,
-                  "not given and no port names the sender: a documentation address")  # fmt: skip
-    if not f.has("arp_tpa"):
-        own = _first_ip(ends.receiver, 4)
-        if "nw_dst" in f.given and isinstance(p.nw_dst, IPv4Address):
-            f.set("arp_tpa", p.nw_dst, Origin.GIVEN, "as nw_dst")
-        elif own is not None and ends.receiver is not None:
-            f.set("arp_tpa", own.value, Origin.DERIVED,
-                  f"the address of port {ends.receiver.port_id}: {own.source}")  # fmt: skip
-        else:
-            f.set("arp_tpa", None, Origin.ASSUMED,
-                  "not given and no --to-port: the request asks for no one")  # fmt: skip
+    sides = (
+        ("arp_spa", "nw_src", p.nw_src, ends.sender, UNKNOWN_SENDER[4],
+         "not given and no port names the sender: a documentation address"),
+        ("arp_tpa", "nw_dst", p.nw_dst, ends.receiver, None,
+         "not given and no --to-port: the request asks for no one"),
+    )  # fmt: skip
+    for name, ip_name, ip, port, fallback, why in sides:
+        if f.has(name):
+            continue
+        if ip_name in f.given and isinstance(ip, IPv4Address):
+            f.set(name, ip, Origin.GIVEN, f"as {ip_name}")
+        elif not _port_address(f, name, port, 4):
+            f.set(name, fallback, Origin.ASSUMED, why)
 
 
 def _link(snap: Snapshot, f: _Fields, ends: Ends, is_arp: bool) -> None:

@@ -50,7 +50,7 @@ from ipaddress import (
     ip_network,
 )
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nodetrace.errors import InputError
 
@@ -63,8 +63,6 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 DEFAULT_UNDERLAY = IPv4Network("192.168.50.0/24")
-PHYSICAL_NETWORK = "physnet1"
-"""The provider network name VLAN networks use; it maps to the node's ``br-phys``."""
 
 
 class NetworkType(StrEnum):
@@ -274,6 +272,9 @@ def _entry_lines(text: str, table: str) -> list[int]:
     return [i for i, line in enumerate(text.splitlines(), 1) if header.match(line)]
 
 
+E = TypeVar("E", bound=StrEnum)
+
+
 class _Entry:
     """One entry of an array of tables, with typed getters that record problems."""
 
@@ -317,6 +318,25 @@ class _Entry:
             self.error(f"{key} = {value!r}: expected an integer")
             return None
         return value
+
+    def choice(self, key: str, default: E, expected: str, *, required: bool = False) -> E:
+        """One of ``default``'s enum values, by its text; a wrong one is recorded, ``default`` taken."""
+        text = self.text(key, required=required) or default.value
+        try:
+            return type(default)(text)
+        except ValueError:
+            self.error(f"{key} {text!r}: expected {expected}")
+            return default
+
+    def network(self, key: str, *, strict: bool = True) -> IPNetwork | None:
+        text = self.text(key)
+        if text is None:
+            return None
+        try:
+            return ip_network(text, strict=strict)
+        except ValueError as err:
+            self.error(f"{key} {text!r}: {err}")
+            return None
 
     def flag(self, key: str, default: bool) -> bool:
         value = self.data.get(key, default)
@@ -405,12 +425,7 @@ def _read_networks(doc: Mapping[str, Any], problems: _Problems) -> list[Network]
     for e in _entries(doc, "networks", problems):
         e.check_keys(("name", "id", "type", "segmentation_id", "cidr", "ipv6_cidr", "mtu"))
         name = _name(e, names)
-        type_text = e.text("type", required=True) or "vxlan"
-        try:
-            net_type = NetworkType(type_text)
-        except ValueError:
-            e.error(f"type {type_text!r}: expected vxlan, gre or vlan")
-            net_type = NetworkType.VXLAN
+        net_type = e.choice("type", NetworkType.VXLAN, "vxlan, gre or vlan", required=True)
         seg_value = e.integer("segmentation_id", required=True)
         seg = 1 if seg_value is None else seg_value
         low, high = _SEGMENT_RANGE[net_type]
@@ -419,45 +434,27 @@ def _read_networks(doc: Mapping[str, Any], problems: _Problems) -> list[Network]
         if (net_type, seg) in segments:
             e.error(f"{net_type} segmentation_id {seg} is used twice")
         segments.add((net_type, seg))
-        cidr: IPNetwork | None = None
-        cidr_text = e.text("cidr")
-        if cidr_text is not None:
-            try:
-                cidr = ip_network(cidr_text)
-            except ValueError as err:
-                e.error(f"cidr {cidr_text!r}: {err}")
+        cidr = e.network("cidr")
         mtu_value = e.integer("mtu")
         mtu = _MTU[net_type] if mtu_value is None else mtu_value
         if not 576 <= mtu <= 9000:
             e.error(f"mtu {mtu}: expected 576..9000")
-        cidr6: IPv6Network | None = None
-        cidr6_text = e.text("ipv6_cidr")
-        if cidr6_text is not None:
-            try:
-                parsed6 = ip_network(cidr6_text)
-            except ValueError as err:
-                e.error(f"ipv6_cidr {cidr6_text!r}: {err}")
-            else:
-                if isinstance(parsed6, IPv6Network):
-                    cidr6 = parsed6
-                else:
-                    e.error(f"ipv6_cidr {cidr6_text!r}: not an IPv6 network")
+        parsed6 = e.network("ipv6_cidr")
+        cidr6 = parsed6 if isinstance(parsed6, IPv6Network) else None
+        if parsed6 is not None and cidr6 is None:
+            e.error(f"ipv6_cidr {e.text('ipv6_cidr')!r}: not an IPv6 network")
         networks.append(Network(name, _id(e, "network", name), net_type, seg, cidr, mtu, cidr6))
     return networks
 
 
 _RULE_KEYS = (
-    "direction",
-    "ethertype",
-    "protocol",
-    "port",
-    "port_range_min",
-    "port_range_max",
-    "icmp_type",
-    "icmp_code",
-    "remote_ip_prefix",
-    "remote_group",
-)
+    "direction", "ethertype", "protocol", "port", "port_range_min", "port_range_max",
+    "icmp_type", "icmp_code", "remote_ip_prefix", "remote_group",
+)  # fmt: skip
+_PORT_KEYS = (
+    "name", "id", "node", "network", "mac", "ip", "ips", "security_groups", "port_security",
+    "allowed_address_pairs", "device_id",
+)  # fmt: skip
 _PORT_PROTOCOLS = frozenset({"tcp", "udp", "sctp", "dccp", "udplite", "6", "17", "132", "33"})
 _ICMP_PROTOCOLS = frozenset({"icmp", "icmpv6", "ipv6-icmp", "1", "58"})
 
@@ -470,18 +467,8 @@ def _read_rule(e: _Entry, index: int, raw: Any, sg_names: Mapping[str, str]) -> 
     sub = _Entry(f"{e.where}.{where}", 0, raw, e.line, e.problems)
     sub.where = f"{e.where}.{where}"
     sub.check_keys(_RULE_KEYS)
-    direction_text = sub.text("direction", required=True) or "ingress"
-    try:
-        direction = Direction(direction_text)
-    except ValueError:
-        sub.error(f"direction {direction_text!r}: expected ingress or egress")
-        direction = Direction.INGRESS
-    ether_text = sub.text("ethertype", default="IPv4") or "IPv4"
-    try:
-        ethertype = Ethertype(ether_text)
-    except ValueError:
-        sub.error(f"ethertype {ether_text!r}: expected IPv4 or IPv6")
-        ethertype = Ethertype.IPV4
+    direction = sub.choice("direction", Direction.INGRESS, "ingress or egress", required=True)
+    ethertype = sub.choice("ethertype", Ethertype.IPV4, "IPv4 or IPv6")
     protocol_raw = raw.get("protocol")
     protocol: str | None
     if protocol_raw is None or protocol_raw in ("any", 0, "0"):
@@ -514,16 +501,9 @@ def _read_rule(e: _Entry, index: int, raw: Any, sg_names: Mapping[str, str]) -> 
             sub.error("give both port_range_min and port_range_max")
         elif not 1 <= port_min <= port_max <= 65535:
             sub.error(f"port range {port_min}:{port_max} is not within 1..65535")
-    prefix: IPNetwork | None = None
-    prefix_text = sub.text("remote_ip_prefix")
-    if prefix_text is not None:
-        try:
-            prefix = ip_network(prefix_text, strict=False)
-        except ValueError as err:
-            sub.error(f"remote_ip_prefix {prefix_text!r}: {err}")
-        else:
-            if prefix.version != ethertype.version:
-                sub.error(f"remote_ip_prefix {prefix_text} is not an {ethertype} prefix")
+    prefix = sub.network("remote_ip_prefix", strict=False)
+    if prefix is not None and prefix.version != ethertype.version:
+        sub.error(f"remote_ip_prefix {sub.text('remote_ip_prefix')} is not an {ethertype} prefix")
     remote_group: str | None = None
     group_text = sub.text("remote_group")
     if group_text is not None:
@@ -571,21 +551,7 @@ def _read_ports(
     used_macs: set[str] = set()
     next_host: dict[str, int] = {}
     for e in _entries(doc, "ports", problems):
-        e.check_keys(
-            (
-                "name",
-                "id",
-                "node",
-                "network",
-                "mac",
-                "ip",
-                "ips",
-                "security_groups",
-                "port_security",
-                "allowed_address_pairs",
-                "device_id",
-            )
-        )
+        e.check_keys(_PORT_KEYS)
         name = _name(e, names)
         port_id = _id(e, "port", name)
         node = e.text("node", required=True) or ""

@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
-from nodetrace.parsers.pasted import skip_pasted_command
+from nodetrace.errors import DiagnosticSink, report_line
+from nodetrace.parsers.pasted import output_lines
 
 _BRIDGE_ID = re.compile(r"^[0-9a-fA-F]{4}\.[0-9a-fA-F]{12}$")
 
@@ -41,9 +41,7 @@ def parse_brctl_show(
 ) -> tuple[BrctlBridge, ...]:
     """The bridges of one ``brctl show`` output, in listed order."""
     bridges: list[BrctlBridge] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if skip_pasted_command(line, source=source, number=lineno, sink=sink):
-            continue
+    for lineno, line in output_lines(text, source=source, sink=sink):
         if not line.strip():
             continue
         words = line.split()
@@ -51,15 +49,8 @@ def parse_brctl_show(
             continue
         if line[0] in " \t":
             if not bridges or len(words) != 1:
-                report(
-                    sink,
-                    ParseError(
-                        SourcePos(source, lineno),
-                        "port line without its bridge",
-                        token=line.strip(),
-                        expected="BRIDGE ID STP [PORT] first",
-                    ),
-                )
+                why, expected = "port line without its bridge", "BRIDGE ID STP [PORT] first"
+                report_line(sink, source, lineno, why, line.strip(), expected)
                 continue
             last = bridges[-1]
             bridges[-1] = BrctlBridge(
@@ -67,15 +58,8 @@ def parse_brctl_show(
             )
             continue
         if len(words) not in (3, 4) or not _BRIDGE_ID.match(words[1]):
-            report(
-                sink,
-                ParseError(
-                    SourcePos(source, lineno),
-                    "not a brctl show line",
-                    token=line.strip()[:60],
-                    expected="BRIDGE  8000.MAC  yes|no  [PORT]",
-                ),
-            )
+            expected = "BRIDGE  8000.MAC  yes|no  [PORT]"
+            report_line(sink, source, lineno, "not a brctl show line", line.strip()[:60], expected)
             continue
         stp = {"yes": True, "no": False}.get(words[2])
         bridges.append(BrctlBridge(words[0], words[1], stp, tuple(words[3:]), lineno))

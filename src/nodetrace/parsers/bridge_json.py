@@ -17,14 +17,16 @@ it matters when a snapshot has only the bridge tool's view.
 from __future__ import annotations
 
 from nodetrace.errors import DiagnosticSink
-from nodetrace.model.topology import (
-    MAIN_NS,
-    BridgeLink,
-    BridgePortInfo,
-    BridgeVlan,
-    FdbEntry,
+from nodetrace.model.topology import MAIN_NS, BridgeLink, BridgeVlan, FdbEntry
+from nodetrace.parsers.ip_json import (
+    as_int,
+    as_ip,
+    as_str,
+    bridge_port,
+    entry_error,
+    items,
+    json_array,
 )
-from nodetrace.parsers.ip_json import as_int, as_ip, entry_error, items, json_array
 
 
 def parse_bridge_fdb(
@@ -39,16 +41,14 @@ def parse_bridge_fdb(
         if not isinstance(e.get("ifname"), str):
             entry_error(sink, source, index, "an entry without a device", e["mac"])
             continue
-        flags = items(e, "flags")
-        master = e.get("master")
         out.append(
             FdbEntry(
                 mac=e["mac"].lower(),
                 dev=e["ifname"],
-                master=master if isinstance(master, str) else None,
+                master=as_str(e.get("master")),
                 vlan=as_int(e.get("vlan")),
                 state=str(e.get("state", "")),
-                self_entry="self" in flags,
+                self_entry="self" in items(e, "flags"),
                 dst=as_ip(e.get("dst")),
                 netns=netns,
             )
@@ -67,20 +67,7 @@ def parse_bridge_link(
             continue
         if not isinstance(p.get("master"), str):
             continue  # the bridge device itself, listed with `self`
-        out.append(
-            BridgeLink(
-                dev=p["ifname"],
-                master=p["master"],
-                port=BridgePortInfo(
-                    state=str(p.get("state", "forwarding")),
-                    learning=bool(p.get("learning", True)),
-                    flood=bool(p.get("flood", True)),
-                    hairpin=bool(p.get("hairpin", False)),
-                    isolated=bool(p.get("isolated", False)),
-                ),
-                netns=netns,
-            )
-        )
+        out.append(BridgeLink(p["ifname"], p["master"], bridge_port(p), netns))
     return tuple(out)
 
 

@@ -14,7 +14,3 @@ ELISION = re.compile(
     re.IGNORECASE,
 )
 """A line standing for lines left out where the output was copied."""
-
-
-def is_elision(line: str) -> bool:
-    return ELISION.match(line) is not None

@@ -18,24 +18,23 @@ packet from a log can be replayed exactly: ``ip_id``, ``ip_df``, ``ip_mf``, ``ip
 ``ct_state=+trk`` (flag syntax) are accepted too, where ``ofproto/trace`` wants exact values.
 Values OVS would silently mask or misread (``ip_dscp=64``, ``nw_src=300.1.1.1``) are refused.
 
-Which names are fields, and whether a value is a MAC, an address or a number, comes from OVS's
-own field table (``ovs.flow``); where each field's bits live and what it needs from the packet
-before it, from :data:`nodetrace.model.openflow.FIELD_ALIASES`. This module only says which
-:class:`Packet` attribute each header field sets.
+Which names are fields comes from OVS's own field table (``ovs.flow``, loaded only when a name
+is not a header field); where each field's bits live and what it needs from the packet before
+it, from :data:`nodetrace.model.openflow_fields.FIELD_ALIASES`. This module only says which
+:class:`Packet` attribute each header field sets, and so whether its value is a MAC, an
+address or a number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cache
 from ipaddress import AddressValueError, IPv4Address, IPv6Address, ip_address
 from typing import Any
 
-from ovs.flow.decoders import EthMask, IPMask
-from ovs.flow.ofp_fields import field_decoders
-
 from nodetrace.errors import UsageError
-from nodetrace.model.openflow import FIELD_ALIASES
+from nodetrace.model.openflow_fields import FIELD_ALIASES
 from nodetrace.model.packet import (
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
@@ -45,7 +44,7 @@ from nodetrace.model.packet import (
     Packet,
     canonical_mac,
 )
-from nodetrace.parsers.ovs_flow_text import TCP_FLAG_BITS, FlowTextError, parse_flags, split_top
+from nodetrace.parsers.flow_words import TCP_FLAG_BITS, FlowTextError, parse_flags, split_top
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +135,7 @@ def _int(name: str, value: str) -> int:
         said = (
             f"; ofproto/trace: bad value for {name} ({value}: value too large for "
             f"{bits // 8}-byte field {_OVS_NAMES.get(name, name)})"
-            if name in field_decoders and bits % 8 == 0
+            if name in _ovs_fields() and bits % 8 == 0
             else ""
         )
         raise UsageError(f"{name}={value}: out of range (0 to {(1 << bits) - 1}){said}")
@@ -159,12 +158,29 @@ def _addr(name: str, value: str) -> IPv4Address | IPv6Address:
         raise UsageError(f"{name}={value}: not an IP address") from None
 
 
+@cache
+def _ovs_fields() -> dict[str, Any]:
+    """OVS's field table, loaded on first use: ``ovs.flow`` brings pyparsing and netaddr (a
+    tenth of a second), which a packet of header fields alone never needs."""
+    from ovs.flow.ofp_fields import field_decoders
+
+    fields: dict[str, Any] = field_decoders
+    return fields
+
+
+_MAC_ATTRIBUTES = frozenset({"dl_src", "dl_dst", "arp_sha", "arp_tha"})
+_ADDRESS_ATTRIBUTES = frozenset({"nw_src", "nw_dst", "arp_spa", "arp_tpa", "nd_target"})
+"""The :class:`Packet` attributes holding a MAC or an IP address; the other header fields are
+numbers. OVS's field table decodes every name of :data:`_ATTRIBUTE` the same way (a unit test
+holds the two together)."""
+
+
 def _value(name: str, value: str) -> object:
-    """A header field's value, of the kind OVS's field table decodes it as."""
-    decoder = field_decoders.get(name)
-    if decoder is EthMask:
+    """A header field's value, of the kind its :class:`Packet` attribute holds."""
+    attribute = _ATTRIBUTE[name]
+    if attribute in _MAC_ATTRIBUTES:
         return _mac(name, value)
-    if decoder is IPMask:
+    if attribute in _ADDRESS_ATTRIBUTES:
         return _addr(name, value)
     return _int(name, value)
 
@@ -327,7 +343,7 @@ class _Packet:
             special(self, name, value)
         elif name in _ATTRIBUTE:
             self._header(name, value)
-        elif name in field_decoders:  # an OVS field that is not in the frame: the pipeline's
+        elif name in _ovs_fields():  # an OVS field that is not in the frame: the pipeline's
             self.metadata.append((name, value))
         else:
             raise UsageError(f"{name!r}: unknown flow field (ofproto/trace: unknown field {name})")
@@ -437,7 +453,7 @@ def parse_flow(text: str) -> FlowSpec:
         name, value = (s.strip() for s in part.split("=", 1))
         packet.seen.check(name, value)
         metadata = name not in _ATTRIBUTE and name not in _SPECIAL
-        if "/" in value and not (metadata and name in field_decoders):
+        if "/" in value and not (metadata and name in _ovs_fields()):
             raise UsageError(
                 f"{name}={value}: bad value for {name} ({value}: wildcards not allowed here)"
             )

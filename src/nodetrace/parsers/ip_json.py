@@ -119,6 +119,21 @@ def items(d: dict[str, Any], key: str) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def bridge_port(data: dict[str, Any]) -> BridgePortInfo:
+    """A bridge port's settings (``info_slave_data`` of ``ip -d -j link``, ``bridge -j link``)."""
+    return BridgePortInfo(
+        state=str(data.get("state", "forwarding")),
+        learning=bool(data.get("learning", True)),
+        flood=bool(data.get("flood", True)),
+        hairpin=bool(data.get("hairpin", False)),
+        isolated=bool(data.get("isolated", False)),
+    )
+
+
 def as_ip(value: Any) -> IPAddress | None:
     if not isinstance(value, str):
         return None
@@ -130,9 +145,8 @@ def as_ip(value: Any) -> IPAddress | None:
 
 def _detail(kind: LinkKind, link: dict[str, Any], data: dict[str, Any]) -> LinkDetail | None:
     if kind is LinkKind.VETH:
-        peer = link.get("link")
         return VethInfo(
-            peer=peer if isinstance(peer, str) and "link_netnsid" not in link else None,
+            peer=as_str(link.get("link")) if "link_netnsid" not in link else None,
             peer_ifindex=as_int(link.get("link_index")),
             peer_netnsid=as_int(link.get("link_netnsid")),
         )
@@ -153,13 +167,13 @@ def _detail(kind: LinkKind, link: dict[str, Any], data: dict[str, Any]) -> LinkD
             local=as_ip(data.get("local")),
             remote=as_ip(data.get("remote", data.get("group"))),
             dst_port=as_int(data.get("port", data.get("dstport"))),
-            underlay=data.get("link") if isinstance(data.get("link"), str) else None,
+            underlay=as_str(data.get("link")),
             learning=bool(data.get("learning", True)),
             external=external,
         )
     if kind in (LinkKind.TAP, LinkKind.TUN):
-        mode = data.get("type")
-        return TunTapInfo(mode=mode if isinstance(mode, str) else kind.value)
+        mode = as_str(data.get("type"))
+        return TunTapInfo(mode=kind.value if mode is None else mode)
     return None
 
 
@@ -210,29 +224,19 @@ def parse_ip_link(
         kind = _kind(link, info)
         flags = items(link, "flags")
         master_kind = info.get("info_slave_kind")
-        slave = obj(info, "info_slave_data")
-        port = None
-        if master_kind == "bridge":
-            port = BridgePortInfo(
-                state=str(slave.get("state", "forwarding")),
-                learning=bool(slave.get("learning", True)),
-                flood=bool(slave.get("flood", True)),
-                hairpin=bool(slave.get("hairpin", False)),
-                isolated=bool(slave.get("isolated", False)),
-            )
-        master = link.get("master")
+        port = bridge_port(obj(info, "info_slave_data")) if master_kind == "bridge" else None
         out.append(
             Interface(
                 name=link["ifname"],
                 netns=netns,
                 ifindex=as_int(link.get("ifindex")),
                 kind=kind,
-                mac=link.get("address") if isinstance(link.get("address"), str) else None,
+                mac=as_str(link.get("address")),
                 mtu=as_int(link.get("mtu")),
                 up="UP" in flags,
                 carrier="LOWER_UP" in flags,
-                master=master if isinstance(master, str) else None,
-                master_kind=master_kind if isinstance(master_kind, str) else None,
+                master=as_str(link.get("master")),
+                master_kind=as_str(master_kind),
                 addresses=_addresses(link),
                 detail=_detail(kind, link, data),
                 bridge_port=port,
@@ -245,7 +249,7 @@ parse_ip_addr = parse_ip_link
 """``ip -d -j addr show`` prints link objects with ``addr_info``: the same reader serves."""
 
 
-_ROUTE_TYPES = {t.value: t for t in RouteType}
+ROUTE_TYPES = {t.value: t for t in RouteType}
 
 
 def as_network(value: Any, family: Family | None) -> IPNetwork | None:
@@ -300,9 +304,9 @@ def parse_ip_route(
                 family=fam,
                 dst=dst,
                 table=str(r.get("table", "main")),
-                type=_ROUTE_TYPES.get(str(r.get("type", "unicast")), RouteType.OTHER),
+                type=ROUTE_TYPES.get(str(r.get("type", "unicast")), RouteType.OTHER),
                 gateway=as_ip(r.get("gateway")),
-                dev=r.get("dev") if isinstance(r.get("dev"), str) else None,
+                dev=as_str(r.get("dev")),
                 prefsrc=as_ip(r.get("prefsrc")),
                 metric=as_int(r.get("metric")) or 0,
                 scope=str(r.get("scope", "global")),
@@ -314,16 +318,17 @@ def parse_ip_route(
     return tuple(out)
 
 
-def _rule_net(r: dict[str, Any], key: str, family: Family) -> IPNetwork | None:
-    value = r.get(key)
+def rule_network(value: Any, family: Family) -> IPNetwork | None:
+    """A rule's ``from``/``to`` prefix; none for ``all``, absent, or a prefix of another family."""
     if value in (None, "all"):
         return None
-    length = r.get(f"{key}len")
-    text = f"{value}/{length}" if length is not None else str(value)
-    net = as_network(text, family)
-    if net is not None and (net.version == 4) != (family is Family.IPV4):
-        return None
-    return net
+    net = as_network(value, family)
+    return net if net is not None and (net.version == 4) == (family is Family.IPV4) else None
+
+
+def _rule_net(r: dict[str, Any], key: str, family: Family) -> IPNetwork | None:
+    value, length = r.get(key), r.get(f"{key}len")
+    return rule_network(f"{value}/{length}" if length is not None else value, family)
 
 
 def parse_ip_rule(
@@ -351,8 +356,8 @@ def parse_ip_rule(
                 action=action,
                 src=_rule_net(r, "src", family),
                 dst=_rule_net(r, "dst", family),
-                iif=r.get("iif") if isinstance(r.get("iif"), str) else None,
-                oif=r.get("oif") if isinstance(r.get("oif"), str) else None,
+                iif=as_str(r.get("iif")),
+                oif=as_str(r.get("oif")),
                 fwmark=as_int(r.get("fwmark")),
                 fwmask=as_int(r.get("fwmask")),
                 not_="not" in r,
@@ -372,14 +377,12 @@ def parse_ip_neigh(
         if ip is None or not isinstance(n.get("dev"), str):
             entry_error(sink, source, index, "a neighbour without an address or device")
             continue
-        state = items(n, "state")
-        mac = n.get("lladdr")
         out.append(
             Neighbour(
                 ip=ip,
                 dev=n["dev"],
-                mac=mac if isinstance(mac, str) else None,
-                state=tuple(str(s) for s in state),
+                mac=as_str(n.get("lladdr")),
+                state=tuple(str(s) for s in items(n, "state")),
                 netns=netns,
             )
         )

@@ -23,8 +23,7 @@ from __future__ import annotations
 import re
 from ipaddress import ip_interface
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
-from nodetrace.model.netfilter import IPNetwork
+from nodetrace.errors import DiagnosticSink, SourcePos, report_line
 from nodetrace.model.packet import Family
 from nodetrace.model.topology import (
     MAIN_NS,
@@ -46,28 +45,20 @@ from nodetrace.model.topology import (
     VethInfo,
 )
 from nodetrace.parsers.elision import ELISION
-from nodetrace.parsers.ip_json import as_int, as_ip, as_network
-from nodetrace.parsers.pasted import skip_pasted_command
+from nodetrace.parsers.ip_json import ROUTE_TYPES, as_int, as_ip, as_network, rule_network
+from nodetrace.parsers.pasted import output_lines
 
 _HEADER = re.compile(r"^(\d+):\s+([^\s:@]+)(?:@([^\s:]+))?:\s+<([^>]*)>(.*)$")
 _LINK = re.compile(r"^\s+link/(\S+)(?:\s+(\S+))?(.*)$")
 _INET = re.compile(r"^\s+(inet6?)\s+(\S+)(?:\s+peer\s+(\S+))?(.*)$")
 _KIND_WORDS = {
-    "veth": LinkKind.VETH,
-    "bridge": LinkKind.BRIDGE,
-    "vxlan": LinkKind.VXLAN,
-    "gre": LinkKind.GRE,
-    "gretap": LinkKind.GRETAP,
-    "ip6gre": LinkKind.GRE,
-    "ip6gretap": LinkKind.GRETAP,
-    "geneve": LinkKind.GENEVE,
-    "tun": LinkKind.TUN,
-    "openvswitch": LinkKind.OPENVSWITCH,
-    "bond": LinkKind.BOND,
-    "vlan": LinkKind.VLAN,
-    "macvlan": LinkKind.MACVLAN,
+    "veth": LinkKind.VETH, "bridge": LinkKind.BRIDGE, "vxlan": LinkKind.VXLAN, "gre": LinkKind.GRE,
+    "gretap": LinkKind.GRETAP, "ip6gre": LinkKind.GRE, "ip6gretap": LinkKind.GRETAP,
+    "geneve": LinkKind.GENEVE, "tun": LinkKind.TUN, "openvswitch": LinkKind.OPENVSWITCH,
+    "bond": LinkKind.BOND, "vlan": LinkKind.VLAN, "macvlan": LinkKind.MACVLAN,
     "dummy": LinkKind.DUMMY,
-}
+}  # fmt: skip
+_ELIDED = "lines left out where the output was copied"
 _SLAVE_WORDS = {"bridge_slave": "bridge", "openvswitch_slave": "openvswitch", "bond_slave": "bond"}
 
 
@@ -130,7 +121,7 @@ class _Builder:
 
     def build(self) -> Interface:
         kind = self.kind
-        derived = ""
+        derived = where = ""
         if kind is None and self.link_type == "ether" and self._peer_in_other_namespace():
             # Without -d, `NAME@ifN ... link-netns NS` is what ip prints for a veth whose
             # other end is device N of namespace NS (DVR's rfp-/fpr-, ns- of ovs_use_veth).
@@ -140,17 +131,14 @@ class _Builder:
                 if self.peer_netns is not None
                 else f"link-netnsid {self.peer_netnsid}"
             )
-            derived = (
-                f"veth derived from {self.name}@{self.at} and {where} "
-                "(ip address without -d does not print the kind)"
-            )
         elif kind is None and self.mutual_peer:
             # `qvoX@qvbX` and `qvbX@qvoX`: two devices naming each other as their link are the
             # two ends of a veth (a VLAN or macvlan names its lower device, which never names
             # it back).
-            kind = LinkKind.VETH
+            kind, where = LinkKind.VETH, f"{self.at}@{self.name}"
+        if where:
             derived = (
-                f"veth derived from {self.name}@{self.at} and {self.at}@{self.name} "
+                f"veth derived from {self.name}@{self.at} and {where} "
                 "(ip address without -d does not print the kind)"
             )
         if kind is None and self.link_type == "ether" and not self.detailed:
@@ -228,17 +216,12 @@ def parse_ip_link_text(
     out: list[_Builder] = []
     current: _Builder | None = None
     after_elision = False
-    for number, line in enumerate(text.splitlines(), 1):
-        if skip_pasted_command(line, source=source, number=number, sink=sink):
-            continue
+    for number, line in output_lines(text, source=source, sink=sink):
         if not line.strip():
             continue
         if ELISION.match(line):
             if sink is not None:
-                sink.warn(
-                    SourcePos(source, number),
-                    "lines left out where the output was copied: devices may be missing",
-                )
+                sink.warn(SourcePos(source, number), f"{_ELIDED}: devices may be missing")
             # What follows up to the next device belongs to a device whose header was cut.
             if current is not None:
                 out.append(current)
@@ -256,14 +239,13 @@ def parse_ip_link_text(
             continue
         if current is None:
             # sosreport fixtures sometimes start with tool noise ("Message truncated").
-            report(
+            report_line(
                 sink,
-                ParseError(
-                    SourcePos(source, number),
-                    "line before the first interface",
-                    token=line.strip()[:40],
-                    expected="N: NAME: <FLAGS>",
-                ),
+                source,
+                number,
+                "line before the first interface",
+                line.strip()[:40],
+                "N: NAME: <FLAGS>",
             )
             continue
         lm = _LINK.match(line)
@@ -283,10 +265,7 @@ def parse_ip_link_text(
                 iface = ip_interface(im.group(2))
                 peer = ip_interface(im.group(3)) if im.group(3) else None
             except ValueError:
-                report(
-                    sink,
-                    ParseError(SourcePos(source, number), "bad address", token=im.group(2)),
-                )
+                report_line(sink, source, number, "bad address", im.group(2))
                 continue
             scope = _pairs(im.group(4).split()).get("scope", "global")
             current.addresses.append(Address(iface, scope, peer))
@@ -307,9 +286,6 @@ def _mark_mutual_peers(builders: list[_Builder]) -> None:
     for b in builders:
         if b.at is not None and at_of.get(b.at) == b.name:
             b.mutual_peer = True
-
-
-_ROUTE_TYPES = {t.value: t for t in RouteType}
 
 
 def parse_ip_route_text(
@@ -334,19 +310,13 @@ def parse_ip_route_text(
 
     def _route(words: list[str], hops: list[NextHop], number: int) -> Route | None:
         rtype = RouteType.UNICAST
-        if words[0] in _ROUTE_TYPES and len(words) > 1:
-            rtype = _ROUTE_TYPES[words[0]]
+        if words[0] in ROUTE_TYPES and len(words) > 1:
+            rtype = ROUTE_TYPES[words[0]]
             words = words[1:]
         dst = as_network(words[0], family)
         if dst is None:
-            report(
-                sink,
-                ParseError(
-                    SourcePos(source, number),
-                    "unreadable destination",
-                    token=words[0],
-                    expected="PREFIX or default",
-                ),
+            report_line(
+                sink, source, number, "unreadable destination", words[0], "PREFIX or default"
             )
             return None
         attrs = _pairs(words[1:])
@@ -365,9 +335,7 @@ def parse_ip_route_text(
             netns=netns,
         )
 
-    for number, line in enumerate(text.splitlines(), 1):
-        if skip_pasted_command(line, source=source, number=number, sink=sink):
-            continue
+    for number, line in output_lines(text, source=source, sink=sink):
         words = line.split()
         if not words:
             continue
@@ -394,18 +362,11 @@ def parse_ip_rule_text(
 ) -> tuple[RouteRule, ...]:
     """Policy rules from ``ip [-4|-6] rule list`` (``32766:\\tfrom all lookup main``)."""
     out: list[RouteRule] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if skip_pasted_command(line, source=source, number=number, sink=sink):
-            continue
+    for number, line in output_lines(text, source=source, sink=sink):
         m = re.match(r"^\s*(\d+):\s+(.*)$", line)
         if not m:
             if line.strip():
-                report(
-                    sink,
-                    ParseError(
-                        SourcePos(source, number), "not a rule", expected="PRIO: SELECTOR ACTION"
-                    ),
-                )
+                report_line(sink, source, number, "not a rule", expected="PRIO: SELECTOR ACTION")
             continue
         words = m.group(2).split()
         negate = bool(words) and words[0] == "not"
@@ -415,26 +376,14 @@ def parse_ip_rule_text(
             if word in attrs:
                 action, table = word, None
         mark, _, mask = (attrs.get("fwmark") or "").partition("/")
-
-        def net(key: str, attrs: dict[str, str] = attrs) -> IPNetwork | None:
-            value = attrs.get(key)
-            if value in (None, "all"):
-                return None
-            found = as_network(value, family)
-            return (
-                found
-                if found is not None and (found.version == 4) == (family is Family.IPV4)
-                else None
-            )
-
         out.append(
             RouteRule(
                 family=family,
                 priority=int(m.group(1)),
                 table=table,
                 action=action,
-                src=net("from"),
-                dst=net("to"),
+                src=rule_network(attrs.get("from"), family),
+                dst=rule_network(attrs.get("to"), family),
                 iif=attrs.get("iif"),
                 oif=attrs.get("oif"),
                 fwmark=as_int(mark) if mark else None,
@@ -447,16 +396,8 @@ def parse_ip_rule_text(
 
 
 _NUD = {
-    "PERMANENT",
-    "NOARP",
-    "REACHABLE",
-    "STALE",
-    "NONE",
-    "INCOMPLETE",
-    "DELAY",
-    "PROBE",
-    "FAILED",
-}
+    "PERMANENT", "NOARP", "REACHABLE", "STALE", "NONE", "INCOMPLETE", "DELAY", "PROBE", "FAILED",
+}  # fmt: skip
 
 
 def parse_ip_neigh_text(
@@ -464,17 +405,13 @@ def parse_ip_neigh_text(
 ) -> tuple[Neighbour, ...]:
     """ARP/NDP entries from ``ip [-s] neigh show`` text."""
     out: list[Neighbour] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if skip_pasted_command(line, source=source, number=number, sink=sink):
-            continue
+    for number, line in output_lines(text, source=source, sink=sink):
         words = line.split()
         if not words:
             continue
         ip = as_ip(words[0])
         if ip is None or "dev" not in words:
-            report(
-                sink, ParseError(SourcePos(source, number), "not a neighbour entry", token=words[0])
-            )
+            report_line(sink, source, number, "not a neighbour entry", words[0])
             continue
         dev = words[words.index("dev") + 1] if words.index("dev") + 1 < len(words) else ""
         mac = words[words.index("lladdr") + 1] if "lladdr" in words[:-1] else None
@@ -495,14 +432,12 @@ def parse_bridge_fdb_text(
 ) -> tuple[FdbEntry, ...]:
     """Forwarding entries from ``bridge [-s] [-d] fdb show`` text."""
     out: list[FdbEntry] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if skip_pasted_command(line, source=source, number=number, sink=sink):
-            continue
+    for number, line in output_lines(text, source=source, sink=sink):
         words = line.split()
         if not words:
             continue
         if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", words[0]) or "dev" not in words:
-            report(sink, ParseError(SourcePos(source, number), "not an fdb entry", token=words[0]))
+            report_line(sink, source, number, "not an fdb entry", words[0])
             continue
         rest = words[1:]
         flags = {w for w in rest if w in ("self", "permanent", "static", "extern_learn")}
@@ -532,23 +467,16 @@ def parse_ip_netns_text(
     warning: the namespaces it stood for are unknown.
     """
     out: list[NamespaceId] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if skip_pasted_command(line, source=source, number=number, sink=sink):
-            continue
+    for number, line in output_lines(text, source=source, sink=sink):
         if not line.strip():
             continue
         if ELISION.match(line):
             if sink is not None:
-                sink.warn(
-                    SourcePos(source, number),
-                    "lines left out where the output was copied: the list is incomplete",
-                )
+                sink.warn(SourcePos(source, number), f"{_ELIDED}: the list is incomplete")
             continue
         m = re.match(r"^([A-Za-z0-9_.:@+-]+)(?:\s+\(id:\s*(\d+)\))?\s*$", line)
         if not m:
-            report(
-                sink, ParseError(SourcePos(source, number), "not a namespace line", token=line[:40])
-            )
+            report_line(sink, source, number, "not a namespace line", line[:40])
             continue
         out.append(NamespaceId(m.group(1), int(m.group(2)) if m.group(2) else None))
     return tuple(out)

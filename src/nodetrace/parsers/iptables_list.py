@@ -55,6 +55,7 @@ _CHAIN_RE = re.compile(
     r"bytes)?|(?P<refs>\d+) references)\)"
 )
 _NUMBER_RE = re.compile(r"\d+")
+_COLUMNS = "[pkts bytes] target prot opt [in out] source destination"
 _OPT_RE = re.compile(r"^[-!][-f]$")
 _PROTOCOL_NAMES = {number: name for name, number in reversed(PROTOCOL_NUMBERS.items())}
 _TCP_FLAGS = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
@@ -94,6 +95,12 @@ class _Cursor:
 
     def starts(self, *words: str) -> bool:
         return self.peek(len(words)) == list(words)
+
+    def peek_option(self) -> tuple[bool, str]:
+        """(negated, word): the next word, or the one after a standalone ``!``."""
+        words = self.peek(2)
+        neg = words[:1] == ["!"]
+        return neg, words[1] if neg and len(words) > 1 else (words[0] if words else "")
 
     def take_quoted(self) -> str:
         """A ``"..."`` string as LOG/NFLOG print their prefix (no escaping)."""
@@ -230,28 +237,15 @@ def _state(cursor: _Cursor, family: Family) -> list[Token]:
 
 
 _CONNTRACK_WORDS = (
-    "ctstate",
-    "ctproto",
-    "ctorigsrc",
-    "ctorigdst",
-    "ctreplsrc",
-    "ctrepldst",
-    "ctorigsrcport",
-    "ctorigdstport",
-    "ctreplsrcport",
-    "ctrepldstport",
-    "ctstatus",
-    "ctexpire",
-    "ctdir",
-)
+    "ctstate", "ctproto", "ctorigsrc", "ctorigdst", "ctreplsrc", "ctrepldst", "ctorigsrcport",
+    "ctorigdstport", "ctreplsrcport", "ctrepldstport", "ctstatus", "ctexpire", "ctdir",
+)  # fmt: skip
 
 
 def _conntrack(cursor: _Cursor, family: Family) -> list[Token]:
     out = _w("-m", "conntrack")
     while True:
-        words = cursor.peek(2)
-        neg = words[:1] == ["!"]
-        name = words[1] if neg and len(words) > 1 else (words[0] if words else "")
+        neg, name = cursor.peek_option()
         if name not in _CONNTRACK_WORDS:
             return out
         if neg:
@@ -265,9 +259,7 @@ def _physdev(cursor: _Cursor, family: Family) -> list[Token]:
     cursor.take(2)  # "PHYSDEV match"
     out = _w("-m", "physdev")
     while True:
-        words = cursor.peek(2)
-        neg = words[:1] == ["!"]
-        name = words[1] if neg and len(words) > 1 else (words[0] if words else "")
+        neg, name = cursor.peek_option()
         if not name.startswith("--physdev"):
             return out
         cursor.take(2 if neg else 1)
@@ -284,9 +276,7 @@ def _set(cursor: _Cursor, family: Family) -> list[Token]:
     cursor.take()
     out = _w("-m", "set") + neg + _w("--match-set", cursor.take_word(), cursor.take_word())
     while True:
-        words = cursor.peek(2)
-        flag_neg = words[:1] == ["!"]
-        name = words[1] if flag_neg and len(words) > 1 else (words[0] if words else "")
+        flag_neg, name = cursor.peek_option()
         if name in ("return-nomatch", "update-counters", "update-subcounters"):
             cursor.take(2 if flag_neg else 1)
             out += (_w("!") if flag_neg else []) + _w(f"--{name}")
@@ -750,13 +740,9 @@ def parse_iptables_list(
         if line.startswith("Chain "):
             m = _CHAIN_RE.match(line.strip())
             if m is None:
+                expected = "Chain NAME (policy P ...) or Chain NAME (N references)"
                 report.error(
-                    ParseError(
-                        pos,
-                        "bad chain header",
-                        token=line.strip(),
-                        expected="Chain NAME (policy P ...) or Chain NAME (N references)",
-                    )
+                    ParseError(pos, "bad chain header", token=line.strip(), expected=expected)
                 )
                 current = None
                 continue
@@ -784,22 +770,15 @@ def parse_iptables_list(
         if skip_pasted_command(line, source=source, number=lineno, sink=report):
             continue
         if current is None or cols is None:
+            token = line.strip()[:40]
             report.error(
-                ParseError(
-                    pos, "rule line outside a chain", token=line.strip()[:40], expected="Chain ..."
-                )
+                ParseError(pos, "rule line outside a chain", token=token, expected="Chain ...")
             )
             continue
         split = _split_rule(names, cols, family)
         if split is None:
-            report.error(
-                ParseError(
-                    pos,
-                    "rule line whose columns cannot be read",
-                    token=line.strip(),
-                    expected="[pkts bytes] target prot opt [in out] source destination",
-                )
-            )
+            why, expected = "rule line whose columns cannot be read", _COLUMNS
+            report.error(ParseError(pos, why, token=line.strip(), expected=expected))
             # Keep its place: the rules after it keep their numbers.
             current.rules.append(_Pending(current_name, [], "", False, "", line.strip(), pos, None))
             continue
@@ -812,17 +791,9 @@ def parse_iptables_list(
             exact = exact and pk is not None and by is not None
             rule_counters = (pk, by) if pk is not None and by is not None else None
         match_tokens, target_text, goto, unknown = _translate(line[end:], family)
+        tokens, target = ip_tokens + match_tokens, target or ""
         current.rules.append(
-            _Pending(
-                current_name,
-                ip_tokens + match_tokens,
-                target or "",
-                goto,
-                target_text,
-                unknown,
-                pos,
-                rule_counters,
-            )
+            _Pending(current_name, tokens, target, goto, target_text, unknown, pos, rule_counters)
         )
     if cols is None and chains:
         report.warn(SourcePos(source, 0), "no column header line: the listing format is unknown")
@@ -853,14 +824,8 @@ def _build(
             rules.append(
                 _rule(p, len(rules) + 1, table, family, user_chains, report, cols, exact, cache)
             )
-        built[name] = Chain(
-            name,
-            decl.builtin,
-            decl.policy,
-            tuple(rules),
-            decl.counters if exact else None,
-            decl.pos,
-        )
+        counters = decl.counters if exact else None
+        built[name] = Chain(name, decl.builtin, decl.policy, tuple(rules), counters, decl.pos)
     first = next(iter(chains.values()), None)
     return Ruleset(
         family, {table: Table(table, built, first.pos if first else None)}, source=source
@@ -917,6 +882,10 @@ def _typed(p: _Pending, family: Family, user_chains: set[str], report: Diagnosti
 
 _Typed = tuple[IpSpec, tuple[Match, ...], Target, str, str]
 
+_NO_INTERFACES = UnknownMatch(
+    "", (), "the listing was taken without -v: it does not show the rule's -i/-o interfaces"
+)
+
 
 def _rule(
     p: _Pending,
@@ -941,23 +910,10 @@ def _rule(
     ip, matches, target, args_text, unknown = typed
     if unknown:
         report.warn(p.pos, f"listing text not understood, the rule's match is unknown: {unknown}")
-        matches = (
-            *matches,
-            UnknownMatch(
-                "",
-                (RawOption("listing", (unknown,)),),
-                f"the listing printed {unknown!r}, which cannot be read back into options",
-            ),
-        )
+        why = f"the listing printed {unknown!r}, which cannot be read back into options"
+        matches = (*matches, UnknownMatch("", (RawOption("listing", (unknown,)),), why))
     if not cols.interfaces:
-        matches = (
-            *matches,
-            UnknownMatch(
-                "",
-                (),
-                "the listing was taken without -v: it does not show the rule's -i/-o interfaces",
-            ),
-        )
+        matches = (*matches, _NO_INTERFACES)
     text = f"-A {p.chain} {args_text}".rstrip()
     return Rule(
         table=table,

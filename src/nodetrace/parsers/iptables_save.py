@@ -213,9 +213,12 @@ def _values_end(words: list[str], quoted: frozenset[int], j: int) -> int:
     return j
 
 
-@dataclass(frozen=True, slots=True)
-class RuleArgs:
-    """The words after ``-A CHAIN``, split into the ip part, modules and the target."""
+class RuleArgs(NamedTuple):
+    """The words after ``-A CHAIN``, split into the ip part, modules and the target.
+
+    Immutable like the model's dataclasses, but a named tuple: one is built per distinct rule
+    text, and a frozen dataclass costs five times as much to build.
+    """
 
     ip: IpSpec
     modules: tuple[tuple[str, tuple[RawOption, ...]], ...]
@@ -433,8 +436,9 @@ def _module_options(
     if known is None:
         return tuple(RawOption(words[n][2:], tuple(words[s:e]), neg) for n, s, e, neg in spans)
     key: object = tuple(words[first:end])
-    if quoted:  # a quoted "--x" is a value, a bare one an option: the same words, other options
-        key = (key, tuple(q - first for q in sorted(quoted) if first <= q < end))
+    inside = [q - first for q in quoted if first <= q < end] if quoted else None
+    if inside:  # a quoted "--x" is a value, a bare one an option: the same words, other options
+        key = (key, tuple(sorted(inside)))
     options = known.get(key)
     if options is None:
         options = tuple(RawOption(words[n][2:], tuple(words[s:e]), neg) for n, s, e, neg in spans)
@@ -503,16 +507,9 @@ def build_target(
         ) from None
 
 
-class _PendingRule(NamedTuple):
-    """A rule line read, waiting for its table's ``COMMIT`` (a target names a chain of the
-    whole table)."""
-
-    chain: str
-    args: RuleArgs
-    matches: tuple[Match, ...]
-    text: str
-    pos: SourcePos
-    counters: tuple[int, int] | None
+_PendingRule = tuple[str, RuleArgs, tuple[Match, ...], str, SourcePos, tuple[int, int] | None]
+"""A rule line read (chain, arguments, matches, text, line, counters), waiting for its table's
+``COMMIT``: a target names a chain of the whole table. A plain tuple: one per rule."""
 
 
 @dataclass
@@ -528,12 +525,12 @@ class _TableBuilder:
 def _finish_table(tb: _TableBuilder, sink: DiagnosticSink, family: Family) -> Table:
     builtin_names = set(BUILTIN_CHAINS.get(tb.name, ()))
     user_chains = {name for name, decl in tb.chains.items() if not decl[0]}
-    user_chains |= {p.args.target_name for p in tb.rules if p.args.goto}
+    user_chains |= {args.target_name for _, args, *_ in tb.rules if args.goto}
     by_chain: dict[str, list[Rule]] = {name: [] for name in tb.chains}
     # Targets without options (verdicts, jumps: nearly every rule) are immutable and shared.
     plain_targets: dict[tuple[str, bool], Target] = {}
     for chain, args, matches, text, pos, counters in tb.rules:
-        rules = by_chain.setdefault(chain, [])
+        rules = by_chain[chain]  # every rule's chain is declared, or was when its rule was read
         name = args.target_name
         target = plain_targets.get((name, args.goto)) if not args.target_options else None
         if target is None:
@@ -597,14 +594,17 @@ def _parse_rule_line(
         if m:
             counters = (int(m.group(1)), int(m.group(2)))
             line = line[m.end() :]
-    if not (line.startswith("-A ") or line.startswith("--append ")):
+    if line[:3] == "-A ":
+        rest = line[3:]
+    elif line.startswith("--append "):
+        rest = line[9:]
+    else:
         raise ParseError(
             pos,
             "unexpected line",
             token=line.split()[0],
             expected="-A CHAIN ..., :CHAIN, COMMIT or *TABLE",
         )
-    _, _, rest = line.partition(" ")
     chain, _, args_text = rest.lstrip().partition(" ")
     if not chain or '"' in chain or "\\" in chain:
         words, quoted = _words(line, pos)
@@ -751,7 +751,7 @@ def _parse(text: str, source: str, family: Family | None, sink: DiagnosticSink |
                         None,
                         pos,
                     )
-                current.rules.append(_PendingRule(chain, args, matches, rule_text, pos, counters))
+                current.rules.append((chain, args, matches, rule_text, pos, counters))
                 continue
             if line[0] == "*":
                 if current is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
+from nodetrace.errors import DiagnosticSink, report_line
 from nodetrace.model.snapshot import DatapathPort
 
 _DATAPATH = re.compile(r"^(\S+@\S+):\s*$")
@@ -47,13 +47,6 @@ def parse_ovs_appctl_dpctl_show(
             continue
         if line.startswith((" ", "\t")) and (_OTHER.match(line) or ":" in line):
             continue  # counters and statistics
-        report(
-            sink,
-            ParseError(
-                SourcePos(source, number),
-                "not a dpctl/show line",
-                token=line.strip()[:40],
-                expected="DATAPATH: or port N: NAME (TYPE)",
-            ),
-        )
+        expected = "DATAPATH: or port N: NAME (TYPE)"
+        report_line(sink, source, number, "not a dpctl/show line", line.strip()[:40], expected)
     return tuple(out)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
+from nodetrace.errors import DiagnosticSink, SourcePos, report_line
 from nodetrace.model.openflow import LOCAL_PORT
 from nodetrace.model.ovs_runtime import MacEntry, MacTable
 
@@ -34,13 +34,8 @@ def parse_ovs_appctl_fdb_show(
             continue
         m = _ENTRY.match(line)
         if m is None:
-            err = ParseError(
-                SourcePos(source, number),
-                "not an fdb/show entry",
-                token=line.strip()[:60],
-                expected="PORT VLAN MAC AGE",
-            )
-            report(sink, err)
+            token, expected = line.strip()[:60], "PORT VLAN MAC AGE"
+            report_line(sink, source, number, "not an fdb/show entry", token, expected)
             continue
         port = LOCAL_PORT if m.group(1) == "LOCAL" else int(m.group(1))
         age = None if m.group(4) == "static" else int(m.group(4))

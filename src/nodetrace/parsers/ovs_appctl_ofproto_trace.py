@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
+from nodetrace.errors import DiagnosticSink, report_line
 from nodetrace.model.openflow_trace import (
     ActionRun,
     Bridge,
@@ -110,10 +110,7 @@ def parse_ovs_appctl_ofproto_trace(
 
 
 def _bad(sink: DiagnosticSink | None, source: str, number: int, line: str) -> None:
-    err = ParseError(
-        SourcePos(source, number), "not part of an ofproto/trace output", token=line[:60]
-    )
-    report(sink, err)
+    report_line(sink, source, number, "not part of an ofproto/trace output", line[:60])
 
 
 _TABLE = re.compile(r"^(\d+)\. ")

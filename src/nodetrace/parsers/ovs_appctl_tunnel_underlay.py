@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from ipaddress import ip_address, ip_network
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
+from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report, report_line
 from nodetrace.model.topology import IPAddress, OvsRoute, OvsTunnelNeighbour
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -89,12 +89,8 @@ def parse_ovs_appctl_tnl_neigh_show(
             continue
         pos = SourcePos(source, lineno)
         if len(words) not in (3, 4) or not _MAC.match(words[1]):
-            report(
-                sink,
-                ParseError(
-                    pos, "not a neighbour line", token=line.strip()[:60], expected="IP MAC BRIDGE"
-                ),
-            )
+            token, expected = line.strip()[:60], "IP MAC BRIDGE"
+            report_line(sink, source, lineno, "not a neighbour line", token, expected)
             continue
         try:
             ip = _address(words[0])

@@ -66,31 +66,10 @@ from nodetrace.model.openflow import (
     field_segments,
     field_width,
 )
-from nodetrace.model.packet import PROTOCOL_SHORTHANDS, TcpFlag
-
-
-class FlowTextError(ValueError):
-    """A match or action term that cannot be read; the message names the term."""
-
-
-def split_top(text: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside parentheses (``learn(a,b),output:1`` has two parts)."""
-    if "(" not in text:
-        return [p.strip() for p in text.split(sep) if p.strip()]
-    parts: list[str] = []
-    depth = 0
-    start = 0
-    for i, c in enumerate(text):
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == sep and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
+from nodetrace.model.packet import PROTOCOL_SHORTHANDS
+from nodetrace.parsers.flow_words import TCP_FLAG_BITS, parse_flags
+from nodetrace.parsers.flow_words import FlowTextError as FlowTextError  # imported from here too
+from nodetrace.parsers.flow_words import split_top as split_top
 
 # ---------------------------------------------------------------------------------------------
 # Fields and subfields
@@ -154,37 +133,7 @@ def parse_port(value: object) -> PortRef:
 
 _FRAG = {"no": (0, 1), "yes": (1, 1), "first": (1, 3), "later": (3, 3), "not_later": (0, 2)}
 
-TCP_FLAG_BITS = {f.name.lower(): int(f) for f in TcpFlag} | {"ns": TcpFlag.AE}
-"""TCP flags by the names OVS takes (``ns`` is the AE bit's older name)."""
-
 _PACKET_TYPE = re.compile(r"packet_type=\(\s*(\w+)\s*,\s*(\w+)\s*\)")
-
-
-def parse_flags(text: str, bits: dict[str, int], what: str) -> tuple[int, int]:
-    """``+trk-est`` / ``trk|est`` / ``0x21/0x3f`` -> (value, mask)."""
-    text = text.strip()
-    every = 0
-    for bit in bits.values():  # two names may stand for one bit
-        every |= bit
-    if text[:1].isdigit():
-        value_text, _, mask_text = text.partition("/")
-        value = int(value_text, 0)
-        mask = int(mask_text, 0) if mask_text else every
-        return value & mask, mask
-    value = mask = 0
-    if text[:1] in "+-":
-        for sign, name in re.findall(r"([+-])([a-z_]+)", text.lower()):
-            if name not in bits:
-                raise FlowTextError(f"{what}: unknown flag {name!r}")
-            mask |= bits[name]
-            if sign == "+":
-                value |= bits[name]
-        return value, mask
-    for name in re.split(r"[|,]", text.lower()):
-        if name not in bits:
-            raise FlowTextError(f"{what}: unknown flag {name!r}")
-        value |= bits[name]
-    return value, every
 
 
 def _int_value(value: Any, width: int) -> tuple[int, int]:

@@ -44,13 +44,9 @@ _RECORD_START = re.compile(r"^\s*(cookie|duration|table|priority)=")
 _INFO_INT = {"cookie", "table", "n_packets", "n_bytes", "importance"}
 _INFO_TIME = {"duration", "idle_timeout", "hard_timeout", "idle_age", "hard_age"}
 _INFO_FLAGS = {
-    "reset_counts",
-    "send_flow_rem",
-    "check_overlap",
-    "no_packet_counts",
-    "no_byte_counts",
+    "reset_counts", "send_flow_rem", "check_overlap", "no_packet_counts", "no_byte_counts",
     "no_readonly_table",
-}
+}  # fmt: skip
 
 
 def parse_ovs_ofctl_dump_flows(
@@ -134,21 +130,14 @@ def parse_ovs_ofctl_dump_flows(
         flows.append(flow)
     if not flows and records and sink is not None and not sink.errors:
         sink.warn(SourcePos(source, 1), "no flows found")
-    if not elided:
-        return FlowDump(tuple(flows), protocol, names, source, ignored)
-    where = ", ".join(str(n) for n in elided)
-    reason = f"flows were left out where the dump was copied (elision at line {where})"
-    if sink is not None:
-        sink.warn(SourcePos(source, elided[0]), f"{reason}: the dump is incomplete")
-    return FlowDump(
-        tuple(flows),
-        protocol,
-        names,
-        source,
-        ignored + len(elided),
-        complete=False,
-        incomplete_reason=reason,
-    )
+    reason = ""
+    if elided:
+        where = ", ".join(str(n) for n in elided)
+        reason = f"flows were left out where the dump was copied (elision at line {where})"
+        if sink is not None:
+            sink.warn(SourcePos(source, elided[0]), f"{reason}: the dump is incomplete")
+    complete = not elided
+    return FlowDump(tuple(flows), protocol, names, source, ignored + len(elided), complete, reason)
 
 
 def _continues(buf: str, line: str, indent: int, first_indent: int) -> bool:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import re
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
+from nodetrace.errors import DiagnosticSink, report_line
 from nodetrace.model.openflow import LOCAL_PORT
 from nodetrace.model.ovs_runtime import OfctlShow, OfPort
-from nodetrace.parsers.pasted import skip_pasted_command
+from nodetrace.parsers.pasted import output_lines
 
 _PORT = re.compile(r"^\s*(\d+|LOCAL)\((.+)\): addr:([0-9a-fA-F:]{17})\s*$")
 _DPID = re.compile(r"dpid:([0-9a-fA-F]+)")
@@ -55,9 +55,7 @@ def parse_ovs_ofctl_show(
                 )
             )
 
-    for number, line in enumerate(text.splitlines(), start=1):
-        if skip_pasted_command(line, source=source, number=number, sink=sink):
-            continue
+    for number, line in output_lines(text, source=source, sink=sink):
         if not line.strip():
             continue
         port = _PORT.match(line)
@@ -81,9 +79,6 @@ def parse_ovs_ofctl_show(
             if t:
                 n_tables = int(t.group(1))
             continue
-        err = ParseError(
-            SourcePos(source, number), "not an ovs-ofctl show line", token=stripped[:60]
-        )
-        report(sink, err)
+        report_line(sink, source, number, "not an ovs-ofctl show line", stripped[:60])
     flush()
     return OfctlShow(tuple(ports), dpid, n_tables, source)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from nodetrace.errors import DiagnosticSink, InputError, ParseError, SourcePos
@@ -210,28 +211,9 @@ def ovsdb_from_tables(
             ports.append(
                 port_from_row(port_row, merged)
                 if port_row is not None
-                else Port(
-                    p.name,
-                    merged,
-                    p.tag,
-                    p.trunks,
-                    p.vlan_mode,
-                    p.external_ids,
-                    p.other_config,
-                    p.vlan_mode_known,
-                )
+                else replace(p, interfaces=merged)
             )
-        bridges.append(
-            Bridge(
-                b.name,
-                tuple(ports),
-                b.datapath_type,
-                b.fail_mode,
-                b.external_ids,
-                b.other_config,
-                b.mcast_snooping_enable,
-            )
-        )
+        bridges.append(replace(b, ports=tuple(ports)))
     return OvsdbConfig(tuple(bridges), show.ovs_version, source or show.source)
 
 

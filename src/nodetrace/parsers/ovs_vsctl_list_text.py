@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
+from nodetrace.errors import DiagnosticSink, report_line
 from nodetrace.model.ovsdb import (
     Atom,
     OvsdbMap,
@@ -32,7 +32,7 @@ from nodetrace.model.ovsdb import (
     OvsdbValue,
 )
 from nodetrace.parsers.ovs_vsctl_list import table_name
-from nodetrace.parsers.pasted import skip_pasted_command
+from nodetrace.parsers.pasted import output_lines
 
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_:-]*)\s*:\s?(.*)$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -120,29 +120,18 @@ def parse_ovs_vsctl_list_text(
             headings.update(name for name, _ in columns)
             columns.clear()
 
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if skip_pasted_command(line, source=source, number=lineno, sink=sink):
-            continue
+    for lineno, line in output_lines(text, source=source, sink=sink):
         if not line.strip():
             flush()
             continue
         m = _LINE.match(line)
         if m is None:
-            report(
-                sink,
-                ParseError(SourcePos(source, lineno), "not a COLUMN : VALUE line", token=line[:60]),
-            )
+            report_line(sink, source, lineno, "not a COLUMN : VALUE line", line[:60])
             continue
         try:
             columns.append((m.group(1), _value(m.group(2))))
         except _Bad as err:
-            report(
-                sink,
-                ParseError(
-                    SourcePos(source, lineno),
-                    f"unreadable value of {m.group(1)} ({err})",
-                    token=m.group(2)[:60],
-                ),
-            )
+            why = f"unreadable value of {m.group(1)} ({err})"
+            report_line(sink, source, lineno, why, m.group(2)[:60])
     flush()
     return OvsdbTable(table_name(headings), tuple(rows), source)

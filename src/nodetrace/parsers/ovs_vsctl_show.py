@@ -28,11 +28,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from nodetrace.errors import DiagnosticSink, ParseError, SourcePos, report
+from nodetrace.errors import DiagnosticSink, SourcePos, report_line
 from nodetrace.model.ovsdb import Bridge, Interface, OvsdbConfig, Pairs, Port, VlanMode
 from nodetrace.parsers.elision import ELISION
-from nodetrace.parsers.pasted import skip_pasted_command
+from nodetrace.parsers.pasted import output_lines
 
+_NOT_SHOW = "not an ovs-vsctl show line"
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -119,9 +120,7 @@ def parse_ovs_vsctl_show(
     levels = {"bridge": -1, "port": -1, "iface": -1}
     skip_deeper_than: int | None = None
     incomplete = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if skip_pasted_command(line, source=source, number=number, sink=sink):
-            continue
+    for number, line in output_lines(text, source=source, sink=sink):
         stripped = line.strip()
         if not stripped or _UUID.match(stripped):
             continue
@@ -169,17 +168,12 @@ def parse_ovs_vsctl_show(
             elif bridge is not None and indent > levels["bridge"]:
                 target = bridge
             if target is None:
-                _bad(sink, source, number, stripped)
+                report_line(sink, source, number, _NOT_SHOW, stripped[:60])
                 continue
             target.attrs[key.strip()] = value.strip()
         else:
-            _bad(sink, source, number, stripped)
+            report_line(sink, source, number, _NOT_SHOW, stripped[:60])
     return OvsdbConfig(tuple(_bridge(b) for b in bridges), version, source, incomplete=incomplete)
-
-
-def _bad(sink: DiagnosticSink | None, source: str, number: int, line: str) -> None:
-    err = ParseError(SourcePos(source, number), "not an ovs-vsctl show line", token=line[:60])
-    report(sink, err)
 
 
 def _bridge(b: _Bridge) -> Bridge:

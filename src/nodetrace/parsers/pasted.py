@@ -18,6 +18,7 @@ match field.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from nodetrace.errors import DiagnosticSink, SourcePos
 
@@ -52,3 +53,12 @@ def skip_pasted_command(
     if sink is not None:
         sink.warn(SourcePos(source, number), "the command line as typed: skipped")
     return True
+
+
+def output_lines(
+    text: str, *, source: str, sink: DiagnosticSink | None
+) -> Iterator[tuple[int, str]]:
+    """``(number, line)`` of ``text``, counted from 1, without the command lines as typed."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not skip_pasted_command(line, source=source, number=number, sink=sink):
+            yield number, line

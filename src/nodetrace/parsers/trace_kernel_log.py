@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -604,6 +604,62 @@ def parse_dump(text: str) -> PacketDump:
     return PacketDump(tuple(fields))
 
 
+class DumpParser:
+    """Splits the dumps of a packet's records into fields, sharing the work they repeat.
+
+    A record's dump is its device fields (``IN=… OUT=… PHYS…=… MAC=…``) followed by the
+    packet (``ident``, from ``SRC=`` on). The records of one packet repeat the packet (a
+    routed one loses a TTL per hook), and the device fields take one value per port and hook:
+    each part is split once (:func:`parse_dump`) and the two are joined. That gives the same
+    fields as splitting the whole dump, because no device field starts a construct that spans
+    words (``[SRC=…]``, ``OPT (…)``, ``INCOMPLETE [...]``). The device fields are cached
+    across packets (bounded).
+
+    Records that print the same dump as the record before them (the records of one hook do)
+    share one :class:`PacketDump` object, so "did the packet change?" is ``is not``.
+    """
+
+    __slots__ = ("_heads",)
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._heads: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    def dumps(self, records: Iterable[LegacyRecord]) -> list[PacketDump | None]:
+        """The dump of each record (``None`` for a record without one)."""
+        out: list[PacketDump | None] = []
+        last_text = last_ident = ""
+        dump: PacketDump | None = None
+        ident_fields: tuple[tuple[str, str], ...] = ()
+        for rec in records:
+            ident = rec.ident
+            if ident is None:
+                out.append(None)
+                last_text = ""
+                continue
+            text = rec.text[rec.dump_pos :]
+            if text != last_text:
+                last_text = text
+                text = text.rstrip()
+                head = text[: len(text) - len(ident)]
+                if text.endswith(ident) and head[-1:].isspace():
+                    if ident != last_ident:
+                        last_ident, ident_fields = ident, parse_dump(ident).fields
+                    dump = PacketDump(self._head_fields(head) + ident_fields)
+                else:  # not the reader's usual layout: split it whole
+                    dump = parse_dump(text)
+            out.append(dump)
+        return out
+
+    def _head_fields(self, head: str) -> tuple[tuple[str, str], ...]:
+        fields = self._heads.get(head)
+        if fields is None:
+            if len(self._heads) >= self.LIMIT:
+                self._heads.clear()
+            fields = self._heads[head] = parse_dump(head).fields
+        return fields
+
+
 _PROTO_NUMBERS = {
     "TCP": IPProto.TCP,
     "UDP": IPProto.UDP,
@@ -627,16 +683,31 @@ def _int(value: str | None, default: int = 0, base: int = 10) -> int:
         return default
 
 
+_ADDRESSES: dict[str, IPv4Address | IPv6Address | None] = {}
+"""Addresses already parsed: a log names the same few hosts over and over (bounded)."""
+
+
 def _addr(value: str | None) -> IPv4Address | IPv6Address | None:
     if not value:
         return None
-    try:
-        return ip_address(value)
+    if value in _ADDRESSES:
+        return _ADDRESSES[value]
+    if len(_ADDRESSES) >= 4096:
+        _ADDRESSES.clear()
+    try:  # what ip_address() does, without trying IPv4 first for an IPv6 address
+        found: IPv4Address | IPv6Address | None = (
+            IPv6Address(value) if ":" in value else IPv4Address(value)
+        )
     except ValueError:
-        return None
+        found = None
+    _ADDRESSES[value] = found
+    return found
 
 
 _IP_FLAGS = frozenset({"CE", "DF", "MF"})
+_NOT_FLAGS = frozenset({"IN", "OUT", "MAC"})
+"""Keys printed with an empty value that are fields, not flags (``OUT=`` of a packet in
+PREROUTING)."""
 
 
 def packet_from_dump(dump: PacketDump) -> Packet:
@@ -649,16 +720,15 @@ def packet_from_dump(dump: PacketDump) -> Packet:
     ip_part: dict[str, str] = {}
     l4: dict[str, str] = {}
     flags: set[str] = set()
-    seen_proto = False
+    part = ip_part
     for key, value in dump.fields:
         if key == "PROTO":
-            seen_proto = True
+            part = l4
             l4["PROTO"] = value
-            continue
-        if value == "" and key.isalpha() and key.isupper() and key not in ("IN", "OUT", "MAC"):
+        elif not value and key.isalpha() and key.isupper() and key not in _NOT_FLAGS:
             flags.add(key)
-            continue
-        (l4 if seen_proto else ip_part).setdefault(key, value)
+        elif key not in part:
+            part[key] = value
 
     def l4_value(key: str) -> str | None:
         return l4.get(key, ip_part.get(key) if key in ("SPT", "DPT", "SEQ", "WINDOW") else None)

@@ -9,6 +9,7 @@ explicit verdict, but rules are named by handle (or not at all), never by positi
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from nodetrace.model.packet import Family
@@ -69,6 +70,16 @@ class NftReadResult:
     counts: LineCounts = field(default_factory=LineCounts)
     malformed: list[Malformed] = field(default_factory=list)
 
+    def lines(self, lines: Iterable[str], first_line: int) -> Iterator[tuple[int, str]]:
+        """``(number, line)`` without its line end, every line counted."""
+        for number, raw in enumerate(lines, first_line):
+            self.counts.total += 1
+            yield number, raw.rstrip("\r\n")
+
+    def bad_line(self, number: int, reason: str, line: str) -> None:
+        self.counts.malformed += 1
+        self.malformed.append(Malformed(number, reason, line))
+
 
 def pad_mac(mac: str) -> str:
     """``2:15:5f:94:76:b`` (xtables-monitor drops leading zeros) -> ``02:15:5f:94:76:0b``."""
@@ -79,16 +90,8 @@ def pad_mac(mac: str) -> str:
 
 
 VERDICT_CODES: dict[int, str] = {
-    0: "DROP",
-    1: "ACCEPT",
-    2: "STOLEN",
-    3: "QUEUE",
-    4: "REPEAT",
-    5: "STOP",
-    0xFFFFFFFF: "CONTINUE",
-    0xFFFFFFFE: "BREAK",
-    0xFFFFFFFD: "JUMP",
-    0xFFFFFFFC: "GOTO",
+    0: "DROP", 1: "ACCEPT", 2: "STOLEN", 3: "QUEUE", 4: "REPEAT", 5: "STOP",
+    0xFFFFFFFF: "CONTINUE", 0xFFFFFFFE: "BREAK", 0xFFFFFFFD: "JUMP", 0xFFFFFFFC: "GOTO",
     0xFFFFFFFB: "RETURN",
-}
+}  # fmt: skip
 """Netfilter verdict codes and nf_tables' negative ones as the unsigned values printed in hex."""

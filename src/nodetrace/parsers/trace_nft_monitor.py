@@ -19,7 +19,6 @@ import re
 from collections.abc import Iterable, Iterator
 
 from nodetrace.model.trace import PacketDump, StepKind
-from nodetrace.parsers.trace_kernel_log import Malformed
 from nodetrace.parsers.trace_nft_events import (
     NFT_FAMILIES,
     NftEvent,
@@ -32,89 +31,44 @@ from nodetrace.parsers.trace_nft_events import (
 _LINE_RE = re.compile(
     r"\s*trace id ([0-9a-fA-F]+) (\S+) (\S+) (\S+) (packet:|rule|verdict|policy|conntrack:|unknown rule)(.*)$"
 )
+_EXPECTED = "expected: trace id ID FAMILY TABLE CHAIN packet:|rule|verdict|policy"
 _VERDICT_RE = re.compile(r"\(verdict (\w+)(?: (\S+))?\)\s*$")
 _HANDLE_RE = re.compile(r"# handle (\d+)|\bhandle (\d+)\s*(?:\(verdict|$)")
 
 # nft's names for ICMP types (nftables' icmp_type and icmpv6_type symbol tables).
 _ICMP_TYPES = {
-    "echo-reply": 0,
-    "destination-unreachable": 3,
-    "source-quench": 4,
-    "redirect": 5,
-    "echo-request": 8,
-    "router-advertisement": 9,
-    "router-solicitation": 10,
-    "time-exceeded": 11,
-    "parameter-problem": 12,
-    "timestamp-request": 13,
-    "timestamp-reply": 14,
-    "info-request": 15,
-    "info-reply": 16,
-    "address-mask-request": 17,
-    "address-mask-reply": 18,
-}
+    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5,
+    "echo-request": 8, "router-advertisement": 9, "router-solicitation": 10, "time-exceeded": 11,
+    "parameter-problem": 12, "timestamp-request": 13, "timestamp-reply": 14, "info-request": 15,
+    "info-reply": 16, "address-mask-request": 17, "address-mask-reply": 18,
+}  # fmt: skip
 _ICMPV6_TYPES = {
-    "destination-unreachable": 1,
-    "packet-too-big": 2,
-    "time-exceeded": 3,
-    "parameter-problem": 4,
-    "echo-request": 128,
-    "echo-reply": 129,
-    "mld-listener-query": 130,
-    "mld-listener-report": 131,
-    "mld-listener-done": 132,
-    "nd-router-solicit": 133,
-    "nd-router-advert": 134,
-    "nd-neighbor-solicit": 135,
-    "nd-neighbor-advert": 136,
-    "nd-redirect": 137,
-}
+    "destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
+    "echo-request": 128, "echo-reply": 129, "mld-listener-query": 130, "mld-listener-report": 131,
+    "mld-listener-done": 132, "nd-router-solicit": 133, "nd-router-advert": 134,
+    "nd-neighbor-solicit": 135, "nd-neighbor-advert": 136, "nd-redirect": 137,
+}  # fmt: skip
 _ICMP_CODES = {
-    "net-unreachable": 0,
-    "host-unreachable": 1,
-    "prot-unreachable": 2,
-    "port-unreachable": 3,
-    "frag-needed": 4,
-    "net-prohibited": 9,
-    "host-prohibited": 10,
-    "admin-prohibited": 13,
-}
+    "net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2, "port-unreachable": 3,
+    "frag-needed": 4, "net-prohibited": 9, "host-prohibited": 10, "admin-prohibited": 13,
+}  # fmt: skip
 _ICMPV6_CODES = {
-    "no-route": 0,
-    "admin-prohibited": 1,
-    "addr-unreachable": 3,
-    "port-unreachable": 4,
-    "policy-fail": 5,
-    "reject-route": 6,
-}
+    "no-route": 0, "admin-prohibited": 1, "addr-unreachable": 3, "port-unreachable": 4,
+    "policy-fail": 5, "reject-route": 6,
+}  # fmt: skip
 # (header, field) -> kernel-log key
 _FIELDS = {
-    ("ip", "saddr"): "SRC",
-    ("ip", "daddr"): "DST",
-    ("ip6", "saddr"): "SRC",
-    ("ip6", "daddr"): "DST",
-    ("ip", "length"): "LEN",
-    ("ip6", "length"): "LEN",
-    ("ip", "ttl"): "TTL",
-    ("ip6", "hoplimit"): "HOPLIMIT",
+    ("ether", "saddr"): "MACSRC", ("ether", "daddr"): "MACDST",
+    ("ip", "saddr"): "SRC", ("ip", "daddr"): "DST", ("ip", "length"): "LEN", ("ip", "ttl"): "TTL",
     ("ip", "id"): "ID",
-    ("ip6", "flowlabel"): "FLOWLBL",
-    ("ether", "saddr"): "MACSRC",
-    ("ether", "daddr"): "MACDST",
-    ("tcp", "sport"): "SPT",
-    ("tcp", "dport"): "DPT",
-    ("udp", "sport"): "SPT",
-    ("udp", "dport"): "DPT",
-    ("tcp", "sequence"): "SEQ",
-    ("tcp", "ackseq"): "ACK",
-    ("tcp", "window"): "WINDOW",
-    ("icmp", "code"): "CODE",
-    ("icmp", "id"): "ID",
-    ("icmp", "sequence"): "SEQ",
-    ("icmpv6", "code"): "CODE",
-    ("icmpv6", "id"): "ID",
-    ("icmpv6", "sequence"): "SEQ",
-}
+    ("ip6", "saddr"): "SRC", ("ip6", "daddr"): "DST", ("ip6", "length"): "LEN",
+    ("ip6", "hoplimit"): "HOPLIMIT", ("ip6", "flowlabel"): "FLOWLBL",
+    ("tcp", "sport"): "SPT", ("tcp", "dport"): "DPT", ("tcp", "sequence"): "SEQ",
+    ("tcp", "ackseq"): "ACK", ("tcp", "window"): "WINDOW",
+    ("udp", "sport"): "SPT", ("udp", "dport"): "DPT",
+    ("icmp", "code"): "CODE", ("icmp", "id"): "ID", ("icmp", "sequence"): "SEQ",
+    ("icmpv6", "code"): "CODE", ("icmpv6", "id"): "ID", ("icmpv6", "sequence"): "SEQ",
+}  # fmt: skip
 _L4 = {"tcp": "TCP", "udp": "UDP", "icmp": "ICMP", "icmpv6": "ICMPv6", "sctp": "SCTP"}
 
 
@@ -194,24 +148,13 @@ def read_nft_monitor(
 ) -> Iterator[NftItem]:
     """Items in file order; every line is counted in ``result`` (parsed, skipped or malformed)."""
     counts = result.counts
-    lineno = first_line - 1
-    for raw in lines:
-        lineno += 1
-        counts.total += 1
-        line = raw.rstrip("\r\n")
+    for lineno, line in result.lines(lines, first_line):
         if "trace id" not in line:
             counts.skip(line, lineno)
             continue
         m = _LINE_RE.match(line)
         if m is None:
-            counts.malformed += 1
-            result.malformed.append(
-                Malformed(
-                    lineno,
-                    "expected: trace id ID FAMILY TABLE CHAIN packet:|rule|verdict|policy",
-                    line,
-                )
-            )
+            result.bad_line(lineno, _EXPECTED, line)
             continue
         trace_id, family_text, table, chain, what, rest = m.groups()
         family = NFT_FAMILIES.get(family_text)

@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterable, Iterator
 
 from nodetrace.model.trace import PacketDump, StepKind
-from nodetrace.parsers.trace_kernel_log import Malformed
 from nodetrace.parsers.trace_nft_events import (
     NFPROTO_FAMILIES,
     VERDICT_CODES,
@@ -90,11 +89,7 @@ def read_xtables_monitor(
 ) -> Iterator[NftItem]:
     """Items in file order; every line is counted in ``result`` (parsed, skipped or malformed)."""
     counts = result.counts
-    lineno = first_line - 1
-    for raw in lines:
-        lineno += 1
-        counts.total += 1
-        line = raw.rstrip("\r\n")
+    for lineno, line in result.lines(lines, first_line):
         if "TRACE:" not in line and "PACKET:" not in line:
             counts.skip(line, lineno)
             continue
@@ -109,8 +104,7 @@ def read_xtables_monitor(
                 try:
                     handle = int(handle_text, 16)
                 except ValueError:
-                    counts.malformed += 1
-                    result.malformed.append(Malformed(lineno, "rule handle is not hex", line))
+                    result.bad_line(lineno, "rule handle is not hex", line)
                     continue
                 verdict, target = _verdict(verdict_text)
             elif kind == "policy":
@@ -142,8 +136,7 @@ def read_xtables_monitor(
                 line=lineno,
             )
             continue
-        counts.malformed += 1
         reason = "TRACE: without family, trace id and table:chain:kind:value"
         if "PACKET:" in line:
             reason = "PACKET: without family and trace id"
-        result.malformed.append(Malformed(lineno, reason, line))
+        result.bad_line(lineno, reason, line)

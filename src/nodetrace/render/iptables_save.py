@@ -7,7 +7,7 @@ formatted rule can be compared with a node's saved line character for character.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nodetrace.model.netfilter import (
     AddrtypeMatch,
@@ -87,16 +87,8 @@ def _neg(negated: bool) -> str:
     return "! " if negated else ""
 
 
-def _net(net: object) -> str:
-    return str(net)
-
-
 def _tcp_flags(bits: int) -> str:
-    names = []
-    for name, bit in _TCP_FLAG_ORDER:
-        if bits & bit:
-            names.append(name)
-    return ",".join(names) if names else "NONE"
+    return ",".join(name for name, bit in _TCP_FLAG_ORDER if bits & bit) or "NONE"
 
 
 def _raw(options: tuple[RawOption, ...]) -> list[str]:
@@ -113,17 +105,11 @@ def _needs_quotes(value: str) -> bool:
 
 
 def format_ip(ip: IpSpec) -> list[str]:
-    out = []
-    if ip.src is not None:
-        out.append(f"{_neg(ip.src.negated)}-s {_net(ip.src.value)}")
-    if ip.dst is not None:
-        out.append(f"{_neg(ip.dst.negated)}-d {_net(ip.dst.value)}")
-    if ip.in_iface is not None:
-        out.append(f"{_neg(ip.in_iface.negated)}-i {ip.in_iface.value}")
-    if ip.out_iface is not None:
-        out.append(f"{_neg(ip.out_iface.negated)}-o {ip.out_iface.value}")
-    if ip.proto is not None:
-        out.append(f"{_neg(ip.proto.negated)}-p {ip.proto.value}")
+    options: tuple[tuple[str, Neg[Any] | None], ...] = (
+        ("-s", ip.src), ("-d", ip.dst), ("-i", ip.in_iface), ("-o", ip.out_iface),
+        ("-p", ip.proto),
+    )  # fmt: skip
+    out = [f"{_neg(spec.negated)}{flag} {spec.value}" for flag, spec in options if spec is not None]
     if ip.fragment is not None:
         out.append(f"{_neg(ip.fragment.negated)}-f")
     return out

@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, assert_never
 
 from nodetrace.errors import SourcePos
-from nodetrace.model.openflow_trace import OpenFlowTrace
+from nodetrace.model.openflow_trace import OpenFlowTrace, TracePass
 from nodetrace.model.packet import Packet
 from nodetrace.model.trace import DeviceStep, NetfilterStep, OpenFlowStep, SourceSpan, Step, Trace
 
@@ -27,6 +27,8 @@ SCHEMA_VERSION = 2
 
 _NO_MAC = "00:00:00:00:00:00"
 _PACKET_FIELDS = tuple(f.name for f in dataclasses.fields(Packet))
+_PASS_FIELDS = tuple(f.name for f in dataclasses.fields(TracePass) if f.name != "nodes")
+"""A pass of ``ofproto/trace`` but its tree (the tree is the ``--format ofproto`` text)."""
 _PLAIN = frozenset({str, int, bool, float, type(None)})
 """Types that are JSON values as they are (checked by exact type: an IntEnum is not one)."""
 
@@ -64,19 +66,7 @@ def trace_fields(trace: Trace) -> dict[str, Any]:
 def openflow_document(trace: OpenFlowTrace, diagnostics: Sequence[object] = ()) -> dict[str, Any]:
     """``nodetrace openflow``'s document for one packet: the trace, and per pass the flow
     OVS would print (``ofproto/trace``'s tree itself is the ``--format ofproto`` text)."""
-    passes = [
-        {
-            "flow": p.flow,
-            "final_flow": p.final_flow,
-            "recirc_id": p.recirc_id,
-            "ct_state": p.ct_state,
-            "ct_state_default": p.ct_state_default,
-            "nat": p.nat,
-            "zone": p.zone,
-            "datapath_actions": p.datapath_actions,
-        }
-        for p in trace.passes
-    ]
+    passes = [{name: getattr(p, name) for name in _PASS_FIELDS} for p in trace.passes]
     return trace_document(
         "openflow",
         trace.as_trace(),

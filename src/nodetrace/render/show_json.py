@@ -14,7 +14,6 @@ from nodetrace.model.node_inventory import (
     Found,
     Inventory,
     LinuxBridgeSummary,
-    NamespaceSummary,
     OvsBridgeSummary,
     PortInfo,
     Segment,
@@ -27,16 +26,11 @@ def _value(found: Found[Any] | None) -> Any:
 
 
 def _port(p: PortInfo) -> dict[str, Any]:
-    sources: dict[str, Any] = {}
-    for name, found in (
-        ("tag", p.local_vlan),
-        ("network_type", p.network_type),
-        ("segmentation_id", p.segmentation_id),
-        ("mac", p.mac),
-        ("zone", p.zone),
-    ):
-        if found is not None:
-            sources[name] = found.source
+    inferred: dict[str, Found[Any] | None] = {
+        "tag": p.local_vlan, "network_type": p.network_type, "segmentation_id": p.segmentation_id,
+        "mac": p.mac, "zone": p.zone,
+    }  # fmt: skip
+    sources: dict[str, Any] = {k: f.source for k, f in inferred.items() if f is not None}
     sources["ips"] = [ip.source for ip in p.ips]
     sources["macs"] = [m.source for m in p.macs]
     return {
@@ -70,22 +64,7 @@ def _bridge(b: OvsBridgeSummary) -> dict[str, Any]:
         "datapath_type": b.datapath_type,
         "fail_mode": b.fail_mode,
         "flows": b.flows,
-        "ports": [
-            {
-                "name": p.name,
-                "ofport": p.ofport,
-                "type": p.type,
-                "tag": p.tag,
-                "trunks": list(p.trunks),
-                "peer": p.peer,
-                "remote_ip": p.remote_ip,
-                "local_ip": p.local_ip,
-                "key": p.key,
-                "iface_id": p.iface_id,
-                "flows": p.flows,
-            }
-            for p in b.ports
-        ],
+        "ports": b.ports,  # each port with every field of OvsPortSummary
     }
 
 
@@ -97,10 +76,6 @@ def _linux_bridge(b: LinuxBridgeSummary) -> dict[str, Any]:
         "nf_call_iptables": b.nf_call_iptables,
         "ports": list(b.ports),
     }
-
-
-def _namespace(n: NamespaceSummary) -> dict[str, Any]:
-    return {"name": n.name, "interfaces": list(n.interfaces), "iptables_rules": n.iptables_rules}
 
 
 def _segment(s: Segment) -> dict[str, Any]:
@@ -137,12 +112,9 @@ def show_document(inv: Inventory) -> dict[str, Any]:
         ports=[_port(p) for p in inv.ports],
         ovs_bridges=[_bridge(b) for b in inv.ovs_bridges],
         linux_bridges=[_linux_bridge(b) for b in inv.linux_bridges],
-        namespaces=[_namespace(n) for n in inv.namespaces],
+        namespaces=inv.namespaces,
         segments=[_segment(s) for s in inv.segments],
-        missing=[
-            {"what": m.what, "reason": m.reason, "namespace": m.namespace, "command": m.command}
-            for m in inv.missing
-        ],
+        missing=inv.missing,
         notes=list(inv.notes),
         snapshot_notes=list(inv.snapshot_notes),
         diagnostics=list(inv.diagnostics),

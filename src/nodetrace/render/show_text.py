@@ -74,6 +74,10 @@ def _port(p: PortInfo, out: list[str], unflowed: set[str]) -> None:
 def render_show(inv: Inventory, screen: Screen = PLAIN) -> str:
     out: list[str] = []
     add = out.append
+
+    def section(title: str) -> None:
+        out.extend(("", title))
+
     node = inv.node
     host = node.hostname.value if node.hostname is not None else "(hostname not in the snapshot)"
     kernel = node.kernel.value if node.kernel is not None else "?"
@@ -105,8 +109,7 @@ def render_show(inv: Inventory, screen: Screen = PLAIN) -> str:
         add(f"  {b.name} ({dp}, {fail}, {flows})")
         for sp in b.ports:
             add(_port_line(sp))
-    add("")
-    add("Linux bridges" if inv.linux_bridges else "Linux bridges: none")
+    section("Linux bridges" if inv.linux_bridges else "Linux bridges: none")
     for lb in inv.linux_bridges:
         where = f" [netns {lb.namespace}]" if lb.namespace else ""
         learning = (
@@ -122,26 +125,22 @@ def render_show(inv: Inventory, screen: Screen = PLAIN) -> str:
         add(f"  {lb.name}{where}: {learning}; {nf}")
         add(f"    ports: {', '.join(lb.ports) or '(none)'}")
     if inv.segments:
-        add("")
-        add("Networks by local VLAN")
+        section("Networks by local VLAN")
         for s in inv.segments:
             seg = f" {s.segmentation_id.value}" if s.segmentation_id is not None else ""
             add(f"  VLAN {s.local_vlan}: {s.network_type.value}{seg}")
     unflowed = {b.name for b in inv.ovs_bridges if b.flows is None}
     vms = [p for p in inv.ports if p.kind is PortKind.VM]
     others = [p for p in inv.ports if p.kind is not PortKind.VM]
-    add("")
-    add(f"VMs by Neutron port ({len(vms)})" if vms else "VMs: no Neutron ports found")
+    section(f"VMs by Neutron port ({len(vms)})" if vms else "VMs: no Neutron ports found")
     for vm in vms:
         _port(vm, out, unflowed)
     if others:
-        add("")
-        add(f"Other Neutron ports ({len(others)})")
+        section(f"Other Neutron ports ({len(others)})")
         for other in others:
             _port(other, out, unflowed)
     if inv.namespaces:
-        add("")
-        add("Other namespaces")
+        section("Other namespaces")
         for space in inv.namespaces:
             rules = (
                 f"{space.iptables_rules} iptables rules"
@@ -151,8 +150,7 @@ def render_show(inv: Inventory, screen: Screen = PLAIN) -> str:
             names = f" ({', '.join(space.interfaces)})" if space.interfaces else ""
             add(f"  {space.name}: {len(space.interfaces)} interfaces{names}, {rules}")
     if inv.missing or inv.notes:
-        add("")
-        add("Not in the snapshot")
+        section("Not in the snapshot")
         for m in inv.missing:
             ns = f" in namespace {m.namespace}" if m.namespace else ""
             collect = f" (collect with `{m.command}`)" if m.command else ""
@@ -160,20 +158,17 @@ def render_show(inv: Inventory, screen: Screen = PLAIN) -> str:
         for note in inv.notes:
             add(f"  {note}")
     if inv.snapshot_notes:
-        add("")
-        add("How the snapshot was read")
+        section("How the snapshot was read")
         for note in inv.snapshot_notes:
             add(f"  {note}")
     if inv.diagnostics:
-        add("")
-        add(f"Problems reading the snapshot ({len(inv.diagnostics)})")
+        section(f"Problems reading the snapshot ({len(inv.diagnostics)})")
         for d in inv.diagnostics[:DIAGNOSTICS_SHOWN]:
             add(f"  {d}")
         if len(inv.diagnostics) > DIAGNOSTICS_SHOWN:
             rest = len(inv.diagnostics) - DIAGNOSTICS_SHOWN
             add(f"  ... and {rest} more (--format json lists all)")
-    add("")
-    add("Where each value was read: --format json (sources).")
+    section("Where each value was read: --format json (sources).")
     # A line too wide for the screen continues below itself, indented one step further.
     wrapped = [x for line in out for x in screen.wrap(line, len(line) - len(line.lstrip()) + 4)]
     return "\n".join(wrapped) + "\n"

@@ -379,14 +379,21 @@ def ovs_bridges(text: str) -> List[str]:
         return []
 
 
+def _capture(
+    argv: List[str], env: Dict[str, str], timeout: float
+) -> "subprocess.CompletedProcess[str]":
+    """Run a short command for its text output and error output."""
+    return subprocess.run(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+        timeout=timeout, env=env, check=False,
+    )  # fmt: skip
+
+
 def list_namespaces(col: Collection) -> Tuple[List[str], str]:
     """Names from ``ip -j netns list`` (run where the collection runs) and any problem."""
     argv = _in_netns(col.options.netns, ("ip", "-j", "netns", "list"))
     try:
-        proc = subprocess.run(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=col.options.timeout,
-            env=_ovs_env(col.options), check=False,
-        )  # fmt: skip
+        proc = _capture(argv, _ovs_env(col.options), col.options.timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [], f"ip netns list: {exc}"
     if proc.returncode != 0:
@@ -406,15 +413,7 @@ def tool_versions(col: Collection) -> None:
             col.tools[tool] = {"argv": full, "status": "missing", "version": None}
             continue
         try:
-            proc = subprocess.run(
-                full,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                universal_newlines=True,
-                timeout=min(10.0, col.options.timeout),
-                env=env,
-                check=False,
-            )
+            proc = _capture(full, env, min(10.0, col.options.timeout))
             text = (proc.stdout or proc.stderr).strip().splitlines()
             col.tools[tool] = {
                 "argv": full,

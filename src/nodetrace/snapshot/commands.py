@@ -15,63 +15,10 @@ from dataclasses import dataclass, replace
 TABLES = ("raw", "mangle", "nat", "filter", "security")
 """The iptables tables a listing (``iptables -t TABLE -nvL``) may show."""
 
-KNOWN_KINDS = frozenset(
-    {
-        "iptables-save",
-        "ip6tables-save",
-        "iptables-legacy-save",
-        "iptables-nft-save",
-        "ip6tables-legacy-save",
-        "ip6tables-nft-save",
-        "ipset-save",
-        "ipset-list",
-        "nft-list-ruleset",
-        "ip-netns",
-        "ip-link",
-        "ip-addr",
-        "ip-route",
-        "ip6-route",
-        "ip-rule",
-        "ip6-rule",
-        "ip-neigh",
-        "bridge-link",
-        "bridge-fdb",
-        "bridge-vlan",
-        "sysctl",
-        "conntrack-ipv4",
-        "conntrack-ipv6",
-        "ovs-vsctl-show",
-        "ovs-vsctl-list-open_vswitch",
-        "ovs-vsctl-list-bridge",
-        "ovs-vsctl-list-port",
-        "ovs-vsctl-list-interface",
-        "ovs-vsctl-record-port",
-        "ovs-vsctl-record-interface",
-        "ovs-ofctl-show",
-        "ovs-ofctl-dump-flows",
-        "ovs-appctl-fdb-show",
-        "ovs-appctl-dpctl-dump-conntrack",
-        "ovs-appctl-dpctl-show",
-        "ovs-appctl-bridge-dump-flows",
-        "ovs-appctl-ovs-route-show",
-        "ovs-appctl-tnl-neigh-show",
-        "ovs-appctl-dpif-show",
-        "brctl-show",
-        "ip-addr-oneline",
-        "iptables-version",
-        *(f"{prog}-list-{table}" for prog in ("iptables", "ip6tables") for table in TABLES),
-    }
-)
-"""Every kind a reader may produce; the collector's kinds are a subset (a test checks it)."""
-
 PER_BRIDGE = frozenset(
-    {
-        "ovs-ofctl-show",
-        "ovs-ofctl-dump-flows",
-        "ovs-appctl-fdb-show",
-        "ovs-appctl-bridge-dump-flows",
-    }
-)
+    {"ovs-ofctl-show", "ovs-ofctl-dump-flows",
+     "ovs-appctl-fdb-show", "ovs-appctl-bridge-dump-flows"}
+)  # fmt: skip
 
 COMMANDS: dict[str, str] = {
     "iptables-save": "iptables-save",
@@ -119,6 +66,14 @@ COMMANDS: dict[str, str] = {
 }
 """The command that collects each kind (``BRIDGE`` stands for the bridge's name), for what the
 snapshot lacks and for the list of accepted file names."""
+
+KNOWN_KINDS = frozenset(
+    {
+        *COMMANDS,
+        *(f"{prog}-list-{table}" for prog in ("iptables", "ip6tables") for table in TABLES),
+    }
+)
+"""Every kind a reader may produce; the collector's kinds are a subset (a test checks it)."""
 
 
 def command_of(kind: str, bridge: str | None = None) -> str:
@@ -199,13 +154,9 @@ def recognise(filename: str, *, netns: str | None = None) -> Recognised | None:
 
 
 PIPED_KINDS = frozenset(
-    {
-        "ovs-ofctl-show",
-        "ovs-ofctl-dump-flows",
-        "ovs-vsctl-record-port",
-        "ovs-vsctl-record-interface",
-    }
-)
+    {"ovs-ofctl-show", "ovs-ofctl-dump-flows",
+     "ovs-vsctl-record-port", "ovs-vsctl-record-interface"}
+)  # fmt: skip
 """Outputs still read when a file holds them filtered (``ovs-ofctl show br-int | grep X``):
 what they show is true of the bridge, and the loader records that the rest is unknown."""
 
@@ -254,22 +205,13 @@ def _drop_options(words: list[str], with_value: tuple[str, ...]) -> tuple[list[s
 
 
 _IP_OBJECTS = {
-    "link": "link",
-    "l": "link",
-    "address": "addr",
-    "addr": "addr",
-    "a": "addr",
-    "route": "route",
-    "r": "route",
-    "ro": "route",
-    "rule": "rule",
-    "ru": "rule",
-    "neigh": "neigh",
-    "neighbour": "neigh",
-    "neighbor": "neigh",
-    "n": "neigh",
+    "link": "link", "l": "link",
+    "address": "addr", "addr": "addr", "a": "addr",
+    "route": "route", "r": "route", "ro": "route",
+    "rule": "rule", "ru": "rule",
+    "neigh": "neigh", "neighbour": "neigh", "neighbor": "neigh", "n": "neigh",
     "netns": "netns",
-}
+}  # fmt: skip
 
 
 def _command(prog: str, args: list[str]) -> Recognised | None:
@@ -357,15 +299,9 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
             return Recognised("ovs-appctl-fdb-show", bridge=pos[1])
         if pos[:1] in (["bridge/dump-flows"], ["bridge.dump-flows"]) and len(pos) == 2:
             return Recognised("ovs-appctl-bridge-dump-flows", bridge=pos[1])
-        if pos in (["ovs/route/show"], ["ovs.route.show"]):
-            return Recognised("ovs-appctl-ovs-route-show")
-        # tnl/arp/show is the name of tnl/neigh/show before OVS 2.5.
-        if pos in (["tnl/neigh/show"], ["tnl.neigh.show"]):
-            return Recognised("ovs-appctl-tnl-neigh-show", preference=1)
-        if pos in (["tnl/arp/show"], ["tnl.arp.show"]):
-            return Recognised("ovs-appctl-tnl-neigh-show")
-        if pos in (["dpif/show"], ["dpif.show"]):
-            return Recognised("ovs-appctl-dpif-show")
+        if len(pos) == 1 and pos[0].replace(".", "/") in _APPCTL_NODE:
+            kind, preference = _APPCTL_NODE[pos[0].replace(".", "/")]
+            return Recognised(kind, preference=preference)
         if pos[:1] in (["dpctl/show"], ["dpctl.show"]) or pos[:2] == ["dpctl", "show"]:
             return Recognised("ovs-appctl-dpctl-show", preference=1)
         # "/" cannot be in a file name: sos writes "dpctl.dump-conntrack", others "dpctl_dump...".
@@ -376,6 +312,15 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
             return Recognised("ovs-appctl-dpctl-dump-conntrack")
         return None
     return None
+
+
+_APPCTL_NODE = {
+    "ovs/route/show": ("ovs-appctl-ovs-route-show", 0),
+    "tnl/neigh/show": ("ovs-appctl-tnl-neigh-show", 1),
+    "tnl/arp/show": ("ovs-appctl-tnl-neigh-show", 0),  # its name before OVS 2.5
+    "dpif/show": ("ovs-appctl-dpif-show", 0),
+}
+"""``ovs-appctl`` commands about the node as a whole: their kind and preference."""
 
 
 def _iptables_listing(prog: str, args: list[str]) -> Recognised | None:

@@ -31,7 +31,6 @@ from nodetrace.model.snapshot import (
 )
 from nodetrace.model.topology import (
     MAIN_NS,
-    Address,
     BridgeLink,
     BridgeVlan,
     FdbEntry,
@@ -184,6 +183,26 @@ class _Loader:
             if entry is not None and entry.truncated and len(self.sink.items) == before:
                 self.sink.warn(SourcePos(where, 0), "output was cut at the collector's limit")
 
+    def output(
+        self,
+        kind: str,
+        netns: str,
+        parser: Callable[..., T],
+        /,
+        *,
+        json: Callable[..., T] | None = None,
+        quiet: bool = True,
+        **options: object,
+    ) -> T | None:
+        """An output read by ``parser(text, source=, sink=, **options)``, or by ``json`` when
+        the text is iproute2's JSON; ``None`` when the snapshot does not have it."""
+
+        def parse(text: str, where: str) -> T:
+            chosen = json if json is not None and _is_json(text) else parser
+            return chosen(text, source=where, sink=self.sink, **options)
+
+        return self.parse(kind, netns, parse, quiet=quiet)
+
     # -- per kind ----------------------------------------------------------------------
 
     def interfaces(self, netns: str) -> tuple[Interface, ...]:
@@ -194,9 +213,9 @@ class _Loader:
                 if got is None:
                     continue
                 text, where = got
+                found = _links(text, where, self.sink, netns)
                 if _is_json(text):
-                    return ip_json.parse_ip_link(text, source=where, sink=self.sink, netns=netns)
-                found = ip_text.parse_ip_link_text(text, source=where, sink=self.sink, netns=netns)
+                    return found
                 if kind == "ip-addr" and not _has_details(found):
                     return self.with_link_details(found, netns)
                 if kind == "ip-link":
@@ -211,11 +230,7 @@ class _Loader:
         """Addresses from ``ip -o address`` for devices ``ip link`` listed without them."""
         if any(i.addresses for i in interfaces):
             return interfaces
-
-        def parse(text: str, where: str) -> dict[str, tuple[Address, ...]]:
-            return parse_ip_addr_oneline(text, source=where, sink=self.sink)
-
-        addresses = self.parse("ip-addr-oneline", netns, parse, quiet=True)
+        addresses = self.output("ip-addr-oneline", netns, parse_ip_addr_oneline)
         if not addresses:
             return interfaces
         return tuple(
@@ -229,19 +244,10 @@ class _Loader:
         """``ip address`` without ``-d`` does not say what a device is; an ``ip -d link`` of
         the same node (sos collects both) does: take kind, peer, bridge and master from it."""
         entry = self.listing.find("ip-link", netns)
-        if entry is None or entry.status != OK or entry.path is None:
+        text = self.raw_text(entry)
+        if entry is None or entry.path is None or text is None:
             return interfaces
-        try:
-            text = self.root.read_text(entry.path)
-        except InputError:
-            return interfaces
-        where = self.root.display(entry.path)
-        if _is_json(text):
-            links = ip_json.parse_ip_link(text, source=where, sink=DiagnosticSink(), netns=netns)
-        else:
-            links = ip_text.parse_ip_link_text(
-                text, source=where, sink=DiagnosticSink(), netns=netns
-            )
+        links = _links(text, self.root.display(entry.path), DiagnosticSink(), netns)
         if not _has_details(links):
             return interfaces
         by_name = {i.name: i for i in links}
@@ -264,72 +270,52 @@ class _Loader:
     def routes(self, netns: str) -> tuple[Route, ...]:
         out: list[Route] = []
         for kind, family in (("ip-route", Family.IPV4), ("ip6-route", Family.IPV6)):
-
-            def parse(text: str, where: str, family: Family = family) -> tuple[Route, ...]:
-                if _is_json(text):
-                    return ip_json.parse_ip_route(
-                        text, source=where, sink=self.sink, netns=netns, family=family
-                    )
-                return ip_text.parse_ip_route_text(
-                    text, source=where, sink=self.sink, netns=netns, family=family
-                )
-
-            out.extend(self.parse(kind, netns, parse, quiet=kind == "ip6-route") or ())
+            read = ip_text.parse_ip_route_text
+            quiet = kind == "ip6-route"
+            found = self.output(
+                kind,
+                netns,
+                read,
+                json=ip_json.parse_ip_route,
+                quiet=quiet,
+                netns=netns,
+                family=family,
+            )
+            out.extend(found or ())
         return tuple(out)
 
     def rules(self, netns: str) -> tuple[RouteRule, ...]:
         out: list[RouteRule] = []
         for kind, family in (("ip-rule", Family.IPV4), ("ip6-rule", Family.IPV6)):
-
-            def parse(text: str, where: str, family: Family = family) -> tuple[RouteRule, ...]:
-                if _is_json(text):
-                    return ip_json.parse_ip_rule(
-                        text, source=where, sink=self.sink, netns=netns, family=family
-                    )
-                return ip_text.parse_ip_rule_text(
-                    text, source=where, sink=self.sink, netns=netns, family=family
-                )
-
-            out.extend(self.parse(kind, netns, parse, quiet=True) or ())
+            read = ip_text.parse_ip_rule_text
+            found = self.output(
+                kind, netns, read, json=ip_json.parse_ip_rule, netns=netns, family=family
+            )
+            out.extend(found or ())
         return tuple(out)
 
     def neighbours(self, netns: str) -> tuple[Neighbour, ...]:
-        def parse(text: str, where: str) -> tuple[Neighbour, ...]:
-            if _is_json(text):
-                return ip_json.parse_ip_neigh(text, source=where, sink=self.sink, netns=netns)
-            return ip_text.parse_ip_neigh_text(text, source=where, sink=self.sink, netns=netns)
-
-        return self.parse("ip-neigh", netns, parse, quiet=True) or ()
+        read = ip_text.parse_ip_neigh_text
+        return self.output("ip-neigh", netns, read, json=ip_json.parse_ip_neigh, netns=netns) or ()
 
     def fdb(self, netns: str) -> tuple[FdbEntry, ...]:
-        def parse(text: str, where: str) -> tuple[FdbEntry, ...]:
-            if _is_json(text):
-                return bridge_json.parse_bridge_fdb(text, source=where, sink=self.sink, netns=netns)
-            return ip_text.parse_bridge_fdb_text(text, source=where, sink=self.sink, netns=netns)
-
-        return self.parse("bridge-fdb", netns, parse, quiet=netns != MAIN_NS) or ()
+        read, quiet = ip_text.parse_bridge_fdb_text, netns != MAIN_NS
+        found = self.output(
+            "bridge-fdb", netns, read, json=bridge_json.parse_bridge_fdb, quiet=quiet, netns=netns
+        )
+        return found or ()
 
     def bridge_links(self, netns: str) -> tuple[BridgeLink, ...]:
-        def parse(text: str, where: str) -> tuple[BridgeLink, ...]:
-            if not _is_json(text):
-                return ()  # `ip -d link` text carries the same port settings
-            return bridge_json.parse_bridge_link(text, source=where, sink=self.sink, netns=netns)
-
-        return self.parse("bridge-link", netns, parse, quiet=True) or ()
+        # `ip -d link` text carries the same port settings as `bridge link` text.
+        read = bridge_json.parse_bridge_link
+        return self.output("bridge-link", netns, _nothing, json=read, netns=netns) or ()
 
     def vlans(self, netns: str) -> tuple[BridgeVlan, ...]:
-        def parse(text: str, where: str) -> tuple[BridgeVlan, ...]:
-            if not _is_json(text):
-                return ()
-            return bridge_json.parse_bridge_vlan(text, source=where, sink=self.sink, netns=netns)
-
-        return self.parse("bridge-vlan", netns, parse, quiet=True) or ()
+        read = bridge_json.parse_bridge_vlan
+        return self.output("bridge-vlan", netns, _nothing, json=read, netns=netns) or ()
 
     def brctl(self, netns: str) -> tuple[BrctlBridge, ...]:
-        def parse(text: str, where: str) -> tuple[BrctlBridge, ...]:
-            return parse_brctl_show(text, source=where, sink=self.sink)
-
-        return self.parse("brctl-show", netns, parse, quiet=True) or ()
+        return self.output("brctl-show", netns, parse_brctl_show) or ()
 
     def with_brctl(
         self, interfaces: list[Interface], bridges: tuple[BrctlBridge, ...], netns: str
@@ -382,12 +368,8 @@ class _Loader:
         return self._namespace_ids[netns]
 
     def read_namespace_ids(self, netns: str) -> tuple[NamespaceId, ...]:
-        def parse(text: str, where: str) -> tuple[NamespaceId, ...]:
-            if _is_json(text):
-                return ip_json.parse_ip_netns(text, source=where, sink=self.sink)
-            return ip_text.parse_ip_netns_text(text, source=where, sink=self.sink)
-
-        return self.parse("ip-netns", netns, parse, quiet=True) or ()
+        read = ip_text.parse_ip_netns_text
+        return self.output("ip-netns", netns, read, json=ip_json.parse_ip_netns) or ()
 
     def ruleset(self, netns: str, family: Family) -> tuple[Ruleset | None, tuple[Ruleset, ...]]:
         """The default backend's ruleset, and the other backend's when it holds rules too."""
@@ -431,9 +413,7 @@ class _Loader:
             elif primary is None:
                 primary = next(iter(found.values()), None)
         if primary is not None:
-            self.missing[:] = [
-                m for m in self.missing if not (m.what == f"{base}-save" and m.netns == netns)
-            ]
+            self.forget_missing(f"{base}-save", netns)
         others = tuple(
             r
             for r in found.values()
@@ -457,13 +437,7 @@ class _Loader:
         sources = []
         for table in TABLES:
             kind = f"{base}-list-{table}"
-
-            def parse(text: str, where: str, table: str = table) -> Ruleset:
-                return parse_iptables_list(
-                    text, source=where, table=table, family=family, sink=self.sink
-                )
-
-            listed = self.parse(kind, netns, parse, quiet=True)
+            listed = self.output(kind, netns, parse_iptables_list, table=table, family=family)
             if listed is not None and table in listed.tables:
                 tables[table] = listed.tables[table]
                 sources.append(listed.source)
@@ -474,64 +448,42 @@ class _Loader:
         note = f"{family.value} ruleset{where} {LISTING_LIMITS}; read from {', '.join(sources)}"
         if unlisted:
             note += f"; tables {', '.join(unlisted)} were not listed and are treated as empty"
-            for table in unlisted:
-                self.missing.append(
-                    Missing(
-                        f"{base}-list-{table}",
-                        "not in the snapshot: the ruleset was rebuilt from listings without "
-                        "this table, which is treated as empty",
-                        netns,
-                        command=command_of(f"{base}-list-{table}"),
-                    )
-                )
+            for kind in (f"{base}-list-{table}" for table in unlisted):
+                self.missing.append(Missing(kind, _UNLISTED, netns, command=command_of(kind)))
         self.notes.append(note)
         save = f"{base}-save"
-        self.missing[:] = [m for m in self.missing if not (m.what == save and m.netns == netns)]
-        self.missing.append(
-            Missing(
-                save,
-                "not in the snapshot; the ruleset was rebuilt from `-L` listings instead",
-                netns,
-                command=command_of(save),
-            )
-        )
+        self.forget_missing(save, netns)
+        why = "not in the snapshot; the ruleset was rebuilt from `-L` listings instead"
+        self.missing.append(Missing(save, why, netns, command=command_of(save)))
         return Ruleset(family, tables, self.listing.iptables_backend, sources[0])
+
+    def forget_missing(self, kind: str, netns: str) -> None:
+        """Take back what was said missing: another output gave the same facts."""
+        self.missing[:] = [m for m in self.missing if not (m.what == kind and m.netns == netns)]
 
     def with_handles(self, ruleset: Ruleset, netns: str) -> Ruleset:
         """An iptables-nft ruleset with the rule handles ``nft -a list ruleset`` shows."""
         if ruleset.backend is not Backend.NFT or not _has_rules(ruleset):
             return ruleset
         if netns not in self._nft_listings:
-
-            def parse(text: str, where: str) -> NftListing:
-                return parse_nft_list_ruleset(text, source=where, sink=self.sink)
-
-            self._nft_listings[netns] = self.parse("nft-list-ruleset", netns, parse, quiet=True)
+            read = parse_nft_list_ruleset
+            self._nft_listings[netns] = self.output("nft-list-ruleset", netns, read)
         listing = self._nft_listings[netns]
         if listing is None:
             return ruleset
         return attach_nft_handles(ruleset, listing).ruleset
 
     def ipsets(self, netns: str) -> IpSets | None:
-        def save(text: str, where: str) -> IpSets:
-            return parse_ipset_save(text, source=where, sink=self.sink)
-
-        def listed(text: str, where: str) -> IpSets:
-            return parse_ipset_list(text, source=where, sink=self.sink)
-
         if self.listing.find("ipset-list", netns) and not self.listing.find("ipset-save", netns):
-            return self.parse("ipset-list", netns, listed)
-        return self.parse("ipset-save", netns, save)
+            return self.output("ipset-list", netns, parse_ipset_list, quiet=False)
+        return self.output("ipset-save", netns, parse_ipset_save, quiet=False)
 
     def sysctls(self, netns: str) -> Sysctls:
-        def parse(text: str, where: str) -> Sysctls:
-            return parse_sysctl(text, source=where, sink=self.sink)
-
         if netns == MAIN_NS and self.listing.find("sysctl") is None:
             copied = self.proc_sys()
             if copied is not None:
                 return copied
-        return self.parse("sysctl", netns, parse) or Sysctls()
+        return self.output("sysctl", netns, parse_sysctl, quiet=False) or Sysctls()
 
     def proc_sys(self) -> Sysctls | None:
         """The main namespace's ``net.*`` sysctls from the ``proc/sys/net/`` files a sosreport
@@ -696,13 +648,13 @@ class _Loader:
             topology=topology,
             namespaces=tuple(states),
             ovs=switch,
-            ovs_routes=self.node_output(
-                "ovs-appctl-ovs-route-show", parse_ovs_appctl_ovs_route_show
+            ovs_routes=self.output(
+                "ovs-appctl-ovs-route-show", MAIN_NS, parse_ovs_appctl_ovs_route_show
             ),
-            ovs_tunnel_neighbours=self.node_output(
-                "ovs-appctl-tnl-neigh-show", parse_ovs_appctl_tnl_neigh_show
+            ovs_tunnel_neighbours=self.output(
+                "ovs-appctl-tnl-neigh-show", MAIN_NS, parse_ovs_appctl_tnl_neigh_show
             ),
-            ovs_dpif=self.node_output("ovs-appctl-dpif-show", parse_ovs_appctl_dpif_show),
+            ovs_dpif=self.output("ovs-appctl-dpif-show", MAIN_NS, parse_ovs_appctl_dpif_show),
             ovs_evidence=evidence,
             ovs_bridge_names=bridge_names,
             datapath_ports=datapath_ports,
@@ -725,18 +677,8 @@ class _Loader:
             out.append(OvsdbRecord(RECORD_TABLES[r.kind], r.bridge, table.rows[0], r.source))
         return tuple(out)
 
-    def node_output(self, kind: str, parser: Callable[..., T]) -> T | None:
-        """An optional output of the node itself, read by ``parser(text, source=, sink=)``;
-        ``None`` when the snapshot does not have it."""
-        return self.parse(
-            kind,
-            MAIN_NS,
-            lambda text, where: parser(text, source=where, sink=self.sink),
-            quiet=True,
-        )
-
     def datapath_ports(self) -> tuple[DatapathPort, ...]:
-        return self.node_output(DPCTL_SHOW, parse_ovs_appctl_dpctl_show) or ()
+        return self.output(DPCTL_SHOW, MAIN_NS, parse_ovs_appctl_dpctl_show) or ()
 
     def with_datapath_ports(
         self, interfaces: list[Interface], ports: tuple[DatapathPort, ...]
@@ -821,15 +763,10 @@ class _Loader:
             dump = bridge.flows
             if dump is None or dump.complete:
                 continue
-            command = command_of("ovs-ofctl-dump-flows", bridge.name)
-            self.missing.append(
-                Missing(
-                    "ovs-ofctl-dump-flows",
-                    f"incomplete: {dump.incomplete_reason} ({dump.source})",
-                    bridge=bridge.name,
-                    command=command,
-                )
-            )
+            kind, why = "ovs-ofctl-dump-flows", f"incomplete: {dump.incomplete_reason}"
+            command = command_of(kind, bridge.name)
+            missing = Missing(kind, f"{why} ({dump.source})", bridge=bridge.name, command=command)
+            self.missing.append(missing)
             self.notes.append(
                 f"{bridge.name} flows are incomplete: {dump.incomplete_reason} ({dump.source}); "
                 "a packet none of them matches is unknown, not dropped"
@@ -864,15 +801,9 @@ class _Loader:
                 shown = self.root.display(path)
                 self.notes.append(f"{where} holds only an error ({error}); read {shown} instead")
                 return text, shown
-        self.missing.append(
-            Missing(
-                entry.kind,
-                f"the command failed: {error} ({where})",
-                entry.netns,
-                entry.bridge,
-                command_of(entry.kind, entry.bridge),
-            )
-        )
+        why = f"the command failed: {error} ({where})"
+        command = command_of(entry.kind, entry.bridge)
+        self.missing.append(Missing(entry.kind, why, entry.netns, entry.bridge, command))
         return None
 
 
@@ -897,6 +828,11 @@ def _command_error(text: str) -> str | None:
         why = line
     return why
 
+
+_UNLISTED = (
+    "not in the snapshot: the ruleset was rebuilt from listings without this table, which is "
+    "treated as empty"
+)
 
 _UNTOLD = (LinkKind.PHYSICAL, LinkKind.OTHER, LinkKind.UNKNOWN)
 """Kinds ``ip`` gives a device when it was not asked for details."""
@@ -923,6 +859,17 @@ def _has_details(interfaces: tuple[Interface, ...]) -> bool:
 
 def _is_json(text: str) -> bool:
     return text.lstrip()[:1] in ("[", "{")
+
+
+def _links(text: str, where: str, sink: DiagnosticSink, netns: str) -> tuple[Interface, ...]:
+    """The devices of ``ip [-d] link`` or ``ip [-d] address``, JSON or text."""
+    read = ip_json.parse_ip_link if _is_json(text) else ip_text.parse_ip_link_text
+    return read(text, source=where, sink=sink, netns=netns)
+
+
+def _nothing(text: str, **options: object) -> tuple[()]:
+    """For an output whose text form tells nothing another output does not."""
+    return ()
 
 
 def _resolve_peer_namespace(iface: Interface, ids: dict[str, dict[int, str]]) -> Interface:

@@ -21,10 +21,17 @@ from nodetrace.errors import InputError
 from nodetrace.model.ipset import IpSets
 from nodetrace.model.netfilter import Ruleset
 from nodetrace.model.packet import Family
-from nodetrace.model.topology import MAIN_NS
 
 if TYPE_CHECKING:  # the snapshot model is the whole node: loaded only when a snapshot is read
     from nodetrace.model.snapshot import Snapshot
+
+
+def _main_ns() -> str:
+    """The main namespace's name, from the topology model (loaded with a snapshot, so only
+    once one is read: ``is_snapshot`` runs for every single file too)."""
+    from nodetrace.model.topology import MAIN_NS
+
+    return MAIN_NS
 
 
 def is_snapshot(name: str) -> bool:
@@ -50,7 +57,7 @@ def load_snapshot(name: str) -> Snapshot:
 
 def _save_command(family: Family, netns: str) -> str:
     command = "iptables-save" if family is Family.IPV4 else "ip6tables-save"
-    return command if netns == MAIN_NS else f"ip netns exec {netns} {command}"
+    return command if netns == _main_ns() else f"ip netns exec {netns} {command}"
 
 
 def snapshot_ruleset(snap: Snapshot, name: str, family: Family, netns: str) -> Ruleset:
@@ -64,7 +71,7 @@ def snapshot_ruleset(snap: Snapshot, name: str, family: Family, netns: str) -> R
         kind = "iptables-save" if family is Family.IPV4 else "ip6tables-save"
         missing = snap.missing_of(kind, netns=netns)
         why = f" ({missing.reason})" if missing is not None else ""
-        where = f" of namespace {netns}" if netns != MAIN_NS else ""
+        where = f" of namespace {netns}" if netns != _main_ns() else ""
         raise InputError(
             f"{name}: the snapshot has no {kind} output{where}{why}; collect it with "
             f"`{_save_command(family, netns)}`"

@@ -59,16 +59,9 @@ from nodetrace.snapshot.listing import Listing
 from nodetrace.snapshot.tree import SubTree
 
 PLUGIN_FOLDERS = (
-    "networking",
-    "openvswitch",
-    "firewall_tables",
-    "nftables",
-    "kernel",
-    "ipset",
-    "conntrack",
-    "bridge",
-    "ovn_host",
-)
+    "networking", "openvswitch", "firewall_tables", "nftables", "kernel", "ipset", "conntrack",
+    "bridge", "ovn_host",
+)  # fmt: skip
 
 
 def _collected_at(root: SubTree) -> str:

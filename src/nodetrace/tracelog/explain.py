@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from operator import attrgetter, indexOf
-from typing import assert_never
+from typing import NamedTuple, assert_never
 
 from nodetrace.model.packet import Family, Packet
 from nodetrace.model.trace import (
@@ -25,10 +25,10 @@ from nodetrace.model.trace import (
 )
 from nodetrace.model.verdict import Effect
 from nodetrace.parsers.trace_kernel_log import (
+    DumpParser,
     dump_family,
     packet_from_dump,
     parse_devs,
-    parse_dump,
 )
 from nodetrace.parsers.trace_nft_events import NftEvent
 from nodetrace.tracelog.group_legacy import LegacyPass, PrefixInfo
@@ -498,12 +498,102 @@ def _destination(dump: PacketDump) -> str:
     return f"{address}:{port}" if port else address
 
 
+class _StepPlan(NamedTuple):
+    """What a legacy step says that follows from its prefix, its place in the pass and the
+    ruleset alone, not from the packet: the same for every pass of one shape."""
+
+    table: str
+    chain: str
+    kind: StepKind
+    number: int
+    hook: Hook | None
+    resolution: Resolution
+    base_note: str | None
+    """The step's note before what ``--ipsets`` adds for the packet."""
+    trace_rule: str | None
+    """On a hook's first step: the ``-j TRACE`` rule above it, which legacy never logs."""
+    note: str | None
+    """``base_note`` and ``trace_rule`` joined: the note when no set match is explained."""
+
+
+class _Plans:
+    """The step plans of each pass shape (family and prefix sequence) under one ruleset.
+
+    A log's passes take few shapes (about one per kind of traffic and port), and everything
+    but the devices, the dump and the set matches of a step follows from the shape: each
+    shape is explained once (:func:`notes`, the rule lookups) and later passes of that shape
+    reuse the plan. A new ruleset starts afresh; the cache is bounded.
+    """
+
+    def __init__(self) -> None:
+        self.book: RuleBook | None = None
+        self.by_shape: dict[tuple[Family | None, tuple[PrefixInfo, ...]], list[_StepPlan]] = {}
+
+    def of(self, v: LegacyView) -> list[_StepPlan]:
+        if v.book is not self.book:
+            self.book, self.by_shape = v.book, {}
+        key = (v.family, tuple(v.infos))
+        plan = self.by_shape.get(key)
+        if plan is None:
+            if len(self.by_shape) >= _CACHE_LIMIT:
+                self.by_shape.clear()
+            plan = self.by_shape[key] = _plan(v)
+        return plan
+
+
+def _plan(v: LegacyView) -> list[_StepPlan]:
+    """Explain each step of a pass as far as its shape allows (see :class:`_Plans`)."""
+    hooks = v.p.hooks()
+    out: list[_StepPlan] = []
+    for i, (info, note) in enumerate(zip(v.infos, notes(v), strict=True)):
+        first_in_hook = i == 0 or hooks[i - 1] != hooks[i]
+        trace_rule = _trace_rule(v, i) if first_in_hook else None
+        res = v.resolution(i)
+        out.append(
+            _StepPlan(
+                table=info.table,
+                chain=info.chain,
+                kind=StepKind(info.kind),
+                number=info.number,
+                hook=_hook(hooks[i]),
+                resolution=res,
+                base_note=note,
+                trace_rule=trace_rule,
+                note=_joined(note, trace_rule),
+            )
+        )
+    return out
+
+
+_CACHE_LIMIT = 4096
+"""Entries a per-log cache below keeps at most (a busy node's log needs a few hundred)."""
+_PLANS = _Plans()
+_DUMPS = DumpParser()
+_DEVICES: dict[str, tuple[str, str, str | None, str | None]] = {}
+
+
+def _devices(text: str) -> tuple[str, str, str | None, str | None]:
+    """IN, OUT, PHYSIN and PHYSOUT of a record's device fields (few distinct: cached)."""
+    found = _DEVICES.get(text)
+    if found is None:
+        if len(_DEVICES) >= _CACHE_LIMIT:
+            _DEVICES.clear()
+        devs = parse_devs(text)
+        found = _DEVICES[text] = (
+            devs.get("IN", ""),
+            devs.get("OUT", ""),
+            devs.get("PHYSIN"),
+            devs.get("PHYSOUT"),
+        )
+    return found
+
+
 def observe_legacy(
     p: LegacyPass, book: RuleBook | None, *, index: int, source: str
 ) -> ObservedPacket:
     v = LegacyView(p, book)
     conclusion = conclude(v)
-    step_notes = notes(v)
+    plans = _PLANS.of(v)
     steps: list[NetfilterStep] = []
     family = v.family or Family.IPV4
     warnings: list[str] = []
@@ -515,42 +605,43 @@ def observe_legacy(
         warnings.append(
             "spaces lost between fields were put back (the log was copied from a web page?)"
         )
-    first_dump = parse_dump(p.records[0].dump_text) if p.records[0].ident is not None else None
-    first_packet = packet_from_dump(first_dump) if first_dump is not None else None
-    dumps = [parse_dump(rec.dump_text) if rec.ident is not None else None for rec in p.records]
-    for i, rec in enumerate(p.records):
-        info = v.infos[i]
-        devs = parse_devs(rec.devs)
-        res = v.resolution(i)
-        note = _with_sets(step_notes[i], res, first_packet, book)
-        if i == 0 or v.hook(i - 1) != v.hook(i):
-            note = _with_trace_rule(note, v, i)
-        if i > 0:
-            rewrite = _destination_rewrite(dumps[i - 1], dumps[i], v.infos[i - 1].table)
+    dumps = _DUMPS.dumps(p.records)
+    header = dumps[0]
+    packet = packet_from_dump(header) if header is not None else None
+    sets = book is not None and book.ipsets is not None
+    before, before_table = header, ""
+    for rec, plan, dump in zip(p.records, plans, dumps, strict=True):
+        in_dev, out_dev, physin, physout = _devices(rec.devs)
+        res = plan.resolution
+        note = plan.note
+        if sets and res.rule is not None:
+            note = _joined(_with_sets(plan.base_note, res, packet, book), plan.trace_rule)
+        if dump is not before:
+            rewrite = _destination_rewrite(before, dump, before_table)
             if rewrite is not None:
                 note = f"{rewrite}; {note}" if note else rewrite
+            before = dump
+        before_table = plan.table
         steps.append(
             NetfilterStep(
                 family=family,
-                table=info.table,
-                chain=info.chain,
-                kind=StepKind(info.kind),
-                number=info.number,
-                hook=_hook(v.hook(i)),
-                in_dev=devs.get("IN", ""),
-                out_dev=devs.get("OUT", ""),
-                physin=devs.get("PHYSIN"),
-                physout=devs.get("PHYSOUT"),
+                table=plan.table,
+                chain=plan.chain,
+                kind=plan.kind,
+                number=plan.number,
+                hook=plan.hook,
+                in_dev=in_dev,
+                out_dev=out_dev,
+                physin=physin,
+                physout=physout,
                 rule=res.rule,
                 note=note,
-                dump=dumps[i],
+                dump=dump,
                 span=SourceSpan(source, rec.first_line, rec.last_line),
                 misfit=res.misfit,
             )
         )
     first = p.records[0]
-    header = first_dump
-    packet = first_packet
     trace = Trace(
         steps=tuple(steps),
         outcome=conclusion.outcome,
@@ -576,6 +667,12 @@ def observe_legacy(
     )
 
 
+def _joined(note: str | None, extra: str | None) -> str | None:
+    if extra is None:
+        return note
+    return f"{note}; {extra}" if note else extra
+
+
 def _with_sets(
     note: str | None, res: Resolution, packet: Packet | None, book: RuleBook | None
 ) -> str | None:
@@ -588,20 +685,19 @@ def _with_sets(
     return "; ".join([note, *extra] if note else extra)
 
 
-def _with_trace_rule(note: str | None, v: LegacyView, i: int) -> str | None:
-    """On a hook's first step: name the ``-j TRACE`` rule above it, which legacy never logs."""
+def _trace_rule(v: LegacyView, i: int) -> str | None:
+    """On a hook's first step: the ``-j TRACE`` rule above it, which legacy never logs."""
     if not v.book or v.infos[i].builtin_hook is None:
-        return note
+        return None
     chain = v.book.chain(v.family, v.table(i), v.chain(i))
     if chain is None:
-        return note
+        return None
     number = v.infos[i].number
     traces = [r.position for r in chain.rules[: max(number - 1, 0)] if r.target.name == "TRACE"]
     if not traces:
-        return note
+        return None
     which = ", ".join(str(n) for n in traces)
-    extra = f"rule {which} (-j TRACE) started the trace; legacy TRACE never logs that rule itself"
-    return f"{note}; {extra}" if note else extra
+    return f"rule {which} (-j TRACE) started the trace; legacy TRACE never logs that rule itself"
 
 
 def _stamp(envelope: str) -> str | None:
