@@ -130,3 +130,18 @@ def test_what_needs_no_optional_package_works_without_it(package: str) -> None:
     done = _python(MISSING_PACKAGE, package, "lab", "generate", SCENARIO, "--what", "ports")
     assert (done.returncode, done.stderr) == (0, "")
     assert "br-int" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["log", "iptables", "openflow", "trace", "show"])
+def test_every_command_names_its_people_view_text(command: str) -> None:
+    """One --format flag everywhere, its default the text view, called the same on each."""
+    parser = build_parser(command)
+    sub = next(
+        a
+        for a in parser._subparsers._group_actions[0].choices.values()  # type: ignore[union-attr]
+        if a.prog.endswith(command)
+    )
+    (fmt,) = [a for a in sub._actions if "--format" in a.option_strings]
+    assert fmt.default == "text"
+    assert fmt.choices is not None and "text" in fmt.choices and "json" in fmt.choices
+    assert fmt.type is not None and fmt.type("tree") == "text"  # the text view's former name

@@ -33,7 +33,7 @@ SSH_FROM_TUNNEL = "tun_id=0xef,tcp,nw_dst=192.168.101.85,dl_dst=fa:16:3e:61:21:c
 _STAND_IN = re.compile(r"\b6528[0-9]\b|\b65[23][0-9][0-9]\b")
 
 
-def _openflow(capsys: pytest.CaptureFixture[str], *argv: str, fmt: str = "tree") -> str:
+def _openflow(capsys: pytest.CaptureFixture[str], *argv: str, fmt: str = "text") -> str:
     code = main(["openflow", *argv, "--format", fmt])
     out, err = capsys.readouterr()
     assert code == 0, err

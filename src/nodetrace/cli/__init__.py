@@ -62,6 +62,18 @@ def add_levels(parser: argparse.ArgumentParser, *, summary: str, detailed: str) 
                        help=detailed)  # fmt: skip
 
 
+def add_format(parser: argparse.ArgumentParser, **others: str) -> None:
+    """``--format``, the same flag on every command: ``text`` (the default, for people) and
+    the command's other outputs, each with its help (``json`` is docs/json.md everywhere).
+    ``tree``, the text view's former name, is still understood."""
+    names = ", ".join(f"{name} ({what})" for name, what in others.items())
+    parser.add_argument(
+        "--format", choices=("text", *others), default="text",
+        type=lambda word: "text" if word == "tree" else word,
+        help=f"text (default: for people), {names}",
+    )  # fmt: skip
+
+
 class ExamplesFormatter(argparse.HelpFormatter):
     """argparse's help, re-wrapping the description as usual but keeping an ``examples:``
     epilog's lines as written (commands must not be broken across lines)."""

@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from ipaddress import ip_address
 
+from nodetrace.cli import add_format
 from nodetrace.cli._report import print_diagnostics
 from nodetrace.engine.conntrack import CtState, Direction
 from nodetrace.engine.netfilter import (
@@ -148,11 +149,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--uid", type=int, help="uid of the sending socket (OUTPUT, -m owner)")
     p.add_argument("--gid", type=int, help="gid of the sending socket (OUTPUT, -m owner)")
-    p.add_argument(
-        "--format",
-        choices=["tree", "kernel", "xtables", "json"],
-        default="tree",
-        help="tree (default), kernel (legacy TRACE lines), xtables (xtables-monitor --trace), json",
+    add_format(
+        p,
+        kernel="legacy TRACE lines",
+        xtables="as xtables-monitor --trace prints them",
+        json="docs/json.md",
     )
     p.set_defaults(func=run)
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nodetrace.api import log_rules
-from nodetrace.cli import add_levels
+from nodetrace.cli import add_format, add_levels
 from nodetrace.errors import Diagnostic, DiagnosticSink, UsageError
 from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import NetfilterStep, PacketDump, Trace
@@ -101,12 +101,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         summary="counts instead of one story per packet",
         detailed="each step with everything known of it",
     )
-    p.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="json: one object per packet per line (JSON Lines; docs/json.md)",
-    )
+    add_format(p, json="one object per packet per line, JSON Lines; docs/json.md")
     p.add_argument(
         "--json", dest="format", action="store_const", const="json", help="--format json"
     )

@@ -7,6 +7,7 @@ import argparse
 import difflib
 import sys
 
+from nodetrace.cli import add_format
 from nodetrace.cli._ovs_inputs import load_ovs_inputs
 from nodetrace.cli._report import print_diagnostics
 from nodetrace.engine.openflow import OpenFlowEngine
@@ -77,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="ct_state for the next conntrack recirculation (trk,est / +trk+new ...), like "
         "ofproto/trace --ct-next; repeat for later ones",
     )
-    p.add_argument("--format", choices=("tree", "ofproto", "json"), default="tree")
+    add_format(p, ofproto="as ofproto/trace prints it", json="docs/json.md")
     p.add_argument(
         "--apply-side-effects",
         action="store_true",

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from nodetrace.cli import EXIT_NOTHING_USABLE, ExamplesFormatter
+from nodetrace.cli import EXIT_NOTHING_USABLE, ExamplesFormatter, add_format
 from nodetrace.neutron.inventory import inventory
 from nodetrace.render.json import dumps
 from nodetrace.render.screen import Screen
@@ -44,12 +44,7 @@ def register(subparsers: Any) -> None:
         formatter_class=ExamplesFormatter,
     )
     parser.add_argument("snapshot", metavar="SNAPSHOT")
-    parser.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="text (default: for people) or json (docs/json.md)",
-    )
+    add_format(parser, json="docs/json.md")
     parser.set_defaults(func=run)
 
 

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from nodetrace import api
-from nodetrace.cli import ExamplesFormatter, add_levels
+from nodetrace.cli import ExamplesFormatter, add_format, add_levels
 from nodetrace.model.topology import MAIN_NS
 from nodetrace.render.json import dumps, trace_document
 from nodetrace.render.kernel_trace import render_kernel_walk
@@ -70,12 +70,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--netns", default=MAIN_NS, metavar="NS", help="namespace of --from")
     parser.add_argument("--ct-state", metavar="S", help="conntrack state (default: NEW, said)")
-    parser.add_argument(
-        "--format",
-        choices=("tree", "kernel", "ofproto", "json"),
-        default="tree",
-        help="tree (default: text for people), kernel (the netfilter steps as TRACE lines), "
-        "ofproto (the OpenFlow steps as ofproto/trace prints them), json (docs/json.md)",
+    add_format(
+        parser,
+        kernel="the netfilter steps as TRACE lines",
+        ofproto="the OpenFlow steps as ofproto/trace prints them",
+        json="docs/json.md",
     )
     add_levels(
         parser,
