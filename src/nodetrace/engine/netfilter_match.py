@@ -438,10 +438,11 @@ def _mark(m: MarkMatch) -> Predicate:
 
 
 def _iprange(m: IprangeMatch) -> Predicate:
-    checks = []
-    for spec, is_src in ((m.src_range, True), (m.dst_range, False)):
-        if spec is not None:
-            checks.append((int(spec.value[0]), int(spec.value[1]), spec.negated, is_src))
+    checks = [
+        (int(spec.value[0]), int(spec.value[1]), spec.negated, is_src)
+        for spec, is_src in ((m.src_range, True), (m.dst_range, False))
+        if spec is not None
+    ]
 
     def run(c: Ctx) -> Result:
         for lo, hi, neg, is_src in checks:

@@ -471,7 +471,7 @@ class Xlate(Outputs):
         """Run one action; True means "stop this action list" (dec_ttl exception)."""
         s = self.state
         match a:
-            case Output():
+            case Output() | Enqueue():
                 self._output(self._port(a.port), last)
             case Resubmit():
                 in_port = s.get("in_port", 0) if a.port is None else self._port(a.port)
@@ -551,8 +551,6 @@ class Xlate(Outputs):
                     self._output(port, last)
                 else:
                     self.say(NodeKind.WARN, f"output port {port} is out of range")
-            case Enqueue():
-                self._output(self._port(a.port), last)
             case Controller():
                 self._controller(a.reason or "action")
             case Conjunction():

@@ -276,10 +276,7 @@ class _Walk:
     # -- namespaces and engines -------------------------------------------------------
 
     def ns(self, netns: str) -> NamespaceState:
-        state = self.snap.namespace(netns)
-        if state is None:
-            return NamespaceState(name=netns)
-        return state
+        return self.snap.namespace(netns) or NamespaceState(name=netns)
 
     def local_addresses(self, netns: str) -> tuple[IPAddress, ...]:
         return tuple(a.ip for i in self.snap.topology.in_namespace(netns) for a in i.addresses)

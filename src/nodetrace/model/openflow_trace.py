@@ -75,10 +75,7 @@ class Bridge(_Node):
     name: str
     children: tuple[TraceNode, ...] = ()
     step: DeviceStep | None = None
-
-    @property
-    def kind(self) -> NodeKind:
-        return NodeKind.BRIDGE
+    kind: ClassVar[NodeKind] = NodeKind.BRIDGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +91,7 @@ class TableLookup(_Node):
     cookie: int = 0
     children: tuple[TraceNode, ...] = ()
     step: OpenFlowStep | None = None
-
-    @property
-    def kind(self) -> NodeKind:
-        return NodeKind.TABLE
+    kind: ClassVar[NodeKind] = NodeKind.TABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +102,7 @@ class Thaw(_Node):
     """The table resumed at; ``None`` for the ``thaw`` node that holds it."""
     children: tuple[TraceNode, ...] = ()
     step: DeviceStep | None = None
-
-    @property
-    def kind(self) -> NodeKind:
-        return NodeKind.THAW
+    kind: ClassVar[NodeKind] = NodeKind.THAW
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +110,7 @@ class ActionRun(_Node):
     """An action executed, in OVS's flow syntax (``drop`` when a flow has none)."""
 
     action: str
-
-    @property
-    def kind(self) -> NodeKind:
-        return NodeKind.ACTION
+    kind: ClassVar[NodeKind] = NodeKind.ACTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,11 +407,8 @@ class OpenFlowTrace:
 
     @property
     def steps(self) -> tuple[OpenFlowStep | DeviceStep, ...]:
-        out: list[OpenFlowStep | DeviceStep] = []
-        for p in self.passes:
-            for node in p.nodes:
-                out.extend(n.step for n in node.walk() if n.step is not None)
-        return tuple(out)
+        nodes = (n for p in self.passes for node in p.nodes for n in node.walk())
+        return tuple(n.step for n in nodes if n.step is not None)
 
     def as_trace(self) -> Trace:
         """The shared trace type, for the whole-node walk and the generic renderers."""

@@ -84,12 +84,7 @@ class OvsSwitch:
         for b in self.bridges:
             for p in b.ports:
                 iface = p.interface
-                if (
-                    p.name == peer_name
-                    and iface is not None
-                    and iface.is_patch
-                    and iface.peer == port.name
-                ):
+                if p.name == peer_name and iface and iface.is_patch and iface.peer == port.name:
                     return b, p
         return None
 
@@ -105,10 +100,7 @@ class OvsSwitch:
         """Merge the sources into one view; bridges come from OVSDB and from the flow dumps."""
         ofctl = ofctl or {}
         fdb = fdb or {}
-        names: list[str] = []
-        if ovsdb is not None:
-            names += [b.name for b in ovsdb.bridges]
-        names += [n for n in (*flows, *ofctl, *fdb) if n not in names]
+        known = [b.name for b in ovsdb.bridges] if ovsdb is not None else []
         notes: list[str] = []
         if ovsdb is None:
             notes.append(
@@ -121,7 +113,7 @@ class OvsSwitch:
                 "tag/trunks as ovs-vswitchd does when the column is empty"
             )
         bridges = []
-        for name in dict.fromkeys(names):
+        for name in dict.fromkeys([*known, *flows, *ofctl, *fdb]):
             db_bridge = ovsdb.bridge(name) if ovsdb is not None else None
             show = ofctl.get(name)
             ports = _ports(name, db_bridge, show)

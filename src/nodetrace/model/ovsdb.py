@@ -168,12 +168,8 @@ class OvsdbConfig:
 
     def interface(self, name: str) -> tuple[Bridge, Port, Interface] | None:
         """Find an interface by name in any bridge."""
-        for b in self.bridges:
-            for p in b.ports:
-                for i in p.interfaces:
-                    if i.name == name:
-                        return b, p, i
-        return None
+        found = ((b, p, i) for b in self.bridges for p, i in b.interfaces() if i.name == name)
+        return next(found, None)
 
 
 # ---------------------------------------------------------------------------------------------

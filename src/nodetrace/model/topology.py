@@ -340,10 +340,7 @@ class Topology:
         return (i for i in self.interfaces if i.netns == netns)
 
     def by_ifindex(self, ifindex: int, netns: str = MAIN_NS) -> Interface | None:
-        for iface in self.interfaces:
-            if iface.netns == netns and iface.ifindex == ifindex:
-                return iface
-        return None
+        return next((i for i in self.in_namespace(netns) if i.ifindex == ifindex), None)
 
     def ports_of(self, master: str, netns: str = MAIN_NS) -> tuple[Interface, ...]:
         """Devices enslaved to ``master`` (a Linux bridge's ports), in ``ip link`` order."""
@@ -379,10 +376,8 @@ class Topology:
 
     def owner_of(self, ip: IPAddress, netns: str = MAIN_NS) -> Interface | None:
         """The interface in ``netns`` that carries address ``ip``, if any."""
-        for iface in self.in_namespace(netns):
-            if any(a.ip == ip for a in iface.addresses):
-                return iface
-        return None
+        owners = (i for i in self.in_namespace(netns) if any(a.ip == ip for a in i.addresses))
+        return next(owners, None)
 
 
 @dataclass(frozen=True, slots=True)

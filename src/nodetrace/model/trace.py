@@ -31,9 +31,6 @@ class Hook(StrEnum):
     POSTROUTING = "POSTROUTING"
 
 
-HOOKS = frozenset(h.value for h in Hook)
-
-
 class StepKind(StrEnum):
     """The third field of a legacy TRACE prefix (``table:chain:KIND:number``)."""
 
@@ -72,10 +69,7 @@ class PacketDump:
     fields: tuple[tuple[str, str], ...]
 
     def get(self, key: str) -> str | None:
-        for k, v in self.fields:
-            if k == key:
-                return v
-        return None
+        return next((v for k, v in self.fields if k == key), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,14 +20,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from nodetrace.model.openflow_spelling import of10_actions
-from nodetrace.model.trace import (
-    DeviceStep,
-    NetfilterStep,
-    OpenFlowStep,
-    Outcome,
-    Step,
-    Trace,
-)
+from nodetrace.model.trace import DeviceStep, NetfilterStep, OpenFlowStep, Outcome, Step, Trace
 
 _UNDECIDED = frozenset({Outcome.ENDS, Outcome.UNKNOWN})
 
@@ -103,66 +96,51 @@ def _comparable(steps: Sequence[Step], devices: bool) -> list[Step]:
 
 
 def _step_difference(o: Step, s: Step) -> str | None:
-    match o:
-        case NetfilterStep():
-            if isinstance(s, NetfilterStep):
-                return _first_field(_netfilter_fields(o), _netfilter_fields(s), o, s)
-        case OpenFlowStep():
-            if isinstance(s, OpenFlowStep):
-                return _first_field(_openflow_fields(o), _openflow_fields(s), o, s)
-        case DeviceStep():
-            if isinstance(s, DeviceStep):
-                return _first_field(_device_fields(o), _device_fields(s), o, s)
-        case _:
-            assert_never(o)
-    return f"observed {describe(o)}, simulated {describe(s)}"
-
-
-Fields = tuple[tuple[str, object], ...]
-
-
-def _first_field(seen: Fields, predicted: Fields, o: Step, s: Step) -> str | None:
-    for (name, a), (_, b) in zip(seen, predicted, strict=True):
+    if type(o) is not type(s):
+        return f"observed {describe(o)}, simulated {describe(s)}"
+    for (name, a), (_, b) in zip(_fields(o), _fields(s), strict=True):
         if a is not None and b is not None and a != b:
             return f"the {name} differs: observed {describe(o)}, simulated {describe(s)}"
     return None
 
 
-def _netfilter_fields(step: NetfilterStep) -> Fields:
-    # ``None`` stands for "this source does not say": such a field is not compared.
-    return (
-        ("family", step.family),
-        ("table", step.table),
-        ("chain", step.chain),
-        ("kind", step.kind),
-        ("rule number", step.number),
-        ("rule handle", step.handle),
-        # ``JUMP:chain`` where a source names the target: the next step shows the chain.
-        ("verdict", step.verdict.partition(":")[0].upper() if step.verdict else None),
-        ("hook", step.hook),
-        ("input device", step.in_dev),
-        ("output device", step.out_dev),
-        ("bridge input port", step.physin),
-        ("bridge output port", step.physout),
-        ("rule", _words(step.rule_text)),
-    )
-
-
-def _openflow_fields(step: OpenFlowStep) -> Fields:
-    return (
-        ("bridge", step.bridge),
-        ("table", step.table),
-        # No flow matched: a miss, which both sources say as no priority.
-        ("priority", step.priority if step.priority is not None else "none"),
-        ("match", step.match),
-        # ofproto/trace prints actions as they were added; a dump in OpenFlow 1.0 (ovs-ofctl's
-        # default) respells some of them: both sides are compared in the dump's spelling.
-        ("actions", of10_actions(step.actions)),
-    )
-
-
-def _device_fields(step: DeviceStep) -> Fields:
-    return (("crossing", step.action), ("device", step.device))
+def _fields(step: Step) -> tuple[tuple[str, object], ...]:
+    """What is compared of a step, named as the sentences say it."""
+    match step:
+        case NetfilterStep():
+            # ``None`` stands for "this source does not say": such a field is not compared.
+            return (
+                ("family", step.family),
+                ("table", step.table),
+                ("chain", step.chain),
+                ("kind", step.kind),
+                ("rule number", step.number),
+                ("rule handle", step.handle),
+                # ``JUMP:chain`` where a source names the target: the next step shows the chain.
+                ("verdict", step.verdict.partition(":")[0].upper() if step.verdict else None),
+                ("hook", step.hook),
+                ("input device", step.in_dev),
+                ("output device", step.out_dev),
+                ("bridge input port", step.physin),
+                ("bridge output port", step.physout),
+                ("rule", _words(step.rule_text)),
+            )
+        case OpenFlowStep():
+            return (
+                ("bridge", step.bridge),
+                ("table", step.table),
+                # No flow matched: a miss, which both sources say as no priority.
+                ("priority", step.priority if step.priority is not None else "none"),
+                ("match", step.match),
+                # ofproto/trace prints actions as they were added; a dump in OpenFlow 1.0
+                # (ovs-ofctl's default) respells some of them: both sides are compared in the
+                # dump's spelling.
+                ("actions", of10_actions(step.actions)),
+            )
+        case DeviceStep():
+            return (("crossing", step.action), ("device", step.device))
+        case _:
+            assert_never(step)
 
 
 def _words(text: str | None) -> tuple[str, ...] | None:

@@ -24,11 +24,8 @@ def port_addresses(rulesets: tuple[Ruleset | None, ...], port_id: str) -> tuple[
 
     Address-pair entries that are whole networks are left out: they name no one address.
     """
-    found: list[IPAddress] = []
-    for entry in spoof_entries(rulesets, port_id):
-        if entry.ip is not None and entry.mac is not None and entry.ip not in found:
-            found.append(entry.ip)
-    return tuple(found)
+    entries = spoof_entries(rulesets, port_id)
+    return tuple(dict.fromkeys(e.ip for e in entries if e.ip is not None and e.mac is not None))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from nodetrace.neutron.scenario import (
     IPNetwork,
     Port,
     Scenario,
-    SecurityGroup,
     SgRule,
 )
 
@@ -371,26 +370,21 @@ class _FirewallBuilder:
         return specs
 
     def _sg_rules(self, port: Port, direction: Direction) -> list[_RuleSpec]:
-        specs = []
-        for sg_id in port.security_groups:
-            sg: SecurityGroup = self.scenario.security_group(sg_id)
-            for rule in sg.rules:
-                if rule.direction is direction:
-                    specs.append(_spec(rule))
-        return specs
+        return [
+            _spec(rule)
+            for sg_id in port.security_groups
+            for rule in self.scenario.security_group(sg_id).rules
+            if rule.direction is direction
+        ]
 
     def _convert(self, specs: Iterable[_RuleSpec]) -> list[str]:
-        rules = [_comment("-m state --state RELATED,ESTABLISHED -j RETURN", ALLOW_ASSOC)]
-        seen: set[str] = set()
-        for spec in specs:
-            text = self._rule_text(spec)
-            if text is None or text in seen:
-                continue
-            seen.add(text)
-            rules.append(text)
-        rules.append(_comment("-m state --state INVALID -j DROP", INVALID_DROP))
-        rules.append(_comment(f"-j {n.sg_fallback_chain(self.wrap)}", UNMATCHED))
-        return rules
+        texts = (self._rule_text(spec) for spec in specs)
+        return [
+            _comment("-m state --state RELATED,ESTABLISHED -j RETURN", ALLOW_ASSOC),
+            *dict.fromkeys(t for t in texts if t is not None),  # each rule once, in order
+            _comment("-m state --state INVALID -j DROP", INVALID_DROP),
+            _comment(f"-j {n.sg_fallback_chain(self.wrap)}", UNMATCHED),
+        ]
 
     def _rule_text(self, spec: _RuleSpec) -> str | None:
         if spec.remote_group is not None:

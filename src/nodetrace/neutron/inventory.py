@@ -499,7 +499,6 @@ def _port_info(
         flows = index.flows_naming(
             ofport, (m.value for m in macs), sw.name if sw is not None else None
         )
-    ip_order = sorted(range(len(ips)), key=lambda i: (ips[i].value.version, i))
     return PortInfo(
         port_id=port_id,
         kind=kind,
@@ -514,7 +513,7 @@ def _port_info(
         network_type=seg.network_type if seg is not None else None,
         segmentation_id=seg.segmentation_id if seg is not None else None,
         mac=macs[0] if macs else None,
-        ips=tuple(ips[i] for i in ip_order),
+        ips=tuple(sorted(ips, key=lambda ip: ip.value.version)),
         zone=zone,
         chains=chains,
         flows=flows,

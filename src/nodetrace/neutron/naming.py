@@ -28,10 +28,6 @@ IPSET_NAME_LEN = 29
 """31 minus the ``-n`` suffix of the temporary set used for swaps."""
 
 ZONE_START = 4097
-ZONE_MAX = 65535
-DEAD_VLAN_TAG = 4095
-"""br-int drops this VLAN: ports being bound, or without details, sit on it."""
-MAX_LOCAL_VLAN = 4094
 
 FILTER_TOP_CHAIN = "neutron-filter-top"
 """The only unwrapped chain; jumped to from the top of filter FORWARD and OUTPUT."""

@@ -339,6 +339,13 @@ def _unknown_option(module: str, opt: RawOption) -> Unmodelled:
     return Unmodelled(f"option --{opt.name} of -m {module} is not modelled")
 
 
+def _only(module: str, opts: list[RawOption], name: str) -> RawOption:
+    """The option of a match that takes exactly one, ``--name``."""
+    if len(opts) != 1 or opts[0].name != name:
+        raise Unmodelled(f"-m {module} without exactly one --{name}")
+    return opts[0]
+
+
 _PORT_FIELDS = {
     "sport": "sport",
     "source-port": "sport",
@@ -415,19 +422,17 @@ def _multiport(module: str, opts: list[RawOption], family: Family) -> Match:
 def _icmp(module: str, opts: list[RawOption], family: Family) -> Match:
     want = "icmp-type" if module == "icmp" else "icmpv6-type"
     fam = Family.IPV4 if module == "icmp" else Family.IPV6
-    if len(opts) != 1 or opts[0].name != want:
-        raise Unmodelled(f"-m {module} without exactly one --{want}")
-    icmp_type, lo, hi = read_icmp_type(_one(opts[0]), fam)
+    opt = _only(module, opts, want)
+    icmp_type, lo, hi = read_icmp_type(_one(opt), fam)
     return IcmpMatch(
-        module=module, icmp_type=icmp_type, code_min=lo, code_max=hi, negated=opts[0].negated
+        module=module, icmp_type=icmp_type, code_min=lo, code_max=hi, negated=opt.negated
     )
 
 
 def _state(module: str, opts: list[RawOption], family: Family) -> Match:
-    if len(opts) != 1 or opts[0].name != "state":
-        raise Unmodelled("-m state without exactly one --state")
-    states = read_words(_one(opts[0]), CT_STATES[:5], "connection state")
-    return StateMatch(states=states, negated=opts[0].negated)
+    opt = _only(module, opts, "state")
+    states = read_words(_one(opt), CT_STATES[:5], "connection state")
+    return StateMatch(states=states, negated=opt.negated)
 
 
 _CT_ADDR = ("ctorigsrc", "ctorigdst", "ctreplsrc", "ctrepldst")
@@ -518,22 +523,18 @@ def _set(module: str, opts: list[RawOption], family: Family) -> Match:
 
 
 def _mac(module: str, opts: list[RawOption], family: Family) -> Match:
-    if len(opts) != 1 or opts[0].name != "mac-source":
-        raise Unmodelled("-m mac without exactly one --mac-source")
-    return MacMatch(source=Neg(read_mac(_one(opts[0])), opts[0].negated))
+    opt = _only(module, opts, "mac-source")
+    return MacMatch(source=Neg(read_mac(_one(opt)), opt.negated))
 
 
 def _comment(module: str, opts: list[RawOption], family: Family) -> Match:
-    if len(opts) != 1 or opts[0].name != "comment":
-        raise Unmodelled("-m comment without exactly one --comment")
-    return CommentMatch(comment=" ".join(opts[0].values))
+    return CommentMatch(comment=" ".join(_only(module, opts, "comment").values))
 
 
 def _mark(module: str, opts: list[RawOption], family: Family) -> Match:
-    if len(opts) != 1 or opts[0].name != "mark":
-        raise Unmodelled(f"-m {module} without exactly one --mark")
-    value, mask = read_value_mask(_one(opts[0]))
-    return MarkMatch(module=module, value=value, mask=mask, negated=opts[0].negated)
+    opt = _only(module, opts, "mark")
+    value, mask = read_value_mask(_one(opt))
+    return MarkMatch(module=module, value=value, mask=mask, negated=opt.negated)
 
 
 def _iprange(module: str, opts: list[RawOption], family: Family) -> Match:
@@ -566,18 +567,16 @@ def _addrtype(module: str, opts: list[RawOption], family: Family) -> Match:
 
 
 def _pkttype(module: str, opts: list[RawOption], family: Family) -> Match:
-    if len(opts) != 1 or opts[0].name != "pkt-type":
-        raise Unmodelled("-m pkttype without exactly one --pkt-type")
-    value = _one(opts[0]).lower()
+    opt = _only(module, opts, "pkt-type")
+    value = _one(opt).lower()
     if value not in ("unicast", "broadcast", "multicast", "host", "otherhost"):
         raise BadValue("not a packet type", value, "unicast, broadcast or multicast")
-    return PkttypeMatch(pkt_type=Neg(value, opts[0].negated))
+    return PkttypeMatch(pkt_type=Neg(value, opt.negated))
 
 
 def _length(module: str, opts: list[RawOption], family: Family) -> Match:
-    if len(opts) != 1 or opts[0].name != "length":
-        raise Unmodelled("-m length without exactly one --length")
-    return LengthMatch(length=Neg(read_int_range(_one(opts[0]), 0xFFFF), opts[0].negated))
+    opt = _only(module, opts, "length")
+    return LengthMatch(length=Neg(read_int_range(_one(opt), 0xFFFF), opt.negated))
 
 
 def _ttl(module: str, opts: list[RawOption], family: Family) -> Match:
@@ -596,15 +595,14 @@ def _ttl(module: str, opts: list[RawOption], family: Family) -> Match:
 
 
 def _tos(module: str, opts: list[RawOption], family: Family) -> Match:
-    if len(opts) != 1 or opts[0].name != "tos":
-        raise Unmodelled("-m tos without exactly one --tos")
-    text = _one(opts[0])
+    opt = _only(module, opts, "tos")
+    text = _one(opt)
     if text in TOS_NAMES:
         value, mask = TOS_NAMES[text], 0x3F
     else:
         value, mask = read_value_mask(text)
         mask = mask if "/" in text else 0xFF
-    return TosMatch(value=value & 0xFF, mask=mask & 0xFF, negated=opts[0].negated)
+    return TosMatch(value=value & 0xFF, mask=mask & 0xFF, negated=opt.negated)
 
 
 def _dscp(module: str, opts: list[RawOption], family: Family) -> Match:

@@ -819,11 +819,10 @@ def _build(
     built: dict[str, Chain] = {}
     cache: dict[tuple[object, ...], _Typed] = {}
     for name, decl in chains.items():
-        rules: list[Rule] = []
-        for p in decl.rules:
-            rules.append(
-                _rule(p, len(rules) + 1, table, family, user_chains, report, cols, exact, cache)
-            )
+        rules = [
+            _rule(p, number, table, family, user_chains, report, cols, exact, cache)
+            for number, p in enumerate(decl.rules, 1)
+        ]
         counters = decl.counters if exact else None
         built[name] = Chain(name, decl.builtin, decl.policy, tuple(rules), counters, decl.pos)
     first = next(iter(chains.values()), None)

@@ -169,6 +169,10 @@ def _add(matches: dict[str, tuple[int, int]], name: str, value: int, mask: int) 
         )
 
 
+_IP_BYTE_FIELDS = ("nw_tos", "ip_dscp", "nw_ecn", "ip_ecn", "nw_ttl", "nw_proto", "ip_proto")
+"""Fields of one byte or less of the IP header, also read when the model has no width."""
+
+
 def convert_match(
     text: str,
 ) -> tuple[int | None, tuple[FieldMatch, ...], PortRef | None, tuple[str, ...]]:
@@ -236,15 +240,7 @@ def convert_match(
                 elif key == "tun_flags":
                     v, m = parse_flags(str(value), {"oam": 1}, "tun_flags")
                     _add(matches, "tun_flags", v, m)
-                elif key in (
-                    "nw_tos",
-                    "ip_dscp",
-                    "nw_ecn",
-                    "ip_ecn",
-                    "nw_ttl",
-                    "nw_proto",
-                    "ip_proto",
-                ):
+                elif key in _IP_BYTE_FIELDS:
                     width = field_width(key) or 8
                     v, m = _int_value(value, width)
                     if key == "nw_tos":

@@ -57,21 +57,14 @@ from nodetrace.model.netfilter import (
     UnknownMatch,
     UnknownTarget,
 )
-from nodetrace.model.packet import Family
+from nodetrace.model.packet import Family, TcpFlag
 
 T = TypeVar("T")
 
 _NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 # libxt_tcp prints flag masks by walking this table (ALL and NONE only when nothing else fits).
-_TCP_FLAG_ORDER = (
-    ("FIN", 0x01),
-    ("SYN", 0x02),
-    ("RST", 0x04),
-    ("PSH", 0x08),
-    ("ACK", 0x10),
-    ("URG", 0x20),
-)
+_TCP_FLAG_ORDER = tuple((flag.name, int(flag)) for flag in TcpFlag if flag <= TcpFlag.URG)
 
 
 def save_string(value: str) -> str:
@@ -142,8 +135,9 @@ def _mark(value: int, mask: int) -> str:
     return f"0x{value:x}" if mask == 0xFFFFFFFF else f"0x{value:x}/0x{mask:x}"
 
 
-def _uid(r: PortRange) -> str:
-    return str(r.lo) if r.lo == r.hi else f"{r.lo}-{r.hi}"
+def _dashed(r: PortRange) -> str:
+    """A range as owner and NAT options print it: ``lo-hi``, not ``lo:hi``."""
+    return str(r).replace(":", "-")
 
 
 def format_match(m: Match) -> str:
@@ -231,9 +225,9 @@ def format_match(m: Match) -> str:
     elif isinstance(m, OwnerMatch):
         parts += _flag("socket-exists", m.socket_exists)
         if m.uid is not None:
-            parts.append(f"{_neg(m.uid.negated)}--uid-owner {_uid(m.uid.value)}")
+            parts.append(f"{_neg(m.uid.negated)}--uid-owner {_dashed(m.uid.value)}")
         if m.gid is not None:
-            parts.append(f"{_neg(m.gid.negated)}--gid-owner {_uid(m.gid.value)}")
+            parts.append(f"{_neg(m.gid.negated)}--gid-owner {_dashed(m.gid.value)}")
         if m.suppl_groups:
             parts.append("--suppl-groups")
     elif isinstance(m, LimitMatch | UnknownMatch):
@@ -247,8 +241,7 @@ def _nat_range(r: NatRange) -> str:
         addr = str(r.addr_lo) if r.addr_hi in (None, r.addr_lo) else f"{r.addr_lo}-{r.addr_hi}"
         text = f"[{addr}]" if r.addr_lo.version == 6 and r.ports is not None else addr
     if r.ports is not None:
-        ports = str(r.ports.lo) if r.ports.lo == r.ports.hi else f"{r.ports.lo}-{r.ports.hi}"
-        text += f":{ports}"
+        text += f":{_dashed(r.ports)}"
     return text
 
 
@@ -293,8 +286,7 @@ def format_target(t: Target) -> str:
         option = "--to-source" if t.nat_type == "SNAT" else "--to-destination"
         parts += [f"{option} {_nat_range(r)}" for r in t.ranges]
         if t.to_ports is not None:
-            p = t.to_ports
-            parts.append(f"--to-ports {p.lo}" if p.lo == p.hi else f"--to-ports {p.lo}-{p.hi}")
+            parts.append(f"--to-ports {_dashed(t.to_ports)}")
         for flag in ("random", "random_fully", "persistent"):
             if getattr(t, flag):
                 parts.append("--" + flag.replace("_", "-"))

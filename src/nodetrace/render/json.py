@@ -20,7 +20,7 @@ from typing import Any, assert_never
 from nodetrace.errors import SourcePos
 from nodetrace.model.openflow_trace import OpenFlowTrace, TracePass
 from nodetrace.model.packet import Packet
-from nodetrace.model.trace import DeviceStep, NetfilterStep, OpenFlowStep, SourceSpan, Step, Trace
+from nodetrace.model.trace import DeviceStep, NetfilterStep, OpenFlowStep, Step, Trace
 
 SCHEMA_VERSION = 2
 """One more when a key is removed or renamed or its value changes meaning; adding a key keeps it."""
@@ -50,10 +50,7 @@ def trace_fields(trace: Trace) -> dict[str, Any]:
     steps = [_step(number, step, known) for number, step in enumerate(trace.steps, start=1)]
     return {
         "packet": packet,
-        "flow": [
-            {"field": f.field, "value": f.value, "origin": f.origin.value, "source": f.source}
-            for f in trace.flow
-        ],
+        "flow": to_jsonable(trace.flow),
         "steps": steps,
         "outcome": trace.outcome.value,
         "verdict_step": trace.verdict_step + 1 if trace.verdict_step is not None else None,
@@ -107,12 +104,6 @@ def _changes(known: dict[str, Any], after: Packet | None) -> dict[str, Any]:
     return changed
 
 
-def _span(span: SourceSpan | None) -> dict[str, Any] | None:
-    if span is None:
-        return None
-    return {"file": span.file, "first_line": span.first_line, "last_line": span.last_line}
-
-
 def _pos(pos: SourcePos | None) -> dict[str, Any] | None:
     return (
         None if pos is None else {"file": pos.file, "first_line": pos.line, "last_line": pos.line}
@@ -144,29 +135,13 @@ def _step(number: int, step: Step, known: dict[str, Any]) -> dict[str, Any]:
                 "changed": _changes(known, step.packet),
                 "note": step.note,
                 "misfit": step.misfit,
-                "source": _span(step.span),
+                "source": to_jsonable(step.span),
             }
+        # These two are spelled field by field, in their dataclass's order.
         case OpenFlowStep():
-            return {
-                "step": number,
-                "type": "openflow",
-                "bridge": step.bridge,
-                "table": step.table,
-                "priority": step.priority,
-                "match": step.match,
-                "actions": step.actions,
-                "cookie": step.cookie,
-                "note": step.note,
-                "source": _span(step.source),
-            }
+            return {"step": number, "type": "openflow", **to_jsonable(step)}
         case DeviceStep():
-            return {
-                "step": number,
-                "type": "device",
-                "action": step.action.value,
-                "device": step.device,
-                "detail": step.detail,
-            }
+            return {"step": number, "type": "device", **to_jsonable(step)}
         case _:
             assert_never(step)
 

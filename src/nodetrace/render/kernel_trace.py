@@ -16,17 +16,8 @@ from ipaddress import IPv4Address, IPv6Address
 from nodetrace.model.packet import ETH_TYPE_IPV6, IPProto, Packet, TcpFlag, total_length
 from nodetrace.model.trace import NetfilterStep, Step, Trace
 
-_TCP_FLAG_WORDS = (
-    (TcpFlag.AE, "AE"),
-    (TcpFlag.CWR, "CWR"),
-    (TcpFlag.ECE, "ECE"),
-    (TcpFlag.URG, "URG"),
-    (TcpFlag.ACK, "ACK"),
-    (TcpFlag.PSH, "PSH"),
-    (TcpFlag.RST, "RST"),
-    (TcpFlag.SYN, "SYN"),
-    (TcpFlag.FIN, "FIN"),
-)
+# nf_log_syslog.c prints the flags from the highest bit down.
+_TCP_FLAG_WORDS = tuple((flag, flag.name) for flag in sorted(TcpFlag, reverse=True))
 
 # ICMP types whose header must be complete before the kernel dumps their body
 # (nf_log_syslog.c: required_len).
@@ -41,11 +32,6 @@ def mac_field(p: Packet) -> str:
     """``MAC=dst:src:type`` (14 bytes of the Ethernet header, lower-case hex)."""
     octets = _mac_bytes(p.dl_dst) + _mac_bytes(p.dl_src) + [p.dl_type >> 8, p.dl_type & 0xFF]
     return "MAC=" + ":".join(f"{b:02x}" for b in octets) + " "
-
-
-def _ipv6_full(addr: IPv6Address) -> str:
-    """``%pI6``: eight groups of four hex digits, nothing compressed."""
-    return addr.exploded
 
 
 def _tcp(p: Packet, room: int | None) -> str:
@@ -192,7 +178,8 @@ def _icmp6(p: Packet, nested: bool) -> str:
 
 def _ipv6(p: Packet, *, nested: bool = False, owner: tuple[int, int] | None = None) -> str:
     assert isinstance(p.nw_src, IPv6Address) and isinstance(p.nw_dst, IPv6Address)
-    out = f"SRC={_ipv6_full(p.nw_src)} DST={_ipv6_full(p.nw_dst)} "
+    # ``%pI6``: eight groups of four hex digits, nothing compressed.
+    out = f"SRC={p.nw_src.exploded} DST={p.nw_dst.exploded} "
     out += f"LEN={total_length(p)} TC={p.nw_tos} HOPLIMIT={p.nw_ttl} FLOWLBL={p.ipv6_label} "
     proto = p.nw_proto
     if proto == IPProto.TCP:

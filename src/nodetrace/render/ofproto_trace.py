@@ -92,17 +92,15 @@ def _flow_identity(match: str, priority: int | None, cookie: int | None) -> str:
     return text + (f", cookie {cookie:#x}" if cookie else "")
 
 
+_MARKED = {NodeKind.DETAIL: " -> {}", NodeKind.WARN: " >> {}", NodeKind.ERROR: " >>>> {} <<<<"}
+"""How ``ofproto/trace`` marks a message by its kind (a line read verbatim keeps its marks)."""
+
+
 def _line(node: TraceNode) -> str:
     text = node_text(node)
     if isinstance(node, Verbatim):
         return text
-    if node.kind is NodeKind.DETAIL:
-        return f" -> {text}"
-    if node.kind is NodeKind.WARN:
-        return f" >> {text}"
-    if node.kind is NodeKind.ERROR:
-        return f" >>>> {text} <<<<"
-    return text
+    return _MARKED.get(node.kind, "{}").format(text)
 
 
 def _ofproto_nodes(nodes: tuple[TraceNode, ...], level: int, out: list[str]) -> None:
@@ -138,11 +136,8 @@ def _recirc_header(p: TracePass) -> list[str]:
     out.append(title)
     if p.nat is not None:
         out.append("Replacing src/dst IP/ports to simulate NAT:")
-        for line in p.nat.splitlines():
-            out.append(f" {line}")
-    out.append("=" * 79)
-    out.append("")
-    return out
+        out += [f" {line}" for line in p.nat.splitlines()]
+    return [*out, "=" * 79, ""]
 
 
 def render_ofproto(trace: OpenFlowTrace) -> str:
@@ -152,11 +147,9 @@ def render_ofproto(trace: OpenFlowTrace) -> str:
             out += _recirc_header(p)
         out.append(f"Flow: {p.flow}")
         out += ofproto_lines(p)
-        out.append("")
-        out.append(f"Final flow: {p.final_flow or 'unchanged'}")
+        out += ["", f"Final flow: {p.final_flow or 'unchanged'}"]
         if p.datapath_actions is not None:
-            out.append(f"Megaflow: {MEGAFLOW_NOT_DERIVED}")
-            out.append(f"Datapath actions: {p.datapath_actions}")
+            out += [f"Megaflow: {MEGAFLOW_NOT_DERIVED}", f"Datapath actions: {p.datapath_actions}"]
     out += _summary(trace)
     return "\n".join(out) + "\n"
 
@@ -171,8 +164,7 @@ def render_ofproto_walk(trace: Trace) -> str:
             continue
         if s.bridge != bridge:
             bridge = s.bridge
-            out.append(f'bridge("{bridge}")')
-            out.append("-" * (len(bridge) + 10))
+            out += [f'bridge("{bridge}")', "-" * (len(bridge) + 10)]
         out.append(f" {s.table}. {_flow_identity(s.match, s.priority, s.cookie)}")
         if s.actions:
             out.append(f"    {s.actions}")
@@ -214,8 +206,7 @@ def render_tree(trace: OpenFlowTrace) -> str:
         if index:
             state = p.ct_state or "?"
             how = " (default, as ofproto/trace)" if p.ct_state_default else ""
-            out.append("")
-            out.append(f"recirculation {p.recirc_id} (zone {p.zone}): ct_state={state}{how}")
+            out += ["", f"recirculation {p.recirc_id} (zone {p.zone}): ct_state={state}{how}"]
             if p.nat:
                 out += [f"  {line}" for line in p.nat.splitlines()]
             out.append(f"packet: {p.flow}")
@@ -229,15 +220,12 @@ def render_tree(trace: OpenFlowTrace) -> str:
 def _summary(trace: OpenFlowTrace) -> list[str]:
     out = [""]
     if trace.egress:
-        out.append("Leaves:")
-        for e in trace.egress:
-            out.append(f"  {e.describe()}")
+        out += ["Leaves:", *(f"  {e.describe()}" for e in trace.egress)]
     else:
         out.append("Leaves: nothing")
     if trace.learned:
         out.append("Learned:" if any(f.applied for f in trace.learned) else "Would learn:")
-        for f in trace.learned:
-            out.append(f"  {f.bridge}: {f.text()}")
+        out += [f"  {f.bridge}: {f.text()}" for f in trace.learned]
     out.append(f"Verdict: {trace.verdict}")
     if trace.assumptions:
         out.append("Assumptions:")

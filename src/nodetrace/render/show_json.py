@@ -10,14 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodetrace.model.node_inventory import (
-    Found,
-    Inventory,
-    LinuxBridgeSummary,
-    OvsBridgeSummary,
-    PortInfo,
-    Segment,
-)
+from nodetrace.model.node_inventory import Found, Inventory, LinuxBridgeSummary, PortInfo, Segment
 from nodetrace.render.json import document
 
 
@@ -55,16 +48,6 @@ def _port(p: PortInfo) -> dict[str, Any]:
         "flows": p.flows,
         "sources": sources,
         "notes": list(p.notes),
-    }
-
-
-def _bridge(b: OvsBridgeSummary) -> dict[str, Any]:
-    return {
-        "name": b.name,
-        "datapath_type": b.datapath_type,
-        "fail_mode": b.fail_mode,
-        "flows": b.flows,
-        "ports": b.ports,  # each port with every field of OvsPortSummary
     }
 
 
@@ -110,7 +93,7 @@ def show_document(inv: Inventory) -> dict[str, Any]:
             },
         },
         ports=[_port(p) for p in inv.ports],
-        ovs_bridges=[_bridge(b) for b in inv.ovs_bridges],
+        ovs_bridges=inv.ovs_bridges,  # every field of each bridge and of its ports
         linux_bridges=[_linux_bridge(b) for b in inv.linux_bridges],
         namespaces=inv.namespaces,
         segments=[_segment(s) for s in inv.segments],

@@ -8,14 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from nodetrace.model.trace import Outcome
 from nodetrace.render.screen import PLAIN, Screen, Style
+from nodetrace.render.text import OUTCOME_LABEL
 
-_OUTCOME_STYLES: dict[str, Style] = {
-    "accepted": "green",
-    "dropped": "red",
-    "rejected": "red",
-    "ends": "yellow",
-}
 _OUTCOME_HELP = {
     "accepted": "went on to POSTROUTING, or were accepted in their last traced hook",
     "dropped": "dropped by a rule or a DROP policy",
@@ -69,7 +65,7 @@ def render_summary(counts: SummaryCounts, screen: Screen = PLAIN) -> str:
     for outcome, help_text in _OUTCOME_HELP.items():
         line = f"{numbers[outcome]:>{nw}}  {outcome:<{ow}}  {help_text}"
         spans: tuple[tuple[str, Style], ...] = (
-            (outcome, _OUTCOME_STYLES[outcome]),
+            (outcome, OUTCOME_LABEL[Outcome(outcome)][1]),
             (help_text, "dim"),
         )
         out += screen.lines(line, nw + ow + 4, spans=spans)

@@ -75,7 +75,7 @@ _ICMPV6_NAMES = {
     135: "neighbor-solicit",
     136: "neighbor-advert",
 }
-_PROTO_NAMES = {int(p): p.name for p in IPProto}
+_PROTO_NAMES = {int(p): p.name for p in IPProto} | {int(IPProto.ICMPV6): "ICMPv6"}
 _TCP_FLAGS = [(int(f), f.name) for f in TcpFlag]
 _HEAD_MAX = 46
 """The step column's widest: a deeper step's text starts right after it."""
@@ -89,8 +89,6 @@ def describe_packet(packet: Packet) -> str:
     proto = _PROTO_NAMES.get(
         packet.nw_proto, f"proto {packet.nw_proto}" if packet.nw_proto else "IP"
     )
-    if packet.nw_proto == IPProto.ICMPV6:
-        proto = "ICMPv6"
     src = str(packet.nw_src) if packet.nw_src is not None else "?"
     dst = str(packet.nw_dst) if packet.nw_dst is not None else "?"
     if packet.tp_src is not None and packet.tp_dst is not None:

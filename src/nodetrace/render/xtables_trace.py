@@ -26,14 +26,8 @@ from ipaddress import IPv4Address, IPv6Address
 from nodetrace.model.packet import ETH_TYPE_IPV6, IPProto, Packet, TcpFlag, total_length
 from nodetrace.model.trace import Hook, NetfilterStep, Step, StepKind
 
-_XT_TCP_FLAGS = (
-    (TcpFlag.SYN, "SYN"),
-    (TcpFlag.ACK, "ACK"),
-    (TcpFlag.FIN, "FIN"),
-    (TcpFlag.RST, "RST"),
-    (TcpFlag.PSH, "PSH"),
-    (TcpFlag.URG, "URG"),
-)
+# The order xtables-monitor prints them in (not the bits' order).
+_XT_TCP_FLAGS = tuple((TcpFlag[name], name) for name in ("SYN", "ACK", "FIN", "RST", "PSH", "URG"))
 
 
 def _ether_ntoa(mac: str) -> str:
@@ -46,13 +40,7 @@ def _signed_hex(byte: int) -> str:
 
 
 def packet_line(
-    p: Packet,
-    trace_id: int,
-    *,
-    in_dev: str,
-    out_dev: str,
-    family: int,
-    link_header: bool = True,
+    p: Packet, trace_id: int, *, in_dev: str, out_dev: str, family: int, link_header: bool = True
 ) -> str:
     """The ``PACKET:`` line for the packet as the kernel attached it to a trace event.
 

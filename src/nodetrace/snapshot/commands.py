@@ -302,13 +302,11 @@ def _command(prog: str, args: list[str]) -> Recognised | None:
         if len(pos) == 1 and pos[0].replace(".", "/") in _APPCTL_NODE:
             kind, preference = _APPCTL_NODE[pos[0].replace(".", "/")]
             return Recognised(kind, preference=preference)
-        if pos[:1] in (["dpctl/show"], ["dpctl.show"]) or pos[:2] == ["dpctl", "show"]:
-            return Recognised("ovs-appctl-dpctl-show", preference=1)
         # "/" cannot be in a file name: sos writes "dpctl.dump-conntrack", others "dpctl_dump...".
-        if pos[:1] in (["dpctl/dump-conntrack"], ["dpctl.dump-conntrack"]) or pos[:2] == [
-            "dpctl",
-            "dump-conntrack",
-        ]:
+        dpctl = "/".join(pos[:2] if pos[:1] == ["dpctl"] else pos[:1]).replace(".", "/")
+        if dpctl == "dpctl/show":
+            return Recognised("ovs-appctl-dpctl-show", preference=1)
+        if dpctl == "dpctl/dump-conntrack":
             return Recognised("ovs-appctl-dpctl-dump-conntrack")
         return None
     return None

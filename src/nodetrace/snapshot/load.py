@@ -71,6 +71,7 @@ from nodetrace.snapshot.sosreport import read_sosreport
 from nodetrace.snapshot.tree import ArchiveTree, SubTree, find_root, open_tree
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 RECORD_TABLES = {"ovs-vsctl-record-port": "Port", "ovs-vsctl-record-interface": "Interface"}
 """Single-record listings, and the OVSDB table each lists a row of."""
@@ -89,7 +90,6 @@ RAW_KINDS = frozenset(
 """Outputs kept as text in the snapshot for the layers that parse them (Open vSwitch state,
 conntrack tables)."""
 
-EXPECTED_PER_NAMESPACE = ("iptables-save", "ipset-save", "ip-link", "ip-route", "sysctl")
 EXPECTED_MAIN = ("ovs-vsctl-list-bridge", "bridge-fdb", "ip6tables-save")
 
 _OTHER = {
@@ -268,30 +268,28 @@ class _Loader:
         return tuple(out)
 
     def routes(self, netns: str) -> tuple[Route, ...]:
-        out: list[Route] = []
-        for kind, family in (("ip-route", Family.IPV4), ("ip6-route", Family.IPV6)):
-            read = ip_text.parse_ip_route_text
-            quiet = kind == "ip6-route"
-            found = self.output(
-                kind,
-                netns,
-                read,
-                json=ip_json.parse_ip_route,
-                quiet=quiet,
-                netns=netns,
-                family=family,
-            )
-            out.extend(found or ())
-        return tuple(out)
+        read = ip_text.parse_ip_route_text
+        return self.both_families("route", netns, read, ip_json.parse_ip_route, quiet_v4=False)
 
     def rules(self, netns: str) -> tuple[RouteRule, ...]:
-        out: list[RouteRule] = []
-        for kind, family in (("ip-rule", Family.IPV4), ("ip6-rule", Family.IPV6)):
-            read = ip_text.parse_ip_rule_text
-            found = self.output(
-                kind, netns, read, json=ip_json.parse_ip_rule, netns=netns, family=family
-            )
-            out.extend(found or ())
+        return self.both_families("rule", netns, ip_text.parse_ip_rule_text, ip_json.parse_ip_rule)
+
+    def both_families(
+        self,
+        what: str,
+        netns: str,
+        parser: Callable[..., tuple[E, ...]],
+        json: Callable[..., tuple[E, ...]],
+        *,
+        quiet_v4: bool = True,
+    ) -> tuple[E, ...]:
+        """``ip WHAT`` and ``ip -6 WHAT`` (text or JSON) together; a missing IPv6 one is not
+        said missing, nor the IPv4 one unless ``quiet_v4`` is false."""
+        out: list[E] = []
+        for kind, family in ((f"ip-{what}", Family.IPV4), (f"ip6-{what}", Family.IPV6)):
+            quiet = quiet_v4 or family is Family.IPV6
+            options = {"netns": netns, "family": family}
+            out.extend(self.output(kind, netns, parser, json=json, quiet=quiet, **options) or ())
         return tuple(out)
 
     def neighbours(self, netns: str) -> tuple[Neighbour, ...]:
@@ -660,7 +658,7 @@ class _Loader:
             datapath_ports=datapath_ports,
             ovsdb_records=self.ovsdb_records(raw),
             raw=raw,
-            missing=tuple(_dedupe(self.missing)),
+            missing=tuple(dict.fromkeys(self.missing)),
             diagnostics=tuple(diagnostics),
             notes=tuple(self.notes),
         )
@@ -916,14 +914,4 @@ def _pair_unresolved_veths(interfaces: list[Interface]) -> list[Interface]:
             derived = f"{info.derived}; {why}" if info.derived else why
             detail = dataclasses.replace(info, peer_netns=ends[0].netns, derived=derived)
             out[n] = dataclasses.replace(iface, detail=detail)
-    return out
-
-
-def _dedupe(items: list[Missing]) -> list[Missing]:
-    seen: set[Missing] = set()
-    out = []
-    for m in items:
-        if m not in seen:
-            seen.add(m)
-            out.append(m)
     return out

@@ -21,8 +21,6 @@ from nodetrace.errors import InputError
 MAX_FILE_BYTES = 512 * 1024 * 1024
 """Larger files are refused: no command output of a node comes near this."""
 
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar.zst")
-
 
 @dataclass
 class Tree(ABC):

@@ -38,6 +38,8 @@ from nodetrace.tracelog.rulebook import NOT_RESOLVED, Resolution, RuleBook, nft_
 from nodetrace.tracelog.sets import set_notes
 
 _BUILTIN_HOOK = attrgetter("builtin_hook")
+_REPAIRED = attrgetter("repaired")
+_LAST_LINE = attrgetter("last_line")
 LEGACY_GROUPING = (
     "legacy TRACE has no packet id: lines were grouped by packet headers, hook order and time"
 )
@@ -601,7 +603,7 @@ def observe_legacy(
         warnings.append(
             "the first line is in a user chain: earlier lines of this packet are missing"
         )
-    if any(r.repaired for r in p.records):
+    if any(map(_REPAIRED, p.records)):
         warnings.append(
             "spaces lost between fields were put back (the log was copied from a web page?)"
         )
@@ -609,19 +611,19 @@ def observe_legacy(
     header = dumps[0]
     packet = packet_from_dump(header) if header is not None else None
     sets = book is not None and book.ipsets is not None
-    before, before_table = header, ""
+    before, before_ident, before_table = header, p.records[0].ident, ""
     for rec, plan, dump in zip(p.records, plans, dumps, strict=True):
         in_dev, out_dev, physin, physout = _devices(rec.devs)
         res = plan.resolution
         note = plan.note
         if sets and res.rule is not None:
             note = _joined(_with_sets(plan.base_note, res, packet, book), plan.trace_rule)
-        if dump is not before:
+        # the destination is read from the packet part of the dump: the same text, the same one
+        if rec.ident != before_ident:
             rewrite = _destination_rewrite(before, dump, before_table)
             if rewrite is not None:
                 note = f"{rewrite}; {note}" if note else rewrite
-            before = dump
-        before_table = plan.table
+        before, before_ident, before_table = dump, rec.ident, plan.table
         steps.append(
             NetfilterStep(
                 family=family,
@@ -656,7 +658,7 @@ def observe_legacy(
         conclusion=conclusion,
         source=source,
         first_line=first.first_line,
-        last_line=max(r.last_line for r in p.records),
+        last_line=max(map(_LAST_LINE, p.records)),
         family=v.family,
         header=header,
         log_format="kernel",
