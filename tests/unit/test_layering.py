@@ -29,6 +29,7 @@ ALLOWED = {
         "neutron",
         "diagnosis",
     },
+    "audit": {"model", "errors", "parsers", "engine", "snapshot", "neutron", "audit"},
     "live": {
         "model",
         "errors",
