@@ -31,10 +31,13 @@ COMMANDS: dict[str, str] = {
     "show": "summarise a node snapshot: bridges, ports, VMs, chains and flows",
     "collect": "capture this node's network state into a snapshot (read-only)",
     "lab": "mini compute nodes in network namespaces (real OVS, real iptables)",
+    "fleet": "audit, trace or explain logs over many nodes into one DuckDB store",
 }
 """Every subcommand (a module of this package) and its one-line help, in ``--help`` order."""
 
-OPTIONAL_MODULES: dict[str, str] = {"pyroute2": "lab", "scapy": "lab"}
+OPTIONAL_MODULES: dict[str, str] = {
+    "pyroute2": "lab", "scapy": "lab", "duckdb": "fleet", "distributed": "fleet", "dask": "fleet",
+}  # fmt: skip
 """Packages of an optional extra (pyproject.toml), and the extra that installs them."""
 
 EXIT_OK = 0

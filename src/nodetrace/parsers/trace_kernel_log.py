@@ -26,7 +26,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
 from operator import itemgetter
 from typing import NamedTuple
@@ -511,7 +511,8 @@ def journal_json_lines(lines: Iterable[str]) -> Iterator[str]:
         stamp = ""
         realtime = entry.get("__REALTIME_TIMESTAMP")
         if isinstance(realtime, str) and realtime.isdigit():
-            stamp = datetime.fromtimestamp(int(realtime) / 1e6).isoformat(timespec="microseconds")
+            moment = datetime.fromtimestamp(int(realtime) / 1e6, tz=UTC)  # the journal's is UTC
+            stamp = moment.isoformat(timespec="microseconds")
         host = entry.get("_HOSTNAME", "-")
         yield f"{stamp} {host} kernel: {message}".replace("\n", " ")
 
