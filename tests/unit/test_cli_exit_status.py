@@ -40,8 +40,12 @@ VALID = {
     "show": [SNAP],
     "collect": [],
     "lab": ["generate", SCENARIO],
+    "fleet": ["audit", SNAP],
 }
 """A command line each command accepts (the typo test adds one wrong word to it)."""
+
+NESTED = {"lab", "fleet"}
+"""Commands whose first word is an action with a parser of its own."""
 
 
 def nodetrace(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -71,7 +75,11 @@ def test_a_mistyped_option_is_one_line_naming_it_and_where_to_look(
     capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     code, out, err = nodetrace(capsys, command, *VALID[command], "--jsn")
-    where = "nodetrace lab generate" if command == "lab" else f"nodetrace {command}"
+    where = (
+        " ".join(["nodetrace", command, *VALID[command][:1]])
+        if command in NESTED
+        else f"nodetrace {command}"
+    )
     assert (code, out) == (2, "")
     assert_one_error(err, "unrecognized arguments: --jsn", f"'{where} --help'")
 
@@ -110,6 +118,7 @@ def test_usage_errors_are_one_line(
         ["show", MISSING],
         ["collect", "--ovs-rundir", MISSING],
         ["lab", "generate", MISSING],
+        ["fleet", "audit", MISSING],
     ],
     ids=lambda argv: " ".join(a for a in argv if not a.startswith(("/", "tcp", "icmp"))),
 )
