@@ -38,6 +38,7 @@ VALID = {
     "openflow": [OVS, *OVS_ARGS, "--packet", PING_OUT],
     "trace": [SNAP, "--packet", PING],
     "show": [SNAP],
+    "audit": [SNAP],
     "collect": [],
     "lab": ["generate", SCENARIO],
     "fleet": ["audit", SNAP],

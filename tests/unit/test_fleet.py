@@ -71,24 +71,40 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_json(*argv: str) -> dict:  # type: ignore[type-arg]
+def fleet_run(*argv: str) -> dict:  # type: ignore[type-arg]
+    """``nodetrace fleet ARGV --format json``'s document (the command must succeed)."""
     out = io.StringIO()
     with redirect_stdout(out):
-        assert main([*argv, "--format", "json", "--no-progress"]) == 0
+        assert main(["fleet", *argv, "--format", "json", "--no-progress"]) == 0
     return json.loads(out.getvalue())
 
 
-def query(snapshots: Path, action: str, sql: str, *extra: str) -> list[list[object]]:
-    doc = run_json("fleet", action, str(snapshots), *extra, "--query", sql)
-    return doc["queries"][0]["rows"]
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql).fetchall()
 
 
-def test_fleet_trace_names_exactly_the_nodes_that_drop_and_the_rule(fleet: Path) -> None:
-    rows = query(fleet / "snapshots", "trace",
-                 "SELECT node, status, outcome, rule FROM traces ORDER BY node", *PACKET,
-                 "--jobs", "2")  # fmt: skip
-    assert len(rows) == NODES
-    for i, (node, status, outcome, rule) in enumerate(rows, start=1):
+@pytest.fixture(scope="module")
+def trace_db(fleet: Path) -> Path:
+    db = fleet / "trace.duckdb"
+    fleet_run("trace", str(fleet / "snapshots"), *PACKET, "--jobs", "2", "--db", str(db))
+    return db
+
+
+@pytest.fixture(scope="module")
+def log_db(fleet: Path) -> Path:
+    db = fleet / "log.duckdb"
+    fleet_run("log", str(fleet / "logs"), "--snapshots", str(fleet / "snapshots"),
+              "--jobs", "2", "--db", str(db))  # fmt: skip
+    return db
+
+
+def test_fleet_trace_names_exactly_the_nodes_that_drop_and_the_rule(trace_db: Path) -> None:
+    found = rows(trace_db, "SELECT node, status, outcome, rule FROM traces ORDER BY node")
+    assert len(found) == NODES
+    for i, (node, status, outcome, rule) in enumerate(found, start=1):
         assert node == node_name(i) and status == "traced"
         if dropping(i):
             assert (outcome, rule) == ("dropped", EXTRA_DROP)
@@ -96,29 +112,33 @@ def test_fleet_trace_names_exactly_the_nodes_that_drop_and_the_rule(fleet: Path)
             assert (outcome, rule) == ("delivered", None)
 
 
-def test_fleet_log_counts_each_nodes_packets_as_the_log_command_does(fleet: Path) -> None:
+def test_fleet_log_counts_each_nodes_packets_as_the_log_command_does(log_db: Path) -> None:
     out = io.StringIO()
     with redirect_stdout(out):
         main(["log", str(EXAMPLES / "two-nodes-cmp2.trace.log"), "--rules",
               str(EXAMPLES / "two-nodes-cmp2.snapshot.tar.gz"), "--summary", "--format", "json"])  # fmt: skip
     expected = json.loads(out.getvalue())["summary"]["by_outcome"]
-    rows = query(fleet / "logs", "log",
-                 "SELECT node, outcome, count(*) FROM log_packets GROUP BY ALL ORDER BY ALL",
-                 "--snapshots", str(fleet / "snapshots"), "--jobs", "2")  # fmt: skip
-    per_node: dict[str, dict[str, int]] = {}
-    for node, outcome, count in rows:
-        per_node.setdefault(str(node), {})[str(outcome)] = int(count)  # type: ignore[call-overload]
+    per_node: dict[object, dict[object, object]] = {}
+    for node, outcome, count in rows(
+        log_db, "SELECT node, outcome, count(*) FROM log_packets GROUP BY ALL"
+    ):
+        per_node.setdefault(node, {})[outcome] = count
     assert len(per_node) == NODES
     wanted = {o: n for o, n in expected.items() if n}
     assert all(counts == wanted for counts in per_node.values())
 
 
-def test_fleet_log_places_packets_in_time_only_when_the_log_says_when(fleet: Path) -> None:
-    rows = query(fleet / "logs", "log",
-                 "SELECT node, min(logged_at)::VARCHAR, count(logged_at) FROM log_packets "
-                 "GROUP BY ALL ORDER BY node", "--jobs", "2")  # fmt: skip
-    assert rows[0] == [node_name(1), "2026-11-26 06:36:14.538123+00", 3]
-    assert all(stamp is None and count == 0 for _, stamp, count in rows[1:])
+def test_fleet_log_keeps_every_trace_record_of_every_node(log_db: Path) -> None:
+    records = sum(1 for line in (EXAMPLES / "two-nodes-cmp2.trace.log").open() if "TRACE:" in line)
+    per_node = rows(log_db, "SELECT DISTINCT count(*) FROM log_steps GROUP BY node")
+    assert per_node == [(records,)]
+
+
+def test_fleet_log_places_packets_in_time_only_when_the_log_says_when(log_db: Path) -> None:
+    found = rows(log_db, "SELECT node, min(logged_at)::VARCHAR, count(logged_at) "
+                         "FROM log_packets GROUP BY ALL ORDER BY node")  # fmt: skip
+    assert found[0] == (node_name(1), "2026-11-26 06:36:14.538123+00", 3)
+    assert all(stamp is None and count == 0 for _, stamp, count in found[1:])
 
 
 @pytest.fixture(scope="module")
@@ -129,21 +149,31 @@ def dask_scheduler() -> Iterator[str]:
         yield cluster.scheduler_address
 
 
-def test_a_dask_cluster_gives_the_same_store_as_local_processes(
-    fleet: Path, dask_scheduler: str, tmp_path: Path
+def test_a_dask_cluster_gives_the_same_results_as_local_processes(
+    fleet: Path, trace_db: Path, dask_scheduler: str, tmp_path: Path
 ) -> None:
-    sql = "SELECT * FROM traces ORDER BY node"
-    local = query(fleet / "snapshots", "trace", sql, *PACKET, "--jobs", "2")
-    remote = query(fleet / "snapshots", "trace", sql, *PACKET, "--scheduler", dask_scheduler)
-    assert remote == local
     parquet = tmp_path / "out"
-    run_json("fleet", "trace", str(fleet / "snapshots"), *PACKET, "--scheduler", dask_scheduler,
-             "--parquet", str(parquet))  # fmt: skip
-    import duckdb
-
-    dropped = duckdb.connect().execute(
-        f"SELECT node FROM '{parquet / 'traces.parquet'}' WHERE outcome = 'dropped' ORDER BY node"
+    fleet_run("trace", str(fleet / "snapshots"), *PACKET, "--scheduler", dask_scheduler,
+              "--parquet", str(parquet))  # fmt: skip
+    sql = "SELECT * FROM {} ORDER BY node"
+    assert rows(trace_db, sql.format(f"'{parquet / 'traces.parquet'}'")) == rows(
+        trace_db, sql.format("traces")
     )
-    assert [node for (node,) in dropped.fetchall()] == [
+
+
+def test_fleet_audit_finds_the_shadowed_rule_on_exactly_the_changed_nodes(fleet: Path) -> None:
+    from nodetrace.api import load_snapshot
+    from nodetrace.audit import audit
+
+    db = fleet / "audit.duckdb"
+    fleet_run("audit", str(fleet / "snapshots"), "--jobs", "2", "--db", str(db))
+    shadowed = rows(db, "SELECT node FROM findings WHERE check_id = 'shadowed-rule' AND "
+                        "subject LIKE 'filter neutron-openvswi-i79645311-2 %' ORDER BY node")  # fmt: skip
+    assert [node for (node,) in shadowed] == [
         node_name(i) for i in range(1, NODES + 1) if dropping(i)
     ]
+    direct = audit(load_snapshot(fleet / "snapshots" / f"{node_name(DROP_EVERY)}.tar.gz"))
+    stored = rows(
+        db, f"SELECT check_id, subject FROM findings WHERE node = '{node_name(DROP_EVERY)}'"
+    )
+    assert sorted(stored) == sorted((f.check, f.subject) for f in direct)

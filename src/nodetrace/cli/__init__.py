@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "openflow": "trace a packet through OVS bridges (offline ofproto/trace)",
     "trace": "follow a packet through the whole node (OVS, veth, Linux bridge, iptables)",
     "show": "summarise a node snapshot: bridges, ports, VMs, chains and flows",
+    "audit": "find what is wrong on a node before a packet is lost (findings with evidence)",
     "collect": "capture this node's network state into a snapshot (read-only)",
     "lab": "mini compute nodes in network namespaces (real OVS, real iptables)",
     "fleet": "audit, trace or explain logs over many nodes into one DuckDB store",
