@@ -2,7 +2,7 @@
 finding with its severity, the rules/flows/lines that prove it (file:line) and a read-only
 command to confirm it on the node; and the checks the snapshot could not feed.
 
-``--exposure`` hands over to the exposure report (``audit/exposure_cli.py``): what traffic each
+``--exposure`` hands over to the exposure report (``cli/_exposure.py``): what traffic each
 port's rules and flows let in and out. Arguments in, ``nodetrace.audit`` for the facts, text or
 JSON (docs/json.md) out.
 """
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_NOTHING_USABLE
     if args.exposure:
-        exposure_cli = importlib.import_module("nodetrace.audit.exposure_cli")
+        exposure_cli = importlib.import_module("nodetrace.cli._exposure")
         result: int = exposure_cli.run(args, snap)
         return result
     report = audit_report(snap)
