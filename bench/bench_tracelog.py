@@ -20,6 +20,7 @@ it, and at 80 columns, as a terminal shows it, wrapped); every program is pinned
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import subprocess
@@ -66,7 +67,10 @@ def make_ports(count: int, rng: random.Random) -> list[Port]:
         uuid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         mac = "fa:16:3e:" + ":".join(f"{rng.randrange(256):02x}" for _ in range(3))
         ports.append(Port(i, uuid, f"10.0.{i // 200}.{10 + i % 200}", mac))
-    return sorted(ports, key=lambda p: p.uuid)
+    # Numbered by place in the ruleset, which lists ports by UUID: the TRACE lines' numbers
+    # must be the ruleset's, or `--rules` would name (and replay) the wrong rules.
+    by_uuid = sorted(ports, key=lambda p: p.uuid)
+    return [dataclasses.replace(p, index=n) for n, p in enumerate(by_uuid)]
 
 
 def ruleset(ports: list[Port]) -> str:

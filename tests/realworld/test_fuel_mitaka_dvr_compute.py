@@ -54,9 +54,10 @@ def test_namespaces(capsys: pytest.CaptureFixture[str]) -> None:
     }
 
 
-def test_the_floating_ip_path_rests_on_missing_routes(capsys: pytest.CaptureFixture[str]) -> None:
-    # a packet from the outside for the floating IP arrives on fg-; the fip namespace's routes
-    # (ip route / ip rule) were not published: unknown, never dropped
+def test_the_floating_ip_path_rests_on_missing_outputs(capsys: pytest.CaptureFixture[str]) -> None:
+    # a packet from the outside for the floating IP arrives on fg-; neither the fip namespace's
+    # rules (iptables-save) nor its routes (ip route / ip rule) were published: unknown, never
+    # dropped, at the first of them the packet meets (PREROUTING runs before routing)
     packet = "icmp,nw_src=172.30.0.11,nw_dst=172.30.89.140,icmp_type=8,icmp_code=0"
     doc = run_json(
         capsys,
@@ -70,4 +71,4 @@ def test_the_floating_ip_path_rests_on_missing_routes(capsys: pytest.CaptureFixt
         packet + ",dl_dst=fa:16:3e:6f:c7:c5",
     )
     assert doc["outcome"] == "unknown"
-    assert "ip route" in doc["reason"] or "ip rule" in doc["reason"]
+    assert f"ip netns exec {FIP} iptables-save" in doc["reason"]

@@ -40,12 +40,15 @@ VALID = {
     "show": [SNAP],
     "audit": [SNAP],
     "collect": [],
+    "diff": [SNAP, SNAP],
+    "explain": [SEED, SNAP],
     "lab": ["generate", SCENARIO],
     "fleet": ["audit", SNAP],
+    "live": ["cleanup"],
 }
 """A command line each command accepts (the typo test adds one wrong word to it)."""
 
-NESTED = {"lab", "fleet"}
+NESTED = {"lab", "fleet", "live"}
 """Commands whose first word is an action with a parser of its own."""
 
 

@@ -29,9 +29,12 @@ COMMANDS: dict[str, str] = {
     "openflow": "trace a packet through OVS bridges (offline ofproto/trace)",
     "trace": "follow a packet through the whole node (OVS, veth, Linux bridge, iptables)",
     "show": "summarise a node snapshot: bridges, ports, VMs, chains and flows",
-    "audit": "find what is wrong on a node before a packet is lost (findings with evidence)",
     "collect": "capture this node's network state into a snapshot (read-only)",
+    "diff": "compare two snapshots of a node: changes, counters, a packet's fate",
     "lab": "mini compute nodes in network namespaces (real OVS, real iptables)",
+    "explain": "compare each packet of a TRACE log with the snapshot's prediction, and say why it was lost",
+    "live": "trace packets on this running node, safely (root)",
+    "audit": "find what is wrong on a node before a packet is lost (findings with evidence)",
     "fleet": "audit, trace or explain logs over many nodes into one DuckDB store",
 }
 """Every subcommand (a module of this package) and its one-line help, in ``--help`` order."""

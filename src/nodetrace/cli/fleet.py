@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         for result in sorted(results, key=lambda r: r.node):
             store.add(result)
         summary = _summary(args.action, store)
-        queries = [(sql, *store.query(sql)) for sql in args.query]
+        queries = [(sql, cols, [tuple(map(_plain, r)) for r in found])
+                   for sql in args.query for cols, found in [store.query(sql)]]  # fmt: skip
         written = store.export_parquet(Path(args.parquet)) if args.parquet else []
     finally:
         store.close()
@@ -165,6 +166,11 @@ SUMMARIES = {
     "ORDER BY node, packets DESC",
 }
 """What each action prints when not asked anything else: a query of the store, like any other."""
+
+
+def _plain(value: Any) -> Any:
+    """A query's value as JSON can hold it: DuckDB's decimals, times and the like as text."""
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
 
 
 def _summary(action: str, store: FleetStore) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -31,6 +31,10 @@ from nodetrace.tracelog.observed import ObservedPacket
 from nodetrace.tracelog.pipeline import Analysis
 from nodetrace.tracelog.source import STDIN, LogSource, open_log
 from nodetrace.tracelog.summary import Summary
+
+if TYPE_CHECKING:
+    from nodetrace.diagnosis.replay import Replay
+    from nodetrace.tracelog.rulebook import RuleBook
 
 EXIT_OK = 0
 EXIT_NOTHING_USABLE = 1
@@ -101,7 +105,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         summary="counts instead of one story per packet",
         detailed="each step with everything known of it",
     )
-    add_format(p, json="one object per packet per line, JSON Lines; docs/json.md")
+    add_format(
+        p,
+        json="one object per packet per line, JSON Lines; docs/json.md",
+        html="one page: timeline, drops per chain, every packet's steps; docs/pictures.md",
+    )
     p.add_argument(
         "--json", dest="format", action="store_const", const="json", help="--format json"
     )
@@ -113,6 +121,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="lines of one packet further apart than this are two packets (default 1; 0: ignore time)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on large inputs")
+    p.add_argument(
+        "--no-replay",
+        action="store_true",
+        help="with --rules: do not replay each packet through the rules to flag the packets "
+        "whose logged path contradicts them (the per-packet views replay by default; "
+        "--summary never does)",
+    )
     p.set_defaults(func=run)
 
 
@@ -204,12 +219,24 @@ def run(args: argparse.Namespace) -> int:
     book = log_rules(args.rules, args.ipsets, sink, netns=args.netns)
     reported = _print_diagnostics(sink.items, 0)
     analysis = Analysis(book=book, match=match, sink=sink, gap=args.gap)
+    replay = _replay(book, args)
     screen = Screen.of(sys.stdout)
     show_progress = not args.no_progress and sys.stderr.isatty()
     files = args.files or [STDIN]
     # Every file is opened before any output: one that cannot be read is a mistake to report
     # alone (exit 2), not after minutes of another file's stories.
     sources = [open_log(name, sink) for name in files]
+    if args.format == "html":
+        from nodetrace.cli._log_html import run_html  # the page's modules only when asked
+
+        return run_html(
+            analysis,
+            sources,
+            files,
+            reported=reported,
+            rules=args.rules,
+            replayed=lambda obs: _replayed(replay, obs),
+        )
     # The parse loop allocates millions of short-lived tuples and no reference cycles: the
     # cycle collector would only spend time scanning them.
     gc.disable()
@@ -221,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
                         analysis.summarize(source)
                     else:
                         for obs in analysis.packets(source):
+                            obs = _replayed(replay, obs)
                             if args.format == "json":
                                 print(dumps(packet_document(obs), indent=None), flush=False)
                             else:
@@ -255,6 +283,11 @@ def run(args: argparse.Namespace) -> int:
             f"{analysis.emitted:,} packet(s) shown · {lines.total:,} lines: {lines.parsed:,} in "
             f"TRACE records, {lines.skipped:,} skipped, {lines.malformed:,} malformed"
         )
+        if replay is not None:
+            shown += (
+                f" · {replay.contradicting:,} contradict the rules given "
+                f"({replay.replayed:,} replayed)"
+            )
         print(screen.paint(shown, "dim"))
     return EXIT_OK
 
@@ -304,6 +337,29 @@ def _headers_differ(a: PacketDump, b: PacketDump) -> bool:
     return [kv for kv in a.fields if kv[0] not in _DEVICE_KEYS] != [
         kv for kv in b.fields if kv[0] not in _DEVICE_KEYS
     ]
+
+
+def _replay(book: RuleBook | None, args: argparse.Namespace) -> Replay | None:
+    """The replay of each packet through the rules given, in the per-packet views."""
+    if book is None or args.no_replay or args.level == "summary":
+        return None
+    from nodetrace.diagnosis.replay import Replay  # the engine only when rules are given
+
+    return Replay(book)
+
+
+def _replayed(replay: Replay | None, obs: ObservedPacket) -> ObservedPacket:
+    """``obs``, with one warning line when its logged path contradicts the rules given."""
+    if replay is None:
+        return obs
+    found = replay.check(obs)
+    if found is None:
+        return obs
+    return replace(obs, warnings=(*obs.warnings, f"{CONTRADICTS}: {found}"))
+
+
+CONTRADICTS = "contradicts the rules given (changed since the log, or another node's)"
+"""How a packet whose logged path the rules given do not produce is flagged."""
 
 
 def _counts(summary: Summary) -> SummaryCounts:

@@ -44,7 +44,12 @@ def register(subparsers: Any) -> None:
         formatter_class=ExamplesFormatter,
     )
     parser.add_argument("snapshot", metavar="SNAPSHOT")
-    add_format(parser, json="docs/json.md")
+    add_format(
+        parser,
+        json="docs/json.md",
+        html="one page: the node's diagram with search, and its inventory; docs/pictures.md",
+        svg="the node's diagram alone",
+    )
     parser.set_defaults(func=run)
 
 
@@ -53,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     inv = inventory(snap)
     if args.format == "json":
         print(dumps(show_document(inv)))
+    elif args.format in ("html", "svg"):
+        from nodetrace.cli._pictures import show_picture  # the diagram's modules only when asked
+
+        sys.stdout.write(show_picture(args.format, snap, inv))
     else:
         sys.stdout.write(render_show(inv, Screen.of(sys.stdout)))
     if (

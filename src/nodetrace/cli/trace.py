@@ -75,6 +75,8 @@ def register(subparsers: Any) -> None:
         kernel="the netfilter steps as TRACE lines",
         ofproto="the OpenFlow steps as ofproto/trace prints them",
         json="docs/json.md",
+        html="one page: the path over the node's diagram beside the steps; docs/pictures.md",
+        svg="the node's diagram with the path alone",
     )
     add_levels(
         parser,
@@ -85,8 +87,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    snap = load(args.snapshot)
     trace = api.trace(
-        load(args.snapshot),
+        snap,
         args.packet,
         from_device=args.from_iface,
         netns=args.netns,
@@ -109,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         case "ofproto":
             sys.stdout.write(render_ofproto_walk(trace))
+        case "html" | "svg":
+            from nodetrace.cli._pictures import trace_picture  # the diagram only when asked
+
+            sys.stdout.write(trace_picture(args.format, snap, trace, args))
         case _:
             sys.stdout.write(render_trace(trace, Screen.of(sys.stdout), level=Level(args.level)))
     return 0

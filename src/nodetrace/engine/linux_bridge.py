@@ -35,6 +35,11 @@ class BridgeDecision:
     local_copy: bool = False
     """Broadcast and multicast frames also go up the stack (``br_pass_frame_up``)."""
     reason: str = ""
+    disabled: tuple[tuple[str, str], ...] = ()
+    """Ports a flood leaves out because they have no link (down, no carrier), with why."""
+    fdb_entry: FdbEntry | None = None
+    """The forwarding-table entry the decision rests on (a drop because of it included):
+    the lookup happens after the frame's PREROUTING (``br_handle_frame_finish``)."""
 
 
 def is_multicast(mac: str) -> bool:
@@ -45,16 +50,39 @@ def is_multicast(mac: str) -> bool:
         return False
 
 
-def _flood_ports(topology: Topology, bridge: Interface, in_port: Interface) -> tuple[str, ...]:
+def _flood_ports(
+    topology: Topology, bridge: Interface, in_port: Interface
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The ports a flood goes out of, and those it leaves out for want of link (with why)."""
     out = []
+    disabled = []
     for port in topology.ports_of(bridge.name, bridge.netns):
         if port.name == in_port.name:
             continue
         settings = port.bridge_port
-        if settings is not None and (not settings.flood or settings.state != "forwarding"):
+        if settings is not None and (not settings.flood or settings.state not in (
+            "forwarding", "disabled",
+        )):  # fmt: skip
+            continue
+        down = link_state(port)
+        if down or (settings is not None and settings.state == "disabled"):
+            # A port without link is disabled: br_flood skips it.
+            disabled.append((port.name, down or f"{port.name} is in state disabled"))
+            continue
+        if settings is not None and not settings.flood:
             continue
         out.append(port.name)
-    return tuple(out)
+    return tuple(out), tuple(disabled)
+
+
+def link_state(port: Interface) -> str:
+    """Why a device cannot pass frames (empty when it can): administratively down, or up
+    without carrier. The bridge puts such a port in state disabled (br_port_carrier_check)."""
+    if not port.up:
+        return f"{port.name} is down"
+    if not port.carrier:
+        return f"{port.name} has no carrier"
+    return ""
 
 
 def forward(
@@ -66,6 +94,12 @@ def forward(
     in_state = in_port.bridge_port.state if in_port.bridge_port is not None else "forwarding"
     if in_state not in ("forwarding", "learning"):
         return BridgeDecision(BridgeAction.DROP, reason=f"{in_port.name} is in state {in_state}")
+    in_link = link_state(in_port) if in_port is not bridge else ""
+    if in_link:
+        return BridgeDecision(
+            BridgeAction.DROP,
+            reason=f"{in_link}: the bridge disables the port and drops what arrives on it",
+        )
     if in_state == "learning":
         return BridgeDecision(
             BridgeAction.DROP,
@@ -73,11 +107,13 @@ def forward(
         )
     if is_multicast(dst):
         kind = "broadcast" if dst == BROADCAST else "multicast"
+        ports, disabled = _flood_ports(topology, bridge, in_port)
         return BridgeDecision(
             BridgeAction.FLOOD,
-            _flood_ports(topology, bridge, in_port),
+            ports,
             local_copy=bridge.up,
             reason=f"{kind} {dst}: flooded to every port, and a copy goes up the host stack",
+            disabled=disabled,
         )
     if bridge.mac is not None and dst == bridge.mac.lower():
         return BridgeDecision(BridgeAction.LOCAL, reason=f"{dst} is {name}'s own address")
@@ -93,6 +129,7 @@ def forward(
             return BridgeDecision(
                 BridgeAction.DROP,
                 reason=f"{dst} was learned on {entry.dev}, the port the frame came in on",
+                fdb_entry=entry,
             )
         port = topology.interface(entry.dev, netns)
         state = port.bridge_port.state if port is not None and port.bridge_port else None
@@ -100,18 +137,29 @@ def forward(
             return BridgeDecision(
                 BridgeAction.DROP,
                 reason=f"{dst} is on {entry.dev}, which is in state {state}",
+                fdb_entry=entry,
+            )
+        out_link = link_state(port) if port is not None else ""
+        if out_link:
+            return BridgeDecision(
+                BridgeAction.DROP,
+                reason=f"{dst} is on {entry.dev}, but {out_link}: the bridge disables the port "
+                "and does not forward to it",
+                fdb_entry=entry,
             )
         how = "static entry" if entry.state else "learned entry"
         return BridgeDecision(
             BridgeAction.FORWARD,
             (entry.dev,),
             reason=f"forwarding table: {dst} on {entry.dev} ({how})",
+            fdb_entry=entry,
         )
     if not learns:
         why = f"{name} has ageing_time 0 and never learns, so unicast is flooded"
     else:
         why = f"{dst} is not in {name}'s forwarding table: flooded"
-    return BridgeDecision(BridgeAction.FLOOD, _flood_ports(topology, bridge, in_port), reason=why)
+    ports, disabled = _flood_ports(topology, bridge, in_port)
+    return BridgeDecision(BridgeAction.FLOOD, ports, reason=why, disabled=disabled)
 
 
 def _lookup(entries: tuple[FdbEntry, ...], mac: str, vlan: int | None) -> FdbEntry | None:

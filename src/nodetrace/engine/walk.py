@@ -30,7 +30,14 @@ from nodetrace.errors import UsageError
 from nodetrace.model.netfilter import HookDevices, NatTarget, Rule, Ruleset
 from nodetrace.model.openflow_trace import TunnelEncap
 from nodetrace.model.ovs_switch import OvsSwitch, SwitchPort
-from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, Family, IPProto, Packet
+from nodetrace.model.packet import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    Family,
+    IPProto,
+    Packet,
+    total_length,
+)
 from nodetrace.model.packet_origin import FieldOrigin, Origin
 from nodetrace.model.snapshot import NamespaceState, Snapshot
 from nodetrace.model.topology import MAIN_NS, Interface, LinkKind, Topology
@@ -53,6 +60,14 @@ MAX_COPIES = 16
 
 VXLAN_PORT = 4789
 GENEVE_PORT = 6081
+
+MTU_ALWAYS_FITS = 1280
+"""Bytes that fit every MTU a node sets (IPv6's minimum link MTU): a packet no longer than
+this needs no MTU to be known; a longer one crossing a device of unknown MTU is assumed to fit,
+and said."""
+VLAN_HLEN = 4
+"""``is_skb_forwardable`` (veth, Linux bridge) lets a frame exceed the MTU by a VLAN tag."""
+ETH_HLEN = 14
 
 IPAddress = IPv4Address | IPv6Address
 T = TypeVar("T")
@@ -95,7 +110,17 @@ class FromNamespaceDevice:
     """Who sends, in words, when the namespace is not the one named (it is not known)."""
 
 
-Start = FromInterface | FromHost | FromOvsPort | FromNamespaceDevice
+@dataclass(frozen=True, slots=True)
+class ReceivedOn:
+    """The host stack receives the packet on device ``name``: it starts in PREROUTING with
+    ``IN=name``, whatever the device is (an OVS bridge's internal port, a routed NIC). This is
+    what a TRACE record with ``IN=`` and no ``PHYSIN=`` says."""
+
+    name: str
+    netns: str = MAIN_NS
+
+
+Start = FromInterface | FromHost | FromOvsPort | FromNamespaceDevice | ReceivedOn
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +219,9 @@ class _Walk:
     resting_node: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     """Defaults taken for node settings the snapshot lacks, which the outcome depends on, and
     on which copy."""
+    encap_overhead: tuple[int, int, str] | None = None
+    """Of the outer packet being walked: the inner packet's length, the bytes the tunnel
+    adds, and the tunnel type (for the words of an MTU drop)."""
 
     def __post_init__(self) -> None:
         if self.switch is not None:
@@ -400,6 +428,8 @@ class _Walk:
         if dev.kind is LinkKind.VETH:
             self.cross_veth(dev, packet, meta)
             return
+        if dev.kind in _SENDING_KINDS and self.link_drops(dev):
+            return
         if dev.kind in (LinkKind.TAP, LinkKind.TUN):
             self.deliver(dev, f"delivered to the process holding {dev.name} (the VM's NIC)")
             return
@@ -437,6 +467,8 @@ class _Walk:
         info = dev.veth
         if info is not None and info.derived:
             self.assume(f"{dev.name} → {peer.name}: {info.derived}")
+        if self.veth_drops(dev, peer, packet):
+            return
         self.device(
             DeviceAction.VETH,
             f"{dev.name} → {peer.name}",
@@ -444,6 +476,87 @@ class _Walk:
             + (f" (into namespace {peer.netns})" if peer.netns != dev.netns else ""),
         )
         self.receive(peer.name, peer.netns, packet, meta)
+
+    def veth_drops(self, dev: Interface, peer: Interface, packet: Packet) -> bool:
+        """veth_xmit drops the frame: the sending end is down or has no carrier (its peer
+        is down), or the frame is longer than the peer accepts (``is_skb_forwardable``)."""
+        if not dev.up:
+            self.end(
+                Outcome.DROPPED,
+                dev.name,
+                f"{dev.name} is down: the kernel sends nothing on it ({dev.name}'s tx_dropped "
+                "counts the packet)",
+            )
+            return True
+        if not peer.up or not dev.carrier:
+            why = f"its veth peer {peer.name} is down" if not peer.up else "it has no carrier"
+            self.end(
+                Outcome.DROPPED,
+                dev.name,
+                f"{dev.name} has no carrier: {why}; veth_xmit drops the frame "
+                f"({dev.name}'s tx_dropped rises)",
+            )
+            return True
+        allowance = 0 if packet.dl_vlan is not None else VLAN_HLEN
+        too_long = self.exceeds_mtu(peer, packet, allowance)
+        if too_long:
+            self.end(
+                Outcome.DROPPED,
+                dev.name,
+                f"{too_long}: the veth drops it on the way to {peer.name} "
+                f"({dev.name}'s tx_dropped and {peer.name}'s rx_dropped rise)",
+            )
+            return True
+        return False
+
+    def link_drops(self, dev: Interface) -> bool:
+        """Sending on a device that is down or has no carrier: the kernel drops the frame and
+        counts it in the device's tx_dropped (a tap without carrier: no process, no VM,
+        holds it open)."""
+        if dev.up and dev.carrier:
+            return False
+        if not dev.up:
+            why = f"{dev.name} is down: the kernel sends nothing on it"
+        elif dev.kind in (LinkKind.TAP, LinkKind.TUN):
+            why = (
+                f"{dev.name} has no carrier: no process (no VM) holds it open, so nothing "
+                "reads the frame"
+            )
+        else:
+            why = f"{dev.name} has no carrier (the link is down at its other end)"
+        self.end(Outcome.DROPPED, dev.name, f"{why}; {dev.name}'s tx_dropped rises")
+        return True
+
+    def exceeds_mtu(self, dev: Interface, packet: Packet, allowance: int = 0) -> str:
+        """Why ``packet`` is too long for ``dev`` (empty when it fits or has no length).
+
+        ``allowance``: bytes a frame may exceed the MTU by where the kernel checks the whole
+        frame against MTU + Ethernet header + a VLAN tag (veth, Linux bridge)."""
+        if packet.family is None:
+            return ""
+        length = total_length(packet)
+        if length <= MTU_ALWAYS_FITS:
+            return ""
+        if dev.mtu is None:
+            self.rest_on(
+                f"the MTU of {dev.name} is not in the snapshot (`ip link show {dev.name}`): "
+                f"the {length}-byte packet is assumed to fit"
+            )
+            return ""
+        if length <= dev.mtu + allowance:
+            return ""
+        return (
+            f"the packet is {length} bytes{self.encap_note(packet)}, more than the MTU of "
+            f"{dev.name} ({dev.mtu})"
+        )
+
+    def encap_note(self, packet: Packet) -> str:
+        """How a tunnel's outer packet came to its length (inner packet + encapsulation)."""
+        overhead = self.encap_overhead
+        if overhead is None or not self.outer:
+            return ""
+        inner, added, kind = overhead
+        return f" (a {kind} packet: the inner {inner} bytes + {added} of encapsulation)"
 
     def peer_not_found(self, dev: Interface, packet: Packet, meta: Metadata) -> None:
         """A veth whose peer is not among the snapshot's devices: it leaves the node when the
@@ -616,14 +729,28 @@ class _Walk:
         )
         self.device(DeviceAction.BRIDGE, bridge.name, decision.reason)
         if decision.action is linux_bridge.BridgeAction.DROP:
+            if nf and decision.fdb_entry is not None:
+                # br_netfilter's PREROUTING runs before the forwarding-table lookup.
+                result = self.netfilter(bridge.netns, packet, (pre,))
+                if not self.hook_passed(result, bridge.name):
+                    return
             self.end(Outcome.DROPPED, bridge.name, decision.reason)
             return
+        for name, why in decision.disabled:
+            self.device(DeviceAction.BRIDGE, bridge.name, f"not flooded to {name}: {why}")
+            self.end(
+                Outcome.DROPPED,
+                name,
+                f"{why}: the bridge disables the port and sends it nothing "
+                f"({name}'s tx_dropped does not count it)",
+            )
         if (
             decision.action is linux_bridge.BridgeAction.FLOOD
             and not decision.out_ports
             and not decision.local_copy
         ):
-            self.end(Outcome.DROPPED, bridge.name, "flooded, but the bridge has no other port")
+            if not decision.disabled:
+                self.end(Outcome.DROPPED, bridge.name, "flooded, but the bridge has no other port")
             return
         outs = decision.out_ports
         copies = len(outs) + int(decision.local_copy)
@@ -677,6 +804,17 @@ class _Walk:
             if not self.hook_passed(result, bridge.name):
                 return
             packet = result.packet
+        port = self.iface(out, bridge.netns)
+        allowance = 0 if packet.dl_vlan is not None else VLAN_HLEN
+        too_long = self.exceeds_mtu(port, packet, allowance) if port is not None else ""
+        if too_long:
+            self.end(
+                Outcome.DROPPED,
+                out,
+                f"{too_long}: a Linux bridge does not fragment; {bridge.name} drops the frame "
+                "without a word (br_dev_queue_push_xmit: no ICMP is sent)",
+            )
+            return
         self.device(DeviceAction.OUTPUT, out, f"{bridge.name} sends it out of {out}")
         self.transmit(out, bridge.netns, packet, meta)
 
@@ -761,6 +899,8 @@ class _Walk:
         mode = sysctls.rp_filter(name)
         if mode and routed.nw_src is not None and routed.family is Family.IPV4:
             ok, why = routing.reverse_path_ok(self.snap.topology, routed.nw_src, name, mode, netns)
+            if not ok and not self.prerouting_only(netns, packet, pre, name):
+                return
             if ok is None:
                 self.end(Outcome.UNKNOWN, name, why)
                 return
@@ -773,6 +913,11 @@ class _Walk:
             mark=routed.skb_mark, netns=netns,
         )  # fmt: skip
         self.look_if_assumed("nw_dst", f"the routing decision on {name}")
+        forwarding = sysctls.forwarding(packet.family)
+        routed_on = decision.action is not routing.RouteAction.LOCAL
+        ends = decision.action in _ROUTE_ENDS or (routed_on and forwarding is False)
+        if ends and not self.prerouting_only(netns, packet, pre, name):
+            return
         step = self.route_step(decision, name)
         if step is None:
             return
@@ -783,7 +928,6 @@ class _Walk:
             if self.hook_passed(result, name):
                 self.local_delivery(name, netns, result.packet, meta)
             return
-        forwarding = sysctls.forwarding(packet.family)
         if forwarding is False:
             self.end(
                 Outcome.DROPPED,
@@ -810,6 +954,15 @@ class _Walk:
             return
         forwarded = dataclasses.replace(result.packet, nw_ttl=max(0, result.packet.nw_ttl - 1))
         self.send(out, netns, forwarded, meta, decision)
+
+    def prerouting_only(
+        self, netns: str, packet: Packet, pre: tuple[Hook, HookDevices], name: str
+    ) -> bool:
+        """PREROUTING alone, its steps kept, for a packet the routing decision after it will
+        end (rp_filter, ip_forward, no route): the kernel runs the hook (and TRACE logs it)
+        before ``ip_route_input``. ``False`` when PREROUTING itself ended the packet."""
+        result = self.netfilter(netns, packet, (pre,))
+        return self.hook_passed(result, name)
 
     def host_arp(self, name: str, netns: str, packet: Packet) -> None:
         """ARP reaching the host stack: answered when it asks for one of the host's addresses
@@ -936,9 +1089,41 @@ class _Walk:
                     "destination MAC is kept as given (ARP would resolve it first)"
                 )
                 packet = dataclasses.replace(packet, dl_src=src_mac)
+        if dev is not None and not self.ip_fits(dev, packet):
+            return
         self.device(DeviceAction.OUTPUT, out, f"host sends it out of {out}")
         if self.hop(out):
             self.transmit(out, netns, packet, meta)
+
+    def ip_fits(self, dev: Interface, packet: Packet) -> bool:
+        """The IP layer's MTU check on the way out of ``dev``: a longer IPv4 packet without
+        DF is fragmented (the first fragment is followed); with DF, or IPv6 (routers never
+        fragment it), the packet is dropped and an ICMP error tells the sender the MTU."""
+        too_long = self.exceeds_mtu(dev, packet)
+        if not too_long:
+            return True
+        if packet.family is Family.IPV4 and not packet.ip_df:
+            self.assume(
+                f"{too_long}: the host fragments it (no DF); the walk follows it whole "
+                "(nstat IpFragCreates counts the fragments)"
+            )
+            return True
+        if self.outer and self.encap_overhead is not None:
+            error = "ICMP fragmentation-needed to the inner packet's sender where it can"
+            counter = "the tunnel's tx_dropped or nstat IpFragFails rises"
+        elif packet.family is Family.IPV4:
+            error = f"ICMP fragmentation-needed (mtu {dev.mtu}) to {packet.nw_src}"
+            counter = "nstat IpFragFails rises"
+        else:
+            error = f"ICMPv6 packet-too-big (mtu {dev.mtu}) to {packet.nw_src}"
+            counter = "nstat Ip6InTooBigErrors (forwarded) or Ip6FragFails (sent) rises"
+        df = "DF is set" if packet.family is Family.IPV4 else "IPv6 is never fragmented on the way"
+        self.end(
+            Outcome.DROPPED,
+            dev.name,
+            f"{too_long} and {df}: the kernel drops it and answers {error}; {counter}",
+        )
+        return False
 
     def local_delivery(self, name: str, netns: str, packet: Packet, meta: Metadata) -> None:
         """INPUT accepted: a socket, or a tunnel endpoint that decapsulates."""
@@ -1094,6 +1279,24 @@ class _Walk:
                     "`ip -d link show`; collect it with `ip -d link show`",
                 )  # fmt: skip
             return
+        if not dev.up:
+            self.end(
+                Outcome.DROPPED,
+                name,
+                f"{name} is down: Open vSwitch cannot send on it (the kernel refuses the send "
+                "on a device that is not up)",
+            )
+            return
+        too_long = self.exceeds_mtu(dev, packet)
+        if too_long:
+            self.end(
+                Outcome.DROPPED,
+                name,
+                f"{too_long}: Open vSwitch does not fragment and drops it (the kernel datapath "
+                f"counts it in {name}'s tx_errors; the userspace one logs 'error sending "
+                f"Ethernet packet on {name}: Message too long', and no counter rises)",
+            )
+            return
         if dev.kind is LinkKind.VETH:
             self.cross_veth(dev, packet, meta)
             return
@@ -1153,6 +1356,9 @@ class _Walk:
             self.end(Outcome.UNKNOWN, out.port, "tunnel port without a fixed remote_ip (flow)")
             return
         outer = _outer_packet(encap, out.packet, self)
+        inner_length = total_length(out.packet) if out.packet.family is not None else None
+        if inner_length is not None and outer.ip_len is not None:
+            self.encap_overhead = (inner_length, outer.ip_len - inner_length, encap.type)
         proto = "GRE" if outer.nw_proto == IPProto.GRE else f"UDP {outer.tp_dst}"
         self.device(
             DeviceAction.ENCAP, out.port, f"outer packet {outer.nw_src} → {outer.nw_dst} {proto}"
@@ -1206,6 +1412,12 @@ class _Walk:
         self.device(DeviceAction.ENTER, underlay, f"tunneling to {outer.nw_dst} via {dev}")
         self.ovs(underlay, dev, outer, ())
 
+
+_SENDING_KINDS = frozenset(
+    {LinkKind.TAP, LinkKind.TUN, LinkKind.PHYSICAL, LinkKind.BOND, LinkKind.VLAN}
+)
+"""Devices the walk hands a frame to for sending (a VM's NIC, the wire): their link state
+decides whether it leaves."""
 
 _ROUTE_ENDS = {
     routing.RouteAction.UNKNOWN: Outcome.UNKNOWN,
@@ -1405,14 +1617,37 @@ def _outer_packet(encap: TunnelEncap, inner: Packet, walk: _Walk) -> Packet:
             local = back.route.prefsrc
         else:
             local = walk.source_for(back.dev, MAIN_NS)
+    # Open vSwitch sets DF on the outer packet unless the port says df_default=false.
+    length = _outer_length(encap, inner)
     if encap.type in ("vxlan", "geneve"):
         port = encap.dst_port or (VXLAN_PORT if encap.type == "vxlan" else GENEVE_PORT)
         walk.assume("the outer UDP source port is a hash of the inner flow: not computed (0 shown)")
         return Packet(
             dl_type=ETH_TYPE_IPV4, nw_src=local, nw_dst=encap.dst, nw_proto=IPProto.UDP,
-            tp_src=0, tp_dst=port, ip_df=True,
+            tp_src=0, tp_dst=port, ip_df=True, ip_len=length,
         )  # fmt: skip
-    return Packet(dl_type=ETH_TYPE_IPV4, nw_src=local, nw_dst=encap.dst, nw_proto=IPProto.GRE)
+    return Packet(
+        dl_type=ETH_TYPE_IPV4, nw_src=local, nw_dst=encap.dst, nw_proto=IPProto.GRE, ip_df=True,
+        ip_len=length,
+    )  # fmt: skip
+
+
+ENCAP_HEADER = {"vxlan": 8 + 8, "geneve": 8 + 8, "gre": 4}
+"""Bytes a tunnel puts between the outer IP header and the inner Ethernet frame: UDP and the
+VXLAN/Geneve header (Geneve options not counted); GRE's base header (a key adds 4)."""
+
+
+def _outer_length(encap: TunnelEncap, inner: Packet) -> int | None:
+    """The outer IPv4 packet's total length: outer IP header, the tunnel's header, the inner
+    Ethernet header and the inner IP packet (VXLAN: inner + 50 bytes; GRE with a key: + 42)."""
+    if inner.family is None:
+        return None
+    header = ENCAP_HEADER.get(encap.type)
+    if header is None:
+        return None
+    if encap.type == "gre" and encap.key is not None:
+        header += 4
+    return 20 + header + ETH_HLEN + total_length(inner)
 
 
 def _describe_l4(packet: Packet) -> str:
@@ -1463,6 +1698,9 @@ def walk(
             w.end(Outcome.UNKNOWN, "host", "a packet from the host needs a destination address")
         else:
             w.local_out(start.netns, packet, meta)
+    elif isinstance(start, ReceivedOn):
+        w.device(DeviceAction.ENTER, start.name, "received by the host stack")
+        w.host_receive(start.name, start.netns, packet, meta)
     elif isinstance(start, FromNamespaceDevice):
         where = start.sender or (
             f"namespace {start.netns}" if start.netns != MAIN_NS else "the host"

@@ -19,17 +19,14 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
-import json
 import os
 import re
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -37,11 +34,16 @@ from typing import ClassVar
 from nodetrace.lab.ledger import Entry
 from nodetrace.lab.resources import Resources
 from nodetrace.lab.run import Closing, CommandError, in_netns, run
+from nodetrace.live.netlink_trace import count_trace_subscribers as _count_trace_subscribers
+from nodetrace.live.netlink_trace import in_netns as _in_netns
+from nodetrace.live.netlink_trace import netlink_table_of as _netlink_table_of
+from nodetrace.live.netlink_trace import process_state as _process_state
+from nodetrace.live.netlink_trace import trace_socket_queue as _trace_socket_queue
+from nodetrace.live.sysctl_holders import HOLDERS_DIR as HOLDERS_DIR
+from nodetrace.live.sysctl_holders import SysctlHolders as _SysctlHolders
 from nodetrace.parsers.trace_kernel_log import KernelLogReader, parse_devs
 
 NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
-HOLDERS_DIR = Path("/run/nodetrace-lab")
-"""Shared by every lab on the machine: who needs ``nf_log_all_netns`` on, and its old value."""
 
 MONITOR_LIFETIME = 600
 """A monitor is wrapped in ``timeout`` so that even a crashed test cannot leave it running."""
@@ -53,71 +55,6 @@ class KernelLine:
 
     usec: int
     text: str
-
-
-class _SysctlHolders:
-    """A machine-wide count of holders of one sysctl value, kept in a locked JSON file.
-
-    The first holder records the value it found; the last one to leave restores it. Holders whose
-    process died (a crashed test) are dropped on every change, so a crash never pins the value.
-    """
-
-    def __init__(self, sysctl: Path, wanted: str) -> None:
-        self.sysctl = sysctl
-        self.wanted = wanted
-        name = sysctl.name
-        self.state = HOLDERS_DIR / f"{name}.json"
-        self.lock = HOLDERS_DIR / f"{name}.lock"
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, object]]:
-        HOLDERS_DIR.mkdir(parents=True, exist_ok=True)
-        with open(self.lock, "a+") as lockf:
-            fcntl.flock(lockf, fcntl.LOCK_EX)
-            try:
-                state: dict[str, object] = (
-                    json.loads(self.state.read_text()) if self.state.exists() else {}
-                )
-            except ValueError:
-                state = {}
-            holders = [h for h in _str_list(state.get("holders")) if _pid_alive(h)]
-            state["holders"] = holders
-            yield state
-            if state["holders"]:
-                self.state.write_text(json.dumps(state))
-            else:
-                original = state.get("original")
-                if isinstance(original, str):
-                    self.sysctl.write_text(original)
-                self.state.unlink(missing_ok=True)
-
-    def acquire(self, token: str) -> str:
-        """Add a holder; return the value the sysctl had before the first holder."""
-        with self._locked() as state:
-            holders = _str_list(state.get("holders"))
-            if not holders or not isinstance(state.get("original"), str):
-                state["original"] = self.sysctl.read_text().strip()
-            state["holders"] = [*holders, token]
-            self.sysctl.write_text(self.wanted)
-            return str(state["original"])
-
-    def release(self, token: str) -> None:
-        with self._locked() as state:
-            state["holders"] = [h for h in _str_list(state.get("holders")) if h != token]
-
-
-def _str_list(value: object) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else []
-
-
-def _pid_alive(token: str) -> bool:
-    try:
-        os.kill(int(token.split(":", 1)[0]), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class KernelTraceLog(Closing):
@@ -323,51 +260,3 @@ class TraceMonitor(Closing):
             os.close(self._out)
             self._out = None
         return self.text().splitlines()
-
-
-NFNLGRP_NFTRACE_BIT = 1 << (9 - 1)
-"""``NFNLGRP_NFTRACE`` (9) in the group bitmask ``/proc/net/netlink`` shows."""
-NETLINK_NETFILTER = 12
-
-
-def _trace_sockets(netlink_table: str) -> Iterator[list[str]]:
-    """The columns of each netfilter netlink socket that listens to trace events, from
-    ``/proc/net/netlink``."""
-    for line in netlink_table.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) > 3 and cols[1] == str(NETLINK_NETFILTER):
-            with contextlib.suppress(ValueError):
-                if int(cols[3], 16) & NFNLGRP_NFTRACE_BIT:
-                    yield cols
-
-
-def _count_trace_subscribers(netlink_table: str) -> int:
-    return sum(1 for _ in _trace_sockets(netlink_table))
-
-
-def _trace_socket_queue(netlink_table: str) -> int:
-    """Bytes waiting in the receive queues of the trace subscribers (``Rmem`` column)."""
-    return sum(int(c[4]) for c in _trace_sockets(netlink_table) if len(c) > 4 and c[4].isdigit())
-
-
-def _in_netns(pid: int, netns: str) -> bool:
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{netns}").st_ino
-    except OSError:
-        return False
-
-
-def _process_state(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _netlink_table_of(pid: int) -> str:
-    """``/proc/net/netlink`` as seen from ``pid``'s network namespace."""
-    try:
-        return Path(f"/proc/{pid}/net/netlink").read_text()
-    except OSError:
-        return ""

@@ -49,6 +49,7 @@ SYSCTL_PATTERN = (
     r"|ipv6\.conf\.(all|default)\.forwarding"
     r"|netfilter\.nf_log_all_netns"
     r"|netfilter\.nf_conntrack_tcp_loose"
+    r"|netfilter\.nf_conntrack_(count|max)"
     r"|netfilter\.nf_log\.(2|10))$"
 )
 """The sysctls that decide a packet's path: whether bridged frames reach iptables
@@ -139,14 +140,16 @@ def _appctl(options: Options, *args: str) -> Tuple[str, ...]:
 def linux_specs(options: Options) -> List[Spec]:
     """Commands run in every namespace: netfilter, ipsets, links, routes, bridges, sysctls."""
     specs = [
-        Spec("iptables-save", ("iptables-save",), "iptables-save.txt"),
-        Spec("ip6tables-save", ("ip6tables-save",), "ip6tables-save.txt"),
+        # -c: each rule's packet counter, which `nodetrace diff` compares between two
+        # snapshots (the rules read the same with or without it).
+        Spec("iptables-save", ("iptables-save", "-c"), "iptables-save.txt"),
+        Spec("ip6tables-save", ("ip6tables-save", "-c"), "ip6tables-save.txt"),
         # Both backends can hold rules at once and the kernel applies both; the plain
         # command shows only the one the alternatives system picked.
-        Spec("iptables-legacy-save", ("iptables-legacy-save",), "iptables-legacy-save.txt"),
-        Spec("iptables-nft-save", ("iptables-nft-save",), "iptables-nft-save.txt"),
-        Spec("ip6tables-legacy-save", ("ip6tables-legacy-save",), "ip6tables-legacy-save.txt"),
-        Spec("ip6tables-nft-save", ("ip6tables-nft-save",), "ip6tables-nft-save.txt"),
+        Spec("iptables-legacy-save", ("iptables-legacy-save", "-c"), "iptables-legacy-save.txt"),
+        Spec("iptables-nft-save", ("iptables-nft-save", "-c"), "iptables-nft-save.txt"),
+        Spec("ip6tables-legacy-save", ("ip6tables-legacy-save", "-c"), "ip6tables-legacy-save.txt"),
+        Spec("ip6tables-nft-save", ("ip6tables-nft-save", "-c"), "ip6tables-nft-save.txt"),
         Spec("ipset-save", ("ipset", "save"), "ipset-save.txt"),
         # nf_tables traces name rules by handle, which only this listing shows (a rule added
         # with iptables-nft -I does not get the handle a fresh restore would give it).
@@ -168,6 +171,12 @@ def linux_specs(options: Options) -> List[Spec]:
         Spec("bridge-fdb", ("bridge", "-d", "-j", "fdb", "show"), "bridge-fdb.json"),
         Spec("bridge-vlan", ("bridge", "-d", "-j", "vlan", "show"), "bridge-vlan.json"),
         Spec("sysctl", ("sysctl", "-e", "-a", "-r", SYSCTL_PATTERN), "sysctl.txt"),
+        # Counters only (`nodetrace diff`): devices' rx/tx/dropped, the kernel's SNMP
+        # counters (-a absolute, -s: nstat must not write its history file, -z: zeros too)
+        # and the connection tracker's statistics.
+        Spec("ip-link-stats", ("ip", "-s", "-s", "-j", "link", "show"), "ip-link-stats.json"),
+        Spec("nstat", ("nstat", "-asz"), "nstat.txt"),
+        Spec("conntrack-stats", ("conntrack", "-S"), "conntrack-stats.txt"),
     ]
     if options.conntrack_max > 0:
         for family in ("ipv4", "ipv6"):
@@ -184,7 +193,14 @@ def linux_specs(options: Options) -> List[Spec]:
 
 def ovs_specs(options: Options) -> List[Spec]:
     """Commands about Open vSwitch as a whole (its database); per-bridge ones follow later."""
-    specs = [Spec("ovs-vsctl-show", _vsctl(options, "show"), "ovs-vsctl-show.txt")]
+    specs = [
+        Spec("ovs-vsctl-show", _vsctl(options, "show"), "ovs-vsctl-show.txt"),
+        Spec(
+            "ovs-appctl-dpctl-show-stats",
+            _appctl(options, "dpctl/show", "-s"),
+            "ovs-appctl-dpctl-show-stats.txt",
+        ),
+    ]
     for table in ("Open_vSwitch", "Bridge", "Port", "Interface"):
         specs.append(
             Spec(

@@ -63,6 +63,10 @@ COMMANDS: dict[str, str] = {
     "ovs-appctl-ovs-route-show": "ovs-appctl ovs/route/show",
     "ovs-appctl-tnl-neigh-show": "ovs-appctl tnl/neigh/show",
     "ovs-appctl-dpif-show": "ovs-appctl dpif/show",
+    "ovs-appctl-dpctl-show-stats": "ovs-appctl dpctl/show -s",
+    "ip-link-stats": "ip -s -s -j link show",
+    "nstat": "nstat -asz",
+    "conntrack-stats": "conntrack -S",
 }
 """The command that collects each kind (``BRIDGE`` stands for the bridge's name), for what the
 snapshot lacks and for the list of accepted file names."""

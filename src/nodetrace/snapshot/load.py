@@ -82,13 +82,19 @@ DPCTL_SHOW = "ovs-appctl-dpctl-show"
 UNDERLAY_KINDS = ("ovs-appctl-ovs-route-show", "ovs-appctl-tnl-neigh-show", "ovs-appctl-dpif-show")
 """Read into the snapshot's own fields (``ovs_routes``, ``ovs_tunnel_neighbours``, ``ovs_dpif``)."""
 
-RAW_KINDS = frozenset(
-    k
-    for k in KNOWN_KINDS
-    if k.startswith(("ovs-", "conntrack-")) and k != DPCTL_SHOW and k not in UNDERLAY_KINDS
+COUNTER_KINDS = frozenset({"ip-link-stats", "nstat", "conntrack-stats"})
+"""Counters only (``snapshot/counters.py`` reads them for ``nodetrace diff``)."""
+
+RAW_KINDS = (
+    frozenset(
+        k
+        for k in KNOWN_KINDS
+        if k.startswith(("ovs-", "conntrack-")) and k != DPCTL_SHOW and k not in UNDERLAY_KINDS
+    )
+    | COUNTER_KINDS
 )
 """Outputs kept as text in the snapshot for the layers that parse them (Open vSwitch state,
-conntrack tables)."""
+conntrack tables, counters)."""
 
 EXPECTED_MAIN = ("ovs-vsctl-list-bridge", "bridge-fdb", "ip6tables-save")
 
@@ -837,8 +843,15 @@ _UNTOLD = (LinkKind.PHYSICAL, LinkKind.OTHER, LinkKind.UNKNOWN)
 
 
 def _rules_only(text: str) -> str:
-    """A save's content without its comment lines (the header names the tool and the time)."""
-    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    """A save's content without its comment lines (the header names the tool and the time)
+    and without its counters (``-c``: two saves of the same rules, a few milliseconds apart,
+    differ in them; the counters kept are the first save's)."""
+    lines = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    return _COUNTERS.sub("", lines)
+
+
+_COUNTERS = re.compile(r"^\[\d+:\d+\] | \[\d+:\d+\]$", re.M)
+"""A rule's ``[packets:bytes]`` prefix and a chain line's suffix, as ``-c`` prints them."""
 
 
 def _has_rules(ruleset: Ruleset) -> bool:
