@@ -70,8 +70,10 @@ class OpenedPage:
         ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[object]:
+    """One browser for the browser tests, closed when they end: Playwright's sync API keeps an
+    asyncio loop running while it is open, and the lab's netlink calls need to run their own."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
