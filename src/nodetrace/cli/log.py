@@ -13,16 +13,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-from nodetrace.api import log_rules
 from nodetrace.cli import add_format, add_levels
 from nodetrace.errors import Diagnostic, DiagnosticSink, UsageError
-from nodetrace.model.topology import MAIN_NS
 from nodetrace.model.trace import NetfilterStep, PacketDump, Trace
 from nodetrace.parsers.trace_kernel_log import packet_from_dump
-from nodetrace.render.json import document, dumps, trace_document
 from nodetrace.render.screen import Screen
 from nodetrace.render.summary import SummaryCounts, render_summary
 from nodetrace.render.text import Level, describe_packet, render_trace
@@ -36,6 +30,9 @@ if TYPE_CHECKING:
     from nodetrace.diagnosis.replay import Replay
     from nodetrace.tracelog.rulebook import RuleBook
 
+MAIN_NS = ""
+"""The host's own namespace (as ``model.topology.MAIN_NS``; not imported: it is a heavy module
+and ``log`` without ``--rules`` needs none of it)."""
 EXIT_OK = 0
 EXIT_NOTHING_USABLE = 1
 PROGRESS_MIN_BYTES = 16 << 20
@@ -185,6 +182,9 @@ def _progress(source: LogSource, enabled: bool) -> Iterator[None]:
     if not enabled or source.size is None or source.size < PROGRESS_MIN_BYTES:
         yield
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
     done = threading.Event()
     with Progress(
         TextColumn("{task.description}"),
@@ -216,7 +216,11 @@ def run(args: argparse.Namespace) -> int:
         )
     sink = DiagnosticSink()
     match = parse_match(args.match) if args.match is not None else None
-    book = log_rules(args.rules, args.ipsets, sink, netns=args.netns)
+    book = None
+    if args.rules or args.ipsets or args.netns != MAIN_NS:
+        from nodetrace.api import log_rules
+
+        book = log_rules(args.rules, args.ipsets, sink, netns=args.netns)
     reported = _print_diagnostics(sink.items, 0)
     analysis = Analysis(book=book, match=match, sink=sink, gap=args.gap)
     replay = _replay(book, args)
@@ -250,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
                         for obs in analysis.packets(source):
                             obs = _replayed(replay, obs)
                             if args.format == "json":
-                                print(dumps(packet_document(obs), indent=None), flush=False)
+                                print(packet_json(obs), flush=False)
                             else:
                                 text = render_trace(
                                     obs.trace,
@@ -274,6 +278,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_NOTHING_USABLE
     if args.level == "summary":
         if args.format == "json":
+            from nodetrace.render.json import document, dumps
+
             print(dumps(document("log", summary=summary.as_json()), indent=None))
         else:
             sys.stdout.write(render_summary(_counts(summary), screen))
@@ -292,8 +298,17 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def packet_json(obs: ObservedPacket) -> str:
+    """One packet of a log as one line of JSON."""
+    from nodetrace.render.json import dumps
+
+    return dumps(packet_document(obs), indent=None)
+
+
 def packet_document(obs: ObservedPacket) -> dict[str, Any]:
     """One packet of a log as the JSON schema spells it (docs/json.md)."""
+    from nodetrace.render.json import trace_document
+
     return trace_document(
         "log",
         _with_rewrites(obs.trace),

@@ -12,12 +12,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from nodetrace.errors import SourcePos
-from nodetrace.model.netfilter import Rule
 from nodetrace.model.packet import Family, Packet
 from nodetrace.model.packet_origin import FieldOrigin
 from nodetrace.model.verdict import Verdict
 
 if TYPE_CHECKING:
+    from nodetrace.model.netfilter import Rule
     from nodetrace.model.trace_diff import TraceDiff
 
 

@@ -26,12 +26,11 @@ from nodetrace.model.trace import (
 from nodetrace.model.verdict import Effect
 from nodetrace.parsers.trace_kernel_log import (
     DumpParser,
-    dump_family,
     packet_from_dump,
     parse_devs,
 )
 from nodetrace.parsers.trace_nft_events import NftEvent
-from nodetrace.tracelog.group_legacy import LegacyPass, PrefixInfo
+from nodetrace.tracelog.group_legacy import LegacyPass, PassShape, PrefixInfo, hooks_of
 from nodetrace.tracelog.group_nft import NftPass
 from nodetrace.tracelog.observed import Conclusion, ObservedPacket
 from nodetrace.tracelog.rulebook import NOT_RESOLVED, Resolution, RuleBook, nft_resolve
@@ -91,12 +90,15 @@ class _View(ABC):
 
 
 class LegacyView(_View):
-    def __init__(self, p: LegacyPass, book: RuleBook | None) -> None:
+    """A legacy pass as :func:`conclude` reads it: from a grouped pass, or from the shape of
+    passes (prefixes, device fields, family) that the compiled summary counts."""
+
+    def __init__(self, p: LegacyPass | PassShape, book: RuleBook | None) -> None:
         self.p = p
         self.book = book
         self.infos = p.infos
         self.n = len(self.infos)
-        self.family = dump_family(p.first.ident)
+        self.family = p.family
         self._resolutions: dict[int, Resolution] = {}
 
     def hook(self, i: int) -> str | None:
@@ -545,7 +547,7 @@ class _Plans:
 
 def _plan(v: LegacyView) -> list[_StepPlan]:
     """Explain each step of a pass as far as its shape allows (see :class:`_Plans`)."""
-    hooks = v.p.hooks()
+    hooks = hooks_of(v.infos)
     out: list[_StepPlan] = []
     for i, (info, note) in enumerate(zip(v.infos, notes(v), strict=True)):
         first_in_hook = i == 0 or hooks[i - 1] != hooks[i]
@@ -782,6 +784,11 @@ def conclude_legacy(p: LegacyPass, book: RuleBook | None) -> Conclusion:
     return conclude(LegacyView(p, book))
 
 
+def conclude_shape(shape: PassShape, book: RuleBook | None) -> Conclusion:
+    """The conclusion of every pass of this shape (the compiled summary's passes)."""
+    return conclude(LegacyView(shape, book))
+
+
 def conclude_nft(p: NftPass, book: RuleBook | None) -> Conclusion:
     return conclude(NftView(p, book))
 
@@ -793,6 +800,7 @@ __all__ = [
     "conclude",
     "conclude_legacy",
     "conclude_nft",
+    "conclude_shape",
     "notes",
     "observe_legacy",
     "observe_nft",

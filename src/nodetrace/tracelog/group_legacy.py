@@ -18,8 +18,16 @@ import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from nodetrace.parsers.trace_kernel_log import LegacyRecord, envelope_time, parse_devs, parse_prefix
+from nodetrace.model.packet import Family
+from nodetrace.parsers.trace_kernel_log import (
+    LegacyRecord,
+    dump_family,
+    envelope_time,
+    parse_devs,
+    parse_prefix,
+)
 from nodetrace.tracelog.order import HOOK_RANK, hook_of_chain, rank
 
 DEFAULT_GAP = 1.0
@@ -76,6 +84,26 @@ class PrefixInfo:
 PREFIX_INFOS: dict[str, PrefixInfo] = {}
 
 
+def hooks_of(infos: list[PrefixInfo]) -> list[str | None]:
+    """The hook of each record: a user chain runs in its caller's built-in chain's hook
+    (``None`` before the pass showed any built-in chain)."""
+    out: list[str | None] = []
+    hook: str | None = None
+    for info in infos:
+        hook = info.builtin_hook or hook
+        out.append(hook)
+    return out
+
+
+class PassShape(NamedTuple):
+    """What a pass's outcome depends on: its prefixes, device fields and family. Passes of one
+    shape conclude alike, so the compiled summary counts shapes and concludes each once."""
+
+    infos: list[PrefixInfo]
+    devs: list[str]
+    family: Family | None
+
+
 @dataclass(eq=False, slots=True)
 class LegacyPass:
     """One traversal of the stack by one packet, as the log shows it, in record order.
@@ -108,15 +136,13 @@ class LegacyPass:
     nat_free: str | None = None
     """The dump without what conntrack's NAT rewrites (computed when first needed)."""
 
+    @property
+    def family(self) -> Family | None:
+        """The packet's family, from its first record's source address."""
+        return dump_family(self.first.ident)
+
     def hooks(self) -> list[str | None]:
-        """The hook of each record: a user chain runs in its caller's built-in chain's hook
-        (``None`` before the pass showed any built-in chain)."""
-        out: list[str | None] = []
-        hook: str | None = None
-        for info in self.infos:
-            hook = info.builtin_hook or hook
-            out.append(hook)
-        return out
+        return hooks_of(self.infos)
 
     @property
     def starts_midway(self) -> bool:
@@ -421,5 +447,6 @@ __all__ = [
     "HOOK_RANK",
     "LegacyGrouper",
     "LegacyPass",
+    "PassShape",
     "PrefixInfo",
 ]

@@ -23,6 +23,7 @@ from nodetrace.parsers.trace_xtables_monitor import (
     read_xtables_monitor,
 )
 from nodetrace.tracelog.explain import conclude_legacy, conclude_nft, observe_legacy, observe_nft
+from nodetrace.tracelog.fast_summary import summarize_compiled
 from nodetrace.tracelog.group_legacy import DEFAULT_GAP, DEFAULT_WINDOW, LegacyGrouper
 from nodetrace.tracelog.group_nft import NftGrouper
 from nodetrace.tracelog.match import PacketMatch
@@ -107,10 +108,18 @@ class Analysis:
             if fmt is LogFormat.JOURNAL_JSON:
                 lines = journal_json_lines(lines)
             book = self.book
-            grouper = LegacyGrouper(gap=self.gap, window=self.window, keep_records=False)
-            for p in grouper.passes_of_batches(reader.batches(lines)):
-                summary.add(conclude_legacy(p, book), p.occurrence)
-            summary.step_hits.update(reader.prefix_counts)
+            compiled = None
+            if fmt is LogFormat.KERNEL:
+                compiled = summarize_compiled(
+                    source, summary, gap=self.gap, window=self.window, book=book
+                )
+            if compiled is None:
+                grouper = LegacyGrouper(gap=self.gap, window=self.window, keep_records=False)
+                for p in grouper.passes_of_batches(reader.batches(lines)):
+                    summary.add(conclude_legacy(p, book), p.occurrence)
+                summary.step_hits.update(reader.prefix_counts)
+            else:
+                reader = compiled
             self.emitted = summary.packets
             self._finish_kernel(source, reader)
             return

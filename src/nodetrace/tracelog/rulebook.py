@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never
 
-from nodetrace.model.ipset import IpSets
-from nodetrace.model.netfilter import Chain, JumpTarget, Rule, Ruleset
 from nodetrace.model.packet import Family
 from nodetrace.model.verdict import Effect
+
+if TYPE_CHECKING:
+    # (not imported at run time: log --summary without --rules needs no ruleset model)
+    from nodetrace.model.ipset import IpSets
+    from nodetrace.model.netfilter import Chain, Rule, Ruleset
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +245,8 @@ def _fits(rule: Rule, effect: Effect, target_chain: str | None, text: str | None
     target = rule.target
     match effect:
         case Effect.JUMP | Effect.GOTO:
+            from nodetrace.model.netfilter import JumpTarget
+
             return isinstance(target, JumpTarget) and target.chain == target_chain
         case Effect.DROP:
             # REJECT ends in NF_DROP, so nf_tables reports it as a drop.

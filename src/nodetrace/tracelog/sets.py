@@ -8,6 +8,8 @@ packet's addresses and ports up in the set, the way the kernel does for the comm
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nodetrace.model.ipset import (
     PORT_PROTOCOLS,
     IcmpPart,
@@ -19,8 +21,10 @@ from nodetrace.model.ipset import (
     PortPart,
     SetPart,
 )
-from nodetrace.model.netfilter import Rule, SetMatch
 from nodetrace.model.packet import Packet
+
+if TYPE_CHECKING:
+    from nodetrace.model.netfilter import Rule
 
 
 def _part_holds(part: object, packet: Packet, direction: str) -> bool | None:
@@ -85,6 +89,8 @@ def _prefix(member: Member) -> int:
 
 def set_notes(rule: Rule, packet: Packet | None, sets: IpSets) -> list[str]:
     """One sentence per set match of ``rule``: the set, its size, and the packet's membership."""
+    from nodetrace.model.netfilter import SetMatch  # (a ruleset was given: loaded already)
+
     notes: list[str] = []
     for match in rule.matches:
         if not isinstance(match, SetMatch):

@@ -16,6 +16,7 @@ import bz2
 import gzip
 import io
 import lzma
+import mmap
 import os
 import stat
 import sys
@@ -202,6 +203,9 @@ class LogSource:
     """What the decompressor raises on damaged data."""
     _closers: list[BinaryIO] = field(default_factory=list)
     _head: list[str] = field(default_factory=list)
+    path: str | None = None
+    """The file's path (``None`` for stdin and data in memory)."""
+    _first_counter: _CountingReader | None = None
 
     @property
     def bytes_read(self) -> int:
@@ -246,6 +250,59 @@ class LogSource:
         self._head = head
         return head
 
+    def chunks_again(self, size: int) -> Iterator[memoryview] | None:
+        """The file's bytes from the start once more, decompressed, in pieces of about ``size``
+        (counted for the progress bar); ``None`` for stdin or data held in memory (they cannot
+        be read twice). A plain file is mapped into memory rather than copied. Decompression
+        errors propagate as :attr:`damage`."""
+        if self.path is None:
+            return None
+        try:
+            raw = open(self.path, "rb")  # noqa: SIM115 (closed by the generator)
+        except OSError:
+            return None
+        self._first_counter = self._first_counter or self._counter
+        self._counter = _CountingReader(raw)
+        return self._chunks(raw, size)
+
+    def _chunks(self, raw: BinaryIO, size: int) -> Iterator[memoryview]:
+        counter = self._counter
+        with raw:
+            if self.compression is None:
+                try:
+                    mapped: mmap.mmap | None = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+                except (OSError, ValueError):  # empty, or not a mappable file
+                    mapped = None
+                if mapped is not None:
+                    with mapped:
+                        mapped.madvise(mmap.MADV_SEQUENTIAL)
+                        whole = memoryview(mapped)
+                        released = 0
+                        try:
+                            for start in range(0, len(whole), size):
+                                counter.count = end = min(start + size, len(whole))
+                                yield whole[start:end]
+                                # pages read: out of this process's memory (not the page cache)
+                                upto = end - end % mmap.PAGESIZE
+                                if upto > released:
+                                    mapped.madvise(mmap.MADV_DONTNEED, released, upto - released)
+                                    released = upto
+                        finally:
+                            whole.release()
+                    return
+            buffered = io.BufferedReader(counter, buffer_size=1 << 20)
+            stream: BinaryIO = buffered
+            if self.compression is not None:
+                stream, _ = decompressing(self.compression, buffered, self.name)
+            buffer = memoryview(bytearray(size))
+            while n := stream.readinto(buffer):  # type: ignore[attr-defined]
+                yield buffer[:n]
+
+    def read_by_lines(self) -> None:
+        """After :meth:`reopen`, the progress bar follows :meth:`lines` again."""
+        if self._first_counter is not None:
+            self._counter = self._first_counter
+
     def close(self) -> None:
         for f in self._closers:
             f.close()
@@ -281,11 +338,16 @@ def open_log(name: str, sink: DiagnosticSink) -> LogSource:
         size = path.stat().st_size
         display = name
         closers = [raw]
-    return _wrap(display, raw, size, closers, sink)
+    return _wrap(display, raw, size, closers, sink, path=None if name == STDIN else name)
 
 
 def _wrap(
-    display: str, raw: BinaryIO, size: int | None, closers: list[BinaryIO], sink: DiagnosticSink
+    display: str,
+    raw: BinaryIO,
+    size: int | None,
+    closers: list[BinaryIO],
+    sink: DiagnosticSink,
+    path: str | None = None,
 ) -> LogSource:
     counter = _CountingReader(raw)
     buffered = io.BufferedReader(counter, buffer_size=1 << 20)
@@ -310,4 +372,5 @@ def _wrap(
         compression=kind,
         damage=damage,
         _closers=closers,
+        path=path,
     )

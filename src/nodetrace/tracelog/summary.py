@@ -32,16 +32,20 @@ class Summary:
     formats: dict[str, str] = field(default_factory=dict)
 
     def add(self, conclusion: Conclusion, occurrence: int = 1) -> None:
-        self.packets += 1
-        if occurrence > 1:
-            self.again += 1
-        self.by_outcome[conclusion.outcome.value] += 1
+        """One packet's pass; ``occurrence`` > 1: a packet seen before."""
+        self.add_passes(conclusion, 1, 1 if occurrence > 1 else 0)
+
+    def add_passes(self, conclusion: Conclusion, passes: int, again: int) -> None:
+        """``passes`` packets with the same conclusion, ``again`` of them seen before."""
+        self.packets += passes
+        self.again += again
+        self.by_outcome[conclusion.outcome.value] += passes
         if conclusion.deciding:
             key = (conclusion.deciding, conclusion.deciding_rule or "")
             if conclusion.outcome in (Outcome.DROPPED, Outcome.REJECTED):
-                self.dropping[key] += 1
+                self.dropping[key] += passes
             elif conclusion.outcome is Outcome.ENDS:
-                self.ends_at[key] += 1
+                self.ends_at[key] += passes
 
     def chain_hits(self) -> Counter[str]:
         """Hits per ``table:chain``, from the per-step counts."""
