@@ -17,7 +17,7 @@ from typing import Any
 from nodetrace.cli import ExamplesFormatter
 from nodetrace.errors import InputError, UsageError
 from nodetrace.neutron.generate import BRIDGES, generate_node
-from nodetrace.neutron.scenario import load_scenario
+from nodetrace.neutron.scenario import FirewallDriver, load_scenario
 
 SCENARIO = "src/nodetrace/examples/scenarios/two-nodes.toml"
 """The bundled scenario the examples use (from a source checkout)."""
@@ -109,11 +109,13 @@ def register(subparsers: Any) -> None:
     gen.add_argument("--node", help="node name (default: the first node)")
     gen.add_argument(
         "--what",
-        choices=("iptables", "ip6tables", "ipsets", "flows", "ports"),
+        choices=("iptables", "ip6tables", "ipsets", "flows", "ports", "routers"),
         default="iptables",
         help="which piece to print (default iptables)",
     )
-    gen.add_argument("--bridge", choices=BRIDGES, default="br-int", help="for --what flows")
+    gen.add_argument(
+        "--bridge", choices=(*BRIDGES, "br-ex"), default="br-int", help="for --what flows"
+    )
     gen.add_argument("--openflow13", action="store_true", help="flows as -O OpenFlow13 prints them")
     gen.set_defaults(func=run_generate)
 
@@ -212,6 +214,13 @@ def register(subparsers: Any) -> None:
         "(xtables-monitor --trace), or both in turn (default)",
     )
     fid.add_argument(
+        "--firewall",
+        choices=("iptables_hybrid", "openvswitch", "both"),
+        default="iptables_hybrid",
+        help="the labs' firewall_driver: iptables_hybrid (default), openvswitch (the native "
+        "OVS firewall), or both in turn",
+    )
+    fid.add_argument(
         "--report",
         default=None,
         help="JSON report path (default nodetrace-fidelity-SEED.json in the current folder)",
@@ -230,6 +239,14 @@ def run_generate(args: argparse.Namespace) -> int:
             f"no node {node!r} in {args.scenario} (nodes: "
             f"{', '.join(n.name for n in scenario.nodes)})"
         ) from None
+    if args.what in ("iptables", "ip6tables", "ipsets") and not (
+        state.firewall.iptables_save or state.firewall.ipsets
+    ):
+        print(
+            f"nodetrace: {args.scenario}: firewall_driver = {scenario.firewall_driver} writes "
+            f"no {args.what}; its security groups are flows: --what flows --bridge br-int",
+            file=sys.stderr,
+        )
     if args.what == "iptables":
         sys.stdout.write(state.firewall.iptables_save)
     elif args.what == "ip6tables":
@@ -238,6 +255,10 @@ def run_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(state.firewall.ipset_restore)
     elif args.what == "flows":
         sys.stdout.write(state.dump_flows_text(args.bridge, openflow13=args.openflow13))
+    elif args.what == "routers":
+        from nodetrace.neutron.l3_agent import describe
+
+        sys.stdout.write("".join(describe(r) for r in state.routers))
     else:
         for p in state.ovs_ports:
             extra = f" tag={p.tag}" if p.tag is not None else ""
@@ -370,7 +391,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
             Options(
                 netns=node.netns,
                 ovs_rundir=node.ovs_rundir,
-                namespaces=(),
+                namespaces=node.namespaces,
                 conntrack_max=max(0, args.conntrack),
             ),
         )
@@ -469,6 +490,12 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
         per_scenario=args.per_lab,
         backends=backends,
         progress=lambda msg: print(f"fidelity: {msg}", file=sys.stderr),
+        firewall_drivers=tuple(
+            FirewallDriver(d)
+            for d in (
+                ("iptables_hybrid", "openvswitch") if args.firewall == "both" else (args.firewall,)
+            )
+        ),
     )
     path = Path(args.report or f"nodetrace-fidelity-{args.seed}.json")
     try:
@@ -492,7 +519,7 @@ def _collect_all(info: Any, folder: Path) -> None:
         try:
             collect(
                 str(folder / node.name),
-                Options(netns=node.netns, ovs_rundir=node.ovs_rundir, namespaces=()),
+                Options(netns=node.netns, ovs_rundir=node.ovs_rundir, namespaces=node.namespaces),
             )
         except OSError as err:
             raise InputError(f"cannot write the snapshot: {err}") from None

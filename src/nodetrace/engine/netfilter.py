@@ -520,11 +520,14 @@ class NetfilterEngine:
         *,
         ct: CtFacts | None = None,
         nf_trace: bool = False,
+        routed: bool = False,
     ) -> NetfilterResult:
         """Run ``packet`` through the hooks of ``path`` in order (one skb), and say what happens.
 
         With ``ct`` the conntrack state is the one given; without, the engine's conntrack table
-        decides (and learns the connection if the packet makes it through).
+        decides (and learns the connection if the packet makes it through). ``routed``: the
+        packet is forwarded by the IP layer (not bridged), whose ``ip_forward``/``ip6_forward``
+        lower its TTL (hop limit) right before the FORWARD hook.
         """
         if packet.family is not None and packet.family is not self.ruleset.family:
             raise ValueError(
@@ -549,6 +552,8 @@ class NetfilterEngine:
         verdict = Verdict.ACCEPT
         try:
             for i, (hook, devices) in enumerate(path):
+                if routed and hook is Hook.FORWARD:
+                    ctx.packet = replace(ctx.packet, nw_ttl=max(0, ctx.packet.nw_ttl - 1))
                 verdict = self._hook(run, hook, devices, first=i == 0, ct_facts=ct)
                 if verdict is not Verdict.ACCEPT:
                     break

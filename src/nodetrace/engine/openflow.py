@@ -72,9 +72,15 @@ class OpenFlowEngine:
         routes: Sequence[OvsRoute] | None = None,
         neighbours: Sequence[OvsTunnelNeighbour] | None = None,
         dpif: DpifShow | None = None,
+        remember_connections: bool = False,
     ) -> None:
         self.switch = switch
         self.apply_side_effects = apply_side_effects
+        self.remember_connections = apply_side_effects or remember_connections
+        """Connections ``ct(commit)`` commits are known to later traces. With
+        ``remember_connections`` (the walk) the engine models the datapath's tracker, not
+        ``ofproto/trace``'s default: a committed connection's reply is ``+est+rpl`` and a packet
+        that cannot open a connection and belongs to none is ``+inv``."""
         self.routes = routes
         """OVS's own routing table (``ovs/route/show``): with it, a native tunnel's outer
         packet is followed through the underlay bridge as ``ofproto/trace`` does."""
@@ -85,7 +91,8 @@ class OpenFlowEngine:
         self.bridges = {b.name: compile_bridge(b) for b in switch.bridges}
         self.encap_cache: dict[tuple[object, ...], tuple[TunnelEncap | None, str]] = {}
         """Encapsulations by (bridge, port, the packet fields they depend on)."""
-        self.ct_model = ConntrackModel(switch.conntrack)
+        # Remembering connections models the datapath's tracker, not ofproto/trace's default.
+        self.ct_model = ConntrackModel(switch.conntrack, datapath=remember_connections)
 
     def add_flow(self, bridge: str, flow: Flow) -> None:
         """Add (or replace, same match and priority) a flow, as ``learn`` does."""

@@ -680,7 +680,7 @@ class Xlate(Outputs):
             self.report(ActionRun(text))
             if action is not None:
                 self._do_action(action, False)
-        if a.commit and self.engine.apply_side_effects:
+        if a.commit and self.engine.remember_connections:
             self.ct.commit(s, self.packet, zone)
         if a.table is not None:
             self.conntracked = True

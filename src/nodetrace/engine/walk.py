@@ -309,8 +309,11 @@ class _Walk:
     def local_addresses(self, netns: str) -> tuple[IPAddress, ...]:
         return tuple(a.ip for i in self.snap.topology.in_namespace(netns) for a in i.addresses)
 
-    def netfilter(self, netns: str, packet: Packet, hooks: HookPath) -> HookResult:
-        """Run one skb through ``hooks`` of namespace ``netns``; record the steps."""
+    def netfilter(
+        self, netns: str, packet: Packet, hooks: HookPath, *, routed: bool = False
+    ) -> HookResult:
+        """Run one skb through ``hooks`` of namespace ``netns``; record the steps. ``routed``:
+        the IP layer forwards it, lowering its TTL before FORWARD."""
         family = packet.family or Family.IPV4
         state = self.ns(netns)
         ruleset = state.ruleset(family)
@@ -330,15 +333,17 @@ class _Walk:
                 f"rules exist in both iptables backends in namespace {netns or 'main'}: only "
                 f"the {ruleset.backend.value} ruleset is simulated; the kernel applies both"
             )
-        call = PathCall(netns, hooks, self.request.ct_state)
+        call = PathCall(netns, hooks, self.request.ct_state, routed)
         result = self.engines.netfilter.run_path(ruleset, state.ipsets, packet, call)
         if self.watched and not self.outer:
             for names, where in _rules_looking_at(ruleset, result.steps, packet, self.watched):
                 self.look(names, where)
         base = len(self.steps)
         self.steps.extend(result.steps)
+        # Each namespace has its own conntrack table and rules: say whose an assumption is.
+        where = f"namespace {netns}: " if netns != MAIN_NS else ""
         for a in result.assumptions:
-            self.assume(a)
+            self.assume(where + a)
         if result.decisive_step is not None:
             result = dataclasses.replace(result, decisive_step=base + result.decisive_step)
         return result
@@ -915,7 +920,8 @@ class _Walk:
         self.look_if_assumed("nw_dst", f"the routing decision on {name}")
         forwarding = sysctls.forwarding(packet.family)
         routed_on = decision.action is not routing.RouteAction.LOCAL
-        ends = decision.action in _ROUTE_ENDS or (routed_on and forwarding is False)
+        expired = routed_on and routed.nw_ttl <= 1
+        ends = decision.action in _ROUTE_ENDS or (routed_on and (forwarding is False or expired))
         if ends and not self.prerouting_only(netns, packet, pre, name):
             return
         step = self.route_step(decision, name)
@@ -940,6 +946,17 @@ class _Walk:
             self.rest_on(
                 f"ip_forward of namespace {netns or 'main'} not captured: forwarding assumed on"
             )
+        if expired:
+            self.look_if_assumed("nw_ttl", f"ip_forward on {name}")
+            error = "ICMP time-exceeded" if packet.family is Family.IPV4 else "ICMPv6 time-exceeded"
+            self.end(
+                Outcome.DROPPED,
+                name,
+                f"TTL {routed.nw_ttl} cannot be lowered further: ip_forward drops it before "
+                f"FORWARD and answers {error} to {routed.nw_src}",
+                step=step,
+            )
+            return
         out = decision.dev or ""
         result = self.netfilter(
             netns,
@@ -947,13 +964,14 @@ class _Walk:
             (
                 pre,
                 (Hook.FORWARD, HookDevices(in_dev=name, out_dev=out, physin=physin)),
-                (Hook.POSTROUTING, HookDevices(out_dev=out, physin=physin)),
+                # ip_output hands POSTROUTING skb->dev, still the device it came in on.
+                (Hook.POSTROUTING, HookDevices(in_dev=name, out_dev=out, physin=physin)),
             ),
+            routed=True,
         )
         if not self.hook_passed(result, name):
             return
-        forwarded = dataclasses.replace(result.packet, nw_ttl=max(0, result.packet.nw_ttl - 1))
-        self.send(out, netns, forwarded, meta, decision)
+        self.send(out, netns, result.packet, meta, decision)
 
     def prerouting_only(
         self, netns: str, packet: Packet, pre: tuple[Hook, HookDevices], name: str
@@ -970,6 +988,11 @@ class _Walk:
         tpa = packet.arp_tpa
         if tpa is not None and tpa in self.local_addresses(netns):
             where = f"namespace {netns}" if netns != MAIN_NS else "the host"
+            refused = self.arp_ignored(name, netns, packet)
+            if refused:
+                self.end(Outcome.DROPPED, name, f"ARP for {tpa}, an address of {where}: "
+                         f"{refused}, so it is not answered")  # fmt: skip
+                return
             self.end(Outcome.DELIVERED, name, f"ARP for {tpa}, an address of {where}: answered "
                      f"on {name}", target=ToHost(netns))  # fmt: skip
             return
@@ -979,6 +1002,42 @@ class _Walk:
             "addresses, so it is not answered",
             not_for_here=True,
         )  # fmt: skip
+
+    def arp_ignored(self, name: str, netns: str, packet: Packet) -> str:
+        """Why ``arp_ignore`` (the larger of ``all`` and the device's, as the kernel takes it)
+        keeps the host from answering a request for one of its addresses; "" if it answers.
+        Neutron sets 1 in its routers' namespaces: only the receiving device's own addresses."""
+        found = [
+            self.ns(netns).sysctls.number(f"net.ipv4.conf.{dev.replace('.', '/')}.arp_ignore")
+            for dev in ("all", name)
+        ]
+        values = [v for v in found if v is not None]
+        if not values:
+            self.rest_on(f"arp_ignore of {name} not captured: 0 (answer for any address) assumed")
+            return ""
+        mode = max(values)
+        tpa = packet.arp_tpa
+        if mode == 8:
+            return f"arp_ignore=8 on {name} answers no request"
+        if mode == 3:
+            scopes = {
+                a.scope
+                for i in self.snap.topology.in_namespace(netns)
+                for a in i.addresses
+                if a.ip == tpa
+            }
+            host_only = scopes == {"host"}
+            return "arp_ignore=3 does not answer for host-scope addresses" if host_only else ""
+        if mode not in (1, 2):  # 0, and the reserved 4-7: the kernel answers
+            return ""
+        dev = self.iface(name, netns)
+        own = [a.interface for a in dev.addresses if a.ip == tpa] if dev else []
+        if not own:
+            return f"arp_ignore={mode} answers only for {name}'s own addresses"
+        spa = packet.arp_spa
+        if mode == 2 and (spa is None or not any(spa in i.network for i in own)):
+            return f"arp_ignore=2 answers only senders in {name}'s subnet of that address"
+        return ""
 
     def local_out(self, netns: str, packet: Packet, meta: Metadata) -> None:
         """A packet the host itself sends: OUTPUT, routing, POSTROUTING, out of a device."""
@@ -1200,6 +1259,10 @@ class _Walk:
             )
             return
         self.device(DeviceAction.ENTER, bridge, f"OpenFlow pipeline, in_port={port}")
+        if packet.skb_mark and self.datapath(bridge) == "netdev":
+            # The userspace datapath reads the frame off the device (AF_PACKET, a tap's fd):
+            # the skb and its mark stay in the kernel, and OVS starts with pkt_mark 0.
+            packet = dataclasses.replace(packet, skb_mark=0)
         state = self.switch.bridge(bridge)
         if state is None or state.flows is None:
             command = f"ovs-ofctl dump-flows {bridge}"

@@ -87,7 +87,7 @@ class NetfilterAdapter:
     ) -> HookResult:
         engine = self.engine(ruleset, ipsets, call.netns)
         ct = CtFacts(state=conntrack_state(call.ct_state)) if call.ct_state else None
-        result = engine.run(packet, call.hooks, ct=ct)
+        result = engine.run(packet, call.hooks, ct=ct, routed=call.routed)
         trace = result.trace
         return HookResult(
             verdict=result.verdict,

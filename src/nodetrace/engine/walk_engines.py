@@ -31,6 +31,8 @@ class PathCall:
     hooks: HookPath
     ct_state: str | None = None
     """As the user gave it (``--ct-state``); ``None`` lets the engine decide and say so."""
+    routed: bool = False
+    """Forwarded by the IP layer: its TTL is lowered before FORWARD (``ip_forward``)."""
 
 
 @dataclass(frozen=True, slots=True)

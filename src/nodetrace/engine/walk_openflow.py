@@ -47,7 +47,11 @@ class OpenFlowAdapter:
         neighbours: Sequence[OvsTunnelNeighbour] | None = None,
         dpif: DpifShow | None = None,
     ) -> None:
-        self.engine = Pipelines(switch, routes=routes, neighbours=neighbours, dpif=dpif)
+        # Connections committed by ct() stay known to later walks on these engines, as the
+        # netfilter engine's conntrack table does: a reply is then +est+rpl.
+        self.engine = Pipelines(
+            switch, routes=routes, neighbours=neighbours, dpif=dpif, remember_connections=True
+        )
         self.ct_states = ovs_ct_state(ct_state)
 
     def run(

@@ -283,6 +283,9 @@ class NamespaceStatus:
 def namespace_report(info: LabInfo) -> list[NamespaceStatus]:
     out = [NamespaceStatus("underlay", info.underlay_netns, netns_exists(info.underlay_netns))]
     out += [NamespaceStatus(n.name, n.netns, netns_exists(n.netns)) for n in info.nodes]
+    out += [
+        NamespaceStatus(n.name, ns, netns_exists(ns)) for n in info.nodes for ns in n.namespaces
+    ]
     out += [NamespaceStatus(v.name, v.netns, netns_exists(v.netns)) for v in info.vms]
     return out
 

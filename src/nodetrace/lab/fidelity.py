@@ -28,7 +28,7 @@ from nodetrace.lab.fidelity_engines import ADAPTERS, Comparison, EngineAdapter, 
 from nodetrace.lab.observe import LabProbe, Observation, Tunnel
 from nodetrace.lab.state import LabDir, LabInfo, VmInfo
 from nodetrace.model.packet import ETH_TYPE_ARP, IPProto, Packet, TcpFlag
-from nodetrace.neutron.scenario import NetworkType, parse_scenario
+from nodetrace.neutron.scenario import FirewallDriver, NetworkType, parse_scenario
 
 Progress = Callable[[str], None]
 
@@ -62,12 +62,19 @@ def _random_rules(rng: random.Random, groups: Sequence[str], cidr: str) -> list[
     return rules
 
 
-def random_scenario(rng: random.Random, index: int, tunnel: NetworkType) -> str:
+def random_scenario(
+    rng: random.Random,
+    index: int,
+    tunnel: NetworkType,
+    firewall_driver: FirewallDriver = FirewallDriver.IPTABLES_HYBRID,
+) -> str:
     """A 2-node scenario with 5 VMs on one network of type ``tunnel`` (VXLAN, GRE or a
     provider VLAN) and three random security groups, as TOML."""
     cidr = f"10.{60 + index % 150}.0.0/24"
     groups = ["sga", "sgb", "sgc"]
     lines = [f'name = "fid{index}"', ""]
+    if firewall_driver is not FirewallDriver.IPTABLES_HYBRID:
+        lines[1:1] = [f'firewall_driver = "{firewall_driver.value}"']
     for node in ("cmp1", "cmp2"):
         lines += ["[[nodes]]", f'name = "{node}"', ""]
     lines += [
@@ -279,9 +286,11 @@ def run_fidelity(
     backends: Sequence[str] = BACKENDS,
     adapters: Sequence[EngineAdapter] | None = None,
     progress: Progress = lambda _: None,
+    firewall_drivers: Sequence[FirewallDriver] = (FirewallDriver.IPTABLES_HYBRID,),
 ) -> FidelityReport:
     """Run ``cases`` packets over as many random labs as needed (``per_scenario`` each); the
-    labs take the network types and the iptables ``backends`` in turn."""
+    labs take the network types, the iptables ``backends`` and the ``firewall_drivers`` in
+    turn."""
     if not backends or set(backends) - set(BACKENDS):
         raise ValueError(f"backends must be some of {', '.join(BACKENDS)}")
     rng = random.Random(seed)
@@ -295,9 +304,13 @@ def run_fidelity(
         n = min(per_scenario, cases - done)
         tunnel = (NetworkType.VXLAN, NetworkType.GRE, NetworkType.VLAN)[index % 3]
         backend = backends[index % len(backends)]
-        text = random_scenario(rng, index, tunnel)
+        driver = firewall_drivers[index % len(firewall_drivers)]
+        text = random_scenario(rng, index, tunnel, driver)
         report.scenarios.append(text)
-        progress(f"scenario {index} ({tunnel.value}, iptables-{backend}): {n} packets")
+        shape = (
+            f"{tunnel.value}, {driver}" if driver is FirewallDriver.OPENVSWITCH else tunnel.value
+        )
+        progress(f"scenario {index} ({shape}, iptables-{backend}): {n} packets")
         _run_scenario(report, text, index, n, rng, root, backend, adapters, progress)
         done += n
         index += 1

@@ -22,8 +22,9 @@ from nodetrace.lab.ovs import OvsInstance, start_ovs
 from nodetrace.lab.resources import Resources
 from nodetrace.lab.run import CommandError, run
 from nodetrace.lab.state import NodeInfo, VmInfo
-from nodetrace.neutron.generate import BRIDGES, NodeState, VmPort
+from nodetrace.neutron.generate import NodeState, VmPort
 from nodetrace.neutron.ovs_agent import BR_PHYS, UNDERLAY_NIC
+from nodetrace.neutron.ovs_firewall import uses_native_firewall
 from nodetrace.neutron.scenario import IPAddress
 
 BACKENDS = ("legacy", "nft")
@@ -108,33 +109,41 @@ def build_node(
     with netlink(netns) as nl:
         _veth_into(nl, UNDERLAY_NIC, underlay_port, underlay_netns)
         nl.link("set", index=_index(nl, UNDERLAY_NIC), state="up")
-    vms = tuple(_plug_vm(res, netns, vp, lab) for vp in state.vm_ports)
+    native = uses_native_firewall(state.scenario)
+    vms = tuple(_plug_vm(res, netns, vp, lab, native=native) for vp in state.vm_ports)
+    from nodetrace.lab import router  # it builds on this module
+
+    router.plug_outside(res, state, lab=lab, node_netns=netns)
     ovs = start_ovs(res, netns, rundir)
     _configure_ovs(ovs, state)
     with netlink(netns) as nl:
         br = _index(nl, BR_PHYS)
         nl.addr("add", index=br, address=str(state.node.underlay_ip), prefixlen=UNDERLAY_PREFIX)
         nl.link("set", index=br, state="up")
-    for bridge in BRIDGES:
+    for bridge in state.bridges:
         text = state.add_flows_text(bridge)
         if text:
             ovs.ofctl("-O", "OpenFlow13", "add-flows", bridge, "-", stdin=text)
     load_firewall(netns, state, backend)
-    info = NodeInfo(state.name, netns, str(rundir), str(state.node.underlay_ip))
+    routers = router.build_routers(res, state, lab=lab, node_netns=netns, backend=backend)
+    info = NodeInfo(state.name, netns, str(rundir), str(state.node.underlay_ip), routers)
     return BuiltNode(info, vms, ovs)
 
 
 def load_firewall(netns: str, state: NodeState, backend: str) -> None:
     """ipsets first (rules name them), then both families with the chosen iptables."""
     fw = state.firewall
+    if not fw.iptables_save and not fw.ip6tables_save:
+        return  # the native OVS firewall: security groups are flows, iptables stays empty
     if fw.ipsets:
         run(["ipset", "restore"], netns=netns, input=fw.ipset_restore)
     run([f"iptables-{backend}-restore"], netns=netns, input=fw.iptables_save)
     run([f"ip6tables-{backend}-restore"], netns=netns, input=fw.ip6tables_save)
 
 
-def _plug_vm(res: Resources, node_ns: str, vp: VmPort, lab: str) -> VmInfo:
-    """os-vif's hybrid plug, with a namespace standing in for the VM behind the tap."""
+def _plug_vm(res: Resources, node_ns: str, vp: VmPort, lab: str, *, native: bool) -> VmInfo:
+    """os-vif's plug (hybrid, or the tap straight into br-int for the native OVS firewall),
+    with a namespace standing in for the VM behind the tap."""
     port, dev, mtu = vp.port, vp.devices, vp.mtu
     vm_ns = res.add_netns(vm_netns(lab, port.name))
     if not port.ips(6):
@@ -142,17 +151,13 @@ def _plug_vm(res: Resources, node_ns: str, vp: VmPort, lab: str) -> VmInfo:
     else:
         # No duplicate address detection: the addresses are usable as soon as `up` returns.
         sysctl(vm_ns, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-    with netlink(node_ns) as nl:
-        _veth_into(nl, dev.tap, "eth0", vm_ns)
-        nl.link("add", ifname=dev.qbr, kind="bridge", br_ageing_time=0)
-        nl.link("add", ifname=dev.qvb, kind="veth", peer={"ifname": dev.qvo})
-        qbr = _index(nl, dev.qbr)
-        for ifname in (dev.tap, dev.qvb, dev.qvo):
-            nl.link("set", index=_index(nl, ifname), mtu=mtu)
-        for ifname in (dev.tap, dev.qvb):
-            nl.link("set", index=_index(nl, ifname), master=qbr)
-        for ifname in (dev.qbr, dev.tap, dev.qvb, dev.qvo):
-            nl.link("set", index=_index(nl, ifname), state="up")
+    if native:
+        # The native OVS firewall: the tap itself is the br-int port, no qbr/qvb/qvo.
+        with netlink(node_ns) as nl:
+            _veth_into(nl, dev.tap, "eth0", vm_ns)
+            nl.link("set", index=_index(nl, dev.tap), mtu=mtu, state="up")
+    else:
+        _hybrid_plug(node_ns, vm_ns, vp)
     addresses = [_with_prefix(ip, vp) for ip in port.fixed_ips]
     with netlink(vm_ns) as nl:
         eth = _index(nl, "eth0")
@@ -165,6 +170,22 @@ def _plug_vm(res: Resources, node_ns: str, vp: VmPort, lab: str) -> VmInfo:
     run(["ethtool", "-K", "eth0", "tx", "off"], netns=vm_ns)
     ips = tuple(f"{ip}/{plen}" for ip, plen in addresses)
     return VmInfo(port.name, port.node, vm_ns, port.id, port.mac, ips, vp.network.name, mtu)
+
+
+def _hybrid_plug(node_ns: str, vm_ns: str, vp: VmPort) -> None:
+    """os-vif's hybrid plug: tap → qbr Linux bridge → qvb/qvo veth into br-int."""
+    dev, mtu = vp.devices, vp.mtu
+    with netlink(node_ns) as nl:
+        _veth_into(nl, dev.tap, "eth0", vm_ns)
+        nl.link("add", ifname=dev.qbr, kind="bridge", br_ageing_time=0)
+        nl.link("add", ifname=dev.qvb, kind="veth", peer={"ifname": dev.qvo})
+        qbr = _index(nl, dev.qbr)
+        for ifname in (dev.tap, dev.qvb, dev.qvo):
+            nl.link("set", index=_index(nl, ifname), mtu=mtu)
+        for ifname in (dev.tap, dev.qvb):
+            nl.link("set", index=_index(nl, ifname), master=qbr)
+        for ifname in (dev.qbr, dev.tap, dev.qvb, dev.qvo):
+            nl.link("set", index=_index(nl, ifname), state="up")
 
 
 def _with_prefix(ip: IPAddress, vp: VmPort) -> tuple[str, int]:
@@ -182,7 +203,7 @@ def _configure_ovs(ovs: OvsInstance, state: NodeState) -> None:
     ``ofport_request`` pins the port numbers the generated flows use.
     """
     args: list[str] = []
-    for bridge in BRIDGES:
+    for bridge in state.bridges:
         args += [
             "--", "add-br", bridge,
             "--", "set", "bridge", bridge, "datapath_type=netdev", "fail-mode=secure",
@@ -199,7 +220,7 @@ def _configure_ovs(ovs: OvsInstance, state: NodeState) -> None:
         iface += [f"external_ids:{k}={_quote(v)}" for k, v in p.external_ids]
         args += iface
     ovs.vsctl(*args)
-    check_ovs_ports(ovs, state.ovs_ports, BRIDGES)
+    check_ovs_ports(ovs, state.ovs_ports, state.bridges)
 
 
 def _quote(value: str) -> str:

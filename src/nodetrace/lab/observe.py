@@ -595,13 +595,24 @@ def openflow_trace(text: str) -> Trace:
     observed = parse_ovs_appctl_ofproto_trace(text, source="ofproto/trace", sink=sink)
     if not observed.passes:
         return Trace((), Outcome.UNKNOWN, reason=text.strip() or "no ofproto/trace output")
-    steps = [s for p in observed.passes for s in _lookups(observed_tree(p), "")]
+    steps: list[OpenFlowStep] = []
+    for p in observed.passes:
+        lookups = _lookups(observed_tree(p), "")
+        forked = next((s for s in reversed(steps) if "ct(" in s.actions), None)
+        if steps and forked is not None and lookups:
+            # A pass resumed after ct() is headed with the bridge the trace began on, not the
+            # bridge whose ct() forked it (br-tun for a packet from a tunnel, whose ct() ran
+            # in br-int): its first bridge's lookups belong to the forking bridge.
+            header = lookups[0].bridge
+            lookups = [replace(s, bridge=forked.bridge) if s.bridge == header else s
+                       for s in lookups]  # fmt: skip
+        steps += lookups
     last = observed.passes[-1]
     if last.failure is not None or last.datapath_actions is None:
         reason = last.failure or "ofproto/trace printed no datapath actions"
         return Trace(tuple(steps), Outcome.UNKNOWN, reason=reason)
     actions = last.datapath_actions.strip()
-    outcome = Outcome.DROPPED if actions in ("", "drop") else Outcome.DELIVERED
+    outcome = Outcome.DELIVERED if _outputs(actions) else Outcome.DROPPED
     return Trace(tuple(steps), outcome, reason=f"datapath actions: {actions or 'none'}")
 
 
@@ -634,8 +645,60 @@ def _lookups(nodes: Sequence[TraceNode], bridge: str) -> list[OpenFlowStep]:
 
 
 def _actions(lookup: TableLookup) -> str:
-    """The actions a lookup ran, as a dump joins them."""
-    return ",".join(a.action for a in lookup.children if isinstance(a, ActionRun))
+    """The actions a lookup ran, as a dump joins them.
+
+    ``ct()`` prints what it runs inside on lines of their own right after it (each
+    ``exec``/``nat`` action, or ``drop`` when it has none): they belong to the ct action.
+    """
+    out: list[str] = []
+    inside = 0
+    for a in lookup.children:
+        if not isinstance(a, ActionRun):
+            continue
+        if inside:
+            inside -= 1
+            continue
+        out.append(a.action)
+        if a.action.startswith("ct("):
+            inside = _ct_nested(a.action) or 1
+    return ",".join(out)
+
+
+def _outputs(datapath_actions: str) -> bool:
+    """Whether datapath actions send the packet anywhere: a port number, a tunnel push or an
+    output inside a clone. Actions that only act on it (``ct(commit,...)``, ``set(...)``) or
+    ``drop`` leave it dropped."""
+    for action in _top_level(datapath_actions):
+        if action.isdigit() or action.startswith(("tnl_push(", "userspace(", "lb_output(")):
+            return True
+        if action.startswith("clone(") and _outputs(action[len("clone(") : -1]):
+            return True
+    return False
+
+
+def _ct_nested(action: str) -> int:
+    """How many actions ``ct(...)`` runs inside: its ``nat`` and each of its ``exec`` actions."""
+    args = _top_level(action[len("ct(") : -1])
+    count = sum(1 for x in args if x == "nat" or x.startswith("nat("))
+    for x in args:
+        if x.startswith("exec(") and x.endswith(")"):
+            count += len(_top_level(x[len("exec(") : -1]))
+    return count
+
+
+def _top_level(text: str) -> list[str]:
+    """``text`` split at the commas outside parentheses and brackets."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p for p in parts if p]
 
 
 def frame_of(packet: Packet) -> bytes:

@@ -56,6 +56,8 @@ class NodeInfo:
     netns: str
     ovs_rundir: str
     underlay_ip: str
+    namespaces: tuple[str, ...] = ()
+    """The node's own namespaces besides its main one (its routers'), collected with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,10 @@ class LabDir:
             up_pid=int(data["up_pid"]),
             underlay_netns=data["underlay_netns"],
             underlay_ip=data["underlay_ip"],
-            nodes=tuple(NodeInfo(**n) for n in data.get("nodes", ())),
+            nodes=tuple(
+                NodeInfo(**{**n, "namespaces": tuple(n.get("namespaces", ()))})
+                for n in data.get("nodes", ())
+            ),
             vms=tuple(VmInfo(**{**v, "ips": tuple(v["ips"])}) for v in data.get("vms", ())),
             timings=dict(data.get("timings", {})),
         )

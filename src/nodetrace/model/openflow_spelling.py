@@ -22,6 +22,14 @@ _OF10: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
         lambda m: f"load:{m.group(1)}->NXM_NX_TUN_ID[]",
     ),
     (re.compile(r"goto_table:(\d+)"), lambda m: f"resubmit(,{m.group(1)})"),
+    (
+        re.compile(r"set_field:(0x[0-9a-f]+)->reg(\d+)\b"),
+        lambda m: f"load:{m.group(1)}->NXM_NX_REG{m.group(2)}[]",
+    ),
+    (
+        re.compile(r"set_field:(0x[0-9a-f]+)->ct_mark\b"),
+        lambda m: f"load:{m.group(1)}->NXM_NX_CT_MARK[]",
+    ),
 )
 
 
@@ -29,7 +37,8 @@ def of10_actions(actions: str) -> str:
     """How ``ovs-ofctl dump-flows`` (OpenFlow 1.0 + Nicira extensions) prints OF1.3 actions.
 
     Checked against OVS 3.1: ``goto_table:N`` prints as ``resubmit(,N)``, a VLAN push+set as
-    ``mod_vlan_vid``, ``pop_vlan`` as ``strip_vlan`` and a ``tun_id`` set_field as a load.
+    ``mod_vlan_vid``, ``pop_vlan`` as ``strip_vlan`` and a ``tun_id``, register or ``ct_mark``
+    set_field as a load.
     """
     for pattern, repl in _OF10:
         actions = pattern.sub(repl, actions)

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nodetrace.neutron import l3_agent
 from nodetrace.neutron import naming as n
 from nodetrace.neutron import ovs_agent as agent
 from nodetrace.neutron.firewall import NodeFirewall, PortFilter, node_firewall
@@ -25,7 +26,9 @@ from nodetrace.neutron.ovs_agent import (
     TunnelPort,
     VmPlug,
 )
+from nodetrace.neutron.ovs_firewall import NO_IPTABLES, native_firewall_flows, uses_native_firewall
 from nodetrace.neutron.scenario import Network, NetworkType, Node, Port, Scenario
+from nodetrace.neutron.scenario_routers import router_networks
 
 BRIDGES = (BR_INT, BR_TUN, BR_PHYS)
 
@@ -60,10 +63,18 @@ class NodeState:
     tunnels: tuple[TunnelPort, ...]
     flows: tuple[Flow, ...]
     firewall: NodeFirewall
+    routers: tuple[l3_agent.RouterState, ...] = ()
+    """The L3 agent's legacy routers on this node."""
 
     @property
     def name(self) -> str:
         return self.node.name
+
+    @property
+    def bridges(self) -> tuple[str, ...]:
+        """The OVS bridges of the node: br-ex too when a router has its gateway here."""
+        extra = (l3_agent.BR_EX,) if any(p.bridge == l3_agent.BR_EX for p in self.ovs_ports) else ()
+        return BRIDGES + extra
 
     def vm_port(self, name_or_id: str) -> VmPort:
         for vp in self.vm_ports:
@@ -120,15 +131,17 @@ def generate_node(
     node = scenario.node(node_name)
     cookie = node_cookie(scenario, node_name) if cookie is None else cookie
     ports = scenario.ports_on(node_name)
-    has_vlan = any(n_.type is NetworkType.VLAN for n_ in scenario.networks)
+    has_vlan = any(n_.type is NetworkType.VLAN and not n_.external for n_ in scenario.networks)
+    on_routers = router_networks(scenario.routers, node_name)
     tunnel_types = scenario.tunnel_types
 
     local: list[LocalNetwork] = []
     lvid: dict[str, int] = {}
     for net in scenario.networks:
-        if any(p.network == net.id for p in ports):
-            lvid[net.id] = len(local) + 1
-            local.append(LocalNetwork(net.id, net.type, net.segmentation_id, lvid[net.id]))
+        if any(p.network == net.id for p in ports) or net.id in on_routers:
+            lvid[net.id] = len(lvid) + 1
+            if not net.external:  # on br-ex, with the router's flows (l3_agent)
+                local.append(LocalNetwork(net.id, net.type, net.segmentation_id, lvid[net.id]))
 
     ovs_ports: list[OvsPort] = []
 
@@ -181,11 +194,15 @@ def generate_node(
             zone_of[port.id] = next_zone
             next_zone += 1
 
+    native = uses_native_firewall(scenario)
     vm_ports: list[VmPort] = []
     for port in ports:
         dev = n.PortDevices.for_port(port.id)
         qvo = add_port(
-            BR_INT, dev.qvo, tag=lvid[port.network], external_ids=agent.vm_external_ids(port)
+            BR_INT,
+            dev.tap if native else dev.qvo,  # the native firewall needs no qbr: tap in br-int
+            tag=lvid[port.network],
+            external_ids=agent.vm_external_ids(port),
         )
         vm_ports.append(
             VmPort(
@@ -193,19 +210,31 @@ def generate_node(
                 scenario.network(port.network),
                 dev,
                 lvid[port.network],
-                zone_of.get(port.id) if port.port_security else None,
+                # The native firewall's zone is the network's local VLAN (reg6).
+                (lvid[port.network] if native else zone_of.get(port.id))
+                if port.port_security
+                else None,
                 qvo.ofport,
             )
         )
 
     flows = agent.FlowList(cookie)
     plugs = [VmPlug(vp.port, vp.ofport, vp.local_vlan) for vp in vm_ports]
-    agent.br_int_flows(flows, plugs, local, int_phys_ofport=int_phys.ofport if int_phys else None)
+    # The native firewall does its own anti-spoofing (table 71): no per-port tables 24/25.
+    int_phys_ofport = int_phys.ofport if int_phys else None
+    agent.br_int_flows(flows, [] if native else plugs, local, int_phys_ofport=int_phys_ofport)
+    if native:
+        native_firewall_flows(flows, scenario, plugs)
     if patch_int is not None:
         agent.br_tun_flows(flows, local, tunnels, patch_int_ofport=patch_int.ofport)
     agent.br_phys_flows(flows, local, phy_ofport=phy.ofport if phy else None)
+    routers = l3_agent.node_routers(scenario, node_name, lvid, add_port, flows)
 
-    firewall = node_firewall(scenario, [PortFilter(vp.port, vp.zone) for vp in vm_ports], wrap=wrap)
+    firewall = (
+        NO_IPTABLES
+        if native
+        else node_firewall(scenario, [PortFilter(vp.port, vp.zone) for vp in vm_ports], wrap=wrap)
+    )
     return NodeState(
         scenario,
         node,
@@ -216,6 +245,7 @@ def generate_node(
         tuple(tunnels),
         tuple(flows.items),
         firewall,
+        routers=routers,
     )
 
 

@@ -50,9 +50,12 @@ from ipaddress import (
     ip_network,
 )
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nodetrace.errors import InputError
+
+if TYPE_CHECKING:
+    from nodetrace.neutron.scenario_routers import Router
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -85,6 +88,15 @@ _SEGMENT_RANGE = {
 }
 
 
+class FirewallDriver(StrEnum):
+    """The OVS agent's ``[securitygroup] firewall_driver``: where security groups live."""
+
+    IPTABLES_HYBRID = "iptables_hybrid"
+    """iptables on a ``qbr`` Linux bridge between the tap and br-int (os-vif's hybrid plug)."""
+    OPENVSWITCH = "openvswitch"
+    """Conntrack and conjunction flows in br-int; the tap is plugged straight into br-int."""
+
+
 class Direction(StrEnum):
     INGRESS = "ingress"
     EGRESS = "egress"
@@ -115,6 +127,8 @@ class Network:
     mtu: int
     ipv6_cidr: IPv6Network | None = None
     """A second (IPv6) subnet, for dual-stack networks."""
+    external: bool = False
+    """An external (provider) network on br-ex, where routers have their gateway port."""
 
     def subnet(self, version: int) -> IPNetwork | None:
         """The network's subnet of one IP version, if it has one."""
@@ -186,6 +200,9 @@ class Scenario:
     security_groups: tuple[SecurityGroup, ...]
     ports: tuple[Port, ...]
     source: str = "<scenario>"
+    firewall_driver: FirewallDriver = FirewallDriver.IPTABLES_HYBRID
+    """One driver for every node, as a deployment configures its agents."""
+    routers: tuple[Router, ...] = ()
     _by_id: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -423,7 +440,9 @@ def _read_networks(doc: Mapping[str, Any], problems: _Problems) -> list[Network]
     names: set[str] = set()
     segments: set[tuple[NetworkType, int]] = set()
     for e in _entries(doc, "networks", problems):
-        e.check_keys(("name", "id", "type", "segmentation_id", "cidr", "ipv6_cidr", "mtu"))
+        e.check_keys(
+            ("name", "id", "type", "segmentation_id", "cidr", "ipv6_cidr", "mtu", "external")
+        )
         name = _name(e, names)
         net_type = e.choice("type", NetworkType.VXLAN, "vxlan, gre or vlan", required=True)
         seg_value = e.integer("segmentation_id", required=True)
@@ -443,7 +462,12 @@ def _read_networks(doc: Mapping[str, Any], problems: _Problems) -> list[Network]
         cidr6 = parsed6 if isinstance(parsed6, IPv6Network) else None
         if parsed6 is not None and cidr6 is None:
             e.error(f"ipv6_cidr {e.text('ipv6_cidr')!r}: not an IPv6 network")
-        networks.append(Network(name, _id(e, "network", name), net_type, seg, cidr, mtu, cidr6))
+        external = e.flag("external", False)
+        if external and net_type is not NetworkType.VLAN:
+            e.error("an external network must be of type vlan (a provider VLAN on br-ex)")
+        networks.append(
+            Network(name, _id(e, "network", name), net_type, seg, cidr, mtu, cidr6, external)
+        )
     return networks
 
 
@@ -660,11 +684,14 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
         raise InputError(f"{source}: not valid TOML: {err}") from None
     problems = _Problems(source, text)
     for key in doc:
-        if key not in ("name", "nodes", "networks", "security_groups", "ports"):
+        if key not in (
+            "name", "firewall_driver", "nodes", "networks", "security_groups", "ports", "routers",
+        ):  # fmt: skip
             problems.add(
                 key,
                 None,
-                "unknown top-level key (expected name, nodes, networks, security_groups, ports)",
+                "unknown top-level key (expected name, firewall_driver, nodes, networks, "
+                "security_groups, ports, routers)",
             )
     name = doc.get("name", Path(source).stem if source != "<scenario>" else "scenario")
     if not isinstance(name, str) or not _NAME.match(name):
@@ -674,12 +701,30 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
     networks = _read_networks(doc, problems)
     groups = _read_security_groups(doc, problems)
     ports = _read_ports(doc, problems, nodes, networks, groups)
+    from nodetrace.neutron.scenario_routers import read_routers  # it builds on this module
+
+    routers = read_routers(doc, problems, nodes, networks, ports)
     everything = [n.name for n in nodes] + [p.name for p in ports]
     clashes = sorted({x for x in everything if everything.count(x) > 1})
     if clashes:
         problems.add("names", None, f"a node and a port share the name {clashes[0]!r}")
+    driver = _firewall_driver(doc, problems)
     problems.raise_if_any()
-    return Scenario(name, tuple(nodes), tuple(networks), tuple(groups), tuple(ports), source=source)
+    return Scenario(
+        name, tuple(nodes), tuple(networks), tuple(groups), tuple(ports), source=source,
+        firewall_driver=driver, routers=tuple(routers),
+    )  # fmt: skip
+
+
+def _firewall_driver(doc: Mapping[str, Any], problems: _Problems) -> FirewallDriver:
+    """``firewall_driver``, scenario-wide; the agents' packaged default is the hybrid driver."""
+    value = doc.get("firewall_driver", FirewallDriver.IPTABLES_HYBRID.value)
+    if isinstance(value, str) and value in set(FirewallDriver):
+        return FirewallDriver(value)
+    lines = problems.text.splitlines()
+    line = next((i for i, t in enumerate(lines, 1) if t.lstrip().startswith("firewall_driver")), None)
+    problems.add("firewall_driver", line, f"{value!r}: expected iptables_hybrid or openvswitch")
+    return FirewallDriver.IPTABLES_HYBRID
 
 
 def load_scenario(path: str | Path) -> Scenario:

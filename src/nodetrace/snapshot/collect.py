@@ -45,7 +45,7 @@ STDERR_KEEP = 4000
 SYSCTL_PATTERN = (
     r"^net\.(bridge\.bridge-nf-[a-z0-9-]+"
     r"|ipv4\.ip_forward"
-    r"|ipv4\.conf\.[^.]+\.(rp_filter|forwarding|accept_local)"
+    r"|ipv4\.conf\.[^.]+\.(rp_filter|forwarding|accept_local|arp_ignore)"
     r"|ipv6\.conf\.(all|default)\.forwarding"
     r"|netfilter\.nf_log_all_netns"
     r"|netfilter\.nf_conntrack_tcp_loose"
@@ -54,7 +54,8 @@ SYSCTL_PATTERN = (
 )
 """The sysctls that decide a packet's path: whether bridged frames reach iptables
 (``bridge-nf-call-*``; absent means br_netfilter is not loaded), routing and reverse-path
-filtering, and whether TRACE can log from a namespace."""
+filtering, which ARP requests are answered (``arp_ignore``), and whether TRACE can log from a
+namespace."""
 
 
 class Spec(NamedTuple):

@@ -1,0 +1,134 @@
+"""Build a node's legacy Neutron routers for real, and the outside world their gateways reach.
+
+Each router of :class:`~nodetrace.neutron.l3_agent.RouterState` becomes a namespace
+``LAB-qrouter-UUID`` (the lab's prefix keeps two labs of one scenario apart); its ``qr-`` and
+``qg-`` ports, created by Open vSwitch as internal ports of br-int, are moved into it as the L3
+agent's interface driver moves them, and get their MAC, MTU, addresses, the default route,
+the agent's sysctls and its iptables. br-ex's uplink ``ext0`` is a veth whose other end lives in
+``LAB-ext-NODE``, the namespace standing for the upstream router and the internet: it holds
+each external subnet's gateway address and :data:`INTERNET_ADDRESSES`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nodetrace.lab.node import netlink, sysctl, vm_netns
+from nodetrace.lab.resources import Resources
+from nodetrace.lab.run import CommandError, run
+from nodetrace.neutron.generate import NodeState
+from nodetrace.neutron.l3_agent import BR_EX, EXTERNAL_NIC, RouterState
+
+INTERNET_ADDRESSES = ("8.8.8.8",)
+"""Addresses the outside namespace answers for, beyond the external gateways."""
+OUTSIDE_IFNAME = "eth0"
+
+
+def router_netns(lab: str, router: RouterState) -> str:
+    return f"{lab}-{router.namespace}"
+
+
+def outside_netns(lab: str, node: str) -> str:
+    return f"{lab}-ext-{node}"
+
+
+def _index(nl: object, ifname: str) -> int:
+    found = nl.link_lookup(ifname=ifname)  # type: ignore[attr-defined]
+    if not found:
+        raise CommandError(f"interface {ifname} did not appear")
+    return int(found[0])
+
+
+def _netns_fd(name: str) -> int:
+    return os.open(f"/run/netns/{name}", os.O_RDONLY)
+
+
+def plug_outside(res: Resources, state: NodeState, *, lab: str, node_netns: str) -> str | None:
+    """The outside namespace and br-ex's uplink cable to it; before OVS opens ``ext0``.
+
+    ``None`` when no router of the node has a gateway (no br-ex)."""
+    if BR_EX not in state.bridges:
+        return None
+    outside = res.add_netns(outside_netns(lab, state.name))
+    sysctl(outside, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    gateways = sorted(
+        {
+            (r.router.upstream_gateway, r.gateway.interface.prefixlen)
+            for r in state.routers
+            if r.gateway is not None and r.router.upstream_gateway is not None
+        }
+    )
+    with netlink(node_netns) as nl:
+        fd = _netns_fd(outside)
+        try:
+            nl.link(
+                "add",
+                ifname=EXTERNAL_NIC,
+                kind="veth",
+                peer={"ifname": OUTSIDE_IFNAME, "net_ns_fd": fd},
+            )
+        finally:
+            os.close(fd)
+        nl.link("set", index=_index(nl, EXTERNAL_NIC), state="up")
+    with netlink(outside) as nl:
+        eth = _index(nl, OUTSIDE_IFNAME)
+        for ip, plen in gateways:
+            nl.addr("add", index=eth, address=str(ip), prefixlen=plen)
+        lo = _index(nl, "lo")
+        for address in INTERNET_ADDRESSES:
+            nl.addr("add", index=lo, address=address, prefixlen=32)
+        nl.link("set", index=eth, state="up")
+    # OVS's userspace datapath leaves partial checksums unfilled (see lab.node._plug_vm).
+    run(["ethtool", "-K", OUTSIDE_IFNAME, "tx", "off"], netns=outside)
+    return outside
+
+
+def build_routers(
+    res: Resources, state: NodeState, *, lab: str, node_netns: str, backend: str
+) -> tuple[str, ...]:
+    """Every router of the node, once Open vSwitch has created their ports; their namespaces."""
+    built = []
+    for router in state.routers:
+        netns = res.add_netns(router_netns(lab, router))
+        # IPv6 stays off (the generator writes IPv4 only); the rest is Namespace.create's.
+        sysctl(
+            netns,
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+            *router.sysctls,
+        )
+        with netlink(node_netns) as nl:
+            fd = _netns_fd(netns)
+            try:
+                for port in router.ports:
+                    nl.link("set", index=_index(nl, port.device), net_ns_fd=fd)
+            finally:
+                os.close(fd)
+        with netlink(netns) as nl:
+            for port in router.ports:
+                idx = _index(nl, port.device)
+                nl.link("set", index=idx, address=port.interface.mac, mtu=port.network.mtu)
+                nl.link("set", index=idx, state="up")
+            for device, cidr in router.addresses:
+                ip, plen = cidr.split("/")
+                nl.addr("add", index=_index(nl, device), address=ip, prefixlen=int(plen))
+            route = router.default_route
+            if route is not None:
+                via, device = route
+                nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=_index(nl, device))
+        run([f"iptables-{backend}-restore"], netns=netns, input=router.iptables_save)
+        built.append(netns)
+    route_vms(state, lab=lab)
+    return tuple(built)
+
+
+def route_vms(state: NodeState, *, lab: str) -> None:
+    """A default route in each VM whose network has a router interface, via that interface's
+    address: what the VM learns from DHCP (the subnet's ``gateway_ip``)."""
+    gateways = {i.network: i.ip for r in state.scenario.routers for i in r.interfaces}
+    for vp in state.vm_ports:
+        via = gateways.get(vp.network.id)
+        if via is None:
+            continue
+        with netlink(vm_netns(lab, vp.port.name)) as nl:
+            nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=_index(nl, "eth0"))

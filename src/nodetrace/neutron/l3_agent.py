@@ -1,0 +1,452 @@
+"""What Neutron's L3 agent (legacy, centralised routers) puts on the node a router runs on.
+
+For each router of the scenario on a node: the ``qrouter-<uuid>`` namespace with its ``qr-``
+ports (one per internal network, OVS internal ports on br-int tagged with the network's local
+VLAN) and its ``qg-`` gateway port (on br-int, tagged with the external network's local VLAN,
+which the OVS agent patches to the provider bridge br-ex), their addresses (the floating IPs as
+/32s on ``qg-``), the default route via the external subnet's gateway, the namespace's sysctls,
+and the IPv4 iptables the agent writes there. Facts are from Neutron's own source (master,
+2026); each family of rules names the function it follows:
+
+- chain skeleton: ``neutron/agent/linux/iptables_manager.py`` ``IptablesManager.__init__``,
+  ``initialize_mangle_table``, ``initialize_nat_table`` (wrapped built-in chains,
+  ``neutron-filter-top``/``local``, the ``mark`` chain, ``neutron-postrouting-bottom`` with its
+  ``snat`` and ``float-snat`` chains, the comment of ``iptables_comments.SNAT_OUT``); rules are
+  kept per chain in the order they were added, duplicates dropped, as ``_modify_rules`` does;
+- address scopes: ``neutron/agent/l3/router_info.py`` ``_initialize_address_scope_iptables``
+  and ``_add_address_scope_mark`` (every port in the default "noscope" scope, mark id 1024,
+  so ``0x4000000/0xffff0000``; the filter ``scope`` chain is emptied and refilled there, which
+  removes the metadata DROP ``initialize_metadata_iptables`` put in it first);
+- metadata: ``initialize_metadata_iptables`` (the mangle mark ``0x1/0xffff`` on
+  169.254.169.254:80 from ``qr-+``) and ``neutron/agent/metadata/driver.py``
+  ``metadata_filter_rules``/``metadata_nat_rules`` (INPUT accept on the mark, DROP to 9697, the
+  REDIRECT to 9697), applied on the router's AFTER_CREATE event, so after the rules of
+  ``RouterInfo.process`` (``neutron/agent/l3/agent.py`` ``_process_added_router``);
+- gateway and SNAT: ``_handle_router_snat_rules``, ``external_gateway_nat_snat_rules``,
+  ``external_gateway_nat_fip_rules``, ``external_gateway_mangle_rules`` (mark ``0x2/0xffff`` on
+  what enters ``qg-``) and ``process_external_port_address_scope_routing`` (CONNMARK save on
+  ``qg-``); ``--random-fully`` because the iptables of today supports it
+  (``IptablesManager.random_fully``, iptables >= 1.6.2 and ``use_random_fully`` = True);
+- floating IPs: ``floating_forward_rules`` (DNAT in PREROUTING and OUTPUT, SNAT in
+  ``float-snat``); ``process_floating_ip_address_scope_rules`` adds no mangle rule when the
+  fixed and external addresses share a scope (no scopes at all, here);
+- namespace sysctls: ``neutron/agent/l3/namespaces.py`` ``Namespace.create``;
+- ports: ``neutron/agent/linux/interface.py`` ``OVSInterfaceDriver._ovs_add_port`` (internal
+  port on br-int, ``iface-id``/``iface-status``/``attached-mac``); the OVS agent's
+  ``provision_local_vlan`` for a VLAN network on a physical bridge (br-int table 0 rewrites
+  the provider VLAN to the local one on what comes from ``int-br-ex``, br-ex table 0 the local
+  VLAN to the provider one on what comes from ``phy-br-ex``).
+
+Not generated: IPv6 (the agent's ip6tables, RA), address scopes other than the default,
+static routes, HA and DVR routers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from nodetrace.neutron import naming as n
+from nodetrace.neutron.ovs_agent import (
+    BR_INT,
+    LOCAL_SWITCHING,
+    OFPVID_PRESENT,
+    PACKET_RATE_LIMIT,
+    FlowList,
+    OvsPort,
+)
+from nodetrace.neutron.scenario import Network, Scenario
+from nodetrace.neutron.scenario_routers import Router, RouterInterface
+
+L3_WRAP = "neutron-l3-agent"
+"""``basename(argv[0])[:16]`` of ``neutron-l3-agent``: the prefix of its wrapped chains."""
+NS_PREFIX = "qrouter-"
+INTERNAL_PREFIX = "qr-"
+EXTERNAL_PREFIX = "qg-"
+BR_EX = "br-ex"
+"""The provider bridge of the external network (``bridge_mappings = external:br-ex``)."""
+INT_EX, PHY_EX = n.provider_patch_names(BR_EX)
+EXTERNAL_NIC = "ext0"
+"""br-ex's uplink. In the lab it is a cable to the namespace standing for the outside, an
+access port of the provider VLAN (the lab's kernel has no VLAN devices to untag it)."""
+
+METADATA_CIDR = "169.254.169.254/32"
+METADATA_PORT = 9697
+"""``[DEFAULT] metadata_port``: where the router's metadata proxy listens."""
+METADATA_ACCESS_MARK = "0x1"
+EXTERNAL_INGRESS_MARK = "0x2"
+ROUTER_MARK_MASK = "0xffff"
+SCOPE_MARK = f"{1024 << 16:#x}/0xffff0000"
+"""The default address scope's mark: the first id of ``range(1024, 2048)`` in the top 16 bits."""
+SNAT_OUT = "Perform source NAT on outgoing traffic."
+RANDOM_FULLY = " --random-fully"
+
+SYSCTLS = (
+    "net.netfilter.nf_conntrack_tcp_be_liberal=1",
+    "net.ipv4.ip_forward=1",
+    "net.ipv4.conf.all.arp_ignore=1",
+    "net.ipv4.conf.all.arp_announce=2",
+)
+"""``Namespace.create`` (the agent also sets ``net.ipv6.conf.all.forwarding``; IPv6 is not
+generated here)."""
+
+_BUILTINS = {
+    "raw": ("PREROUTING", "OUTPUT"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+}
+"""Each table's built-in chains in the order ``iptables-save`` prints them."""
+_WRAPPED_BUILTINS = {
+    "raw": ("PREROUTING", "OUTPUT"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "nat": ("PREROUTING", "OUTPUT", "POSTROUTING"),
+    "filter": ("INPUT", "OUTPUT", "FORWARD"),
+}
+"""The built-in chains the agent wraps (``_configure_builtin_chains``), in its order."""
+
+
+def device_name(prefix: str, port_id: str) -> str:
+    """``qr-``/``qg-`` plus the port UUID, cut to 14 characters as the agent cuts it."""
+    return (prefix + port_id)[: n.DEVICE_NAME_LEN]
+
+
+def namespace_name(router_id: str) -> str:
+    return NS_PREFIX + router_id
+
+
+@dataclass(frozen=True, slots=True)
+class RouterPort:
+    """A router's port on this node: its device, address and where it is plugged."""
+
+    device: str
+    interface: RouterInterface
+    network: Network
+    local_vlan: int
+    ofport: int
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.interface.ip}/{self.interface.prefixlen}"
+
+
+@dataclass(frozen=True, slots=True)
+class RouterState:
+    """One legacy router as the L3 agent sets it up."""
+
+    router: Router
+    namespace: str
+    internal: tuple[RouterPort, ...]
+    gateway: RouterPort | None
+    iptables_save: str
+    """The namespace's IPv4 ruleset, as ``iptables-save`` prints it (no counters)."""
+    sysctls: tuple[str, ...] = SYSCTLS
+
+    @property
+    def ports(self) -> tuple[RouterPort, ...]:
+        return self.internal + ((self.gateway,) if self.gateway is not None else ())
+
+    @property
+    def addresses(self) -> tuple[tuple[str, str], ...]:
+        """(device, address/prefix): each port's address, then the floating IPs on ``qg-``."""
+        out = [(p.device, p.cidr) for p in self.ports]
+        if self.gateway is not None:
+            out += [(self.gateway.device, f"{f.address}/32") for f in self.router.floating_ips]
+        return tuple(out)
+
+    @property
+    def default_route(self) -> tuple[IPv4Address, str] | None:
+        """(next hop, device) of the default route: the upstream gateway through ``qg-``."""
+        if self.gateway is None or self.router.upstream_gateway is None:
+            return None
+        return self.router.upstream_gateway, self.gateway.device
+
+
+AddPort = Callable[..., OvsPort]
+"""``generate_node``'s port allocator: ``add_port(bridge, name, *, type, tag, options,
+external_ids)``, numbering ports per bridge in plugging order."""
+
+
+def node_routers(
+    scenario: Scenario,
+    node: str,
+    local_vlans: Mapping[str, int],
+    add_port: AddPort,
+    flows: FlowList,
+) -> tuple[RouterState, ...]:
+    """The routers on ``node``: their ports plugged through ``add_port``, and br-ex with the
+    OVS agent's provider flows when one of them has a gateway."""
+    routers = tuple(r for r in scenario.routers if r.node == node)
+    external = sorted(
+        {r.gateway.network for r in routers if r.gateway is not None},
+        key=lambda net_id: local_vlans[net_id],
+    )
+    if external:
+        _plug_br_ex(scenario, [scenario.network(e) for e in external], local_vlans, add_port, flows)
+    states = []
+    for router in routers:
+
+        def plug(iface: RouterInterface, prefix: str) -> RouterPort:
+            net = scenario.network(iface.network)
+            name = device_name(prefix, iface.port_id)
+            port = add_port(
+                BR_INT,
+                name,
+                type="internal",
+                tag=local_vlans[net.id],
+                external_ids=(
+                    ("attached-mac", iface.mac),
+                    ("iface-id", iface.port_id),
+                    ("iface-status", "active"),
+                ),
+            )
+            return RouterPort(name, iface, net, local_vlans[net.id], port.ofport)
+
+        internal = tuple(plug(i, INTERNAL_PREFIX) for i in router.interfaces)
+        gateway = plug(router.gateway, EXTERNAL_PREFIX) if router.gateway is not None else None
+        rules = router_iptables(router, internal, gateway)
+        states.append(RouterState(router, namespace_name(router.id), internal, gateway, rules))
+    return tuple(states)
+
+
+def _plug_br_ex(
+    scenario: Scenario,
+    networks: list[Network],
+    local_vlans: Mapping[str, int],
+    add_port: AddPort,
+    flows: FlowList,
+) -> None:
+    """br-ex, its patch to br-int and uplink, and ``provision_local_vlan``'s flows (br_int.py
+    and br_phys.py of the agent's native OpenFlow driver): the provider VLAN rewritten to the
+    local one into br-int, and back on the way out of br-ex."""
+    int_ex = add_port(BR_INT, INT_EX, type="patch", options=(("peer", PHY_EX),))
+    phy_ex = add_port(BR_EX, PHY_EX, type="patch", options=(("peer", INT_EX),))
+    # One uplink per provider bridge: the lab's carries the first external network, untagged
+    # (an access port of its VLAN).
+    add_port(BR_EX, EXTERNAL_NIC, tag=networks[0].segmentation_id)
+    f = flows
+    f.add(BR_INT, LOCAL_SWITCHING, 2, [f"in_port={int_ex.ofport}"], "drop")
+    f.add(BR_EX, 0, 0, [], "NORMAL")
+    f.add(BR_EX, 0, 2, [f"in_port={phy_ex.ofport}"], "drop")
+    for net in networks:
+        lvid = local_vlans[net.id]
+        local = f"set_field:{lvid | OFPVID_PRESENT}->vlan_vid,goto_table:{PACKET_RATE_LIMIT}"
+        provider = f"set_field:{net.segmentation_id | OFPVID_PRESENT}->vlan_vid,NORMAL"
+        match = [f"in_port={int_ex.ofport}", f"dl_vlan={net.segmentation_id}"]
+        f.add(BR_INT, LOCAL_SWITCHING, 3, match, local)
+        f.add(BR_EX, 0, 4, [f"in_port={phy_ex.ofport}", f"dl_vlan={lvid}"], provider)
+
+
+# --- iptables ---------------------------------------------------------------------------------
+
+
+class _Tables:
+    """The agent's IPv4 tables: chains and their rules in the order they were added."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, dict[str, list[str]]] = {
+            t: {c: [] for c in builtins} for t, builtins in _BUILTINS.items()
+        }
+        self.top: dict[tuple[str, str], list[str]] = {}
+
+    def chain(self, table: str, name: str) -> str:
+        """Add a wrapped chain (cut to 11 characters, as ``get_chain_name`` does)."""
+        full = f"{L3_WRAP}-{name[:11]}"
+        self.chains[table].setdefault(full, [])
+        return full
+
+    def add(self, table: str, chain: str, rule: str, *, top: bool = False) -> None:
+        rules = self.top.setdefault((table, chain), []) if top else self.chains[table][chain]
+        if rule not in rules:  # the agent weeds out duplicates (the last one stays)
+            rules.append(rule)
+        elif not top:
+            rules.remove(rule)
+            rules.append(rule)
+
+    def render(self) -> str:
+        """As ``iptables-save`` prints the loaded tables: built-ins in hook order, then user
+        chains sorted by byte value, rules chain by chain."""
+        out: list[str] = []
+        for table in ("raw", "mangle", "nat", "filter"):
+            chains = self.chains[table]
+            builtins = _BUILTINS[table]
+            users = sorted((c for c in chains if c not in builtins), key=lambda c: c.encode())
+            out.append(f"*{table}")
+            out += [f":{c} ACCEPT [0:0]" for c in builtins]
+            out += [f":{c} - [0:0]" for c in users]
+            for chain in (*builtins, *users):
+                rules = self.top.get((table, chain), []) + chains[chain]
+                out += [f"-A {chain} {rule}" for rule in rules]
+            out.append("COMMIT")
+        return "".join(line + "\n" for line in out)
+
+
+def _skeleton(t: _Tables) -> None:
+    """``IptablesManager(use_ipv6=..., namespace=...)``: shared chains and wrapped built-ins."""
+    t.chains["filter"]["neutron-filter-top"] = []
+    for chain in ("FORWARD", "OUTPUT"):
+        t.add("filter", chain, "-j neutron-filter-top", top=True)
+    t.add("filter", "neutron-filter-top", f"-j {t.chain('filter', 'local')}")
+    for table, builtins in _WRAPPED_BUILTINS.items():
+        for chain in builtins:
+            t.add(table, chain, f"-j {t.chain(table, chain)}")
+    t.add("mangle", t.chain("mangle", "PREROUTING"), f"-j {t.chain('mangle', 'mark')}")
+    t.chains["nat"]["neutron-postrouting-bottom"] = []
+    t.add("nat", "POSTROUTING", "-j neutron-postrouting-bottom")
+    snat = t.chain("nat", "snat")
+    t.add(
+        "nat",
+        "neutron-postrouting-bottom",
+        f'-m comment --comment "{SNAT_OUT}" -j {snat}',
+    )
+    t.chain("nat", "float-snat")
+
+
+def _address_scope_skeleton(t: _Tables) -> None:
+    """``_initialize_address_scope_iptables``."""
+    pre = t.chain("mangle", "PREROUTING")
+    t.chain("mangle", "floatingip")
+    t.chain("mangle", "float-snat")
+    t.add("filter", t.chain("filter", "FORWARD"), f"-j {t.chain('filter', 'scope')}")
+    t.add("mangle", pre, f"-j {t.chain('mangle', 'scope')}")
+    t.add(
+        "mangle",
+        pre,
+        "-m connmark ! --mark 0x0/0xffff0000 -j CONNMARK --restore-mark "
+        "--nfmask 0xffff0000 --ctmask 0xffff0000",
+    )
+    t.add("mangle", pre, f"-j {t.chain('mangle', 'floatingip')}")
+    t.add(
+        "mangle",
+        t.chain("mangle", "float-snat"),
+        "-m connmark --mark 0x0/0xffff0000 -j CONNMARK --save-mark "
+        "--nfmask 0xffff0000 --ctmask 0xffff0000",
+    )
+
+
+def _metadata_mark(t: _Tables) -> None:
+    """``initialize_metadata_iptables``: the mark; its filter DROP is emptied away later."""
+    t.add(
+        "mangle",
+        t.chain("mangle", "PREROUTING"),
+        f"-d {METADATA_CIDR} -i {INTERNAL_PREFIX}+ -p tcp -m tcp --dport 80 "
+        f"-j MARK --set-xmark {METADATA_ACCESS_MARK}/{ROUTER_MARK_MASK}",
+    )
+
+
+def _gateway_rules(t: _Tables, router: Router, gateway: RouterPort | None) -> None:
+    """``_handle_router_snat_rules`` (its chains emptied first, then refilled)."""
+    snat = t.chain("nat", "snat")
+    t.chains["nat"][snat] = []
+    t.add("nat", snat, f"-j {t.chain('nat', 'float-snat')}")
+    if gateway is None:
+        return
+    qg = gateway.device
+    gw_ip = gateway.interface.ip
+    if router.enable_snat:
+        t.add(
+            "mangle",
+            t.chain("mangle", "POSTROUTING"),
+            f"-o {qg} -m connmark --mark 0x0/0xffff0000 -j CONNMARK --save-mark "
+            "--nfmask 0xffff0000 --ctmask 0xffff0000",
+        )
+        t.add("nat", snat, f"-o {qg} -j SNAT --to-source {gw_ip}{RANDOM_FULLY}")
+    t.add(
+        "nat",
+        t.chain("nat", "POSTROUTING"),
+        f"! -o {qg} -m conntrack ! --ctstate DNAT -j ACCEPT",
+    )
+    t.add(
+        "nat",
+        snat,
+        f"-m mark ! --mark {EXTERNAL_INGRESS_MARK}/{ROUTER_MARK_MASK} -m conntrack --ctstate DNAT "
+        f"-j SNAT --to-source {gw_ip}{RANDOM_FULLY}",
+    )
+    t.add(
+        "mangle",
+        t.chain("mangle", "mark"),
+        f"-i {qg} -j MARK --set-xmark {EXTERNAL_INGRESS_MARK}/{ROUTER_MARK_MASK}",
+    )
+
+
+def _floating_ip_rules(t: _Tables, router: Router) -> None:
+    """``process_floating_ip_nat_rules`` / ``floating_forward_rules``."""
+    for fip in router.floating_ips:
+        dnat = f"-d {fip.address}/32 -j DNAT --to-destination {fip.fixed_ip}"
+        t.add("nat", t.chain("nat", "PREROUTING"), dnat)
+        t.add("nat", t.chain("nat", "OUTPUT"), dnat)
+        t.add(
+            "nat",
+            t.chain("nat", "float-snat"),
+            f"-s {fip.fixed_ip}/32 -j SNAT --to-source {fip.address}{RANDOM_FULLY}",
+        )
+
+
+def _scope_rules(
+    t: _Tables, router: Router, internal: tuple[RouterPort, ...], gateway: RouterPort | None
+) -> None:
+    """``_add_address_scope_mark``: both ``scope`` chains emptied, then one mark (mangle) and
+    one DROP (filter) per port; the gateway gets no DROP while SNAT is on."""
+    mangle = t.chain("mangle", "scope")
+    flt = t.chain("filter", "scope")
+    t.chains["mangle"][mangle] = []
+    t.chains["filter"][flt] = []
+    for port in (*internal, *((gateway,) if gateway is not None else ())):
+        t.add("mangle", mangle, f"-i {port.device} -j MARK --set-xmark {SCOPE_MARK}")
+        if port is gateway and router.enable_snat:
+            continue
+        t.add("filter", flt, f"-o {port.device} -m mark ! --mark {SCOPE_MARK} -j DROP")
+
+
+def _metadata_proxy_rules(t: _Tables) -> None:
+    """``apply_metadata_nat_rules`` (metadata driver, on the router's AFTER_CREATE)."""
+    inp = t.chain("filter", "INPUT")
+    t.add("filter", inp, f"-m mark --mark {METADATA_ACCESS_MARK}/{ROUTER_MARK_MASK} -j ACCEPT")
+    t.add("filter", inp, f"-p tcp -m tcp --dport {METADATA_PORT} -j DROP")
+    t.add(
+        "nat",
+        t.chain("nat", "PREROUTING"),
+        f"-d {METADATA_CIDR} -i {INTERNAL_PREFIX}+ -p tcp -m tcp --dport 80 "
+        f"-j REDIRECT --to-ports {METADATA_PORT}",
+    )
+
+
+def router_iptables(
+    router: Router, internal: tuple[RouterPort, ...], gateway: RouterPort | None
+) -> str:
+    """The router namespace's IPv4 ruleset, built in the agent's order of calls: the
+    manager, ``RouterInfo.__init__``, then ``process()`` (internal ports, external gateway and
+    floating IPs, address scopes), then the metadata driver."""
+    t = _Tables()
+    _skeleton(t)
+    _address_scope_skeleton(t)
+    _metadata_mark(t)
+    _gateway_rules(t, router, gateway)
+    _floating_ip_rules(t, router)
+    _scope_rules(t, router, internal, gateway)
+    _metadata_proxy_rules(t)
+    return t.render()
+
+
+def describe(state: RouterState) -> str:
+    """A router as ``lab generate --what routers`` prints it: the namespace, its sysctls,
+    ports, addresses and default route as ``#`` lines, then its ``iptables-save`` text."""
+    r = state.router
+    lines = [f"# {state.namespace} (router {r.name}, SNAT {'on' if r.enable_snat else 'off'})"]
+    lines += [f"# sysctl {s}" for s in state.sysctls]
+    for port in state.ports:
+        how = f" ({port.interface.ip_derived})" if port.interface.ip_derived else ""
+        lines.append(
+            f"# {port.device} {port.interface.mac} {port.cidr}{how}: br-int port {port.ofport}, "
+            f"tag {port.local_vlan} (network {port.network.name})"
+        )
+    if state.gateway is not None:
+        lines += [
+            f"# {state.gateway.device} {f.address}/32: floating IP of {f.fixed_ip}"
+            for f in r.floating_ips
+        ]
+    route = state.default_route
+    if route is not None:
+        lines.append(f"# default via {route[0]} dev {route[1]} (the external subnet's first host)")
+    return "\n".join(lines) + "\n" + state.iptables_save
