@@ -722,7 +722,9 @@ def _firewall_driver(doc: Mapping[str, Any], problems: _Problems) -> FirewallDri
     if isinstance(value, str) and value in set(FirewallDriver):
         return FirewallDriver(value)
     lines = problems.text.splitlines()
-    line = next((i for i, t in enumerate(lines, 1) if t.lstrip().startswith("firewall_driver")), None)
+    line = next(
+        (i for i, t in enumerate(lines, 1) if t.lstrip().startswith("firewall_driver")), None
+    )
     problems.add("firewall_driver", line, f"{value!r}: expected iptables_hybrid or openvswitch")
     return FirewallDriver.IPTABLES_HYBRID
 
