@@ -421,66 +421,6 @@ static Pass *q_popleft(Summarizer *S) {
 
 /* ---------------------------------------------------------------- the dump's keys */
 
-/* _norm: the dump without the TTL/HOPLIMIT field, MARK= and UID= GID= (group_legacy._norm). */
-static int norm_of(const char *s, size_t n, Buf *out) {
-    out->n = 0;
-    const char *i = NULL;
-    size_t skip_len = 0;
-    const char *ttl = memmem(s, n, " TTL=", 5);
-    i = ttl ? ttl : memmem(s, n, " HOPLIMIT=", 10);
-    if (i) {
-        size_t at = (size_t)(i - s);
-        const char *j = at + 5 <= n ? memchr(s + at + 5, ' ', n - (at + 5)) : NULL;
-        skip_len = j ? (size_t)(j - i) : n - at;
-        if (buf_add(out, s, at) < 0 || buf_add(out, s + at + skip_len, n - at - skip_len) < 0)
-            return -1;
-    } else if (buf_add(out, s, n) < 0) {
-        return -1;
-    }
-    if (!memmem(out->p, out->n, "MARK=", 5) && !memmem(out->p, out->n, "UID=", 4))
-        return 0;
-    /* re.sub(" MARK=0x[0-9a-fA-F]+| UID=\d+ GID=\d+", "") */
-    Buf tmp = {0};
-    size_t k = 0, m = out->n;
-    const char *t = out->p;
-    while (k < m) {
-        size_t e = 0;
-        if (m - k >= 8 && memcmp(t + k, " MARK=0x", 8) == 0) {
-            size_t q = k + 8;
-            while (q < m && strchr("0123456789abcdefABCDEF", t[q]) && t[q])
-                q++;
-            if (q > k + 8)
-                e = q;
-        }
-        if (!e && m - k >= 5 && memcmp(t + k, " UID=", 5) == 0) {
-            size_t q = k + 5;
-            while (q < m && t[q] >= '0' && t[q] <= '9')
-                q++;
-            if (q > k + 5 && m - q >= 5 && memcmp(t + q, " GID=", 5) == 0) {
-                size_t r = q + 5;
-                while (r < m && t[r] >= '0' && t[r] <= '9')
-                    r++;
-                if (r > q + 5)
-                    e = r;
-            }
-        }
-        if (e) {
-            k = e;
-        } else {
-            if (buf_add(&tmp, t + k, 1) < 0) {
-                free(tmp.p);
-                return -1;
-            }
-            k++;
-        }
-    }
-    free(out->p);
-    *out = tmp;
-    if (!out->p && buf_reserve(out, 1) < 0)
-        return -1;
-    return 0;
-}
-
 static size_t digits(const char *s, size_t i, size_t n) {
     size_t j = i;
     while (j < n && s[j] >= '0' && s[j] <= '9')
@@ -511,6 +451,75 @@ static const char *find_trace(const char *s, size_t n) {
 static int starts(const char *s, size_t i, size_t n, const char *lit) {
     size_t l = strlen(lit);
     return n - i >= l && i <= n && memcmp(s + i, lit, l) == 0;
+}
+
+/* The end of ``key`` followed by one or more digits at s[k], or 0. */
+static size_t digits_field(const char *s, size_t k, size_t n, const char *key) {
+    size_t l = strlen(key);
+    if (!starts(s, k, n, key))
+        return 0;
+    size_t q = digits(s, k + l, n);
+    return q > k + l ? q : 0;
+}
+
+/* " MARK=0x" and one or more hex digits at s[k]: its end, or 0. */
+static size_t mark_field(const char *s, size_t k, size_t n) {
+    if (!starts(s, k, n, " MARK=0x"))
+        return 0;
+    size_t q = k + 8;
+    while (q < n && ((s[q] >= '0' && s[q] <= '9') || (s[q] >= 'a' && s[q] <= 'f') ||
+                     (s[q] >= 'A' && s[q] <= 'F')))
+        q++;
+    return q > k + 8 ? q : 0;
+}
+
+/* " UID=\d+ GID=\d+" at s[k]: its end, or 0. */
+static size_t uid_gid_field(const char *s, size_t k, size_t n) {
+    size_t q = digits_field(s, k, n, " UID=");
+    return q ? digits_field(s, q, n, " GID=") : 0;
+}
+
+/* _norm: the dump without the TTL/HOPLIMIT field, MARK= and UID= GID= (group_legacy._norm). */
+static int norm_of(const char *s, size_t n, Buf *out) {
+    out->n = 0;
+    const char *i = NULL;
+    size_t skip_len = 0;
+    const char *ttl = memmem(s, n, " TTL=", 5);
+    i = ttl ? ttl : memmem(s, n, " HOPLIMIT=", 10);
+    if (i) {
+        size_t at = (size_t)(i - s);
+        const char *j = at + 5 <= n ? memchr(s + at + 5, ' ', n - (at + 5)) : NULL;
+        skip_len = j ? (size_t)(j - i) : n - at;
+        if (buf_add(out, s, at) < 0 || buf_add(out, s + at + skip_len, n - at - skip_len) < 0)
+            return -1;
+    } else if (buf_add(out, s, n) < 0) {
+        return -1;
+    }
+    if (!memmem(out->p, out->n, "MARK=", 5) && !memmem(out->p, out->n, "UID=", 4))
+        return 0;
+    /* re.sub(" MARK=0x[0-9a-fA-F]+| UID=\d+ GID=\d+", "") */
+    Buf tmp = {0};
+    size_t k = 0, m = out->n;
+    const char *t = out->p;
+    while (k < m) {
+        size_t e = mark_field(t, k, m);
+        if (!e)
+            e = uid_gid_field(t, k, m);
+        if (e) {
+            k = e;
+        } else {
+            if (buf_add(&tmp, t + k, 1) < 0) {
+                free(tmp.p);
+                return -1;
+            }
+            k++;
+        }
+    }
+    free(out->p);
+    *out = tmp;
+    if (!out->p && buf_reserve(out, 1) < 0)
+        return -1;
+    return 0;
 }
 
 /* _loose_key: SRC, LEN, the IP ID or flow label, PROTO and SPT, or -1 when it does not match:
@@ -600,37 +609,13 @@ static int nat_free_of(const char *s, size_t n, Buf *out) {
                 if (q > k + 5)
                     e = q;
             }
-            if (!e && starts(s, k, n, " DPT=")) {
-                size_t q = digits(s, k + 5, n);
-                if (q > k + 5)
-                    e = q;
-            }
-            if (!e && starts(s, k, n, " TTL=")) {
-                size_t q = digits(s, k + 5, n);
-                if (q > k + 5)
-                    e = q;
-            }
-            if (!e && starts(s, k, n, " HOPLIMIT=")) {
-                size_t q = digits(s, k + 10, n);
-                if (q > k + 10)
-                    e = q;
-            }
-            if (!e && starts(s, k, n, " MARK=0x")) {
-                size_t q = k + 8;
-                while (q < n && ((s[q] >= '0' && s[q] <= '9') || (s[q] >= 'a' && s[q] <= 'f') ||
-                                 (s[q] >= 'A' && s[q] <= 'F')))
-                    q++;
-                if (q > k + 8)
-                    e = q;
-            }
-            if (!e && starts(s, k, n, " UID=")) {
-                size_t q = digits(s, k + 5, n);
-                if (q > k + 5 && starts(s, q, n, " GID=")) {
-                    size_t r = digits(s, q + 5, n);
-                    if (r > q + 5)
-                        e = r;
-                }
-            }
+            static const char *NUMBERS[] = {" DPT=", " TTL=", " HOPLIMIT=", NULL};
+            for (int f = 0; !e && NUMBERS[f]; f++)
+                e = digits_field(s, k, n, NUMBERS[f]);
+            if (!e)
+                e = mark_field(s, k, n);
+            if (!e)
+                e = uid_gid_field(s, k, n);
             if (!e && starts(s, k, n, " [SRC=") && last_bracket < n && last_bracket >= k + 6)
                 e = last_bracket + 1;
             if (!e && starts(s, k, n, " ID=")) {
@@ -639,9 +624,8 @@ static int nat_free_of(const char *s, size_t n, Buf *out) {
                                  (k >= 7 && memcmp(s + k - 7, "CODE=", 5) == 0 &&
                                   s[k - 2] >= '0' && s[k - 2] <= '9' && s[k - 1] >= '0' &&
                                   s[k - 1] <= '9');
-                size_t q = digits(s, k + 4, n);
-                if (after_code && q > k + 4)
-                    e = q;
+                if (after_code)
+                    e = digits_field(s, k, n, " ID=");
             }
         }
         if (e) {
