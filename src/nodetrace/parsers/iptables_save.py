@@ -23,7 +23,6 @@ which ``shlex`` would handle too, but ``shlex`` is an order of magnitude slower 
 
 from __future__ import annotations
 
-import gc
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,6 +52,7 @@ from nodetrace.model.netfilter import (
 )
 from nodetrace.model.packet import Family
 from nodetrace.parsers.elision import ELISION
+from nodetrace.parsers.gc_pause import collector_paused
 from nodetrace.parsers.iptables_extensions import (
     MATCH_BUILDERS,
     TARGET_BUILDERS,
@@ -690,15 +690,8 @@ def parse_iptables_save(
     sink: DiagnosticSink | None = None,
 ) -> Ruleset:
     """Parse one iptables-save/ip6tables-save output. The family is read from the header if not given."""
-    # A big ruleset is tens of thousands of new objects and no garbage: the cyclic collector,
-    # triggered by allocations, would walk them all again and again (a fifth of the time).
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         return _parse(text, source, family, sink)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _parse(text: str, source: str, family: Family | None, sink: DiagnosticSink | None) -> Ruleset:

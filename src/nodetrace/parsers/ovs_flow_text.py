@@ -10,6 +10,7 @@ the comma) and the body of ``learn(...)`` (its decoder fails on immediate values
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -154,23 +155,28 @@ def _int_value(value: Any, width: int) -> tuple[int, int]:
     return int(value_text, 0), int(mask_text, 0) if mask_text else full
 
 
-def _add(matches: dict[str, tuple[int, int]], name: str, value: int, mask: int) -> None:
-    """Add ``name=value/mask`` (user field units) as storage-field matches."""
+def _segment_bits(name: str, value: int, mask: int) -> dict[str, tuple[int, int]]:
+    """``name=value/mask`` (user field units) as bits of the storage fields it lives in."""
     segments = field_segments(name)
     if segments is None:
         raise FlowTextError(f"field {name} is not modelled")
+    out: dict[str, tuple[int, int]] = {}
     for storage, bit, width, vbit in segments:
         part_mask = ((mask >> vbit) & ((1 << width) - 1)) << bit
         part_value = ((value >> vbit) & ((1 << width) - 1)) << bit
-        old_value, old_mask = matches.get(storage, (0, 0))
-        matches[storage] = (
-            (old_value & ~part_mask) | (part_value & part_mask),
-            old_mask | part_mask,
-        )
+        old_value, old_mask = out.get(storage, (0, 0))
+        out[storage] = ((old_value & ~part_mask) | (part_value & part_mask), old_mask | part_mask)
+    return out
 
 
 _IP_BYTE_FIELDS = ("nw_tos", "ip_dscp", "nw_ecn", "ip_ecn", "nw_ttl", "nw_proto", "ip_proto")
 """Fields of one byte or less of the IP header, also read when the model has no width."""
+
+
+_MatchOp = tuple[str, Any, int, int]
+"""One effect of a match term, replayed in order: ``("bits", storage field, value, mask)``
+(already masked and shifted into the storage field),
+``("priority", n, 0, 0)``, ``("in_port", PortRef, 0, 0)`` or ``("unsupported", text, 0, 0)``."""
 
 
 def convert_match(
@@ -192,73 +198,93 @@ def convert_match(
 
     text = _PACKET_TYPE.sub(packet_type, text)
     for term in split_top(text):
-        try:
-            parser = KVParser(term, OFPFlow.match_decoders())
-            parser.parse()
-            kvs = parser.kv()
-        except Exception as err:  # ovs.flow raises assorted exceptions on bad input
-            if "=" in term and term.split("=", 1)[0] not in FIELD_ALIASES:
-                unsupported.append(term)
-                continue
-            raise FlowTextError(f"cannot read match term {term!r}: {_cause(err)}") from None
-        for kv in kvs:
-            key = str(kv.key)
-            value = kv.value
-            try:
-                if key == "priority":
-                    priority = int(value)
-                elif key in PROTOCOL_SHORTHANDS:
-                    dl_type, proto = PROTOCOL_SHORTHANDS[key]
-                    _add(matches, "dl_type", dl_type, 0xFFFF)
-                    if proto is not None:
-                        _add(matches, "nw_proto", proto, 0xFF)
-                elif key == "eth":
-                    continue
-                elif key in ("in_port", "in_port_oxm"):
-                    in_port = parse_port(kv.meta.vstring if kv.meta else value)
-                elif key == "dl_vlan":
-                    vid = int(value)
-                    if vid == 0xFFFF:
-                        _add(matches, "vlan_tci", 0, 0xFFFF)
-                    else:
-                        _add(matches, "vlan_tci", 0x1000 | (vid & 0xFFF), 0x1FFF)
-                elif key == "dl_vlan_pcp":
-                    _add(matches, "vlan_tci", 0x1000 | ((int(value) & 7) << 13), 0xF000)
-                elif key == "vlan_pcp":
-                    _add(matches, "vlan_pcp", int(value) & 7, 7)
-                elif key == "ct_state":
-                    _add(matches, "ct_state", *parse_flags(str(value), CT_STATE_BITS, "ct_state"))
-                elif key == "tcp_flags":
-                    v, m = parse_flags(str(value), TCP_FLAG_BITS, "tcp_flags")
-                    _add(matches, "tcp_flags", v, m & 0xFFF)
-                elif key in ("nw_frag", "ip_frag"):
-                    if str(value) not in _FRAG:
-                        raise FlowTextError(
-                            f"nw_frag={value}: expected no, yes, first, later or not_later"
-                        )
-                    _add(matches, "nw_frag", *_FRAG[str(value)])
-                elif key == "tun_flags":
-                    v, m = parse_flags(str(value), {"oam": 1}, "tun_flags")
-                    _add(matches, "tun_flags", v, m)
-                elif key in _IP_BYTE_FIELDS:
-                    width = field_width(key) or 8
-                    v, m = _int_value(value, width)
-                    if key == "nw_tos":
-                        _add(matches, "ip_dscp", v >> 2, 0x3F)
-                    else:
-                        _add(matches, key, v, m)
-                elif field_width(key) is not None:
-                    width = field_width(key) or 0
-                    v, m = _int_value(value, width)
-                    _add(matches, key, v, m)
-                else:
-                    unsupported.append(f"{kv.meta.kstring}={kv.meta.vstring}" if kv.meta else key)
-            except FlowTextError:
-                raise
-            except (ValueError, TypeError) as err:
-                raise FlowTextError(f"cannot read match term {term!r}: {err}") from None
+        for op, what, value, mask in _term_effects(term):
+            if op == "bits":
+                old_value, old_mask = matches.get(what, (0, 0))
+                matches[what] = ((old_value & ~mask) | value, old_mask | mask)
+            elif op == "priority":
+                priority = what
+            elif op == "in_port":
+                in_port = what
+            else:
+                unsupported.append(what)
     fm = tuple(FieldMatch(f, v & m, m) for f, (v, m) in matches.items())
     return priority, fm, in_port, tuple(unsupported)
+
+
+@functools.lru_cache(maxsize=16384)
+def _term_effects(term: str) -> tuple[_MatchOp, ...]:
+    """What one match term does. Cached: a node's flows repeat the same few thousand terms
+    (``reg5=0x1f``, ``ct_state=+est-rel-rpl``, ``tcp``) across tens of thousands of flows, and
+    decoding a term with ``ovs.flow`` costs tens of microseconds. Errors are not cached."""
+    try:
+        parser = KVParser(term, OFPFlow.match_decoders())
+        parser.parse()
+        kvs = parser.kv()
+    except Exception as err:  # ovs.flow raises assorted exceptions on bad input
+        if "=" in term and term.split("=", 1)[0] not in FIELD_ALIASES:
+            return (("unsupported", term, 0, 0),)
+        raise FlowTextError(f"cannot read match term {term!r}: {_cause(err)}") from None
+    ops: list[_MatchOp] = []
+
+    def add(name: str, value: int, mask: int) -> None:
+        for storage, (part_value, part_mask) in _segment_bits(name, value, mask).items():
+            ops.append(("bits", storage, part_value, part_mask))
+
+    for kv in kvs:
+        key = str(kv.key)
+        value = kv.value
+        try:
+            if key == "priority":
+                ops.append(("priority", int(value), 0, 0))
+            elif key in PROTOCOL_SHORTHANDS:
+                dl_type, proto = PROTOCOL_SHORTHANDS[key]
+                add("dl_type", dl_type, 0xFFFF)
+                if proto is not None:
+                    add("nw_proto", proto, 0xFF)
+            elif key == "eth":
+                continue
+            elif key in ("in_port", "in_port_oxm"):
+                ops.append(("in_port", parse_port(kv.meta.vstring if kv.meta else value), 0, 0))
+            elif key == "dl_vlan":
+                vid = int(value)
+                if vid == 0xFFFF:
+                    add("vlan_tci", 0, 0xFFFF)
+                else:
+                    add("vlan_tci", 0x1000 | (vid & 0xFFF), 0x1FFF)
+            elif key == "dl_vlan_pcp":
+                add("vlan_tci", 0x1000 | ((int(value) & 7) << 13), 0xF000)
+            elif key == "vlan_pcp":
+                add("vlan_pcp", int(value) & 7, 7)
+            elif key == "ct_state":
+                add("ct_state", *parse_flags(str(value), CT_STATE_BITS, "ct_state"))
+            elif key == "tcp_flags":
+                v, m = parse_flags(str(value), TCP_FLAG_BITS, "tcp_flags")
+                add("tcp_flags", v, m & 0xFFF)
+            elif key in ("nw_frag", "ip_frag"):
+                if str(value) not in _FRAG:
+                    raise FlowTextError(
+                        f"nw_frag={value}: expected no, yes, first, later or not_later"
+                    )
+                add("nw_frag", *_FRAG[str(value)])
+            elif key == "tun_flags":
+                add("tun_flags", *parse_flags(str(value), {"oam": 1}, "tun_flags"))
+            elif key in _IP_BYTE_FIELDS:
+                v, m = _int_value(value, field_width(key) or 8)
+                if key == "nw_tos":
+                    add("ip_dscp", v >> 2, 0x3F)
+                else:
+                    add(key, v, m)
+            elif field_width(key) is not None:
+                add(key, *_int_value(value, field_width(key) or 0))
+            else:
+                text = f"{kv.meta.kstring}={kv.meta.vstring}" if kv.meta else key
+                ops.append(("unsupported", text, 0, 0))
+        except FlowTextError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise FlowTextError(f"cannot read match term {term!r}: {err}") from None
+    return tuple(ops)
 
 
 def _cause(err: BaseException) -> str:
@@ -271,8 +297,12 @@ def _cause(err: BaseException) -> str:
 # Actions
 
 
+@functools.lru_cache(maxsize=16384)
 def convert_actions(text: str) -> tuple[Action, ...]:
-    """Decode an action list; an empty list or ``drop`` gives ``(Drop(),)``."""
+    """Decode an action list; an empty list or ``drop`` gives ``(Drop(),)``.
+
+    Cached like match terms: actions are immutable, and a node's flows share a few thousand
+    action lists."""
     text = text.strip()
     if not text or text == "drop":
         return (Drop(),)
