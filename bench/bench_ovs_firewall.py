@@ -4,29 +4,41 @@ the same node with the hybrid iptables driver in the same run (its br-int has th
 anti-spoofing tables only: the security groups are in iptables there).
 
     .venv/bin/python bench/bench_ovs_firewall.py [--ports 500] [--packets 500] [--seed 1]
+        [--exposure-ports 50]
 
-No root, no Open vSwitch: the engine reads the generated ``ovs-ofctl dump-flows`` text.
+No root, no Open vSwitch: the engine reads the generated ``ovs-ofctl dump-flows`` text. Last,
+the exposure audit of the first ports: the native node's flows walked symbolically
+(``audit/exposure_ovs.py``) against the hybrid node's iptables chains (``audit/exposure.py``
+on the node's bundle), per port, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.synthetic_bundle import write_bundle
+from nodetrace.audit.exposure import NodeExposure, start_set
+from nodetrace.audit.exposure_ovs import FlowWalker, family_classes, port_start
 from nodetrace.engine.openflow import OpenFlowEngine
+from nodetrace.model.exposure import Direction, universe
 from nodetrace.model.ovs_switch import OvsSwitch
+from nodetrace.model.packet import Family
 from nodetrace.neutron.generate import NodeState, generate_node
 from nodetrace.neutron.scenario import FirewallDriver, Scenario
 from nodetrace.neutron.synthetic import NODE_UNDER_TEST, synthetic_scenario
 from nodetrace.parsers.flow_syntax import parse_flow
 from nodetrace.parsers.ovs_ofctl_dump_flows import parse_ovs_ofctl_dump_flows
 from nodetrace.parsers.ovs_vsctl_show import parse_ovs_vsctl_show
+from nodetrace.snapshot.load import load
 
 
 def switch_of(state: NodeState) -> OvsSwitch:
@@ -113,11 +125,40 @@ def measure(scenario: Scenario, count: int, seed: int) -> dict[str, float]:
     }
 
 
+def native_exposure(state: NodeState, count: int) -> list[float]:
+    """Seconds per port: inbound and outbound classes of both families of the first ports."""
+    bridge = switch_of(state).bridge("br-int")
+    assert bridge is not None
+    walkers = {f: FlowWalker(bridge, f, universe(f)) for f in Family}
+    times = []
+    for vp in state.vm_ports[:count]:
+        t0 = time.perf_counter()
+        start = port_start(bridge, vp.ofport, None, vp.port.mac)
+        for direction in (Direction.INBOUND, Direction.OUTBOUND):
+            for family, walker in walkers.items():
+                family_classes(walker, start, direction, start_set(family, 0))
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def hybrid_exposure(state: NodeState, count: int) -> list[float]:
+    """Seconds per port of the hybrid node's exposure, from its bundle as collect writes it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        node = NodeExposure(load(str(write_bundle(state, Path(tmp) / "node"))))
+        times = []
+        for port in node.ports()[:count]:
+            t0 = time.perf_counter()
+            node.exposure(port)
+            times.append(time.perf_counter() - t0)
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ports", type=int, default=500)
     ap.add_argument("--packets", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--exposure-ports", type=int, default=50)
     args = ap.parse_args()
     base = synthetic_scenario(ports=args.ports, seed=args.seed)
     results = {
@@ -138,6 +179,19 @@ def main() -> None:
         f"ratio openvswitch/iptables_hybrid: generate {n['generate_s'] / h['generate_s']:.2f}, "
         f"load {n['load_s'] / h['load_s']:.2f}, trace per packet {n['trace_us'] / h['trace_us']:.2f}"
     )
+    if args.exposure_ports:
+        count = args.exposure_ports
+        hybrid = hybrid_exposure(generate_node(base, NODE_UNDER_TEST), count)
+        native_state = generate_node(
+            replace(base, firewall_driver=FirewallDriver.OPENVSWITCH), NODE_UNDER_TEST
+        )
+        native = native_exposure(native_state, count)
+        mh, mn = statistics.median(hybrid), statistics.median(native)
+        print(
+            f"exposure of the first {count} ports, median per port: iptables_hybrid "
+            f"{mh * 1000:.0f} ms, openvswitch {mn * 1000:.0f} ms (max {max(native) * 1000:.0f} ms); "
+            f"ratio {mn / mh:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ passes to each hook:
 
 Each direction comes back as disjoint classes (``model/exposure.py``), allowed, denied or
 unknown, each with the rules that decided it. A port the native Open vSwitch firewall filters
-is answered *unknown* (its flows are not evaluated symbolically), as is a family whose ruleset
-the snapshot lacks: never allowed or denied by default.
+has its bridge's flows walked the same way instead (``exposure_ovs.py``). A family whose
+ruleset or flows the snapshot lacks is unknown: never allowed or denied by default.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ from ipaddress import IPv4Address, IPv6Address
 
 from nodetrace.audit.exposure_eval import HookPath, Outcome, PathEvaluator
 from nodetrace.audit.exposure_match import MatchCompiler
+from nodetrace.audit.exposure_ovs import ASSUMPTIONS as OVS_ASSUMPTIONS
+from nodetrace.audit.exposure_ovs import (
+    FlowWalker,
+    direction_path,
+    family_classes,
+    no_host_path,
+    port_start,
+)
 from nodetrace.engine.netfilter import bridge_path, input_path
 from nodetrace.errors import UsageError
 from nodetrace.model.exposure import (
@@ -133,6 +141,7 @@ class NodeExposure:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.ns = snapshot.namespace(MAIN_NS)
+        self._walkers: dict[tuple[str, Family], FlowWalker | None] = {}
 
     @cached_property
     def local_addresses(self) -> dict[str, tuple[IPv4Address | IPv6Address, ...]] | None:
@@ -173,11 +182,7 @@ class NodeExposure:
 
     def exposure(self, port: PortInfo) -> PortExposure:
         if port.firewall == "openvswitch":
-            return self._unknown_port(
-                port,
-                "the native Open vSwitch firewall filters this port: its flows (tables 71-82) "
-                "are not evaluated symbolically; trace packets with `nodetrace trace` instead",
-            )
+            return self._ovs_port(port)
         paths = hybrid_paths(port) if port.firewall in ("iptables_hybrid", None) else None
         if port.firewall is None and not port.chains:
             return self._unknown_port(
@@ -197,6 +202,55 @@ class NodeExposure:
                 "from the port id, as Neutron names it",
             )
         return PortExposure(port.port_id, paths.tap, port.firewall, self.atoms, directions, notes)
+
+    def flow_walker(self, bridge: str, family: Family) -> FlowWalker | None:
+        """br-int's flows of one family, indexed once for all of the node's ports."""
+        key = (bridge, family)
+        if key not in self._walkers:
+            state = self.snapshot.ovs.bridge(bridge) if self.snapshot.ovs is not None else None
+            self._walkers[key] = (
+                FlowWalker(state, family, universe(family))
+                if state is not None and state.flows is not None
+                else None
+            )
+        return self._walkers[key]
+
+    def _ovs_port(self, port: PortInfo) -> PortExposure:
+        """A port of the native Open vSwitch firewall: its bridge's flows walked."""
+        bridge = port.bridge or "br-int"
+        walkers = {f: self.flow_walker(bridge, f) for f in Family}
+        if port.ofport is None or not any(walkers.values()):
+            what = "its OpenFlow port number" if port.ofport is None else f"{bridge}'s flows"
+            return self._unknown_port(
+                port, f"the native Open vSwitch firewall filters this port, but {what} "
+                "is not in the snapshot",
+            )  # fmt: skip
+        any_walker = next(w for w in walkers.values() if w is not None)
+        start = port_start(
+            any_walker.bridge,
+            port.ofport,
+            port.zone.value if port.zone is not None else None,
+            port.mac.value if port.mac is not None else None,
+        )
+        directions = []
+        for direction in Direction:
+            classes: list[HeaderClass] = []
+            for family, walker in walkers.items():
+                if direction is Direction.TO_HOST:
+                    classes.append(no_host_path(family, universe(family)))
+                elif walker is None:
+                    reason = f"{bridge}'s flows are not in the snapshot"
+                    classes.append(HeaderClass(family, universe(family), Fate.UNKNOWN, (), reason))
+                else:
+                    classes += family_classes(walker, start, direction, start_set(family, 0))
+            path = (
+                "" if direction is Direction.TO_HOST else direction_path(bridge, start, direction)
+            )
+            directions.append(
+                DirectionExposure(direction, path, tuple(classes), (*OVS_ASSUMPTIONS, *start.notes))
+            )
+        tap = port.tap or port.ovs_port
+        return PortExposure(port.port_id, tap, port.firewall, (), tuple(directions))
 
     def _unknown_port(self, port: PortInfo, reason: str) -> PortExposure:
         directions = tuple(

@@ -17,97 +17,24 @@ from dataclasses import dataclass, field
 
 from nodetrace.audit.exposure import NodeExposure, hybrid_paths
 from nodetrace.audit.exposure_eval import HookPath
-from nodetrace.engine.conntrack import CtState
+from nodetrace.audit.exposure_ovs import port_start
+from nodetrace.audit.exposure_ovs_check import UNDECIDED, check_ovs_point
+from nodetrace.audit.exposure_points import packet_of, random_point, sample_point
 from nodetrace.engine.netfilter import CtFacts, NetfilterEngine, NodeFacts
+from nodetrace.engine.openflow import OpenFlowEngine
 from nodetrace.model.exposure import (
     BASE_DIMS,
-    CT_STATES,
-    ICMP_PROTOCOLS,
-    PORT_PROTOCOLS,
-    Box,
-    Dim,
     Direction,
     Fate,
     HeaderClass,
-    Intervals,
     PortExposure,
 )
 from nodetrace.model.header_space import box_contains
 from nodetrace.model.node_inventory import PortInfo
-from nodetrace.model.packet import ETH_TYPE_IPV4, ETH_TYPE_IPV6, Family, Packet, TcpFlag
+from nodetrace.model.packet import Family
 from nodetrace.model.verdict import Verdict
 
 _EXPECTED = {Fate.ALLOWED: {Verdict.ACCEPT}, Fate.DENIED: {Verdict.DROP, Verdict.REJECT}}
-
-
-def _value(ivs: Intervals, rng: random.Random) -> int:
-    lo, hi = rng.choice(ivs)
-    r = rng.random()
-    if r < 0.15:
-        return lo
-    if r < 0.3:
-        return hi
-    return rng.randint(lo, hi)
-
-
-def sample_point(box: Box, rng: random.Random) -> tuple[int, ...]:
-    return tuple(_value(ivs, rng) for ivs in box)
-
-
-def packet_of(family: Family, point: Sequence[int], rng: random.Random) -> tuple[Packet, CtState]:
-    """The packet a point of header space stands for, and its conntrack state."""
-    from ipaddress import IPv4Address, IPv6Address
-
-    addr = IPv4Address if family is Family.IPV4 else IPv6Address
-    proto = point[Dim.PROTO]
-    kw: dict[str, object] = {}
-    if proto in PORT_PROTOCOLS:
-        kw.update(tp_src=point[Dim.L4A], tp_dst=point[Dim.L4B])
-        if proto == 6:
-            kw["tcp_flags"] = int(TcpFlag.SYN)
-    elif proto in ICMP_PROTOCOLS:
-        kw.update(icmp_type=point[Dim.L4A], icmp_code=point[Dim.L4B])
-    mac = point[Dim.MAC]
-    packet = Packet(
-        dl_src=":".join(f"{(mac >> s) & 0xFF:02x}" for s in range(40, -1, -8)),
-        dl_dst="fa:16:3e:00:00:01",
-        dl_type=ETH_TYPE_IPV4 if family is Family.IPV4 else ETH_TYPE_IPV6,
-        nw_src=addr(point[Dim.SRC]),
-        nw_dst=addr(point[Dim.DST]),
-        nw_proto=proto,
-        ip_frag_offset=rng.randint(1, 8191) if point[Dim.FRAG] else 0,
-        **kw,  # type: ignore[arg-type]
-    )
-    return packet, CtState(CT_STATES[point[Dim.CT]])
-
-
-def random_point(family: Family, rng: random.Random, atoms: int) -> tuple[int, ...]:
-    """Anywhere in header space, with the protocols and values rules name made likely."""
-    width = 32 if family is Family.IPV4 else 128
-    proto = rng.choice((6, 6, 17, 1 if family is Family.IPV4 else 58, 58, 47, 132, 0))
-    if proto in PORT_PROTOCOLS:
-        l4a = rng.choice((rng.randint(0, 65535), 67, 68, 546, 547))
-        l4b = rng.choice((rng.randint(0, 65535), 22, 80, 443, 53, 67, 68, 546, 547, 8080, 9090))
-    elif proto in ICMP_PROTOCOLS:
-        l4a, l4b = (
-            rng.choice((0, 3, 8, 11, 130, 131, 134, 135, 136, 143, rng.randint(0, 255))),
-            rng.randint(0, 3),
-        )
-    else:
-        l4a = l4b = 0
-    src = rng.choice((rng.getrandbits(width), 0))
-    dst = rng.choice((rng.getrandbits(width), (1 << width) - 1))
-    point = [
-        src,
-        dst,
-        proto,
-        l4a,
-        l4b,
-        int(rng.random() < 0.02),
-        rng.choice((0, 0, 0, 1, 1, 2, 3, 4)),
-        rng.getrandbits(48),
-    ]
-    return (*point, *(rng.randint(0, 1) for _ in range(atoms)))
 
 
 @dataclass
@@ -120,6 +47,8 @@ class CheckResult:
     """Packets in a class that depends on an ipset atom (not compared)."""
     impossible: int = 0
     """Packets no rule can see (UNTRACKED without NOTRACK, later fragments): not compared."""
+    undecided: int = 0
+    """Packets the engine could not decide (flows left out of the dump): not compared."""
     disagreements: list[str] = field(default_factory=list)
 
     def add(self, other: CheckResult) -> None:
@@ -128,6 +57,7 @@ class CheckResult:
         self.unknown += other.unknown
         self.atoms += other.atoms
         self.impossible += other.impossible
+        self.undecided += other.undecided
         self.disagreements += other.disagreements
 
 
@@ -137,6 +67,7 @@ class Checker:
     def __init__(self, node: NodeExposure) -> None:
         self.node = node
         self._engines: dict[Family, NetfilterEngine] = {}
+        self._openflow: OpenFlowEngine | None = None
 
     def engine(self, family: Family) -> NetfilterEngine | None:
         if family not in self._engines:
@@ -154,6 +85,8 @@ class Checker:
         self, port: PortInfo, exp: PortExposure, count: int, rng: random.Random
     ) -> CheckResult:
         result = CheckResult()
+        if port.firewall == "openvswitch":
+            return self.check_ovs_port(port, exp, count, rng)
         paths = hybrid_paths(port)
         if paths is None:
             return result
@@ -180,6 +113,49 @@ class Checker:
                 point,
                 rng,
             )
+        return result
+
+    def check_ovs_port(
+        self, port: PortInfo, exp: PortExposure, count: int, rng: random.Random
+    ) -> CheckResult:
+        """A native-firewall port: inbound and outbound packets through the OpenFlow engine."""
+        result = CheckResult()
+        ovs = self.node.snapshot.ovs
+        bridge = ovs.bridge(port.bridge or "br-int") if ovs is not None else None
+        if ovs is None or bridge is None or port.ofport is None:
+            return result
+        if self._openflow is None:
+            self._openflow = OpenFlowEngine(ovs)
+        zone = port.zone.value if port.zone is not None else None
+        start = port_start(bridge, port.ofport, zone, port.mac.value if port.mac else None)
+        for _ in range(count):
+            direction = rng.choice((Direction.INBOUND, Direction.OUTBOUND))
+            d = exp.direction(direction)
+            assert d is not None
+            family = rng.choice(list(Family))
+            classes = [c for c in d.classes if c.family is family]
+            decided = [c for c in classes if c.fate in (Fate.ALLOWED, Fate.DENIED)]
+            if decided and rng.random() < 0.7:
+                point = sample_point(rng.choice(decided).box, rng)
+            else:
+                point = random_point(family, rng, 0)
+            holding = [c for c in classes if box_contains(c.box, point)]
+            result.packets += 1
+            if len(holding) == 1 and holding[0].fate is Fate.UNKNOWN:
+                result.unknown += 1
+                continue
+            if len(holding) == 1 and holding[0].fate is Fate.IMPOSSIBLE:
+                result.impossible += 1
+                continue
+            problem = check_ovs_point(
+                self._openflow, bridge.name, start, direction, family, classes, point, rng
+            )
+            if problem is None:
+                result.agreed += 1
+            elif problem == UNDECIDED:
+                result.undecided += 1
+            else:
+                result.disagreements.append(f"{port.port_id} {problem}")
         return result
 
     def check_point(

@@ -137,13 +137,15 @@ class OpenFlowEngine:
         *,
         given: frozenset[str] | None = None,
         ct_states: Sequence[str | int] = (),
+        start_table: int = 0,
     ) -> OpenFlowTrace:
         """Trace ``packet`` arriving on ``in_port`` of ``bridge``.
 
         ``metadata`` holds pipeline fields as written in OVS flow syntax (``tun_id``,
         ``tun_src``, ``reg0``, ``ct_state`` ...). ``given`` names the packet fields the user set
         (so unset ones a flow looked at are reported); ``ct_states`` are the states for
-        successive conntrack recirculations, like ``ofproto/trace --ct-next``.
+        successive conntrack recirculations, like ``ofproto/trace --ct-next``. ``start_table``
+        begins the first pass in another table than 0 (no ``ofproto/trace`` equivalent).
         """
         number = self.port_number(bridge, in_port)
         b = self.bridges[bridge]
@@ -165,6 +167,7 @@ class OpenFlowEngine:
             if "nw_ttl" not in given and "nw_ttl" in state:
                 state["nw_ttl"] = 0  # as ofproto/trace: a field left out is zero
         x = Xlate(self, packet, ct, given)
+        x.start_table = start_table
         self._tunnel_ingress(b, number, state, {k for k, _ in metadata}, x)
         passes = x.run(b, state)
         for name, flow in x.pending_flows:

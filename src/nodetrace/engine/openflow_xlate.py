@@ -163,6 +163,9 @@ class Xlate(Outputs):
         self.leaving_cache: dict[tuple[tuple[str, int], ...], tuple[Packet, str]] = {}
         self.pending_flows: list[tuple[str, Flow]] = []
         self.start: CompiledBridge | None = None
+        self.start_table = 0
+        """The table the first pass begins in: 0 as in OVS; another to check one stage of a
+        pipeline alone (the exposure audit starts a port's firewall at its own table)."""
         self.carrying: NativeTunnel | None = None
         self.routes_missing_said = False
         self.underived: dict[int, str] = {}
@@ -224,7 +227,7 @@ class Xlate(Outputs):
         root = _Node(Bridge(start.name))
         self.trace = root.children
         egress_before = len(self.egress)
-        table = 0
+        table = self.start_table
         if recirc is not None:
             thaw = self.report(Thaw())
             thaw.children.append(

@@ -89,13 +89,17 @@ class Fate(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RuleRef:
-    """A rule that decided a class, as written and where it was read."""
+    """A rule or flow that decided a class, as written and where it was read."""
 
     table: str
     chain: str
     position: int
     text: str
     source: str
+    kind: str = "rule"
+    """``rule`` (an iptables rule: ``position`` is its number in the chain) or ``flow`` (an
+    OpenFlow flow: ``table`` is the bridge, ``chain`` the flow table, ``position`` its
+    priority)."""
 
 
 @dataclass(frozen=True, slots=True)

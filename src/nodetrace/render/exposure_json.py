@@ -49,6 +49,7 @@ def _rule(r: RuleRef) -> dict[str, Any]:
         "position": r.position,
         "text": r.text,
         "source": r.source,
+        "kind": r.kind,
     }
 
 

@@ -197,7 +197,7 @@ def phrases(classes: Sequence[HeaderClass], atoms: Sequence[str]) -> list[str]:
         mine = _atoms_for(atoms, first.family)
         covered = [c.box[Dim.PROTO : Dim.L4B + 1] for c in group]
         missing = coalesce(HeaderSet(_protocol_space()).subtract(covered).boxes)
-        if len(group) > 1 and not missing:
+        if not missing:
             out.append(describe(first.family, first.box, mine, protocol="any protocol"))
         elif len(group) > len(missing) and len(missing) <= MAX_EXCEPT:
             holes = ", ".join(" ".join(protocol_words(*m)) for m in missing)
@@ -210,12 +210,16 @@ def phrases(classes: Sequence[HeaderClass], atoms: Sequence[str]) -> list[str]:
 
 
 def rule_label(rules: Sequence[RuleRef], reason: str = "") -> str:
-    """``neutron-openvswi-i1 rule 5 > neutron-openvswi-sg-chain rule 9``: every rule that
-    returned, accepted or dropped the class, in order; else the reason (a policy)."""
+    """``neutron-openvswi-i1 rule 5 > neutron-openvswi-sg-chain rule 9`` (or ``br-int table 82
+    priority 77`` for flows): every rule or flow that returned, accepted, output or dropped the
+    class, in order; else the reason (a policy)."""
     if not rules:
         return reason or "no rule stops it (the chains' policies accept)"
     return " > ".join(
-        f"{'' if r.table == 'filter' else r.table + ' '}{r.chain} rule {r.position}" for r in rules
+        f"{r.table} {r.chain} priority {r.position}"
+        if r.kind == "flow"
+        else f"{'' if r.table == 'filter' else r.table + ' '}{r.chain} rule {r.position}"
+        for r in rules
     )
 
 
