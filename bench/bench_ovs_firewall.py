@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic_bundle import write_bundle
 from nodetrace.audit.exposure import NodeExposure, start_set
-from nodetrace.audit.exposure_ovs import FlowWalker, family_classes, port_start
+from nodetrace.audit.exposure_ovs import family_classes, port_start
+from nodetrace.audit.exposure_ovs_walk import FlowWalker
 from nodetrace.engine.openflow import OpenFlowEngine
 from nodetrace.model.exposure import Direction, universe
 from nodetrace.model.ovs_switch import OvsSwitch

@@ -18,7 +18,7 @@ import pytest
 
 from nodetrace.audit.exposure import NodeExposure, exposure
 from nodetrace.audit.exposure_check import cross_check
-from nodetrace.audit.exposure_ovs import masked_intervals
+from nodetrace.audit.exposure_ovs_match import masked_intervals
 from nodetrace.cli import main
 from nodetrace.model.exposure import CT_STATES, Direction, Fate, HeaderClass
 from nodetrace.model.header_space import box_contains

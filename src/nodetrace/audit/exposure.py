@@ -25,12 +25,12 @@ from nodetrace.audit.exposure_eval import HookPath, Outcome, PathEvaluator
 from nodetrace.audit.exposure_match import MatchCompiler
 from nodetrace.audit.exposure_ovs import ASSUMPTIONS as OVS_ASSUMPTIONS
 from nodetrace.audit.exposure_ovs import (
-    FlowWalker,
     direction_path,
     family_classes,
     no_host_path,
     port_start,
 )
+from nodetrace.audit.exposure_ovs_walk import FlowWalker
 from nodetrace.engine.netfilter import bridge_path, input_path
 from nodetrace.errors import UsageError
 from nodetrace.model.exposure import (
