@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from nodetrace.errors import DiagnosticSink, InputError, UsageError
 from nodetrace.model.topology import MAIN_NS
 from nodetrace.snapshot.parts import is_snapshot, snapshot_ipsets, snapshot_rulesets
+from nodetrace.tracelog.namespace_books import NamespaceBooks
 from nodetrace.tracelog.pipeline import Analysis
 from nodetrace.tracelog.rules_input import load_rulebook
 from nodetrace.tracelog.source import open_log
@@ -188,16 +189,38 @@ def explain_log(
             source.close()
 
 
+def _namespace_books(snap: Snapshot, name: str, sink: DiagnosticSink) -> NamespaceBooks | None:
+    """Every namespace's rules, when more than the host's namespace has some."""
+    books = {}
+    for state in snap.namespaces:
+        taken = snapshot_rulesets(snap, state.name)
+        if taken:
+            where = name if state.name == MAIN_NS else f"{name} (namespace {state.name})"
+            book = load_rulebook(
+                (), (), sink, taken=taken, taken_ipsets=state.ipsets, taken_from=where
+            )
+            if book is not None:
+                books[state.name] = book
+    if len(books) < 2:
+        return None
+    homes: dict[str, set[str]] = {}
+    for iface in snap.topology.interfaces:
+        homes.setdefault(iface.name, set()).add(iface.netns)
+    return NamespaceBooks(books, {n: frozenset(ns) for n, ns in homes.items()})
+
+
 def log_rules(
     rules: Sequence[str | Path],
     ipsets: Sequence[str | Path],
     sink: DiagnosticSink,
     *,
-    netns: str = MAIN_NS,
-) -> RuleBook | None:
+    netns: str | None = None,
+) -> RuleBook | NamespaceBooks | None:
     """The rules a log is explained with: ``iptables-save``/``nft -a list ruleset`` files and
-    ipset saves, and the rulesets and ipsets of namespace ``netns`` of at most one snapshot
-    (folder or archive) among ``rules``."""
+    ipset saves, and the rulesets and ipsets of at most one snapshot (folder or archive) among
+    ``rules``: of namespace ``netns``, or with ``None`` of each namespace that has rules, each
+    packet then explained with its own namespace's (:mod:`nodetrace.tracelog.namespace_books`)
+    unless files are given beside the snapshot (they are the host's)."""
     names = [str(r) for r in rules]
     snapshots = [r for r in names if is_snapshot(r)]
     if len(snapshots) > 1:
@@ -205,13 +228,18 @@ def log_rules(
     files = [r for r in names if r not in snapshots]
     set_files = [str(i) for i in ipsets]
     if not snapshots:
-        if netns != MAIN_NS:
+        if netns is not None and netns != MAIN_NS:
             raise UsageError("--netns chooses a namespace of a snapshot given with --rules")
         return load_rulebook(files, set_files, sink)
     from nodetrace.snapshot.load import load
 
     name = snapshots[0]
     snap = load(name)
+    if netns is None and not files and not set_files:
+        books = _namespace_books(snap, name, sink)
+        if books is not None:
+            return books
+    netns = MAIN_NS if netns is None else netns
     taken = snapshot_rulesets(snap, netns)
     if not taken:
         where = f" of namespace {netns}" if netns != MAIN_NS else ""

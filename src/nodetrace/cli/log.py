@@ -27,12 +27,10 @@ from nodetrace.tracelog.source import STDIN, LogSource, open_log
 from nodetrace.tracelog.summary import Summary
 
 if TYPE_CHECKING:
-    from nodetrace.diagnosis.replay import Replay
+    from nodetrace.diagnosis.replay import NamespaceReplay, Replay
+    from nodetrace.tracelog.namespace_books import NamespaceBooks
     from nodetrace.tracelog.rulebook import RuleBook
 
-MAIN_NS = ""
-"""The host's own namespace (as ``model.topology.MAIN_NS``; not imported: it is a heavy module
-and ``log`` without ``--rules`` needs none of it)."""
 EXIT_OK = 0
 EXIT_NOTHING_USABLE = 1
 PROGRESS_MIN_BYTES = 16 << 20
@@ -79,10 +77,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--netns",
-        default=MAIN_NS,
+        default=None,
         metavar="NS",
-        help="with a snapshot as --rules: the namespace whose rules explain the log "
-        "(default: the host's)",
+        help="with a snapshot as --rules: the namespace whose rules explain the log (default: "
+        "each packet with the rules of the namespace its devices live in, e.g. a qrouter- "
+        "namespace for IN=qr-...; the host's when the snapshot has no other rules)",
     )
     p.add_argument(
         "--ipsets",
@@ -217,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     sink = DiagnosticSink()
     match = parse_match(args.match) if args.match is not None else None
     book = None
-    if args.rules or args.ipsets or args.netns != MAIN_NS:
+    if args.rules or args.ipsets or args.netns is not None:
         from nodetrace.api import log_rules
 
         book = log_rules(args.rules, args.ipsets, sink, netns=args.netns)
@@ -354,16 +353,22 @@ def _headers_differ(a: PacketDump, b: PacketDump) -> bool:
     ]
 
 
-def _replay(book: RuleBook | None, args: argparse.Namespace) -> Replay | None:
+def _replay(
+    book: RuleBook | NamespaceBooks | None, args: argparse.Namespace
+) -> Replay | NamespaceReplay | None:
     """The replay of each packet through the rules given, in the per-packet views."""
     if book is None or args.no_replay or args.level == "summary":
         return None
-    from nodetrace.diagnosis.replay import Replay  # the engine only when rules are given
+    # the engine only when rules are given
+    from nodetrace.diagnosis.replay import NamespaceReplay, Replay
+    from nodetrace.tracelog.namespace_books import NamespaceBooks
 
+    if isinstance(book, NamespaceBooks):
+        return NamespaceReplay(book.books)
     return Replay(book)
 
 
-def _replayed(replay: Replay | None, obs: ObservedPacket) -> ObservedPacket:
+def _replayed(replay: Replay | NamespaceReplay | None, obs: ObservedPacket) -> ObservedPacket:
     """``obs``, with one warning line when its logged path contradicts the rules given."""
     if replay is None:
         return obs

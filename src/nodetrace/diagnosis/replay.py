@@ -19,13 +19,14 @@ is not called a contradiction.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nodetrace.diagnosis.facts import matched_states
 from nodetrace.diagnosis.from_log import connection_state, has_protocol
 from nodetrace.engine.conntrack import STATE_WORDS
 from nodetrace.engine.netfilter import CtFacts, HookPath, NetfilterEngine, NodeFacts
-from nodetrace.model.netfilter import HookDevices
+from nodetrace.model.netfilter import HookDevices, MarkMatch, Rule
 from nodetrace.model.packet import Family
 from nodetrace.model.trace import Hook, NetfilterStep, Outcome, PacketDump, Step, Trace
 from nodetrace.model.trace_diff import TraceDiff, describe, diff
@@ -116,6 +117,31 @@ class Replay:
         return engine.run(packet, path, ct=ct, nf_trace=not engine.has_trace_rule).trace
 
 
+class NamespaceReplay:
+    """One :class:`Replay` per namespace of a snapshot: each packet is replayed with the rules
+    of the namespace it was explained with (``ObservedPacket.netns``), its conntrack apart."""
+
+    def __init__(self, books: Mapping[str, RuleBook]) -> None:
+        self.books = books
+        self._replays: dict[str, Replay] = {}
+
+    @property
+    def replayed(self) -> int:
+        return sum(r.replayed for r in self._replays.values())
+
+    @property
+    def contradicting(self) -> int:
+        return sum(r.contradicting for r in self._replays.values())
+
+    def check(self, obs: ObservedPacket) -> Contradiction | None:
+        if obs.netns is None or obs.netns not in self.books:
+            return None
+        replay = self._replays.get(obs.netns)
+        if replay is None:
+            replay = self._replays[obs.netns] = Replay(self.books[obs.netns])
+        return replay.check(obs)
+
+
 _UNDECIDED = frozenset({Outcome.ENDS, Outcome.UNKNOWN})
 
 _FULL_DUMPS = frozenset({"kernel", "journal-json"})
@@ -150,11 +176,20 @@ def _hook_path(trace: Trace) -> HookPath:
 
 
 def _conntrack_explains(found: TraceDiff) -> bool:
-    """The difference is one a connection's state makes, which a log does not carry."""
+    """The difference is one a connection's state or mark makes, which a log does not carry
+    (a router's ``-m connmark`` rules test the mark an earlier packet saved)."""
     for step in (found.observed, found.simulated):
-        if isinstance(step, NetfilterStep) and (step.table == "nat" or matched_states(step.rule)):
+        if isinstance(step, NetfilterStep) and (
+            step.table == "nat" or matched_states(step.rule) or _tests_connmark(step.rule)
+        ):
             return True
     return False
+
+
+def _tests_connmark(rule: Rule | None) -> bool:
+    return rule is not None and any(
+        isinstance(m, MarkMatch) and m.module == "connmark" for m in rule.matches
+    )
 
 
 def _said(step: Step | None) -> str:

@@ -50,3 +50,6 @@ class ObservedPacket:
     time: str | None = None
     """The logger's time stamp of the first record, as printed."""
     warnings: tuple[str, ...] = ()
+    netns: str | None = None
+    """The namespace whose rules explained it, when a snapshot's namespaces were told apart
+    (:mod:`nodetrace.tracelog.namespace_books`)."""

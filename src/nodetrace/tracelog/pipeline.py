@@ -4,7 +4,7 @@ grouping and explaining, with every line accounted for and every problem reporte
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from nodetrace.errors import DiagnosticSink, SourcePos
@@ -24,9 +24,10 @@ from nodetrace.parsers.trace_xtables_monitor import (
 )
 from nodetrace.tracelog.explain import conclude_legacy, conclude_nft, observe_legacy, observe_nft
 from nodetrace.tracelog.fast_summary import summarize_compiled
-from nodetrace.tracelog.group_legacy import DEFAULT_GAP, DEFAULT_WINDOW, LegacyGrouper
-from nodetrace.tracelog.group_nft import NftGrouper
+from nodetrace.tracelog.group_legacy import DEFAULT_GAP, DEFAULT_WINDOW, LegacyGrouper, LegacyPass
+from nodetrace.tracelog.group_nft import NftGrouper, NftPass
 from nodetrace.tracelog.match import PacketMatch
+from nodetrace.tracelog.namespace_books import Choice, NamespaceBooks
 from nodetrace.tracelog.observed import ObservedPacket
 from nodetrace.tracelog.rulebook import RuleBook
 from nodetrace.tracelog.source import LogSource
@@ -59,7 +60,8 @@ def detect_format(head: list[str]) -> LogFormat:
 class Analysis:
     """One run of ``nodetrace log`` over several inputs: shared rules, filter and summary."""
 
-    book: RuleBook | None = None
+    book: RuleBook | NamespaceBooks | None = None
+    """One set of rules, or a snapshot's namespaces', each packet explained with its own."""
     match: PacketMatch | None = None
     sink: DiagnosticSink = field(default_factory=DiagnosticSink)
     gap: float = DEFAULT_GAP
@@ -77,7 +79,9 @@ class Analysis:
                 lines = journal_json_lines(lines)
             grouper = LegacyGrouper(gap=self.gap, window=self.window)
             for p in grouper.passes_of_batches(reader.batches(lines)):
-                obs = observe_legacy(p, self.book, index=self.emitted + 1, source=source.name)
+                choice = self._legacy_rules(p)
+                obs = observe_legacy(p, choice.book, index=self.emitted + 1, source=source.name)
+                obs = _chosen(obs, choice)
                 if self._keep(obs):
                     yield obs
             self._finish_kernel(source, reader)
@@ -87,9 +91,11 @@ class Analysis:
         for q in NftGrouper(window=self.window).passes(read(source.lines(), result)):
             if not q.events:
                 continue
+            choice = self._nft_rules(q)
             obs = observe_nft(
-                q, self.book, index=self.emitted + 1, source=source.name, log_format=fmt.value
+                q, choice.book, index=self.emitted + 1, source=source.name, log_format=fmt.value
             )
+            obs = _chosen(obs, choice)
             if self._keep(obs):
                 yield obs
         self._finish_nft(source, result)
@@ -107,16 +113,15 @@ class Analysis:
             lines = source.lines()
             if fmt is LogFormat.JOURNAL_JSON:
                 lines = journal_json_lines(lines)
-            book = self.book
             compiled = None
-            if fmt is LogFormat.KERNEL:
+            if fmt is LogFormat.KERNEL and not isinstance(self.book, NamespaceBooks):
                 compiled = summarize_compiled(
-                    source, summary, gap=self.gap, window=self.window, book=book
+                    source, summary, gap=self.gap, window=self.window, book=self.book
                 )
             if compiled is None:
                 grouper = LegacyGrouper(gap=self.gap, window=self.window, keep_records=False)
                 for p in grouper.passes_of_batches(reader.batches(lines)):
-                    summary.add(conclude_legacy(p, book), p.occurrence)
+                    summary.add(conclude_legacy(p, self._legacy_rules(p).book), p.occurrence)
                 summary.step_hits.update(reader.prefix_counts)
             else:
                 reader = compiled
@@ -127,12 +132,22 @@ class Analysis:
         read = read_nft_monitor if fmt is LogFormat.NFT_MONITOR else read_xtables_monitor
         for q in NftGrouper(window=self.window).passes(read(source.lines(), result)):
             if q.events:
-                summary.add(conclude_nft(q, self.book), q.occurrence)
+                summary.add(conclude_nft(q, self._nft_rules(q).book), q.occurrence)
                 summary.step_hits.update(f"{e.table}:{e.chain}:{e.kind.value}" for e in q.events)
         self.emitted = summary.packets
         self._finish_nft(source, result)
 
     # -----------------------------------------------------------------------------------------
+
+    def _legacy_rules(self, p: LegacyPass) -> Choice:
+        if isinstance(self.book, NamespaceBooks):
+            return self.book.choose(p.devs, ((i.table, i.chain) for i in p.infos))
+        return Choice(None, self.book)
+
+    def _nft_rules(self, q: NftPass) -> Choice:
+        if isinstance(self.book, NamespaceBooks):
+            return self.book.choose((), ((e.table, e.chain) for e in q.events))
+        return Choice(None, self.book)
 
     def _start(self, source: LogSource) -> LogFormat:
         head = source.peek_lines(SNIFF_LINES)
@@ -215,3 +230,11 @@ def _labels(obs: ObservedPacket) -> list[str]:
             number = f":{s.number}" if s.number is not None else ""
             out.append(f"{s.table}:{s.chain}:{s.kind.value}{number}")
     return out
+
+
+def _chosen(obs: ObservedPacket, choice: Choice) -> ObservedPacket:
+    """``obs`` with the namespace its rules came from, or the warning that none could be told."""
+    if choice.netns is None and not choice.warning:
+        return obs
+    warnings = (*obs.warnings, choice.warning) if choice.warning else obs.warnings
+    return replace(obs, netns=choice.netns, warnings=warnings)
