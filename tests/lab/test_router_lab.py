@@ -313,10 +313,10 @@ def test_metadata_requests_are_redirected_to_the_routers_proxy_port(lab: RouterL
         _Host(vm.netns), _Host(vm.netns), packet, lambda p: p.tp_dst == packet.tp_src
     )
     trace = lab.walk(packet, FromInterface(lab.tap("web1")))
-    # Nothing listens on 9697 in the lab: the router's own TCP resets the connection, and
-    # conntrack turns the answer back into one from 169.254.169.254:80.
-    assert [(str(p.nw_src), p.tp_src, p.tcp_flags & 0x04) for p in answers] == [
-        ("169.254.169.254", 80, 0x04)
+    # The lab's metadata proxy listens on 9697 (nodetrace.lab.metadata): it accepts, and
+    # conntrack turns its SYN-ACK back into one from 169.254.169.254:80.
+    assert [(str(p.nw_src), p.tp_src, p.tcp_flags & 0x12) for p in answers] == [
+        ("169.254.169.254", 80, 0x12)
     ]
     assert trace.outcome is Outcome.DELIVERED, trace.reason
     assert trace.reason.startswith("delivered to the host's TCP")

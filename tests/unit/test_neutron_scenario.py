@@ -95,7 +95,7 @@ rules = [
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (('type = "vxlan"', 'type = "geneve"'), "type 'geneve': expected vxlan, gre or vlan"),
+        (('type = "vxlan"', 'type = "geneve"'), "type 'geneve': expected vxlan, gre, vlan or flat"),
         (
             ("segmentation_id = 100", "segmentation_id = 0"),
             "segmentation_id 0: a vxlan id must be in",

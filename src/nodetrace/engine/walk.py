@@ -474,12 +474,20 @@ class _Walk:
             self.assume(f"{dev.name} → {peer.name}: {info.derived}")
         if self.veth_drops(dev, peer, packet):
             return
+        crosses = peer.netns != dev.netns
         self.device(
             DeviceAction.VETH,
             f"{dev.name} → {peer.name}",
             "veth: conntrack and the TRACE flag are reset (skb_scrub_packet)"
-            + (f" (into namespace {peer.netns})" if peer.netns != dev.netns else ""),
+            + (
+                f"; the mark too, across namespaces (into namespace {peer.netns})"
+                if crosses
+                else ""
+            ),
         )
+        if crosses and packet.skb_mark:
+            # skb_scrub_packet with xnet: a packet changing namespace loses its mark.
+            packet = dataclasses.replace(packet, skb_mark=0)
         self.receive(peer.name, peer.netns, packet, meta)
 
     def veth_drops(self, dev: Interface, peer: Interface, packet: Packet) -> bool:
@@ -996,12 +1004,44 @@ class _Walk:
             self.end(Outcome.DELIVERED, name, f"ARP for {tpa}, an address of {where}: answered "
                      f"on {name}", target=ToHost(netns))  # fmt: skip
             return
+        proxied = self.proxy_arp(name, netns, packet) if tpa is not None else ""
+        if proxied:
+            self.end(Outcome.DELIVERED, name, proxied, target=ToHost(netns))
+            return
         self.end(
             Outcome.DROPPED, name,
             f"ARP for {tpa or 'no address'} reaches the host on {name}: not one of its "
             "addresses, so it is not answered",
             not_for_here=True,
         )  # fmt: skip
+
+    def proxy_arp(self, name: str, netns: str, packet: Packet) -> str:
+        """Why the stack answers an ARP request for someone else's address with ``name``'s own
+        MAC (proxy ARP, as Neutron's fip namespaces do on ``fg-``); "" if it does not.
+
+        The kernel (``arp_process``/``arp_fwd_proxy``) answers when ``proxy_arp`` is on for
+        the device (``all`` or its own), forwarding is on, and the route to the target from the
+        sender leaves through *another* device; medium ids (``medium_id``) are assumed 0."""
+        sysctls = self.ns(netns).sysctls
+        found = [
+            sysctls.number(f"net.ipv4.conf.{d.replace('.', '/')}.proxy_arp") for d in ("all", name)
+        ]
+        if not any(v for v in found if v is not None):
+            if all(v is None for v in found):
+                self.rest_on(f"proxy_arp of {name} not captured: 0 (off) assumed")
+            return ""
+        forwarding = sysctls.number(f"net.ipv4.conf.{name.replace('.', '/')}.forwarding")
+        if forwarding == 0:
+            return ""
+        tpa, spa = packet.arp_tpa, packet.arp_spa
+        assert tpa is not None
+        decision = routing.decide(self.snap.topology, tpa, src=spa, iif=name, netns=netns)
+        if decision.action is not routing.RouteAction.FORWARD or decision.dev in (None, name):
+            return ""
+        return (
+            f"ARP for {tpa}, not an address of this namespace: answered on {name} with its own "
+            f"MAC by proxy ARP (proxy_arp=1; the route to {tpa} leaves through {decision.dev})"
+        )
 
     def arp_ignored(self, name: str, netns: str, packet: Packet) -> str:
         """Why ``arp_ignore`` (the larger of ``all`` and the device's, as the kernel takes it)

@@ -111,7 +111,7 @@ def build_node(
         nl.link("set", index=_index(nl, UNDERLAY_NIC), state="up")
     native = uses_native_firewall(state.scenario)
     vms = tuple(_plug_vm(res, netns, vp, lab, native=native) for vp in state.vm_ports)
-    from nodetrace.lab import router  # it builds on this module
+    from nodetrace.lab import metadata, router  # they build on this module
 
     router.plug_outside(res, state, lab=lab, node_netns=netns)
     ovs = start_ovs(res, netns, rundir)
@@ -126,6 +126,7 @@ def build_node(
             ovs.ofctl("-O", "OpenFlow13", "add-flows", bridge, "-", stdin=text)
     load_firewall(netns, state, backend)
     routers = router.build_routers(res, state, lab=lab, node_netns=netns, backend=backend)
+    metadata.start_metadata_proxies(res, state, lab=lab, rundir=rundir)
     info = NodeInfo(state.name, netns, str(rundir), str(state.node.underlay_ip), routers)
     return BuiltNode(info, vms, ovs)
 

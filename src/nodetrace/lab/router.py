@@ -4,7 +4,8 @@ Each router of :class:`~nodetrace.neutron.l3_agent.RouterState` becomes a namesp
 ``LAB-qrouter-UUID`` (the lab's prefix keeps two labs of one scenario apart); its ``qr-`` and
 ``qg-`` ports, created by Open vSwitch as internal ports of br-int, are moved into it as the L3
 agent's interface driver moves them, and get their MAC, MTU, addresses, the default route,
-the agent's sysctls and its iptables. br-ex's uplink ``ext0`` is a veth whose other end lives in
+the agent's sysctls, its iptables and, for a distributed router, the permanent ARP entries the
+agent writes for every port of its subnets. br-ex's uplink ``ext0`` is a veth whose other end lives in
 ``LAB-ext-NODE``, the namespace standing for the upstream router and the internet: it holds
 each external subnet's gateway address and :data:`INTERNET_ADDRESSES`.
 """
@@ -12,6 +13,8 @@ each external subnet's gateway address and :data:`INTERNET_ADDRESSES`.
 from __future__ import annotations
 
 import os
+
+from pyroute2.netlink.rtnl import ndmsg
 
 from nodetrace.lab.node import netlink, sysctl, vm_netns
 from nodetrace.lab.resources import Resources
@@ -25,6 +28,10 @@ OUTSIDE_IFNAME = "eth0"
 
 
 def router_netns(lab: str, router: RouterState) -> str:
+    """The lab's name for the router's namespace; a distributed router's copies are told apart
+    by their node."""
+    if router.router.distributed:
+        return f"{lab}-{router.host}-{router.namespace}"
     return f"{lab}-{router.namespace}"
 
 
@@ -54,9 +61,10 @@ def plug_outside(res: Resources, state: NodeState, *, lab: str, node_netns: str)
     gateways = sorted(
         {
             (r.router.upstream_gateway, r.gateway.interface.prefixlen)
-            for r in state.routers
+            for r in state.routers + state.snat_routers
             if r.gateway is not None and r.router.upstream_gateway is not None
         }
+        | {(f.upstream, f.gateway.prefixlen) for f in state.fip_namespaces}
     )
     with netlink(node_netns) as nl:
         fd = _netns_fd(outside)
@@ -88,14 +96,16 @@ def build_routers(
 ) -> tuple[str, ...]:
     """Every router of the node, once Open vSwitch has created their ports; their namespaces."""
     built = []
-    for router in state.routers:
+    for router in state.routers + state.snat_routers:
         netns = res.add_netns(router_netns(lab, router))
+        # A device's own settings need the device: they wait until the ports moved in.
+        own = tuple(s for s in router.sysctls if any(f".{p.device}." in s for p in router.ports))
         # IPv6 stays off (the generator writes IPv4 only); the rest is Namespace.create's.
         sysctl(
             netns,
             "net.ipv6.conf.all.disable_ipv6=1",
             "net.ipv6.conf.default.disable_ipv6=1",
-            *router.sysctls,
+            *(s for s in router.sysctls if s not in own),
         )
         with netlink(node_netns) as nl:
             fd = _netns_fd(netns)
@@ -104,6 +114,8 @@ def build_routers(
                     nl.link("set", index=_index(nl, port.device), net_ns_fd=fd)
             finally:
                 os.close(fd)
+        if own:
+            sysctl(netns, *own)
         with netlink(netns) as nl:
             for port in router.ports:
                 idx = _index(nl, port.device)
@@ -112,12 +124,31 @@ def build_routers(
             for device, cidr in router.addresses:
                 ip, plen = cidr.split("/")
                 nl.addr("add", index=_index(nl, device), address=ip, prefixlen=int(plen))
+            for entry in router.neighbours:
+                nl.neigh(
+                    "add",
+                    dst=str(entry.ip),
+                    lladdr=entry.mac,
+                    ifindex=_index(nl, entry.device),
+                    state=ndmsg.states["permanent"],
+                )
             route = router.default_route
             if route is not None:
                 via, device = route
                 nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=_index(nl, device))
         run([f"iptables-{backend}-restore"], netns=netns, input=router.iptables_save)
         built.append(netns)
+    if state.fip_namespaces or any(r.rules or r.routes for r in state.routers):
+        from nodetrace.lab.dvr import build_fip_namespaces  # it builds on this module
+
+        built += build_fip_namespaces(
+            res,
+            state,
+            lab=lab,
+            node_netns=node_netns,
+            router_netns={r.router.id: router_netns(lab, r) for r in state.routers},
+            backend=backend,
+        )
     route_vms(state, lab=lab)
     return tuple(built)
 

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from nodetrace.neutron import l3_agent
+from nodetrace.neutron import dvr_router, l3_agent
 from nodetrace.neutron import naming as n
 from nodetrace.neutron import ovs_agent as agent
 from nodetrace.neutron.firewall import NodeFirewall, PortFilter, node_firewall
@@ -25,6 +25,13 @@ from nodetrace.neutron.ovs_agent import (
     OvsPort,
     TunnelPort,
     VmPlug,
+)
+from nodetrace.neutron.ovs_agent_dvr import (
+    DvrInterface,
+    DvrNode,
+    PhysicalBridge,
+    dvr_flows,
+    dvr_macs,
 )
 from nodetrace.neutron.ovs_firewall import NO_IPTABLES, native_firewall_flows, uses_native_firewall
 from nodetrace.neutron.scenario import Network, NetworkType, Node, Port, Scenario
@@ -64,7 +71,14 @@ class NodeState:
     flows: tuple[Flow, ...]
     firewall: NodeFirewall
     routers: tuple[l3_agent.RouterState, ...] = ()
-    """The L3 agent's legacy routers on this node."""
+    """The L3 agent's routers on this node: legacy ones, then distributed ones."""
+    fip_namespaces: tuple[dvr_router.FipNamespace, ...] = ()
+    """The L3 agent's ``fip-`` namespaces (distributed routers with floating IPs)."""
+    snat_routers: tuple[l3_agent.RouterState, ...] = ()
+    """The ``snat-`` namespaces of the distributed routers scheduled here (``dvr_snat``)."""
+    dvr_mac: str | None = None
+    """The node's DVR MAC when the OVS agent runs distributed (derived: see
+    :func:`~nodetrace.neutron.ovs_agent_dvr.dvr_macs`)."""
 
     @property
     def name(self) -> str:
@@ -75,6 +89,13 @@ class NodeState:
         """The OVS bridges of the node: br-ex too when a router has its gateway here."""
         extra = (l3_agent.BR_EX,) if any(p.bridge == l3_agent.BR_EX for p in self.ovs_ports) else ()
         return BRIDGES + extra
+
+    def dvr_namespaces_text(self) -> str:
+        """The snat and fip namespaces as ``lab generate --what routers`` prints them, after
+        the routers."""
+        return "".join(l3_agent.describe(r) for r in self.snat_routers) + "".join(
+            dvr_router.describe_fip(f) for f in self.fip_namespaces
+        )
 
     def vm_port(self, name_or_id: str) -> VmPort:
         for vp in self.vm_ports:
@@ -131,8 +152,8 @@ def generate_node(
     node = scenario.node(node_name)
     cookie = node_cookie(scenario, node_name) if cookie is None else cookie
     ports = scenario.ports_on(node_name)
-    has_vlan = any(n_.type is NetworkType.VLAN and not n_.external for n_ in scenario.networks)
-    on_routers = router_networks(scenario.routers, node_name)
+    has_vlan = any(n_.type.is_provider and not n_.external for n_ in scenario.networks)
+    on_routers = router_networks(scenario.routers, node_name, scenario.nodes, scenario.ports)
     tunnel_types = scenario.tunnel_types
 
     local: list[LocalNetwork] = []
@@ -229,6 +250,52 @@ def generate_node(
         agent.br_tun_flows(flows, local, tunnels, patch_int_ofport=patch_int.ofport)
     agent.br_phys_flows(flows, local, phy_ofport=phy.ofport if phy else None)
     routers = l3_agent.node_routers(scenario, node_name, lvid, add_port, flows)
+    dvr_mac = None
+    fip_namespaces: tuple[dvr_router.FipNamespace, ...] = ()
+    snat_routers: tuple[l3_agent.RouterState, ...] = ()
+    if dvr_router.distributed(scenario):
+        dvr, fip_namespaces, snat_routers = dvr_router.node_dvr_routers(
+            scenario, node_name, lvid, add_port, flows
+        )
+        # The sg- ports get the same DVR_TO_SRC_MAC flows as VM ports
+        # (_bind_centralized_snat_port_on_dvr_subnet).
+        local_ports = [(vp.network.id, vp.port.mac, vp.ofport) for vp in vm_ports]
+        local_ports += [
+            (p.network.id, p.interface.mac, p.ofport) for r in snat_routers for p in r.internal
+        ]
+        routers += dvr
+        macs = dvr_macs(scenario.name, [n_.name for n_ in scenario.nodes])
+        dvr_mac = macs[node_name]
+        patch_tun = next((p for p in ovs_ports if p.name == agent.PATCH_TUN), None)
+        dvr_flows(
+            flows,
+            DvrNode(
+                dvr_mac,
+                tuple(m for host, m in macs.items() if host != node_name),
+                patch_int.ofport if patch_int is not None else None,
+                patch_tun.ofport if patch_tun is not None else None,
+                tuple(
+                    DvrInterface(
+                        port.local_vlan,
+                        port.interface.mac,
+                        port.interface.ip,
+                        port.ofport,
+                        tuple(
+                            (mac, ofport)
+                            for net_id, mac, ofport in local_ports
+                            if net_id == port.network.id
+                        ),
+                        port.network.segmentation_id
+                        if port.network.type is NetworkType.VLAN
+                        else None,
+                        BR_PHYS,
+                    )
+                    for r in dvr
+                    for port in r.internal
+                ),
+                _physical_bridges(ovs_ports),
+            ),
+        )
 
     firewall = (
         NO_IPTABLES
@@ -246,7 +313,22 @@ def generate_node(
         tuple(flows.items),
         firewall,
         routers=routers,
+        fip_namespaces=fip_namespaces,
+        snat_routers=snat_routers,
+        dvr_mac=dvr_mac,
     )
+
+
+def _physical_bridges(ports: list[OvsPort]) -> tuple[PhysicalBridge, ...]:
+    """The mapped bridges with their patch pair to br-int (br-phys for VLAN networks, br-ex)."""
+    out = []
+    for bridge in (BR_PHYS, l3_agent.BR_EX):
+        int_name, phy_name = n.provider_patch_names(bridge)
+        int_port = next((p for p in ports if p.bridge == BR_INT and p.name == int_name), None)
+        phy_port = next((p for p in ports if p.bridge == bridge and p.name == phy_name), None)
+        if int_port is not None and phy_port is not None:
+            out.append(PhysicalBridge(bridge, int_port.ofport, phy_port.ofport))
+    return tuple(out)
 
 
 def generate(scenario: Scenario, *, wrap: str = n.OPENVSWITCH_WRAP) -> dict[str, NodeState]:

@@ -37,8 +37,11 @@ and the IPv4 iptables the agent writes there. Facts are from Neutron's own sourc
   the provider VLAN to the local one on what comes from ``int-br-ex``, br-ex table 0 the local
   VLAN to the provider one on what comes from ``phy-br-ex``).
 
+Distributed routers (``nodetrace.neutron.dvr_router``) reuse the ports and the rules here with
+``DvrLocalRouter``'s differences (see :func:`router_iptables`).
+
 Not generated: IPv6 (the agent's ip6tables, RA), address scopes other than the default,
-static routes, HA and DVR routers.
+static routes, HA routers.
 """
 
 from __future__ import annotations
@@ -51,13 +54,15 @@ from nodetrace.neutron import naming as n
 from nodetrace.neutron.ovs_agent import (
     BR_INT,
     LOCAL_SWITCHING,
-    OFPVID_PRESENT,
-    PACKET_RATE_LIMIT,
     FlowList,
+    LocalNetwork,
     OvsPort,
+    into_local_vlan,
+    out_of_local_vlan,
+    uplink_tag,
 )
 from nodetrace.neutron.scenario import Network, Scenario
-from nodetrace.neutron.scenario_routers import Router, RouterInterface
+from nodetrace.neutron.scenario_routers import FloatingIp, Router, RouterInterface
 
 L3_WRAP = "neutron-l3-agent"
 """``basename(argv[0])[:16]`` of ``neutron-l3-agent``: the prefix of its wrapped chains."""
@@ -132,6 +137,51 @@ class RouterPort:
 
 
 @dataclass(frozen=True, slots=True)
+class Neighbour:
+    """``ip neigh replace IP lladdr MAC dev DEVICE nud permanent`` in the router's namespace."""
+
+    device: str
+    ip: IPv4Address
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRule:
+    """``ip rule add [from SRC] [iif DEV] table TABLE priority PRIORITY``."""
+
+    priority: int
+    table: int
+    src: IPv4Address | None = None
+    src_len: int = 32
+    """The prefix length after ``src``; the agent keeps the host bits (``from 10.0.0.1/24``)."""
+    iif: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRoute:
+    """``ip route add DST via VIA dev DEVICE [table TABLE]``; ``dst`` ``"default"`` or a cidr."""
+
+    dst: str
+    via: IPv4Address
+    device: str
+    table: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FipLink:
+    """A distributed router's veth to its node's fip namespace: ``rfp-`` in the router,
+    ``fpr-`` in the fip namespace, a /31 of link-local addresses, and a permanent ARP entry on
+    each side for the other end (whose MAC the kernel picks when the veth is made)."""
+
+    rfp: str
+    fpr: str
+    rfp_ip: IPv4Address
+    fpr_ip: IPv4Address
+    mtu: int
+    fip_namespace: str
+
+
+@dataclass(frozen=True, slots=True)
 class RouterState:
     """One legacy router as the L3 agent sets it up."""
 
@@ -142,6 +192,14 @@ class RouterState:
     iptables_save: str
     """The namespace's IPv4 ruleset, as ``iptables-save`` prints it (no counters)."""
     sysctls: tuple[str, ...] = SYSCTLS
+    neighbours: tuple[Neighbour, ...] = ()
+    """Permanent ARP entries the agent writes (distributed routers)."""
+    host: str = ""
+    """The node a distributed router's copy is on (the same namespace name exists on each)."""
+    fip_link: FipLink | None = None
+    rules: tuple[PolicyRule, ...] = ()
+    routes: tuple[StaticRoute, ...] = ()
+    """Routes beyond the connected ones and :attr:`default_route`."""
 
     @property
     def ports(self) -> tuple[RouterPort, ...]:
@@ -151,7 +209,7 @@ class RouterState:
     def addresses(self) -> tuple[tuple[str, str], ...]:
         """(device, address/prefix): each port's address, then the floating IPs on ``qg-``."""
         out = [(p.device, p.cidr) for p in self.ports]
-        if self.gateway is not None:
+        if self.gateway is not None and not self.router.distributed:  # DVR: in fip- namespaces
             out += [(self.gateway.device, f"{f.address}/32") for f in self.router.floating_ips]
         return tuple(out)
 
@@ -183,25 +241,12 @@ def node_routers(
         key=lambda net_id: local_vlans[net_id],
     )
     if external:
-        _plug_br_ex(scenario, [scenario.network(e) for e in external], local_vlans, add_port, flows)
+        plug_br_ex(scenario, [scenario.network(e) for e in external], local_vlans, add_port, flows)
     states = []
     for router in routers:
 
         def plug(iface: RouterInterface, prefix: str) -> RouterPort:
-            net = scenario.network(iface.network)
-            name = device_name(prefix, iface.port_id)
-            port = add_port(
-                BR_INT,
-                name,
-                type="internal",
-                tag=local_vlans[net.id],
-                external_ids=(
-                    ("attached-mac", iface.mac),
-                    ("iface-id", iface.port_id),
-                    ("iface-status", "active"),
-                ),
-            )
-            return RouterPort(name, iface, net, local_vlans[net.id], port.ofport)
+            return plug_router_port(scenario, iface, prefix, local_vlans, add_port)
 
         internal = tuple(plug(i, INTERNAL_PREFIX) for i in router.interfaces)
         gateway = plug(router.gateway, EXTERNAL_PREFIX) if router.gateway is not None else None
@@ -210,7 +255,32 @@ def node_routers(
     return tuple(states)
 
 
-def _plug_br_ex(
+def plug_router_port(
+    scenario: Scenario,
+    iface: RouterInterface,
+    prefix: str,
+    local_vlans: Mapping[str, int],
+    add_port: AddPort,
+) -> RouterPort:
+    """``OVSInterfaceDriver._ovs_add_port``: an internal port on br-int, tagged with the
+    network's local VLAN by the OVS agent."""
+    net = scenario.network(iface.network)
+    name = device_name(prefix, iface.port_id)
+    port = add_port(
+        BR_INT,
+        name,
+        type="internal",
+        tag=local_vlans[net.id],
+        external_ids=(
+            ("attached-mac", iface.mac),
+            ("iface-id", iface.port_id),
+            ("iface-status", "active"),
+        ),
+    )
+    return RouterPort(name, iface, net, local_vlans[net.id], port.ofport)
+
+
+def plug_br_ex(
     scenario: Scenario,
     networks: list[Network],
     local_vlans: Mapping[str, int],
@@ -224,24 +294,21 @@ def _plug_br_ex(
     phy_ex = add_port(BR_EX, PHY_EX, type="patch", options=(("peer", INT_EX),))
     # One uplink per provider bridge: the lab's carries the first external network, untagged
     # (an access port of its VLAN).
-    add_port(BR_EX, EXTERNAL_NIC, tag=networks[0].segmentation_id)
+    add_port(BR_EX, EXTERNAL_NIC, tag=uplink_tag(networks[0].type, networks[0].segmentation_id))
     f = flows
     f.add(BR_INT, LOCAL_SWITCHING, 2, [f"in_port={int_ex.ofport}"], "drop")
     f.add(BR_EX, 0, 0, [], "NORMAL")
     f.add(BR_EX, 0, 2, [f"in_port={phy_ex.ofport}"], "drop")
     for net in networks:
-        lvid = local_vlans[net.id]
-        local = f"set_field:{lvid | OFPVID_PRESENT}->vlan_vid,goto_table:{PACKET_RATE_LIMIT}"
-        provider = f"set_field:{net.segmentation_id | OFPVID_PRESENT}->vlan_vid,NORMAL"
-        match = [f"in_port={int_ex.ofport}", f"dl_vlan={net.segmentation_id}"]
-        f.add(BR_INT, LOCAL_SWITCHING, 3, match, local)
-        f.add(BR_EX, 0, 4, [f"in_port={phy_ex.ofport}", f"dl_vlan={lvid}"], provider)
+        local = LocalNetwork(net.id, net.type, net.segmentation_id, local_vlans[net.id])
+        into_local_vlan(f, local, int_ofport=int_ex.ofport)
+        out_of_local_vlan(f, BR_EX, local, phy_ofport=phy_ex.ofport)
 
 
 # --- iptables ---------------------------------------------------------------------------------
 
 
-class _Tables:
+class AgentTables:
     """The agent's IPv4 tables: chains and their rules in the order they were added."""
 
     def __init__(self) -> None:
@@ -282,7 +349,7 @@ class _Tables:
         return "".join(line + "\n" for line in out)
 
 
-def _skeleton(t: _Tables) -> None:
+def manager_skeleton(t: AgentTables) -> None:
     """``IptablesManager(use_ipv6=..., namespace=...)``: shared chains and wrapped built-ins."""
     t.chains["filter"]["neutron-filter-top"] = []
     for chain in ("FORWARD", "OUTPUT"):
@@ -300,10 +367,10 @@ def _skeleton(t: _Tables) -> None:
         "neutron-postrouting-bottom",
         f'-m comment --comment "{SNAT_OUT}" -j {snat}',
     )
-    t.chain("nat", "float-snat")
+    t.add("nat", snat, f"-j {t.chain('nat', 'float-snat')}")
 
 
-def _address_scope_skeleton(t: _Tables) -> None:
+def _address_scope_skeleton(t: AgentTables) -> None:
     """``_initialize_address_scope_iptables``."""
     pre = t.chain("mangle", "PREROUTING")
     t.chain("mangle", "floatingip")
@@ -325,7 +392,7 @@ def _address_scope_skeleton(t: _Tables) -> None:
     )
 
 
-def _metadata_mark(t: _Tables) -> None:
+def _metadata_mark(t: AgentTables) -> None:
     """``initialize_metadata_iptables``: the mark; its filter DROP is emptied away later."""
     t.add(
         "mangle",
@@ -335,7 +402,7 @@ def _metadata_mark(t: _Tables) -> None:
     )
 
 
-def _gateway_rules(t: _Tables, router: Router, gateway: RouterPort | None) -> None:
+def _gateway_rules(t: AgentTables, router: Router, gateway: RouterPort | None) -> None:
     """``_handle_router_snat_rules`` (its chains emptied first, then refilled)."""
     snat = t.chain("nat", "snat")
     t.chains["nat"][snat] = []
@@ -370,7 +437,38 @@ def _gateway_rules(t: _Tables, router: Router, gateway: RouterPort | None) -> No
     )
 
 
-def _floating_ip_rules(t: _Tables, router: Router) -> None:
+def _dvr_snat_rules(t: AgentTables, rfp: str | None, floating_ips: tuple[FloatingIp, ...]) -> None:
+    """``DvrLocalRouter._handle_router_snat_rules``: nat ``POSTROUTING`` and ``snat`` emptied;
+    only with the ``rfp-`` link to the fip namespace and a floating IP on this node does it add
+    back the jump to ``float-snat`` and the rule leaving non-DNATed traffic alone
+    (``_prevent_snat_for_internal_traffic_rule``)."""
+    post = t.chain("nat", "POSTROUTING")
+    snat = t.chain("nat", "snat")
+    t.chains["nat"][post] = []
+    t.chains["nat"][snat] = []
+    if rfp is None or not floating_ips:
+        return
+    t.add("nat", snat, f"-j {t.chain('nat', 'float-snat')}")
+    t.add("nat", post, f"! -o {rfp} -m conntrack ! --ctstate DNAT -j ACCEPT")
+
+
+def _dvr_floating_ip_rules(t: AgentTables, rfp: str, floating_ips: tuple[FloatingIp, ...]) -> None:
+    """``DvrLocalRouter.floating_forward_rules``: DNAT only for what comes from ``rfp-``
+    (no OUTPUT rule), SNAT in ``float-snat``."""
+    for fip in floating_ips:
+        t.add(
+            "nat",
+            t.chain("nat", "PREROUTING"),
+            f"-d {fip.address}/32 -i {rfp} -j DNAT --to-destination {fip.fixed_ip}",
+        )
+        t.add(
+            "nat",
+            t.chain("nat", "float-snat"),
+            f"-s {fip.fixed_ip}/32 -j SNAT --to-source {fip.address}{RANDOM_FULLY}",
+        )
+
+
+def _floating_ip_rules(t: AgentTables, router: Router) -> None:
     """``process_floating_ip_nat_rules`` / ``floating_forward_rules``."""
     for fip in router.floating_ips:
         dnat = f"-d {fip.address}/32 -j DNAT --to-destination {fip.fixed_ip}"
@@ -384,22 +482,46 @@ def _floating_ip_rules(t: _Tables, router: Router) -> None:
 
 
 def _scope_rules(
-    t: _Tables, router: Router, internal: tuple[RouterPort, ...], gateway: RouterPort | None
+    t: AgentTables,
+    router: Router,
+    internal: tuple[RouterPort, ...],
+    gateway: RouterPort | None,
+    rfp: str | None = None,
 ) -> None:
     """``_add_address_scope_mark``: both ``scope`` chains emptied, then one mark (mangle) and
-    one DROP (filter) per port; the gateway gets no DROP while SNAT is on."""
+    one DROP (filter) per port; the gateway gets no DROP while SNAT is on. A distributed
+    router's external port is its ``rfp-`` device (``DvrLocalRouter._get_address_scope_mark``),
+    which is not the gateway's ``qg-`` name the DROP exemption compares with."""
     mangle = t.chain("mangle", "scope")
     flt = t.chain("filter", "scope")
     t.chains["mangle"][mangle] = []
     t.chains["filter"][flt] = []
-    for port in (*internal, *((gateway,) if gateway is not None else ())):
-        t.add("mangle", mangle, f"-i {port.device} -j MARK --set-xmark {SCOPE_MARK}")
-        if port is gateway and router.enable_snat:
+    devices = [p.device for p in internal] + ([gateway.device] if gateway is not None else [])
+    devices += [rfp] if rfp is not None else []
+    for device in devices:
+        t.add("mangle", mangle, f"-i {device} -j MARK --set-xmark {SCOPE_MARK}")
+        if gateway is not None and device == gateway.device and router.enable_snat:
             continue
-        t.add("filter", flt, f"-o {port.device} -m mark ! --mark {SCOPE_MARK} -j DROP")
+        t.add("filter", flt, f"-o {device} -m mark ! --mark {SCOPE_MARK} -j DROP")
 
 
-def _metadata_proxy_rules(t: _Tables) -> None:
+def snat_namespace_iptables(
+    router: Router, snat_ports: tuple[RouterPort, ...], gateway: RouterPort
+) -> str:
+    """A distributed router's ``snat-`` namespace (``dvr_edge_router.py``): its own iptables
+    manager, ``_initialize_address_scope_iptables``, ``_handle_router_snat_rules`` (the chains
+    emptied, ``-j float-snat``, then ``_add_snat_rules`` as a legacy router's gateway) and
+    ``process_address_scope`` over the ``sg-`` ports and ``qg-``. No metadata rules: the proxy
+    serves the ``qrouter-`` namespaces."""
+    t = AgentTables()
+    manager_skeleton(t)
+    _address_scope_skeleton(t)
+    _gateway_rules(t, router, gateway)
+    _scope_rules(t, router, snat_ports, gateway)
+    return t.render()
+
+
+def _metadata_proxy_rules(t: AgentTables) -> None:
     """``apply_metadata_nat_rules`` (metadata driver, on the router's AFTER_CREATE)."""
     inp = t.chain("filter", "INPUT")
     t.add("filter", inp, f"-m mark --mark {METADATA_ACCESS_MARK}/{ROUTER_MARK_MASK} -j ACCEPT")
@@ -413,18 +535,31 @@ def _metadata_proxy_rules(t: _Tables) -> None:
 
 
 def router_iptables(
-    router: Router, internal: tuple[RouterPort, ...], gateway: RouterPort | None
+    router: Router,
+    internal: tuple[RouterPort, ...],
+    gateway: RouterPort | None,
+    *,
+    rfp: str | None = None,
+    floating_ips: tuple[FloatingIp, ...] = (),
 ) -> str:
     """The router namespace's IPv4 ruleset, built in the agent's order of calls: the
     manager, ``RouterInfo.__init__``, then ``process()`` (internal ports, external gateway and
-    floating IPs, address scopes), then the metadata driver."""
-    t = _Tables()
-    _skeleton(t)
+    floating IPs, address scopes), then the metadata driver. A distributed router's
+    ``DvrLocalRouter`` handles its gateway's NAT differently (``neutron/agent/l3/
+    dvr_local_router.py``): ``rfp`` is its link to the fip namespace and ``floating_ips`` the
+    ones bound to this node; without them it has no NAT rules at all."""
+    t = AgentTables()
+    manager_skeleton(t)
     _address_scope_skeleton(t)
     _metadata_mark(t)
-    _gateway_rules(t, router, gateway)
-    _floating_ip_rules(t, router)
-    _scope_rules(t, router, internal, gateway)
+    if router.distributed:
+        _dvr_snat_rules(t, rfp, floating_ips)
+        if rfp is not None:
+            _dvr_floating_ip_rules(t, rfp, floating_ips)
+    else:
+        _gateway_rules(t, router, gateway)
+        _floating_ip_rules(t, router)
+    _scope_rules(t, router, internal, gateway, rfp)
     _metadata_proxy_rules(t)
     return t.render()
 
@@ -433,7 +568,12 @@ def describe(state: RouterState) -> str:
     """A router as ``lab generate --what routers`` prints it: the namespace, its sysctls,
     ports, addresses and default route as ``#`` lines, then its ``iptables-save`` text."""
     r = state.router
-    lines = [f"# {state.namespace} (router {r.name}, SNAT {'on' if r.enable_snat else 'off'})"]
+    kind = f"SNAT {'on' if r.enable_snat else 'off'}"
+    if r.distributed and state.gateway is not None:
+        kind = f"distributed: its centralised SNAT, on {state.host}"
+    elif r.distributed:
+        kind = "distributed, " + ("floating IPs through rfp-" if state.fip_link else "no gateway")
+    lines = [f"# {state.namespace} (router {r.name}, {kind})"]
     lines += [f"# sysctl {s}" for s in state.sysctls]
     for port in state.ports:
         how = f" ({port.interface.ip_derived})" if port.interface.ip_derived else ""
@@ -441,7 +581,7 @@ def describe(state: RouterState) -> str:
             f"# {port.device} {port.interface.mac} {port.cidr}{how}: br-int port {port.ofport}, "
             f"tag {port.local_vlan} (network {port.network.name})"
         )
-    if state.gateway is not None:
+    if state.gateway is not None and not r.distributed:
         lines += [
             f"# {state.gateway.device} {f.address}/32: floating IP of {f.fixed_ip}"
             for f in r.floating_ips
@@ -449,4 +589,27 @@ def describe(state: RouterState) -> str:
     route = state.default_route
     if route is not None:
         lines.append(f"# default via {route[0]} dev {route[1]} (the external subnet's first host)")
+    lines += [
+        f"# neigh {e.ip} lladdr {e.mac} dev {e.device} nud permanent" for e in state.neighbours
+    ]
+    link = state.fip_link
+    if link is not None:
+        lines += [
+            f"# {link.rfp} {link.rfp_ip}/31: veth to {link.fpr} {link.fpr_ip}/31 in "
+            f"{link.fip_namespace}, mtu {link.mtu}",
+            f"# neigh {link.fpr_ip} lladdr <MAC of {link.fpr}> dev {link.rfp} nud permanent",
+        ]
+    lines += [describe_rule(r) for r in state.rules]
+    lines += [describe_route(r) for r in state.routes]
     return "\n".join(lines) + "\n" + state.iptables_save
+
+
+def describe_rule(rule: PolicyRule) -> str:
+    what = f"from {rule.src}/{rule.src_len}" if rule.src is not None else "from all"
+    what += f" iif {rule.iif}" if rule.iif is not None else ""
+    return f"# ip rule {what} lookup {rule.table} priority {rule.priority}"
+
+
+def describe_route(route: StaticRoute) -> str:
+    table = f" table {route.table}" if route.table is not None else ""
+    return f"# ip route {route.dst} via {route.via} dev {route.device}{table}"

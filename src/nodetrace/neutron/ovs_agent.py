@@ -4,9 +4,10 @@ br-int: the dead-VLAN drop, ARP/MAC anti-spoofing tables 0/24/25 per hybrid port
 translation, and the ``0 → 58 → 59 → 60 NORMAL`` chain. br-tun: classification by in_port,
 tunnel id ↔ local VLAN (tables 3/4/6 and 22), MAC learning into table 20 (table 10 ``learn``),
 flooding to every tunnel of the network's type. The physical bridge: NORMAL plus the local VLAN
-→ segmentation id rewrite. Flows are kept in the OpenFlow 1.3 form the agent installs
-(``goto_table``, ``push_vlan``/``set_field``) and can be rendered as ``ovs-ofctl dump-flows``
-prints them in either dialect.
+→ segmentation id rewrite (a provider VLAN) or the local VLAN stripped (a flat network, whose
+untagged frames get the local VLAN pushed on their way into br-int). Flows are kept in the
+OpenFlow 1.3 form the agent installs (``goto_table``, ``push_vlan``/``set_field``) and can be
+rendered as ``ovs-ofctl dump-flows`` prints them in either dialect.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, ip_network
+from typing import assert_never
 
 from nodetrace.model.openflow_spelling import of10_actions
 from nodetrace.neutron import naming as n
@@ -184,14 +186,8 @@ def br_int_flows(
     if int_phys_ofport is not None:
         f.add(BR_INT, LOCAL_SWITCHING, 2, [f"in_port={int_phys_ofport}"], "drop")
         for net in networks:
-            if net.type is NetworkType.VLAN:
-                f.add(
-                    BR_INT,
-                    LOCAL_SWITCHING,
-                    3,
-                    [f"in_port={int_phys_ofport}", f"dl_vlan={net.segmentation_id}"],
-                    f"set_field:{net.local_vlan | OFPVID_PRESENT}->vlan_vid,goto_table:{PACKET_RATE_LIMIT}",
-                )
+            if net.type.is_provider:
+                into_local_vlan(f, net, int_ofport=int_phys_ofport)
     for plug in plugs:
         _anti_spoofing(f, plug)
     f.goto(BR_INT, LOCAL_SWITCHING, 0, [], PACKET_RATE_LIMIT)
@@ -306,14 +302,57 @@ def br_phys_flows(
         return
     f.add(BR_PHYS, 0, 2, [f"in_port={phy_ofport}"], "drop")
     for net in networks:
-        if net.type is NetworkType.VLAN:
-            f.add(
-                BR_PHYS,
-                0,
-                4,
-                [f"in_port={phy_ofport}", f"dl_vlan={net.local_vlan}"],
-                f"set_field:{net.segmentation_id | OFPVID_PRESENT}->vlan_vid,NORMAL",
+        if net.type.is_provider:
+            out_of_local_vlan(f, BR_PHYS, net, phy_ofport=phy_ofport)
+
+
+# A network on a physical bridge (``OVSNeutronAgent.provision_local_vlan``:
+# ``_local_vlan_for_vlan`` and ``_local_vlan_for_flat``) gets one flow on each side of the
+# int-br-X/phy-br-X patch: br_int.py's and br_phys.py's ``provision_local_vlan`` of the native
+# OpenFlow driver, with ``segmentation_id=None`` for a flat network.
+
+VLAN_NONE = "vlan_tci=0x0000/0x1fff"
+"""``vlan_vid=OFPVID_NONE``, as ``ovs-ofctl`` prints it: an untagged frame."""
+
+
+def into_local_vlan(flows: FlowList, net: LocalNetwork, *, int_ofport: int) -> None:
+    """br-int table 0, priority 3, on what comes from the physical bridge: a VLAN network's
+    tag becomes the local VLAN; a flat network's untagged frame gets the local VLAN pushed."""
+    local = f"set_field:{net.local_vlan | OFPVID_PRESENT}->vlan_vid,goto_table:{PACKET_RATE_LIMIT}"
+    in_port = f"in_port={int_ofport}"
+    match net.type:
+        case NetworkType.VLAN:
+            flows.add(
+                BR_INT, LOCAL_SWITCHING, 3, [in_port, f"dl_vlan={net.segmentation_id}"], local
             )
+        case NetworkType.FLAT:
+            flows.add(BR_INT, LOCAL_SWITCHING, 3, [in_port, VLAN_NONE], f"push_vlan:0x8100,{local}")
+        case NetworkType.VXLAN | NetworkType.GRE:
+            raise ValueError(f"a {net.type} network is not on a physical bridge")
+        case _ as unreachable:
+            assert_never(unreachable)
+
+
+def out_of_local_vlan(flows: FlowList, bridge: str, net: LocalNetwork, *, phy_ofport: int) -> None:
+    """The physical bridge's table 0, priority 4, on what comes from br-int: the local VLAN
+    becomes the provider VLAN, or is stripped for a flat network; then NORMAL."""
+    match net.type:
+        case NetworkType.VLAN:
+            actions = f"set_field:{net.segmentation_id | OFPVID_PRESENT}->vlan_vid,NORMAL"
+        case NetworkType.FLAT:
+            actions = "pop_vlan,NORMAL"
+        case NetworkType.VXLAN | NetworkType.GRE:
+            raise ValueError(f"a {net.type} network is not on a physical bridge")
+        case _ as unreachable:
+            assert_never(unreachable)
+    flows.add(bridge, 0, 4, [f"in_port={phy_ofport}", f"dl_vlan={net.local_vlan}"], actions)
+
+
+def uplink_tag(net_type: NetworkType, segmentation_id: int) -> int | None:
+    """The tag of a provider bridge's uplink in the lab: an access port of a VLAN network's id
+    (the lab's kernel has no VLAN devices to untag it); none for a flat network, whose frames
+    are untagged on the wire anyway."""
+    return None if net_type is NetworkType.FLAT else segmentation_id
 
 
 def tunnel_options(local_ip: str, remote_ip: str) -> tuple[tuple[str, str], ...]:

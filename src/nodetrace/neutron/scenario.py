@@ -72,13 +72,25 @@ class NetworkType(StrEnum):
     VXLAN = "vxlan"
     GRE = "gre"
     VLAN = "vlan"
+    FLAT = "flat"
+    """A provider network without a segment: untagged frames on its physical network."""
 
     @property
     def is_tunnel(self) -> bool:
-        return self is not NetworkType.VLAN
+        return self in (NetworkType.VXLAN, NetworkType.GRE)
+
+    @property
+    def is_provider(self) -> bool:
+        """On a physical network's bridge (VLAN or flat), not in a tunnel."""
+        return not self.is_tunnel
 
 
-_MTU = {NetworkType.VXLAN: 1450, NetworkType.GRE: 1458, NetworkType.VLAN: 1500}
+_MTU = {
+    NetworkType.VXLAN: 1450,
+    NetworkType.GRE: 1458,
+    NetworkType.VLAN: 1500,
+    NetworkType.FLAT: 1500,
+}
 """Neutron's network MTU on a 1500-byte underlay (IPv4 outer headers)."""
 
 _SEGMENT_RANGE = {
@@ -86,6 +98,15 @@ _SEGMENT_RANGE = {
     NetworkType.GRE: (1, 2**32 - 1),
     NetworkType.VLAN: (1, 4094),
 }
+"""Valid segmentation ids; a flat network has none."""
+
+NO_SEGMENT = 0
+"""``Network.segmentation_id`` of a flat network (Neutron's ``provider:segmentation_id`` is
+null there; 0 is no valid id of any type, so no flow or tag can take it for one)."""
+PHYSNET = "physnet1"
+"""The physical network of the lab's provider networks, on br-phys."""
+EXTERNAL_PHYSNET = "external"
+"""The physical network of external networks, on br-ex (``bridge_mappings``)."""
 
 
 class FirewallDriver(StrEnum):
@@ -123,12 +144,21 @@ class Network:
     id: str
     type: NetworkType
     segmentation_id: int
+    """VNI, GRE key or VLAN id; :data:`NO_SEGMENT` for a flat network."""
     cidr: IPNetwork | None
     mtu: int
     ipv6_cidr: IPv6Network | None = None
     """A second (IPv6) subnet, for dual-stack networks."""
     external: bool = False
     """An external (provider) network on br-ex, where routers have their gateway port."""
+
+    @property
+    def physical_network(self) -> str | None:
+        """``provider:physical_network``: where a VLAN or flat network's frames go out (a
+        tunnel network has none)."""
+        if self.type.is_tunnel:
+            return None
+        return EXTERNAL_PHYSNET if self.external else PHYSNET
 
     def subnet(self, version: int) -> IPNetwork | None:
         """The network's subnet of one IP version, if it has one."""
@@ -414,7 +444,7 @@ def _read_nodes(doc: Mapping[str, Any], problems: _Problems) -> list[Node]:
     names: set[str] = set()
     used_ips: set[IPv4Address] = set()
     for i, e in enumerate(_entries(doc, "nodes", problems)):
-        e.check_keys(("name", "underlay_ip"))
+        e.check_keys(("name", "underlay_ip", "agent_mode"))  # agent_mode: scenario_routers
         name = _name(e, names)
         ip_text = e.text("underlay_ip")
         ip = DEFAULT_UNDERLAY.network_address + (i + 1)
@@ -444,15 +474,9 @@ def _read_networks(doc: Mapping[str, Any], problems: _Problems) -> list[Network]
             ("name", "id", "type", "segmentation_id", "cidr", "ipv6_cidr", "mtu", "external")
         )
         name = _name(e, names)
-        net_type = e.choice("type", NetworkType.VXLAN, "vxlan, gre or vlan", required=True)
-        seg_value = e.integer("segmentation_id", required=True)
-        seg = 1 if seg_value is None else seg_value
-        low, high = _SEGMENT_RANGE[net_type]
-        if not low <= seg <= high:
-            e.error(f"segmentation_id {seg}: a {net_type} id must be in {low}..{high}")
-        if (net_type, seg) in segments:
-            e.error(f"{net_type} segmentation_id {seg} is used twice")
-        segments.add((net_type, seg))
+        net_type = e.choice("type", NetworkType.VXLAN, "vxlan, gre, vlan or flat", required=True)
+        external = e.flag("external", False)
+        seg = _segment(e, net_type, external, segments)
         cidr = e.network("cidr")
         mtu_value = e.integer("mtu")
         mtu = _MTU[net_type] if mtu_value is None else mtu_value
@@ -462,13 +486,41 @@ def _read_networks(doc: Mapping[str, Any], problems: _Problems) -> list[Network]
         cidr6 = parsed6 if isinstance(parsed6, IPv6Network) else None
         if parsed6 is not None and cidr6 is None:
             e.error(f"ipv6_cidr {e.text('ipv6_cidr')!r}: not an IPv6 network")
-        external = e.flag("external", False)
-        if external and net_type is not NetworkType.VLAN:
-            e.error("an external network must be of type vlan (a provider VLAN on br-ex)")
+        if external and not net_type.is_provider:
+            e.error(
+                "an external network must be of type vlan or flat (a provider network on br-ex)"
+            )
         networks.append(
             Network(name, _id(e, "network", name), net_type, seg, cidr, mtu, cidr6, external)
         )
     return networks
+
+
+def _segment(
+    e: _Entry, net_type: NetworkType, external: bool, segments: set[tuple[NetworkType, int]]
+) -> int:
+    """The network's segmentation id, checked against its type and the other networks'.
+
+    A flat network has none, and a physical network carries at most one flat network (its
+    untagged frames), as ML2's flat type driver allows."""
+    if net_type is NetworkType.FLAT:
+        if "segmentation_id" in e.data:
+            e.error("a flat network has no segmentation_id (its frames go out untagged)")
+        where = 1 if external else 0  # one flat network per physical network
+        if (net_type, where) in segments:
+            physnet = EXTERNAL_PHYSNET if external else PHYSNET
+            e.error(f"physical network {physnet} already carries a flat network")
+        segments.add((net_type, where))
+        return NO_SEGMENT
+    seg_value = e.integer("segmentation_id", required=True)
+    seg = 1 if seg_value is None else seg_value
+    low, high = _SEGMENT_RANGE[net_type]
+    if not low <= seg <= high:
+        e.error(f"segmentation_id {seg}: a {net_type} id must be in {low}..{high}")
+    if (net_type, seg) in segments:
+        e.error(f"{net_type} segmentation_id {seg} is used twice")
+    segments.add((net_type, seg))
+    return seg
 
 
 _RULE_KEYS = (

@@ -45,7 +45,7 @@ STDERR_KEEP = 4000
 SYSCTL_PATTERN = (
     r"^net\.(bridge\.bridge-nf-[a-z0-9-]+"
     r"|ipv4\.ip_forward"
-    r"|ipv4\.conf\.[^.]+\.(rp_filter|forwarding|accept_local|arp_ignore)"
+    r"|ipv4\.conf\.[^.]+\.(rp_filter|forwarding|accept_local|arp_ignore|proxy_arp)"
     r"|ipv6\.conf\.(all|default)\.forwarding"
     r"|netfilter\.nf_log_all_netns"
     r"|netfilter\.nf_conntrack_tcp_loose"
