@@ -26,12 +26,11 @@ from nodetrace.engine.walk_adapters import engines_for
 from nodetrace.lab.build import lab_down, lab_up
 from nodetrace.lab.capture import KernelTraceLog
 from nodetrace.lab.ledger import Ledger
-from nodetrace.lab.node import netlink
 from nodetrace.lab.ovs import OvsInstance
 from nodetrace.lab.resources import Resources
 from nodetrace.lab.router import OUTSIDE_IFNAME, outside_netns, router_netns
 from nodetrace.lab.run import run
-from nodetrace.lab.send import Wire, frame_bytes, packet_from_frame
+from nodetrace.lab.send import Wire
 from nodetrace.lab.state import LabDir, LabInfo
 from nodetrace.model.packet import ETH_TYPE_ARP, ETH_TYPE_IPV4, IPProto, Packet
 from nodetrace.model.snapshot import Snapshot
@@ -44,16 +43,12 @@ from nodetrace.render.kernel_trace import render_kernel_walk
 from nodetrace.snapshot.collect import Options, collect
 from nodetrace.snapshot.load import load
 from tests.conftest import lab_unavailable, unique
+from tests.lab.router_bed import Host, icmp, mac_of
+from tests.lab.router_bed import send as send_frame
 
 SCENARIO = Path(__file__).parents[2] / "src/nodetrace/examples/scenarios/legacy-router.toml"
 NODE = "aio1"
 INTERNET = "8.8.8.8"
-
-
-@dataclass(frozen=True)
-class _Host:
-    netns: str
-    ifname: str = "eth0"
 
 
 @dataclass
@@ -90,8 +85,8 @@ class RouterLab:
 
     def send(
         self,
-        sender: _Host,
-        receiver: _Host,
+        sender: Host,
+        receiver: Host,
         packet: Packet,
         arrived: Callable[[Packet], bool] | None = None,
     ) -> tuple[list[Packet], list[str]]:
@@ -100,18 +95,13 @@ class RouterLab:
         the TRACE lines the node and the router's namespace logged for the packet sent (not for
         any answer)."""
         self.log.records()
-        seen = _send(sender, receiver, packet, arrived or (lambda p: p.ip_id == packet.ip_id))
+        seen = send_frame(sender, receiver, packet, arrived or (lambda p: p.ip_id == packet.ip_id))
         devices = {i.name for i in self.snap.topology.interfaces}
         tail = " TYPE=8 " if packet.nw_proto == IPProto.ICMP else f" SPT={packet.tp_src} "
         # Its own header, not one quoted inside an ICMP error ("[SRC=... ]").
         mine = re.compile(rf"^[^\[]* TTL=\d+ ID={packet.ip_id} [^\[]*{tail}")
         lines = [line for line in self.log.lines(devices=devices, settle=0.1) if mine.search(line)]
         return seen, lines
-
-
-def _mac(netns: str, ifname: str) -> str:
-    with netlink(netns) as nl:
-        return str(nl.get_links(nl.link_lookup(ifname=ifname)[0])[0].get_attr("IFLA_ADDRESS"))
 
 
 @pytest.fixture(scope="module")
@@ -151,33 +141,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterLab]:
         assert not result.problems, result.problems
 
 
-def _icmp(src_mac: str, dst_mac: str, src: str, dst: str) -> Packet:
-    ident = int(time.monotonic_ns() % 60000) + 1
-    return Packet(
-        dl_src=src_mac, dl_dst=dst_mac, dl_type=ETH_TYPE_IPV4, nw_src=ip_address(src),
-        nw_dst=ip_address(dst), nw_proto=IPProto.ICMP, nw_ttl=64, icmp_type=8, icmp_code=0,
-        icmp_id=ident, icmp_seq=1, ip_id=ident,
-    )  # fmt: skip
-
-
-def _send(
-    sender: _Host, receiver: _Host, packet: Packet, arrived: Callable[[Packet], bool]
-) -> list[Packet]:
-    """Send ``packet`` from ``sender``; the IP packets reaching ``receiver`` that ``arrived``
-    accepts."""
-    with Wire.open(sender) as tx, Wire.open(receiver) as rx:
-        rx.drain()
-        tx.send(frame_bytes(packet))
-        seen: list[Packet] = []
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and not seen:
-            for frame in rx.receive(timeout=0.2):
-                p = packet_from_frame(frame.data)
-                if p is not None and arrived(p):
-                    seen.append(p)
-    return seen
-
-
 def _nat_rule(trace: Trace, target: str) -> str:
     """The text of the one ``target`` (SNAT/DNAT) rule the walk applied in the router."""
     texts = [
@@ -196,8 +159,8 @@ def _last_device(trace: Trace) -> str:
 @pytest.mark.lab
 def test_vm_to_the_internet_leaves_snat_to_the_gateway_address(lab: RouterLab) -> None:
     vm = lab.info.vm("db1")
-    packet = _icmp(vm.mac, lab.qr_mac("db1"), str(lab.vm_ip("db1")), INTERNET)
-    seen, lines = lab.send(_Host(vm.netns), _Host(lab.outside_ns, OUTSIDE_IFNAME), packet)
+    packet = icmp(vm.mac, lab.qr_mac("db1"), str(lab.vm_ip("db1")), INTERNET)
+    seen, lines = lab.send(Host(vm.netns), Host(lab.outside_ns, OUTSIDE_IFNAME), packet)
     trace = lab.walk(packet, FromInterface(lab.tap("db1")))
     gateway = lab.router.gateway
     assert gateway is not None
@@ -213,9 +176,9 @@ def test_vm_to_the_internet_leaves_snat_to_the_gateway_address(lab: RouterLab) -
 def test_a_packet_with_ttl_1_dies_in_the_router(lab: RouterLab) -> None:
     vm = lab.info.vm("db1")
     packet = dataclasses.replace(
-        _icmp(vm.mac, lab.qr_mac("db1"), str(lab.vm_ip("db1")), INTERNET), nw_ttl=1
+        icmp(vm.mac, lab.qr_mac("db1"), str(lab.vm_ip("db1")), INTERNET), nw_ttl=1
     )
-    answers, lines = lab.send(_Host(vm.netns), _Host(vm.netns), packet, lambda p: p.icmp_type == 11)
+    answers, lines = lab.send(Host(vm.netns), Host(vm.netns), packet, lambda p: p.icmp_type == 11)
     trace = lab.walk(packet, FromInterface(lab.tap("db1")))
     # The router answers time-exceeded from its interface on db1's network; nothing leaves.
     router_ip = next(p.interface.ip for p in lab.router.internal if p.network.name == "db")
@@ -228,8 +191,8 @@ def test_a_packet_with_ttl_1_dies_in_the_router(lab: RouterLab) -> None:
 @pytest.mark.lab
 def test_vm_with_a_floating_ip_leaves_with_that_address(lab: RouterLab) -> None:
     vm = lab.info.vm("web1")
-    packet = _icmp(vm.mac, lab.qr_mac("web1"), str(lab.vm_ip("web1")), INTERNET)
-    seen, lines = lab.send(_Host(vm.netns), _Host(lab.outside_ns, OUTSIDE_IFNAME), packet)
+    packet = icmp(vm.mac, lab.qr_mac("web1"), str(lab.vm_ip("web1")), INTERNET)
+    seen, lines = lab.send(Host(vm.netns), Host(lab.outside_ns, OUTSIDE_IFNAME), packet)
     trace = lab.walk(packet, FromInterface(lab.tap("web1")))
     fip = lab.router.router.floating_ips[0].address
     assert [p.nw_src for p in seen] == [fip]
@@ -244,10 +207,10 @@ def test_outside_to_the_floating_ip_reaches_the_vm(lab: RouterLab) -> None:
     gateway = lab.router.gateway
     assert gateway is not None
     fip = lab.router.router.floating_ips[0]
-    src_mac = _mac(lab.outside_ns, OUTSIDE_IFNAME)
-    packet = _icmp(src_mac, gateway.interface.mac, INTERNET, str(fip.address))
+    src_mac = mac_of(lab.outside_ns, OUTSIDE_IFNAME)
+    packet = icmp(src_mac, gateway.interface.mac, INTERNET, str(fip.address))
     web1 = lab.info.vm("web1")
-    seen, lines = lab.send(_Host(lab.outside_ns, OUTSIDE_IFNAME), _Host(web1.netns), packet)
+    seen, lines = lab.send(Host(lab.outside_ns, OUTSIDE_IFNAME), Host(web1.netns), packet)
     tap = lab.tap("web1")
     trace = lab.walk(packet, FromInterface(EXTERNAL_NIC), ToDevice(tap))
     assert [(str(p.nw_src), p.nw_dst) for p in seen] == [(INTERNET, fip.fixed_ip)]
@@ -262,8 +225,8 @@ def test_outside_to_the_floating_ip_reaches_the_vm(lab: RouterLab) -> None:
 @pytest.mark.lab
 def test_vm_to_vm_across_the_router_is_not_natted(lab: RouterLab) -> None:
     db1, web1 = lab.info.vm("db1"), lab.info.vm("web1")
-    packet = _icmp(db1.mac, lab.qr_mac("db1"), str(lab.vm_ip("db1")), str(lab.vm_ip("web1")))
-    seen, lines = lab.send(_Host(db1.netns), _Host(web1.netns), packet)
+    packet = icmp(db1.mac, lab.qr_mac("db1"), str(lab.vm_ip("db1")), str(lab.vm_ip("web1")))
+    seen, lines = lab.send(Host(db1.netns), Host(web1.netns), packet)
     tap = lab.tap("web1")
     trace = lab.walk(packet, FromInterface(lab.tap("db1")), ToDevice(tap))
     assert [(p.nw_src, p.nw_dst) for p in seen] == [(packet.nw_src, packet.nw_dst)]
@@ -310,7 +273,7 @@ def test_metadata_requests_are_redirected_to_the_routers_proxy_port(lab: RouterL
         tcp_window=64240,
     )  # fmt: skip
     answers, lines = lab.send(
-        _Host(vm.netns), _Host(vm.netns), packet, lambda p: p.tp_dst == packet.tp_src
+        Host(vm.netns), Host(vm.netns), packet, lambda p: p.tp_dst == packet.tp_src
     )
     trace = lab.walk(packet, FromInterface(lab.tap("web1")))
     # The lab's metadata proxy listens on 9697 (nodetrace.lab.metadata): it accepts, and
@@ -362,7 +325,7 @@ def _arp_answered(lab: RouterLab, vm: str, tpa: IPv4Address) -> tuple[bool, Trac
         dl_src=info.mac, dl_dst="ff:ff:ff:ff:ff:ff", dl_type=ETH_TYPE_ARP, arp_op=1,
         arp_spa=spa, arp_tpa=tpa, arp_sha=info.mac, arp_tha="00:00:00:00:00:00",
     )  # fmt: skip
-    with Wire.open(_Host(info.netns)) as wire:
+    with Wire.open(Host(info.netns)) as wire:
         wire.drain()
         wire.send(bytes(frame))
         replies = [
