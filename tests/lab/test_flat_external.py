@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
@@ -25,12 +25,10 @@ from nodetrace.engine.walk_adapters import engines_for
 from nodetrace.lab.build import lab_down, lab_up
 from nodetrace.lab.capture import KernelTraceLog
 from nodetrace.lab.ledger import Ledger
-from nodetrace.lab.node import netlink
 from nodetrace.lab.ovs import OvsInstance
 from nodetrace.lab.resources import Resources
 from nodetrace.lab.router import OUTSIDE_IFNAME, outside_netns, router_netns
 from nodetrace.lab.run import run
-from nodetrace.lab.send import Wire, frame_bytes, packet_from_frame
 from nodetrace.lab.state import LabDir, LabInfo
 from nodetrace.model.packet import ETH_TYPE_IPV4, IPProto, Packet
 from nodetrace.model.snapshot import Snapshot
@@ -44,15 +42,11 @@ from nodetrace.render.kernel_trace import render_kernel_walk
 from nodetrace.snapshot.collect import Options, collect
 from nodetrace.snapshot.load import load
 from tests.conftest import lab_unavailable, unique
+from tests.lab.router_bed import Host, mac_of
+from tests.lab.router_bed import send as send_frame
 
 SCENARIO = Path(__file__).parents[2] / "src/nodetrace/examples/scenarios/flat-external.toml"
 INTERNET = "8.8.8.8"
-
-
-@dataclass(frozen=True)
-class _Host:
-    netns: str
-    ifname: str = "eth0"
 
 
 @dataclass
@@ -80,21 +74,16 @@ class FlatLab:
         return walk(snap, request, engines_for(snap), switch=snap.ovs)
 
     def send(
-        self, sender: _Host, receiver: _Host, packet: Packet, node: str
+        self, sender: Host, receiver: Host, packet: Packet, node: str
     ) -> tuple[list[Packet], list[str]]:
         """What reached ``receiver`` (the packet itself, known by its IP ID, after any NAT),
         and the TRACE lines ``node`` (and the router's namespace) logged for it."""
         self.log.records()
-        seen = _send(sender, receiver, packet, lambda p: p.ip_id == packet.ip_id)
+        seen = send_frame(sender, receiver, packet, lambda p: p.ip_id == packet.ip_id)
         devices = {i.name for i in self.snaps[node].topology.interfaces}
         mine = re.compile(rf"^[^\[]* TTL=\d+ ID={packet.ip_id} [^\[]* TYPE=8 ")
         lines = [line for line in self.log.lines(devices=devices, settle=0.1) if mine.search(line)]
         return seen, lines
-
-
-def _mac(netns: str, ifname: str) -> str:
-    with netlink(netns) as nl:
-        return str(nl.get_links(nl.link_lookup(ifname=ifname)[0])[0].get_attr("IFLA_ADDRESS"))
 
 
 @pytest.fixture(scope="module")
@@ -150,22 +139,6 @@ def _icmp(src_mac: str, dst_mac: str, src: str, dst: str) -> Packet:
         nw_dst=ip_address(dst), nw_proto=IPProto.ICMP, nw_ttl=64, icmp_type=8, icmp_code=0,
         icmp_id=ident, icmp_seq=1, ip_id=ident,
     )  # fmt: skip
-
-
-def _send(
-    sender: _Host, receiver: _Host, packet: Packet, arrived: Callable[[Packet], bool]
-) -> list[Packet]:
-    with Wire.open(sender) as tx, Wire.open(receiver) as rx:
-        rx.drain()
-        tx.send(frame_bytes(packet))
-        seen: list[Packet] = []
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and not seen:
-            for frame in rx.receive(timeout=0.2):
-                p = packet_from_frame(frame.data)
-                if p is not None and arrived(p):
-                    seen.append(p)
-    return seen
 
 
 def _stripped(trace: Trace, bridge: str) -> bool:
@@ -224,7 +197,7 @@ def test_vm_to_the_internet_leaves_snat_untagged_on_the_flat_network(lab: FlatLa
     vm = lab.info.vm("web2")
     qr = lab.router.internal[0].interface.mac
     packet = _icmp(vm.mac, qr, str(ip), INTERNET)
-    seen, lines = lab.send(_Host(vm.netns), _Host(lab.outside_ns, OUTSIDE_IFNAME), packet, node)
+    seen, lines = lab.send(Host(vm.netns), Host(lab.outside_ns, OUTSIDE_IFNAME), packet, node)
     trace = lab.walk(node, packet, tap)
     gateway = lab.router.gateway
     assert gateway is not None
@@ -247,10 +220,10 @@ def test_outside_to_the_floating_ip_comes_in_untagged_and_reaches_the_vm(lab: Fl
     assert gateway is not None
     fip = lab.router.router.floating_ips[0]
     node, _, tap = lab.port("web1")
-    src_mac = _mac(lab.outside_ns, OUTSIDE_IFNAME)
+    src_mac = mac_of(lab.outside_ns, OUTSIDE_IFNAME)
     packet = _icmp(src_mac, gateway.interface.mac, INTERNET, str(fip.address))
     web1 = lab.info.vm("web1")
-    seen, lines = lab.send(_Host(lab.outside_ns, OUTSIDE_IFNAME), _Host(web1.netns), packet, node)
+    seen, lines = lab.send(Host(lab.outside_ns, OUTSIDE_IFNAME), Host(web1.netns), packet, node)
     trace = lab.walk(node, packet, EXTERNAL_NIC, tap)
     assert [(str(p.nw_src), p.nw_dst) for p in seen] == [(INTERNET, fip.fixed_ip)]
     assert trace.outcome is Outcome.DELIVERED, trace.reason
@@ -266,7 +239,7 @@ def test_vms_on_a_flat_provider_network_meet_over_the_physical_network(lab: Flat
     node2, ip2, tap2 = lab.port("prov2")
     prov1, prov2 = lab.info.vm("prov1"), lab.info.vm("prov2")
     packet = _icmp(prov1.mac, prov2.mac, str(ip1), str(ip2))
-    seen, lines = lab.send(_Host(prov1.netns), _Host(prov2.netns), packet, node1)
+    seen, lines = lab.send(Host(prov1.netns), Host(prov2.netns), packet, node1)
     assert [(p.nw_src, p.nw_dst) for p in seen] == [(ip1, ip2)]
     # Out of net1: br-phys strips the local VLAN and hands the frame to the underlay NIC.
     out = lab.walk(node1, packet, tap1)

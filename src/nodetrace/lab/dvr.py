@@ -16,9 +16,9 @@ from ipaddress import IPv4Address
 
 from pyroute2.netlink.rtnl import ndmsg
 
-from nodetrace.lab.node import netlink, sysctl
+from nodetrace.lab.node import link_index, netlink, sysctl
 from nodetrace.lab.resources import Resources
-from nodetrace.lab.run import CommandError, run
+from nodetrace.lab.run import run
 from nodetrace.neutron.dvr_router import FipNamespace
 from nodetrace.neutron.generate import NodeState
 from nodetrace.neutron.l3_agent import FipLink, PolicyRule, StaticRoute
@@ -31,15 +31,8 @@ def fip_netns(lab: str, node: str, fip: FipNamespace) -> str:
     return f"{lab}-{node}-{fip.namespace}"
 
 
-def _index(nl: object, ifname: str) -> int:
-    found = nl.link_lookup(ifname=ifname)  # type: ignore[attr-defined]
-    if not found:
-        raise CommandError(f"interface {ifname} did not appear")
-    return int(found[0])
-
-
 def _mac(nl: object, ifname: str) -> str:
-    link = nl.get_links(_index(nl, ifname))[0]  # type: ignore[attr-defined]
+    link = nl.get_links(link_index(nl, ifname))[0]  # type: ignore[attr-defined]
     return str(link.get_attr("IFLA_ADDRESS"))
 
 
@@ -66,7 +59,7 @@ def build_fip_namespaces(
             *fip.sysctls,
         )
         with netlink(netns) as nl:
-            idx = _index(nl, fip.device)
+            idx = link_index(nl, fip.device)
             nl.link("set", index=idx, address=fip.gateway.mac, mtu=fip.network.mtu, state="up")
             nl.addr("add", index=idx, address=str(fip.gateway.ip), prefixlen=fip.gateway.prefixlen)
             for link in fip.links:
@@ -88,7 +81,7 @@ def _move(device: str, from_netns: str, to_netns: str) -> None:
     fd = os.open(f"/run/netns/{to_netns}", os.O_RDONLY)
     try:
         with netlink(from_netns) as nl:
-            nl.link("set", index=_index(nl, device), net_ns_fd=fd)
+            nl.link("set", index=link_index(nl, device), net_ns_fd=fd)
     finally:
         os.close(fd)
 
@@ -106,7 +99,7 @@ def _link(link: FipLink, fip_ns: str, fip_nl: object, router_nl: object) -> None
     ends = ((router_nl, link.rfp, link.rfp_ip), (fip_nl, link.fpr, link.fpr_ip))
     macs = {}
     for nl, ifname, ip in ends:
-        idx = _index(nl, ifname)
+        idx = link_index(nl, ifname)
         nl.link("set", index=idx, mtu=link.mtu, state="up")  # type: ignore[attr-defined]
         nl.addr("add", index=idx, address=str(ip), prefixlen=31)  # type: ignore[attr-defined]
         macs[ifname] = _mac(nl, ifname)
@@ -116,7 +109,7 @@ def _link(link: FipLink, fip_ns: str, fip_nl: object, router_nl: object) -> None
 
 def _neighbour(nl: object, ifname: str, ip: IPv4Address, mac: str) -> None:
     nl.neigh(  # type: ignore[attr-defined]
-        "add", dst=str(ip), lladdr=mac, ifindex=_index(nl, ifname), state=PERMANENT
+        "add", dst=str(ip), lladdr=mac, ifindex=link_index(nl, ifname), state=PERMANENT
     )
 
 
@@ -134,5 +127,5 @@ def _rules_and_routes(
         extra: dict[str, object] = {} if route.table is None else {"table": route.table}
         dst = "0.0.0.0/0" if route.dst == "default" else route.dst
         nl.route(  # type: ignore[attr-defined]
-            "add", dst=dst, gateway=str(route.via), oif=_index(nl, route.device), **extra
+            "add", dst=dst, gateway=str(route.via), oif=link_index(nl, route.device), **extra
         )

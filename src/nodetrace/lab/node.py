@@ -43,7 +43,9 @@ def netlink(netns: str) -> Iterator[Any]:
         handle.close()
 
 
-def _index(nl: Any, ifname: str) -> int:
+def link_index(nl: Any, ifname: str) -> int:
+    """The index of ``ifname`` in the namespace ``nl`` talks to; a clear error if it is not
+    there (yet)."""
     found = nl.link_lookup(ifname=ifname)
     if not found:
         raise CommandError(f"interface {ifname} did not appear")
@@ -108,7 +110,7 @@ def build_node(
     )
     with netlink(netns) as nl:
         _veth_into(nl, UNDERLAY_NIC, underlay_port, underlay_netns)
-        nl.link("set", index=_index(nl, UNDERLAY_NIC), state="up")
+        nl.link("set", index=link_index(nl, UNDERLAY_NIC), state="up")
     native = uses_native_firewall(state.scenario)
     vms = tuple(_plug_vm(res, netns, vp, lab, native=native) for vp in state.vm_ports)
     from nodetrace.lab import metadata, router  # they build on this module
@@ -117,7 +119,7 @@ def build_node(
     ovs = start_ovs(res, netns, rundir)
     _configure_ovs(ovs, state)
     with netlink(netns) as nl:
-        br = _index(nl, BR_PHYS)
+        br = link_index(nl, BR_PHYS)
         nl.addr("add", index=br, address=str(state.node.underlay_ip), prefixlen=UNDERLAY_PREFIX)
         nl.link("set", index=br, state="up")
     for bridge in state.bridges:
@@ -156,12 +158,12 @@ def _plug_vm(res: Resources, node_ns: str, vp: VmPort, lab: str, *, native: bool
         # The native OVS firewall: the tap itself is the br-int port, no qbr/qvb/qvo.
         with netlink(node_ns) as nl:
             _veth_into(nl, dev.tap, "eth0", vm_ns)
-            nl.link("set", index=_index(nl, dev.tap), mtu=mtu, state="up")
+            nl.link("set", index=link_index(nl, dev.tap), mtu=mtu, state="up")
     else:
         _hybrid_plug(node_ns, vm_ns, vp)
     addresses = [_with_prefix(ip, vp) for ip in port.fixed_ips]
     with netlink(vm_ns) as nl:
-        eth = _index(nl, "eth0")
+        eth = link_index(nl, "eth0")
         nl.link("set", index=eth, address=port.mac, mtu=mtu)
         for ip, plen in addresses:
             nl.addr("add", index=eth, address=ip, prefixlen=plen)
@@ -180,13 +182,13 @@ def _hybrid_plug(node_ns: str, vm_ns: str, vp: VmPort) -> None:
         _veth_into(nl, dev.tap, "eth0", vm_ns)
         nl.link("add", ifname=dev.qbr, kind="bridge", br_ageing_time=0)
         nl.link("add", ifname=dev.qvb, kind="veth", peer={"ifname": dev.qvo})
-        qbr = _index(nl, dev.qbr)
+        qbr = link_index(nl, dev.qbr)
         for ifname in (dev.tap, dev.qvb, dev.qvo):
-            nl.link("set", index=_index(nl, ifname), mtu=mtu)
+            nl.link("set", index=link_index(nl, ifname), mtu=mtu)
         for ifname in (dev.tap, dev.qvb):
-            nl.link("set", index=_index(nl, ifname), master=qbr)
+            nl.link("set", index=link_index(nl, ifname), master=qbr)
         for ifname in (dev.qbr, dev.tap, dev.qvb, dev.qvo):
-            nl.link("set", index=_index(nl, ifname), state="up")
+            nl.link("set", index=link_index(nl, ifname), state="up")
 
 
 def _with_prefix(ip: IPAddress, vp: VmPort) -> tuple[str, int]:

@@ -16,9 +16,9 @@ import os
 
 from pyroute2.netlink.rtnl import ndmsg
 
-from nodetrace.lab.node import netlink, sysctl, vm_netns
+from nodetrace.lab.node import link_index, netlink, sysctl, vm_netns
 from nodetrace.lab.resources import Resources
-from nodetrace.lab.run import CommandError, run
+from nodetrace.lab.run import run
 from nodetrace.neutron.generate import NodeState
 from nodetrace.neutron.l3_agent import BR_EX, EXTERNAL_NIC, RouterState
 
@@ -37,13 +37,6 @@ def router_netns(lab: str, router: RouterState) -> str:
 
 def outside_netns(lab: str, node: str) -> str:
     return f"{lab}-ext-{node}"
-
-
-def _index(nl: object, ifname: str) -> int:
-    found = nl.link_lookup(ifname=ifname)  # type: ignore[attr-defined]
-    if not found:
-        raise CommandError(f"interface {ifname} did not appear")
-    return int(found[0])
 
 
 def _netns_fd(name: str) -> int:
@@ -77,12 +70,12 @@ def plug_outside(res: Resources, state: NodeState, *, lab: str, node_netns: str)
             )
         finally:
             os.close(fd)
-        nl.link("set", index=_index(nl, EXTERNAL_NIC), state="up")
+        nl.link("set", index=link_index(nl, EXTERNAL_NIC), state="up")
     with netlink(outside) as nl:
-        eth = _index(nl, OUTSIDE_IFNAME)
+        eth = link_index(nl, OUTSIDE_IFNAME)
         for ip, plen in gateways:
             nl.addr("add", index=eth, address=str(ip), prefixlen=plen)
-        lo = _index(nl, "lo")
+        lo = link_index(nl, "lo")
         for address in INTERNET_ADDRESSES:
             nl.addr("add", index=lo, address=address, prefixlen=32)
         nl.link("set", index=eth, state="up")
@@ -111,31 +104,31 @@ def build_routers(
             fd = _netns_fd(netns)
             try:
                 for port in router.ports:
-                    nl.link("set", index=_index(nl, port.device), net_ns_fd=fd)
+                    nl.link("set", index=link_index(nl, port.device), net_ns_fd=fd)
             finally:
                 os.close(fd)
         if own:
             sysctl(netns, *own)
         with netlink(netns) as nl:
             for port in router.ports:
-                idx = _index(nl, port.device)
+                idx = link_index(nl, port.device)
                 nl.link("set", index=idx, address=port.interface.mac, mtu=port.network.mtu)
                 nl.link("set", index=idx, state="up")
             for device, cidr in router.addresses:
                 ip, plen = cidr.split("/")
-                nl.addr("add", index=_index(nl, device), address=ip, prefixlen=int(plen))
+                nl.addr("add", index=link_index(nl, device), address=ip, prefixlen=int(plen))
             for entry in router.neighbours:
                 nl.neigh(
                     "add",
                     dst=str(entry.ip),
                     lladdr=entry.mac,
-                    ifindex=_index(nl, entry.device),
+                    ifindex=link_index(nl, entry.device),
                     state=ndmsg.states["permanent"],
                 )
             route = router.default_route
             if route is not None:
                 via, device = route
-                nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=_index(nl, device))
+                nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=link_index(nl, device))
         run([f"iptables-{backend}-restore"], netns=netns, input=router.iptables_save)
         built.append(netns)
     if state.fip_namespaces or any(r.rules or r.routes for r in state.routers):
@@ -162,4 +155,4 @@ def route_vms(state: NodeState, *, lab: str) -> None:
         if via is None:
             continue
         with netlink(vm_netns(lab, vp.port.name)) as nl:
-            nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=_index(nl, "eth0"))
+            nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=link_index(nl, "eth0"))

@@ -60,11 +60,12 @@ from nodetrace.neutron.l3_agent import (
     manager_skeleton,
     namespace_name,
     plug_br_ex,
+    plug_internal_port,
     plug_router_port,
     router_iptables,
     snat_namespace_iptables,
 )
-from nodetrace.neutron.ovs_agent import BR_INT, FlowList
+from nodetrace.neutron.ovs_agent import FlowList
 from nodetrace.neutron.scenario import Network, Scenario
 from nodetrace.neutron.scenario_routers import AgentGateway, FloatingIp, Router, router_hosts
 
@@ -282,17 +283,7 @@ def _fip_namespace(
         if g.node == node and g.network == net.id
     )
     device = device_name(FIP_EXT_DEV_PREFIX, gateway.port_id)
-    port = add_port(
-        BR_INT,
-        device,
-        type="internal",
-        tag=local_vlans[net.id],
-        external_ids=(
-            ("attached-mac", gateway.mac),
-            ("iface-id", gateway.port_id),
-            ("iface-status", "active"),
-        ),
-    )
+    port = plug_internal_port(device, gateway.mac, gateway.port_id, local_vlans[net.id], add_port)
     cidr = net.cidr
     assert isinstance(cidr, IPv4Network)
     upstream = cidr.network_address + 1

@@ -262,22 +262,23 @@ def plug_router_port(
     local_vlans: Mapping[str, int],
     add_port: AddPort,
 ) -> RouterPort:
-    """``OVSInterfaceDriver._ovs_add_port``: an internal port on br-int, tagged with the
-    network's local VLAN by the OVS agent."""
+    """A router's ``qr-``/``qg-``/``sg-`` port on its network."""
     net = scenario.network(iface.network)
     name = device_name(prefix, iface.port_id)
-    port = add_port(
-        BR_INT,
-        name,
-        type="internal",
-        tag=local_vlans[net.id],
-        external_ids=(
-            ("attached-mac", iface.mac),
-            ("iface-id", iface.port_id),
-            ("iface-status", "active"),
-        ),
-    )
+    port = plug_internal_port(name, iface.mac, iface.port_id, local_vlans[net.id], add_port)
     return RouterPort(name, iface, net, local_vlans[net.id], port.ofport)
+
+
+def plug_internal_port(device: str, mac: str, port_id: str, tag: int, add_port: AddPort) -> OvsPort:
+    """``OVSInterfaceDriver._ovs_add_port``: an internal port on br-int, tagged with the
+    network's local VLAN by the OVS agent."""
+    return add_port(
+        BR_INT,
+        device,
+        type="internal",
+        tag=tag,
+        external_ids=(("attached-mac", mac), ("iface-id", port_id), ("iface-status", "active")),
+    )
 
 
 def plug_br_ex(
