@@ -17,7 +17,7 @@ from typing import Any
 from nodetrace.cli import ExamplesFormatter
 from nodetrace.errors import InputError, UsageError
 from nodetrace.neutron.generate import BRIDGES, generate_node
-from nodetrace.neutron.scenario import FirewallDriver, load_scenario
+from nodetrace.neutron.scenario import load_scenario
 
 SCENARIO = "src/nodetrace/examples/scenarios/two-nodes.toml"
 """The bundled scenario the examples use (from a source checkout)."""
@@ -72,6 +72,7 @@ examples:
 examples:
   sudo nodetrace lab fidelity --cases 100 --seed 1
   sudo nodetrace lab fidelity --cases 20 --iptables nft --report /tmp/fidelity.json
+  sudo nodetrace lab fidelity --cases 120 --seed 3 --shapes ovs-firewall,legacy-router
 """,
 }
 """Each subcommand's ``examples:`` epilog."""
@@ -197,11 +198,12 @@ def register(subparsers: Any) -> None:
     fid = add(
         "fidelity",
         help="random labs and packets: the real kernel/OVS against nodetrace's engines",
-        description="Build random 2-node labs (iptables-legacy and -nft in turn), send random "
-        "packets (allowed "
-        "and denied, new and established, same node, across the tunnel, from the underlay), "
-        "and compare what really happened with what each engine predicts from the "
-        "lab's snapshot. Exit status 1 if any engine disagreed or failed.",
+        description="Build random 2-node labs of the chosen shapes (iptables-legacy and -nft "
+        "in turn), send random packets (allowed and denied, new and established, same node, "
+        "across the tunnel, from the underlay; across a router, to and from the outside "
+        "through SNAT and floating IPs, to the metadata address), and compare what really "
+        "happened with what each engine predicts from the lab's snapshot. Exit status 1 if "
+        "any engine disagreed or failed.",
     )
     fid.add_argument("--cases", type=int, default=100, help="number of packets (default 100)")
     fid.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -214,11 +216,19 @@ def register(subparsers: Any) -> None:
         "(xtables-monitor --trace), or both in turn (default)",
     )
     fid.add_argument(
+        "--shapes",
+        default="all",
+        help="comma-separated node shapes the labs take in turn: hybrid (hybrid iptables "
+        "firewall), ovs-firewall (native OVS firewall), legacy-router (a legacy router with "
+        "SNAT and floating IPs, hybrid firewall), ovs-firewall-router (the same router, native "
+        "firewall); default all",
+    )
+    fid.add_argument(
         "--firewall",
         choices=("iptables_hybrid", "openvswitch", "both"),
-        default="iptables_hybrid",
-        help="the labs' firewall_driver: iptables_hybrid (default), openvswitch (the native "
-        "OVS firewall), or both in turn",
+        default=None,
+        help="shorthand for the router-less shapes: iptables_hybrid = --shapes hybrid, "
+        "openvswitch = --shapes ovs-firewall, both = --shapes hybrid,ovs-firewall",
     )
     fid.add_argument(
         "--report",
@@ -258,7 +268,7 @@ def run_generate(args: argparse.Namespace) -> int:
     elif args.what == "routers":
         from nodetrace.neutron.l3_agent import describe
 
-        sys.stdout.write("".join(describe(r) for r in state.routers))
+        sys.stdout.write("".join(describe(r) for r in state.routers) + state.dvr_namespaces_text())
     else:
         for p in state.ovs_ports:
             extra = f" tag={p.tag}" if p.tag is not None else ""
@@ -344,7 +354,7 @@ def run_status(args: argparse.Namespace) -> int:
         print(
             f"  iptables-{entry['iptables']}, {len(entry['namespaces'])} namespaces"
             + (f", MISSING: {', '.join(missing)}" if missing else "")
-            + f", {len(entry['daemons'])} OVS daemons"
+            + f", {len(entry['daemons'])} daemons"
             + (f", NOT RUNNING: {', '.join(map(str, dead))}" if dead else "")
         )
         for node in entry["nodes"]:
@@ -477,10 +487,19 @@ def _underlay_tunnel(probe: Any, packet: Any, to: str | None, via: str | None) -
 def run_fidelity_command(args: argparse.Namespace) -> int:
     from nodetrace.lab.build import check_prerequisites
     from nodetrace.lab.fidelity import format_report, run_fidelity
+    from nodetrace.lab.fidelity_shapes import parse_shapes
 
     if args.cases < 1 or args.per_lab < 1:
         raise UsageError("--cases and --per-lab must be at least 1")
     backends = ("legacy", "nft") if args.iptables == "both" else (args.iptables,)
+    if args.firewall is not None and args.shapes != "all":
+        raise UsageError("give --shapes or --firewall, not both")
+    by_firewall = {
+        "iptables_hybrid": "hybrid",
+        "openvswitch": "ovs-firewall",
+        "both": "hybrid,ovs-firewall",
+    }
+    shapes = parse_shapes(by_firewall[args.firewall] if args.firewall else args.shapes)
     for backend in backends:
         check_prerequisites(backend)
     report = run_fidelity(
@@ -490,12 +509,7 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
         per_scenario=args.per_lab,
         backends=backends,
         progress=lambda msg: print(f"fidelity: {msg}", file=sys.stderr),
-        firewall_drivers=tuple(
-            FirewallDriver(d)
-            for d in (
-                ("iptables_hybrid", "openvswitch") if args.firewall == "both" else (args.firewall,)
-            )
-        ),
+        shapes=shapes,
     )
     path = Path(args.report or f"nodetrace-fidelity-{args.seed}.json")
     try:

@@ -31,6 +31,7 @@ from nodetrace.engine.conntrack import (
     CtState,
     Direction,
     invert,
+    packet_tuple,
 )
 from nodetrace.engine.ipset import SetIndex
 from nodetrace.engine.netfilter_match import (
@@ -1084,10 +1085,12 @@ class NetfilterEngine:
         ctx.refresh()
         q = ctx.packet
         assert q.nw_src is not None and q.nw_dst is not None
-        # The reply tuple now points at the translated addresses (what replies will carry).
-        conn.reply = invert(
-            ConnTuple(q.nw_src, q.nw_dst, conn.orig.proto, q.tp_src or 0, q.tp_dst or 0)
+        # The reply tuple now points at the translated addresses (what replies will carry);
+        # an ICMP query's tuple is its id and type, not ports (an echo's reply is type 0).
+        translated = packet_tuple(q) or ConnTuple(
+            q.nw_src, q.nw_dst, conn.orig.proto, q.tp_src or 0, q.tp_dst or 0
         )
+        conn.reply = invert(translated)
         return Verdict.ACCEPT
 
     def _redirect_address(self, run: _Run, hook: Hook) -> IPv4Address | IPv6Address | None:

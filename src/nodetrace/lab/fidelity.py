@@ -1,12 +1,13 @@
 """The fidelity suite: random labs and packets, the real kernel and OVS against nodetrace's engines.
 
-For each random scenario a lab is built (iptables-legacy and iptables-nft in turn: TRACE in
-the kernel log, or ``xtables-monitor --trace``), each node's snapshot bundle is collected, and
-random packets are sent: allowed and denied, new and
-established (a reply after an opener), same node and across the tunnel, from VMs and from the
-underlay, some with spoofed addresses. For every packet the real outcome (which VM received it),
-the TRACE lines and ``ofproto/trace`` are recorded; each engine predicts the same from
-the snapshot, and the two are compared. The report lists agreement per engine and every
+Random labs of the chosen node shapes (:mod:`nodetrace.lab.fidelity_shapes`: the hybrid
+iptables firewall, the native OVS firewall, a legacy router) are built in turn, with the tenant
+network types (VXLAN, GRE, provider VLAN) and the iptables backends (legacy: TRACE in the
+kernel log; nft: ``xtables-monitor --trace``) rotating; each node's snapshot bundle is
+collected, and the shape's random packets are sent. For every packet the real outcome (which VM
+or outside namespace received it), the TRACE lines of every node and router namespace and
+``ofproto/trace`` are recorded; each engine predicts the same from the snapshot, and the two
+are compared. The report lists agreement per engine, iptables backend and shape, and every
 disagreement with both sides.
 """
 
@@ -18,217 +19,30 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from ipaddress import ip_interface
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nodetrace.lab.build import lab_down, lab_up
 from nodetrace.lab.fidelity_engines import ADAPTERS, Comparison, EngineAdapter, ScenarioContext
-from nodetrace.lab.observe import LabProbe, Observation, Tunnel
-from nodetrace.lab.state import LabDir, LabInfo, VmInfo
-from nodetrace.model.packet import ETH_TYPE_ARP, IPProto, Packet, TcpFlag
-from nodetrace.neutron.scenario import FirewallDriver, NetworkType, parse_scenario
+from nodetrace.lab.fidelity_plan import PlanContext, Send, plan_packets, random_scenario
+from nodetrace.lab.fidelity_shapes import SHAPES, Shape
+from nodetrace.lab.observe import LabProbe, Observation
+from nodetrace.lab.state import LabDir, LabInfo
+from nodetrace.neutron.scenario import NetworkType, parse_scenario
+
+__all__ = [
+    "BACKENDS", "CaseReport", "FidelityReport", "Send", "format_report", "plan_packets",
+    "random_scenario", "run_fidelity",
+]  # fmt: skip
 
 Progress = Callable[[str], None]
+
+_NETWORK_TYPES = (NetworkType.VXLAN, NetworkType.GRE, NetworkType.VLAN)
 
 BACKENDS = ("legacy", "nft")
 """The iptables backends the labs take in turn: legacy TRACE lines come from the kernel log,
 nft ones from ``xtables-monitor --trace``."""
-
-_TCP_PORTS = (22, 80, 443, 8080, 1500, 3306)
-_UDP_PORTS = (53, 123, 5000)
-
-
-# --- random scenarios -------------------------------------------------------------------------
-
-
-def _random_rules(rng: random.Random, groups: Sequence[str], cidr: str) -> list[str]:
-    small = cidr.replace(".0/24", ".0/28")  # covers some of the VMs (.10 to .15), not all
-    pool = [
-        f'{{ direction = "ingress", protocol = "tcp", port = {rng.choice(_TCP_PORTS)} }}',
-        '{ direction = "ingress", protocol = "tcp", port_range_min = 1000, port_range_max = 2000 }',
-        f'{{ direction = "ingress", protocol = "udp", port = {rng.choice(_UDP_PORTS)} }}',
-        '{ direction = "ingress", protocol = "icmp" }',
-        '{ direction = "ingress", protocol = "icmp", icmp_type = 8, icmp_code = 0 }',
-        f'{{ direction = "ingress", remote_group = "{rng.choice(groups)}" }}',
-        f'{{ direction = "ingress", protocol = "tcp", port = 22, remote_ip_prefix = "{small}" }}',
-        '{ direction = "ingress", protocol = "tcp", remote_ip_prefix = "192.0.2.0/24" }',
-        '{ direction = "egress", protocol = "tcp", port = 443 }',
-    ]
-    rules = rng.sample(pool, k=rng.randint(2, 4))
-    if rng.random() < 0.8:
-        rules.append('{ direction = "egress" }')
-    return rules
-
-
-def random_scenario(
-    rng: random.Random,
-    index: int,
-    tunnel: NetworkType,
-    firewall_driver: FirewallDriver = FirewallDriver.IPTABLES_HYBRID,
-) -> str:
-    """A 2-node scenario with 5 VMs on one network of type ``tunnel`` (VXLAN, GRE or a
-    provider VLAN) and three random security groups, as TOML."""
-    cidr = f"10.{60 + index % 150}.0.0/24"
-    groups = ["sga", "sgb", "sgc"]
-    lines = [f'name = "fid{index}"', ""]
-    if firewall_driver is not FirewallDriver.IPTABLES_HYBRID:
-        lines[1:1] = [f'firewall_driver = "{firewall_driver.value}"']
-    for node in ("cmp1", "cmp2"):
-        lines += ["[[nodes]]", f'name = "{node}"', ""]
-    lines += [
-        "[[networks]]",
-        'name = "net"',
-        f'type = "{tunnel.value}"',
-        f"segmentation_id = {rng.randint(100, 4000)}",  # a valid VLAN id too
-        f'cidr = "{cidr}"',
-        "",
-    ]
-    for g in groups:
-        rules = ",\n  ".join(_random_rules(rng, groups, cidr))
-        lines += ["[[security_groups]]", f'name = "{g}"', f"rules = [\n  {rules},\n]", ""]
-    for i, node in enumerate(("cmp1", "cmp1", "cmp1", "cmp2", "cmp2")):
-        lines += ["[[ports]]", f'name = "vm{i + 1}"', f'node = "{node}"', 'network = "net"']
-        if rng.random() < 0.15:
-            lines.append("port_security = false")
-        else:
-            sgs = rng.sample(groups, k=rng.choice((1, 1, 2)))
-            lines.append("security_groups = [" + ", ".join(f'"{g}"' for g in sgs) + "]")
-        lines.append("")
-    return "\n".join(lines)
-
-
-# --- random packets ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """One packet of the plan: where it is injected and why it is interesting."""
-
-    packet: Packet
-    source: str
-    kind: str
-    """``new``, ``established`` (reply to the previous opener), ``spoofed`` (source address),
-    ``arp`` (a unicast ARP reply, honest or spoofed) or ``underlay``."""
-    path: str
-    """``same-node``, ``cross-node`` or ``from-underlay``."""
-    target: str
-    tunnel: Tunnel | None = None
-    opener: bool = False
-    """Sent to set up conntrack state for the ``established`` packet that follows."""
-
-
-def _ip(vm: VmInfo) -> Any:
-    return ip_interface(vm.ips[0]).ip
-
-
-def _base_packet(rng: random.Random, src: VmInfo, dst: VmInfo, proto: str) -> Packet:
-    common: dict[str, Any] = {
-        "dl_src": src.mac,
-        "dl_dst": dst.mac,
-        "nw_src": _ip(src),
-        "nw_dst": _ip(dst),
-        "ip_id": rng.randrange(1, 0x10000),
-    }
-    if proto == "tcp":
-        return Packet(
-            **common,
-            nw_proto=IPProto.TCP,
-            tp_src=rng.randrange(32768, 61000),
-            tp_dst=rng.choice((*_TCP_PORTS, 1234, 1999)),
-            tcp_flags=TcpFlag.SYN,
-            tcp_seq=rng.randrange(1, 2**32),
-            tcp_window=64240,
-        )
-    if proto == "udp":
-        return Packet(
-            **common,
-            nw_proto=IPProto.UDP,
-            tp_src=rng.randrange(32768, 61000),
-            tp_dst=rng.choice(_UDP_PORTS),
-        )
-    return Packet(
-        **common,
-        nw_proto=IPProto.ICMP,
-        icmp_type=8,
-        icmp_code=0,
-        icmp_id=rng.randrange(1, 0x10000),
-        icmp_seq=1,
-    )
-
-
-def _reply(rng: random.Random, p: Packet) -> Packet:
-    swapped = replace(
-        p,
-        dl_src=p.dl_dst,
-        dl_dst=p.dl_src,
-        nw_src=p.nw_dst,
-        nw_dst=p.nw_src,
-        ip_id=rng.randrange(1, 0x10000),
-    )
-    if p.nw_proto == IPProto.TCP:
-        return replace(
-            swapped,
-            tp_src=p.tp_dst,
-            tp_dst=p.tp_src,
-            tcp_flags=TcpFlag.SYN | TcpFlag.ACK,
-            tcp_seq=rng.randrange(1, 2**32),
-            tcp_ack=(p.tcp_seq + 1) % 2**32,
-        )
-    if p.nw_proto == IPProto.UDP:
-        return replace(swapped, tp_src=p.tp_dst, tp_dst=p.tp_src)
-    return replace(swapped, icmp_type=0)
-
-
-def _arp_reply(src: VmInfo, dst: VmInfo, *, spoof: bool) -> Packet:
-    """A unicast ARP reply; a spoofed one claims an address that is not the sender's, which
-    OVS's anti-spoofing table drops (iptables never sees ARP)."""
-    spa = _ip(src) if not spoof else _ip(src) + 100
-    return Packet(
-        dl_src=src.mac,
-        dl_dst=dst.mac,
-        dl_type=ETH_TYPE_ARP,
-        arp_op=2,
-        arp_spa=spa,
-        arp_tpa=_ip(dst),
-        arp_sha=src.mac,
-        arp_tha=dst.mac,
-    )
-
-
-def plan_packets(rng: random.Random, info: LabInfo, count: int, network: Any) -> list[Send]:
-    """``count`` packets (openers included) over the lab's VMs."""
-    plan: list[Send] = []
-    vms = list(info.vms)
-    while len(plan) < count:
-        src, dst = rng.sample(vms, 2)
-        path = "same-node" if src.node == dst.node else "cross-node"
-        proto = rng.choice(("tcp", "tcp", "udp", "icmp"))
-        packet = _base_packet(rng, src, dst, proto)
-        roll = rng.random()
-        if roll < 0.25 and len(plan) + 2 <= count:
-            plan.append(Send(packet, src.name, "new", path, dst.name, opener=True))
-            plan.append(Send(_reply(rng, packet), dst.name, "established", path, src.name))
-        elif roll < 0.35:
-            spoofed = replace(packet, nw_src=network.cidr.network_address + rng.randrange(200, 250))
-            plan.append(Send(spoofed, src.name, "spoofed", path, dst.name))
-        elif roll < 0.42:
-            plan.append(
-                Send(
-                    _arp_reply(src, dst, spoof=rng.random() < 0.5), src.name, "arp", path, dst.name
-                )
-            )
-        elif roll < 0.55:
-            others = [n.name for n in info.nodes if n.name != dst.node]
-            tunnel = Tunnel(network.type, network.segmentation_id, others[0], dst.node)
-            remote = next((v for v in vms if v.node != dst.node), src)
-            inner = _base_packet(rng, remote, dst, proto)
-            plan.append(Send(inner, "underlay", "underlay", "from-underlay", dst.name, tunnel))
-        else:
-            plan.append(Send(packet, src.name, "new", path, dst.name))
-    return plan[:count]
-
 
 # --- running ----------------------------------------------------------------------------------
 
@@ -247,6 +61,7 @@ class CaseReport:
     backend: str
     ofproto: dict[str, str]
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shape: str = "hybrid"
 
 
 @dataclass
@@ -257,11 +72,16 @@ class FidelityReport:
     scenarios: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def agreement(self, backend: str | None = None) -> dict[str, tuple[int, int]]:
-        """(agreeing, compared) per engine, over the labs of one iptables backend or all."""
+    def agreement(
+        self, backend: str | None = None, *, shape: str | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """(agreeing, compared) per engine, over the labs of one iptables backend and one
+        shape, or all."""
         out: dict[str, tuple[int, int]] = {}
         for case in self.cases:
             if backend is not None and case.backend != backend:
+                continue
+            if shape is not None and case.shape != shape:
                 continue
             for name, cmp in case.engines.items():
                 if cmp["status"] in ("agree", "disagree"):
@@ -272,6 +92,10 @@ class FidelityReport:
     def backends(self) -> list[str]:
         """The iptables backends of the labs, in the order they first ran."""
         return list(dict.fromkeys(c.backend for c in self.cases))
+
+    def shapes(self) -> list[str]:
+        """The shapes of the labs, in the order they first ran."""
+        return list(dict.fromkeys(c.shape for c in self.cases))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -286,13 +110,16 @@ def run_fidelity(
     backends: Sequence[str] = BACKENDS,
     adapters: Sequence[EngineAdapter] | None = None,
     progress: Progress = lambda _: None,
-    firewall_drivers: Sequence[FirewallDriver] = (FirewallDriver.IPTABLES_HYBRID,),
+    shapes: Sequence[Shape] | None = None,
 ) -> FidelityReport:
     """Run ``cases`` packets over as many random labs as needed (``per_scenario`` each); the
-    labs take the network types, the iptables ``backends`` and the ``firewall_drivers`` in
-    turn."""
+    labs take the ``shapes`` (default: every one), the iptables ``backends`` and the tenant
+    network types in turn."""
     if not backends or set(backends) - set(BACKENDS):
         raise ValueError(f"backends must be some of {', '.join(BACKENDS)}")
+    shapes = tuple(SHAPES.values()) if shapes is None else tuple(shapes)
+    if not shapes:
+        raise ValueError("at least one shape is needed")
     rng = random.Random(seed)
     adapters = list(ADAPTERS if adapters is None else adapters)
     report = FidelityReport(seed)
@@ -302,16 +129,17 @@ def run_fidelity(
     done, index = 0, 0
     while done < cases:
         n = min(per_scenario, cases - done)
-        tunnel = (NetworkType.VXLAN, NetworkType.GRE, NetworkType.VLAN)[index % 3]
-        backend = backends[index % len(backends)]
-        driver = firewall_drivers[index % len(firewall_drivers)]
-        text = random_scenario(rng, index, tunnel, driver)
+        # Each shape takes the network types and the backends in turn, starting one further
+        # along than the shape before it, so that any number of labs mixes them all.
+        shape = shapes[index % len(shapes)]
+        turn = index // len(shapes) + index % len(shapes)
+        tunnel = _NETWORK_TYPES[turn % len(_NETWORK_TYPES)]
+        backend = backends[turn % len(backends)]
+        text = shape.scenario(rng, index, tunnel)
         report.scenarios.append(text)
-        shape = (
-            f"{tunnel.value}, {driver}" if driver is FirewallDriver.OPENVSWITCH else tunnel.value
-        )
-        progress(f"scenario {index} ({shape}, iptables-{backend}): {n} packets")
-        _run_scenario(report, text, index, n, rng, root, backend, adapters, progress)
+        what = f"{shape.name}, {tunnel.value}, iptables-{backend}"
+        progress(f"scenario {index} ({what}): {n} packets")
+        _run_scenario(report, text, index, n, rng, root, backend, adapters, shape)
         done += n
         index += 1
     report.seconds = round(time.monotonic() - start, 1)
@@ -327,7 +155,7 @@ def _run_scenario(
     root: str | Path | None,
     backend: str,
     adapters: Sequence[EngineAdapter],
-    progress: Progress,
+    shape: Shape,
 ) -> None:
     scenario = parse_scenario(text, source=f"fid{index}.toml")
     name = f"fid{index}-{rng.randrange(16**6):06x}"
@@ -347,9 +175,23 @@ def _run_scenario(
                     report.engines[a.name].setdefault("errors", []).append(
                         f"{scenario.name}: prepare failed: {type(err).__name__}: {err}"
                     )
-            network = scenario.networks[0]
-            for i, send in enumerate(plan_packets(rng, info, count, network)):
-                obs = probe.send(send.packet, send.source, tunnel=send.tunnel, wait=0.25)
+            plan_ctx = PlanContext(
+                scenario,
+                info,
+                probe.states,
+                {endpoint: probe.outside_mac(endpoint) for endpoint in probe.outsides},
+                probe.routers,
+                probe.node_namespaces,
+            )
+            for i, send in enumerate(shape.plan(rng, plan_ctx, count)):
+                obs = probe.send(
+                    send.packet,
+                    send.source,
+                    tunnel=send.tunnel,
+                    wait=0.25,
+                    trace_at=send.trace_at,
+                    expect=send.target,
+                )
                 case = CaseReport(
                     id=f"{scenario.name}#{i}",
                     scenario=scenario.name,
@@ -362,6 +204,7 @@ def _run_scenario(
                     trace={k: list(v) for k, v in obs.trace_lines.items()},
                     backend=backend,
                     ofproto=dict(obs.ofproto),
+                    shape=shape.name,
                 )
                 for a in adapters:
                     if a in ready:
@@ -391,7 +234,12 @@ def _snapshots(info: LabInfo, workdir: Path) -> dict[str, Path]:
         path = workdir / f"{node.name}-snapshot"
         collect(
             str(path),
-            Options(netns=node.netns, ovs_rundir=node.ovs_rundir, namespaces=(), conntrack_max=0),
+            Options(
+                netns=node.netns,
+                ovs_rundir=node.ovs_rundir,
+                namespaces=node.namespaces,
+                conntrack_max=0,
+            ),
         )
         out[node.name] = path
     return out
@@ -418,6 +266,13 @@ def format_report(report: FidelityReport) -> str:
             "{b} {}/{}".format(*per_backend[b].get(name, (0, 0)), b=b) for b in backends
         )
         lines.append(f"  {name:10} {agree}/{total} agree ({pct}){extra}  [{split}]")
+    for shape in report.shapes():
+        counts = report.agreement(shape=shape)
+        packets = sum(c.shape == shape for c in report.cases)
+        per_engine = ", ".join(
+            "{} {}/{}".format(name, *counts.get(name, (0, 0))) for name in report.engines
+        )
+        lines.append(f"  shape {shape} ({packets} packets): {per_engine}")
     for case in report.cases:
         for name, cmp in case.engines.items():
             if cmp["status"] not in ("disagree", "error"):

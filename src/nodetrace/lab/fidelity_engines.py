@@ -5,11 +5,12 @@ for each packet predicts what the real lab observed and says whether the two agr
 lab observed comes as observed traces (:mod:`nodetrace.lab.observe`), and the netfilter and
 OpenFlow predictions are compared with them step by step (:func:`nodetrace.model.trace_diff.diff`):
 
-* ``netfilter``: for each Linux bridge pass the packet really made (the ``qbr`` of the sending
-  VM, then the one of the receiving VM), the engine's steps against the kernel's: table, chain,
+* ``netfilter``: for each netfilter pass the packet really made (the ``qbr`` of the sending
+  VM, a router's namespace, then the ``qbr`` of the receiving VM), the engine's steps against
+  the kernel's: table, chain,
   kind, rule number and the devices on iptables-legacy; rule handle, verdict and the re-printed
-  rule on iptables-nft. One engine per node keeps its conntrack table across the scenario's
-  packets, as the kernel does.
+  rule on iptables-nft. One engine per node and per router namespace keeps its conntrack table
+  across the scenario's packets, as the kernel does.
 * ``openflow``: each ``ofproto/trace`` the lab ran, replayed on the same node's snapshot: the
   same lookups (bridge, table, flow, actions) in the same order and the same fate.
 * ``walk``: the whole-node walk's fate of the packet against the real one.
@@ -22,13 +23,29 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, assert_never
 
+from nodetrace.lab.fidelity_routed import (
+    ROUTER,
+    Leg,
+    NetfilterPass,
+    flat_legs,
+    netfilter_passes,
+    routed_legs,
+)
 from nodetrace.lab.state import LabInfo
-from nodetrace.model.trace import DeviceStep, NetfilterStep, OpenFlowStep, Outcome, StepKind, Trace
+from nodetrace.model.trace import (
+    DeviceStep,
+    Hook,
+    NetfilterStep,
+    OpenFlowStep,
+    Outcome,
+    StepKind,
+    Trace,
+)
 from nodetrace.neutron.generate import NodeState
 from nodetrace.neutron.scenario import FirewallDriver, Scenario
 
 if TYPE_CHECKING:
-    from nodetrace.lab.fidelity import Send
+    from nodetrace.lab.fidelity_plan import Send
     from nodetrace.lab.observe import Observation
 
 
@@ -59,14 +76,6 @@ class EngineAdapter(Protocol):
         """The engine's prediction for one packet against what the lab observed."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Pass:
-    node: str
-    bridge: str
-    physin: str
-    physout: str
-
-
 class NetfilterAdapter:
     name = "netfilter"
 
@@ -76,40 +85,43 @@ class NetfilterAdapter:
 
     def prepare(self, ctx: ScenarioContext) -> None:
         from nodetrace.engine.netfilter import NetfilterEngine
+        from nodetrace.engine.walk_adapters import NetfilterAdapter as NamespaceEngines
         from nodetrace.snapshot.load import load
 
         self._ctx = ctx
         self._engines = {}
         for node, path in ctx.snapshots.items():
-            main = load(path).main
+            snap = load(path)
+            main = snap.main
             if main.iptables is None:
                 raise ValueError(f"the snapshot of {node} has no IPv4 ruleset")
             self._engines[node] = NetfilterEngine(main.iptables, ipsets=main.ipsets)
+            # A router's namespace: its own rules, addresses (REDIRECT) and conntrack table.
+            per_namespace = NamespaceEngines(snap)
+            for ns in snap.namespaces:
+                if ns.name in ctx.info.node(node).namespaces and ns.iptables is not None:
+                    self._engines[ns.name] = per_namespace.engine(ns.iptables, ns.ipsets, ns.name)
 
     def compare(self, send: Send, obs: Observation) -> Comparison:
-        from nodetrace.engine.netfilter import bridge_path
-
         assert self._ctx is not None
         first_difference = ""
         notes = []
         compared = 0
-        for p in _bridge_passes(self._ctx, send):
-            seen = obs.bridge_pass(p.node, p.bridge)
+        for p in netfilter_passes(self._ctx, send):
+            seen = _seen(obs, p)
             if seen is None:
-                notes.append(f"{p.bridge} not reached")
-                continue  # the packet never got to this bridge (dropped before, or by OVS)
-            result = self._engines[p.node].run(
-                send.packet, bridge_path(p.bridge, physin=p.physin, physout=p.physout)
-            )
+                notes.append(f"{p.label} not reached")
+                continue  # the packet never got there (dropped before, or by OVS)
+            result = self._engines[p.where].run(p.packet, p.path, routed=p.routed)
             simulated = (
                 result.trace if obs.trace_format == "kernel" else as_nf_tables_reports(result.trace)
             )
             difference = seen.diff(simulated)
             compared += 1
-            notes.append(f"{p.node} {p.bridge}: {difference}")
+            notes.append(f"{p.label}: {difference}")
             if not difference.same and not first_difference:
                 # The later passes still run: the engine's conntrack table must learn them.
-                first_difference = f"{p.node} {p.bridge}: {difference}"
+                first_difference = f"{p.label}: {difference}"
         if first_difference:
             return Comparison("disagree", first_difference)
         if not compared:
@@ -117,17 +129,10 @@ class NetfilterAdapter:
         return Comparison("agree", "; ".join(notes))
 
 
-def _bridge_passes(ctx: ScenarioContext, send: Send) -> list[_Pass]:
-    """The Linux bridges the packet crosses: the sending VM's ``qbr``, then the receiver's."""
-    out = []
-    if send.source != "underlay":
-        vm = ctx.info.vm(send.source)
-        dev = ctx.states[vm.node].vm_port(vm.name).devices
-        out.append(_Pass(vm.node, dev.qbr, dev.tap, dev.qvb))
-    vm = ctx.info.vm(send.target)
-    dev = ctx.states[vm.node].vm_port(vm.name).devices
-    out.append(_Pass(vm.node, dev.qbr, dev.qvb, dev.tap))
-    return out
+def _seen(obs: Observation, p: NetfilterPass) -> Trace | None:
+    if p.bridge is not None:
+        return obs.bridge_pass(p.where, p.bridge)
+    return obs.namespace_pass(p.where)
 
 
 def as_nf_tables_reports(trace: Trace) -> Trace:
@@ -207,7 +212,7 @@ class WalkAdapter:
         self._engines = {node: engines_for(snap) for node, snap in self._snaps.items()}
 
     def compare(self, send: Send, obs: Observation) -> Comparison:
-        from nodetrace.engine.walk import FromInterface, ToDevice, WalkRequest, walk
+        from nodetrace.engine.walk import FromInterface, WalkRequest, walk
 
         assert self._ctx is not None
         ctx = self._ctx
@@ -215,12 +220,12 @@ class WalkAdapter:
         notes = []
         for leg in walk_legs(ctx, send):
             snap = self._snaps[leg.node]
-            target = ToDevice(leg.target_tap) if leg.target_tap else None
-            request = WalkRequest(leg.packet, FromInterface(leg.start), leg.metadata, None, target)
+            start = FromInterface(leg.start)
+            request = WalkRequest(leg.packet, start, leg.metadata, None, leg.target)
             trace = walk(snap, request, self._engines[leg.node], switch=snap.ovs)
             notes.append(f"{leg.node}: {trace.outcome.value}: {trace.reason}")
             if trace.outcome is Outcome.DELIVERED:
-                if leg.target_tap:
+                if leg.target is not None:
                     predicted = f"delivered to {send.target}"
                 continue
             step = trace.steps[trace.verdict_step] if trace.verdict_step is not None else None
@@ -242,50 +247,9 @@ class WalkAdapter:
         return Comparison("disagree", f"observed {real}, walked {predicted}; " + " | ".join(notes))
 
 
-@dataclass(frozen=True, slots=True)
-class _Leg:
-    node: str
-    start: str
-    packet: Any
-    metadata: tuple[tuple[str, str], ...]
-    target_tap: str | None
-
-
-def walk_legs(ctx: ScenarioContext, send: Send) -> list[_Leg]:
-    """Where the walk starts on each node: the sender's tap, then (across the underlay) the
-    receiving node's underlay NIC with the tunnel metadata or the provider VLAN tag."""
-    from nodetrace.neutron.ovs_agent import UNDERLAY_NIC
-    from nodetrace.neutron.scenario import NetworkType
-
-    info = ctx.info
-    dst = info.vm(send.target)
-    dst_port = ctx.states[dst.node].vm_port(dst.name)
-    legs: list[_Leg] = []
-    if send.source != "underlay":
-        src = info.vm(send.source)
-        src_tap = ctx.states[src.node].vm_port(src.name).devices.tap
-        same = src.node == dst.node
-        legs.append(
-            _Leg(src.node, src_tap, send.packet, (), dst_port.devices.tap if same else None)
-        )
-        if same:
-            return legs
-        remote = src.node
-    else:
-        assert send.tunnel is not None
-        remote = send.tunnel.remote_node
-    network = dst_port.network
-    if network.type is NetworkType.VLAN:
-        tagged = replace(send.packet, dl_vlan=network.segmentation_id)
-        legs.append(_Leg(dst.node, UNDERLAY_NIC, tagged, (), dst_port.devices.tap))
-    else:
-        meta = (
-            ("tun_src", info.node(remote).underlay_ip),
-            ("tun_dst", info.node(dst.node).underlay_ip),
-            ("tun_id", str(network.segmentation_id)),
-        )
-        legs.append(_Leg(dst.node, UNDERLAY_NIC, send.packet, meta, dst_port.devices.tap))
-    return legs
+def walk_legs(ctx: ScenarioContext, send: Send) -> list[Leg]:
+    """Where the walk starts on each node the packet crosses (:mod:`.fidelity_routed`)."""
+    return routed_legs(ctx, send) if send.hops else flat_legs(ctx, send)
 
 
 NOT_DELIVERED_UNPLACED = "not delivered (where it was dropped is not observable)"
@@ -303,6 +267,8 @@ def real_outcome(ctx: ScenarioContext, send: Send, obs: Observation) -> str:
     if send.target in obs.arrived:
         return f"delivered to {send.target}"
     dropped_by_ovs = [n for n, t in obs.openflow.items() if t.outcome is Outcome.DROPPED]
+    if send.hops:
+        return _routed_outcome(ctx, send, obs, dropped_by_ovs)
     native = ctx.scenario.firewall_driver is FirewallDriver.OPENVSWITCH
     if native and send.kind == "established":
         # ofproto/trace resumes every ct() with trk|new, whatever the tracker holds: for a
@@ -312,8 +278,8 @@ def real_outcome(ctx: ScenarioContext, send: Send, obs: Observation) -> str:
     # no Linux bridge at all: Open vSwitch decides everything.
     if not send.packet.is_ip or native:
         return f"dropped on {dropped_by_ovs[0]} by openflow" if dropped_by_ovs else "not delivered"
-    for i, p in enumerate(_bridge_passes(ctx, send)):
-        seen = obs.bridge_pass(p.node, p.bridge)
+    for i, p in enumerate(netfilter_passes(ctx, send)):
+        seen = _seen(obs, p)
         if seen is None:
             if i == 0 and send.source != "underlay":
                 return "never entered the sending VM's bridge"
@@ -323,6 +289,28 @@ def real_outcome(ctx: ScenarioContext, send: Send, obs: Observation) -> str:
         if seen.outcome in (Outcome.DROPPED, Outcome.REJECTED):
             return f"dropped on {p.node} by netfilter"
     return "passed every bridge but did not arrive"
+
+
+def _routed_outcome(
+    ctx: ScenarioContext, send: Send, obs: Observation, dropped_by_ovs: list[str]
+) -> str:
+    """What the lab did with a packet a router forwards: the first netfilter pass (a bridge or
+    the router's namespace) whose TRACE output ends in a drop, else Open vSwitch's drop. A
+    packet for the router itself was delivered when its pass in the router's namespace
+    reached INPUT and was accepted there (whatever answered it: a proxy, or a reset)."""
+    if send.target == ROUTER:
+        seen = obs.namespace_pass(send.hops[-1].netns)
+        steps = seen.steps if seen is not None else ()
+        accepted = seen is not None and seen.outcome not in (Outcome.DROPPED, Outcome.REJECTED)
+        if accepted and any(isinstance(s, NetfilterStep) and s.hook is Hook.INPUT for s in steps):
+            return f"delivered to {ROUTER}"
+    for p in netfilter_passes(ctx, send):
+        seen = _seen(obs, p)
+        if seen is not None and seen.outcome in (Outcome.DROPPED, Outcome.REJECTED):
+            return f"dropped on {p.node} by netfilter"
+    if dropped_by_ovs:
+        return f"dropped on {dropped_by_ovs[0]} by openflow"
+    return NOT_DELIVERED_UNPLACED
 
 
 ADAPTERS: tuple[EngineAdapter, ...] = (NetfilterAdapter(), OpenFlowAdapter(), WalkAdapter())

@@ -1,12 +1,14 @@
 """Send crafted packets through a running lab and record what really happened to them.
 
 A :class:`LabProbe` watches the whole lab while it is open: a raw socket on every VM's ``eth0``
-(did the frame arrive?), the kernel's TRACE output of every node (legacy lines from the kernel
-log, or ``xtables-monitor --trace`` lines for iptables-nft), with a ``-j TRACE`` rule at the top
-of each node's raw PREROUTING. Each :meth:`LabProbe.send` injects one frame, from a VM's
-``eth0`` or from the underlay switch (VXLAN/GRE-encapsulated, or VLAN-tagged for provider
-networks, as a remote node would send it), and returns an :class:`Observation`: where the frame
-arrived, the TRACE lines it caused on each node, and ``ofproto/trace`` of the OVS part.
+and on the interface of each outside namespace behind a node's br-ex (did the frame arrive?),
+the kernel's TRACE output of every node and of every namespace the lab built for a node (its
+routers'; legacy lines from the kernel log, or ``xtables-monitor --trace`` lines for
+iptables-nft), with a ``-j TRACE`` rule at the top of each one's raw PREROUTING. Each
+:meth:`LabProbe.send` injects one frame, from a VM's ``eth0``, from the outside, or from the
+underlay switch (VXLAN/GRE-encapsulated, or VLAN-tagged for provider networks, as a remote node
+would send it), and returns an :class:`Observation`: where the frame arrived (after a router's
+NAT too), the TRACE lines it caused in each namespace, and ``ofproto/trace`` of the OVS part.
 
 What was captured is also read back, as observed traces (:class:`~nodetrace.model.trace.Trace`),
 by nodetrace's own readers (the TRACE-log pipeline of ``nodetrace log``, explained with the ruleset
@@ -17,6 +19,7 @@ simulated traces step by step (:func:`nodetrace.model.trace_diff.diff`).
 from __future__ import annotations
 
 import random
+import select
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -30,7 +33,8 @@ from nodetrace.lab.capture import KernelTraceLog, TraceMonitor
 from nodetrace.lab.ledger import Ledger
 from nodetrace.lab.node import netlink
 from nodetrace.lab.ovs import OvsInstance
-from nodetrace.lab.resources import Resources
+from nodetrace.lab.resources import Resources, netns_exists
+from nodetrace.lab.router import OUTSIDE_IFNAME, outside_netns, router_netns
 from nodetrace.lab.run import Closing, run
 from nodetrace.lab.send import Wire, frame_bytes
 from nodetrace.lab.state import LabDir, LabInfo, NodeInfo, VmInfo
@@ -45,6 +49,7 @@ from nodetrace.model.packet import (
 )
 from nodetrace.model.trace import NetfilterStep, OpenFlowStep, Outcome, Trace
 from nodetrace.neutron.generate import NodeState, generate_node
+from nodetrace.neutron.l3_agent import BR_EX, EXTERNAL_NIC, RouterState
 from nodetrace.neutron.ovs_agent import BR_INT, BR_PHYS, BR_TUN, UNDERLAY_NIC
 from nodetrace.neutron.scenario import NetworkType, Scenario, load_scenario
 from nodetrace.parsers.flow_syntax import FlowSpec
@@ -59,6 +64,8 @@ UNDERLAY = "underlay"
 REMOTE_MAC = "fa:16:3e:ee:ee:01"
 """The source MAC of a remote VM whose frames are sent in from the underlay."""
 VXLAN_PORT = 4789
+ARRIVAL_SETTLE = 0.02
+"""How long to keep watching after the frame reached its place, for copies elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,27 @@ class Tunnel:
     """The node the frame pretends to come from (OVS accepts tunnel packets only from peers)."""
     node: str
     """The node it is sent to."""
+
+
+OUTSIDE = "outside"
+"""Sources and targets ``outside:NODE``: the namespace behind the node's br-ex uplink, standing
+for the upstream router and the internet."""
+
+
+def outside_endpoint(node: str) -> str:
+    return f"{OUTSIDE}:{node}"
+
+
+@dataclass(frozen=True, slots=True)
+class TracePoint:
+    """Where ``ofproto/trace`` is run for a packet: on ``node``, from a VM's port, from the
+    tunnel (or provider VLAN) of ``tunnel``, or from br-ex's uplink (``external``)."""
+
+    node: str
+    packet: Packet
+    vm: str | None = None
+    tunnel: Tunnel | None = None
+    external: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +115,9 @@ class Observation:
     trace_format: str
     """``kernel`` (iptables-legacy, kernel log lines) or ``xtables`` (xtables-monitor --trace)."""
     netfilter: Mapping[str, tuple[Trace, ...]] = field(default_factory=dict)
-    """The TRACE output read back per node: one observed trace per pass through netfilter (a
-    Linux bridge pass is one), explained with the ruleset the node holds."""
+    """The TRACE output read back per node (and per router namespace, by its name): one
+    observed trace per pass through netfilter (a Linux bridge pass is one, a router's forwarding
+    another), explained with the ruleset that node or namespace holds."""
     ofproto: Mapping[str, str] = field(default_factory=dict)
     """``ovs-appctl ofproto/trace`` output per node the packet enters OVS on."""
     ofproto_input: Mapping[str, tuple[str, str]] = field(default_factory=dict)
@@ -103,6 +132,18 @@ class Observation:
     def bridge_pass(self, node: str, bridge: str) -> Trace | None:
         """What netfilter did to the packet on its way through Linux bridge ``bridge``."""
         return bridge_pass(self.netfilter.get(node, ()), bridge)
+
+    def namespace_pass(self, netns: str) -> Trace | None:
+        """What netfilter did to the packet in a router's namespace (its passes there, joined
+        in order); ``None`` when it never got there."""
+        passes = self.netfilter.get(netns, ())
+        steps = tuple(s for t in passes for s in t.steps if isinstance(s, NetfilterStep))
+        if not steps:
+            return None
+        if len(passes) == 1:
+            return passes[0]
+        last = passes[-1]
+        return Trace(steps, last.outcome, reason=last.reason, packet=passes[0].packet)
 
 
 def vm_for_address(info: LabInfo, addr: IPv4Address | IPv6Address) -> VmInfo | None:
@@ -230,6 +271,24 @@ class LabProbe(Closing):
             node.name: generate_node(self.scenario, node.name) for node in info.nodes
         }
         self.trace_format = "kernel" if info.backend == "legacy" else "xtables"
+        self.routers: dict[str, tuple[str, RouterState]] = {
+            router_netns(info.name, r): (node, r)
+            for node, state in self.states.items()
+            for r in state.routers
+        }
+        """Each router's namespace: its node and what the L3 agent set up there."""
+        self.node_namespaces: dict[str, str] = {
+            ns: node.name for node in info.nodes for ns in node.namespaces
+        }
+        """Every namespace the lab built for a node besides its own (its routers'), by name:
+        TRACE output is read in each, whatever the agent that made it."""
+        self._namespace_devices: dict[str, set[str]] = {}
+        self.outsides: dict[str, str] = {
+            outside_endpoint(node): outside_netns(info.name, node)
+            for node, state in self.states.items()
+            if BR_EX in state.bridges and netns_exists(outside_netns(info.name, node))
+        }
+        """``outside:NODE`` → the namespace behind the node's br-ex uplink."""
         self._stack = ExitStack()
         self._wires: dict[str, Wire] = {}
         self._monitors: dict[str, TraceMonitor] = {}
@@ -252,33 +311,49 @@ class LabProbe(Closing):
     def close(self) -> None:
         self._stack.close()
 
+    def _traced(self) -> dict[str, str]:
+        """Where TRACE output is read, by name: each node (its own namespace) and each router
+        (its namespace's name)."""
+        return {n.name: n.netns for n in self.info.nodes} | {ns: ns for ns in self.node_namespaces}
+
     def _open(self) -> None:
         ipt = f"iptables-{self.info.backend}"
-        for node in self.info.nodes:
-            for tool in (ipt, f"ip6tables-{self.info.backend}"):
+        for where, netns in self._traced().items():
+            # A router's namespace has IPv4 rules only (the L3 agent's; IPv6 is off there).
+            extra = where in self.node_namespaces
+            tools = (ipt,) if extra else (ipt, f"ip6tables-{self.info.backend}")
+            for tool in tools:
                 if self.info.backend == "nft":
-                    self._add_trace_rule_fresh(node.netns, tool)
+                    self._add_trace_rule_fresh(netns, tool)
                 else:
                     self._add_rule(
-                        node.netns, tool, ["-t", "raw", "-I", "PREROUTING", "1", "-j", "TRACE"]
+                        netns, tool, ["-t", "raw", "-I", "PREROUTING", "1", "-j", "TRACE"]
                     )
         if self.mute_vms:
-            for vm in self.info.vms:
+            # The outside too: an answer from 8.8.8.8 would change the router's conntrack.
+            muted = [vm.netns for vm in self.info.vms] + list(self.outsides.values())
+            for netns in muted:
                 for tool in (ipt, f"ip6tables-{self.info.backend}"):
                     self._add_rule(
-                        vm.netns, tool, ["-t", "raw", "-I", "PREROUTING", "1", "-j", "DROP"]
+                        netns, tool, ["-t", "raw", "-I", "PREROUTING", "1", "-j", "DROP"]
                     )
-        self._books = {node.name: self._live_rules(node.netns) for node in self.info.nodes}
+        self._books = {where: self._live_rules(netns) for where, netns in self._traced().items()}
+        for netns in self.node_namespaces:
+            with netlink(netns) as nl:
+                names = {str(link.get_attr("IFLA_IFNAME")) for link in nl.get_links()}
+            self._namespace_devices[netns] = names - {"lo"}
         for vm in self.info.vms:
             self._wires[vm.name] = self._stack.enter_context(Wire.open(_Host(vm.netns)))
+        for endpoint, netns in self.outsides.items():
+            self._wires[endpoint] = self._stack.enter_context(Wire.open(_Host(netns)))
         self.announce_vms()
         if self.trace_format == "kernel":
             res = Resources(Ledger(self.lab.ledger_path))
             self._kernel_log = self._stack.enter_context(KernelTraceLog(res))
         else:
-            for node in self.info.nodes:
-                self._monitors[node.name] = self._stack.enter_context(
-                    TraceMonitor(node.netns, self.lab.path, "xtables")
+            for where, netns in self._traced().items():
+                self._monitors[where] = self._stack.enter_context(
+                    TraceMonitor(netns, self.lab.path, "xtables")
                 )
 
     def _add_trace_rule_fresh(self, netns: str, tool: str) -> None:
@@ -331,14 +406,44 @@ class LabProbe(Closing):
         br-int learns each VM's MAC on its qvo port and the other nodes' br-tun learn it behind
         the tunnel (table 20), so unicast frames go to their VM instead of being flooded to all.
         """
+        gateways = {
+            p.network.name: p.interface.ip for _, r in self.routers.values() for p in r.internal
+        }
         for vm in self.info.vms:
             ip = _first_ip(vm, 4)
             if not isinstance(ip, IPv4Address):
                 continue
-            arp = Packet(dl_src=vm.mac, dl_dst="ff:ff:ff:ff:ff:ff", dl_type=ETH_TYPE_ARP,
-                         arp_op=1, arp_spa=ip, arp_tpa=ip, arp_sha=vm.mac)  # fmt: skip
-            self._wires[vm.name].send(frame_of(arp))
+            wire = self._wires[vm.name]
+            wire.send(frame_of(_arp_request(vm.mac, ip, ip)))
+            if vm.network in gateways:
+                # Asking for its gateway, as a VM does before its first routed packet, teaches
+                # the router the VM's MAC (a request for the router's own address is learnt).
+                wire.send(frame_of(_arp_request(vm.mac, ip, gateways[vm.network])))
+        for endpoint in self.outsides:
+            node = endpoint.split(":", 1)[1]
+            mac, ip = self.outside_mac(endpoint), self._upstream(node)
+            if ip is None:
+                continue
+            for _, r in self.routers.values():
+                if r.gateway is not None and r.router.node == node:
+                    request = _arp_request(mac, ip, r.gateway.interface.ip)
+                    self._wires[endpoint].send(frame_of(request))
         time.sleep(settle)
+
+    def _upstream(self, node: str) -> IPv4Address | None:
+        """The outside's own address on the node's external network (the routers' next hop)."""
+        return next(
+            (
+                r.router.upstream_gateway
+                for n, r in self.routers.values()
+                if n == node and r.router.upstream_gateway is not None
+            ),
+            None,
+        )
+
+    def outside_mac(self, endpoint: str) -> str:
+        """The MAC of the outside's interface on br-ex's uplink."""
+        return _mac_of(self.outsides[endpoint], OUTSIDE_IFNAME)
 
     def node(self, name: str) -> NodeInfo:
         return self.info.node(name)
@@ -355,8 +460,14 @@ class LabProbe(Closing):
         tunnel: Tunnel | None = None,
         wait: float = 0.3,
         ofproto: bool = True,
+        trace_at: Sequence[TracePoint] | None = None,
+        expect: str | None = None,
     ) -> Observation:
-        """Inject ``packet`` at ``source`` (a VM, or ``underlay`` with ``tunnel``) and observe."""
+        """Inject ``packet`` at ``source`` (a VM, ``outside:NODE``, or ``underlay`` with
+        ``tunnel``) and observe. ``trace_at``: where ``ofproto/trace`` runs (by default where
+        the packet enters OVS, and on the far node of a tunnel). ``expect``: where it is meant
+        to arrive; the wait ends early once it has (else after the first arrival anywhere),
+        and in any case after ``wait`` seconds."""
         for wire in self._wires.values():
             wire.drain()
         if self._kernel_log is not None:
@@ -368,10 +479,15 @@ class LabProbe(Closing):
             self._send_from_underlay(packet, tunnel)
         else:
             self._wires[source].send(frame_of(packet))
-        arrived = self._arrivals(packet, wait)
+        arrived = self._arrivals(packet, wait, expect)
         lines, passes = self._traces(packet, marks)
         self._inputs = {}
-        traces = self._ofproto(packet, source, tunnel) if ofproto else {}
+        if not ofproto:
+            traces = {}
+        elif trace_at is not None:
+            traces = {p.node: self._trace_point(p) for p in trace_at}
+        else:
+            traces = self._ofproto(packet, source, tunnel)
         return Observation(
             packet,
             source,
@@ -384,15 +500,27 @@ class LabProbe(Closing):
             tunnel,
         )
 
-    def _arrivals(self, packet: Packet, wait: float) -> tuple[str, ...]:
+    def _arrivals(self, packet: Packet, wait: float, expect: str | None) -> tuple[str, ...]:
+        """Where the frame arrived, watching every wire at once: a routed packet crosses two
+        nodes and a router, and reaches its place later than a flooded copy reaches a VM next
+        door, or than some other frame (an ARP probe) reaches any wire."""
         arrived: list[str] = []
-        first = True
-        for name, wire in self._wires.items():
-            frames = wire.receive(timeout=wait if first else 0.0)
-            first = False
-            if any(_same_packet(f.data, packet) for f in frames):
-                arrived.append(name)
-        return tuple(arrived)
+        deadline = time.monotonic() + wait
+        settle: float | None = None
+        while True:
+            for name, wire in self._wires.items():
+                frames = wire.receive(timeout=0.0)
+                if name not in arrived and any(_same_packet(f.data, packet) for f in frames):
+                    arrived.append(name)
+            done = expect in arrived if expect is not None else bool(arrived)
+            if done and settle is None:
+                # Copies flooded elsewhere arrive about as fast: a moment more for them.
+                settle = time.monotonic() + ARRIVAL_SETTLE
+            now = time.monotonic()
+            end = min(deadline, settle) if settle is not None else deadline
+            if now >= end:
+                return tuple(arrived)
+            select.select([w.sock for w in self._wires.values()], [], [], end - now)
 
     def _traces(
         self, packet: Packet, marks: Mapping[str, int]
@@ -402,24 +530,32 @@ class LabProbe(Closing):
         if self._kernel_log is not None:
             # One kernel log for all nodes: each reads it with its own rules and keeps the
             # passes through its own devices.
-            lines = self._kernel_log.lines(devices=_all_devices(self.states.values()), settle=0.05)
-            captured = {node: lines for node in self.states}
+            everywhere = set().union(*(self._devices_in(w) for w in self._traced()))
+            lines = self._kernel_log.lines(devices=everywhere, settle=0.05)
+            captured = {where: lines for where in self._traced()}
         for name, monitor in self._monitors.items():
             monitor.wait_drained(limit=2.0)
             captured[name] = monitor.text().splitlines()[marks[name] :]
         lines_of: dict[str, tuple[str, ...]] = {}
         passes_of: dict[str, tuple[Trace, ...]] = {}
-        for node, lines in captured.items():
-            devices = _all_devices([self.states[node]])
+        for where, lines in captured.items():
+            devices = self._devices_in(where)
             mine = [
                 p
-                for p in read_passes(lines, self._books.get(node), source=f"TRACE on {node}")
+                for p in read_passes(lines, self._books.get(where), source=f"TRACE on {where}")
                 if _same_packet_seen(p.trace.packet, packet)
                 and (self._kernel_log is None or devices & _devices_of(p.trace))
             ]
-            passes_of[node] = tuple(p.trace for p in mine)
-            lines_of[node] = _lines_of(lines, mine)
+            passes_of[where] = tuple(p.trace for p in mine)
+            lines_of[where] = _lines_of(lines, mine)
         return lines_of, passes_of
+
+    def _devices_in(self, where: str) -> set[str]:
+        """The devices whose TRACE lines belong to ``where`` (a node, or a router's namespace):
+        the kernel log mixes every namespace's lines."""
+        if where in self._namespace_devices:
+            return self._namespace_devices[where]
+        return _all_devices([self.states[where]])
 
     def _send_from_underlay(self, packet: Packet, tunnel: Tunnel) -> None:
         from scapy.layers.inet import IP, UDP
@@ -480,6 +616,20 @@ class LabProbe(Closing):
             )
         return out
 
+    def _trace_point(self, point: TracePoint) -> str:
+        if point.vm is not None:
+            vm = self.info.vm(point.vm)
+            ofport = self.states[vm.node].vm_port(vm.name).ofport
+            return self._trace(point.node, BR_INT, point.packet.flow_text(in_port=ofport))
+        if point.tunnel is not None:
+            t = point.tunnel
+            return self._trace_arrival(
+                point.packet, t.type, t.segmentation_id, t.remote_node, t.node
+            )
+        state = self.states[point.node]
+        uplink = next(p for p in state.bridge_ports(BR_EX) if p.name == EXTERNAL_NIC)
+        return self._trace(point.node, BR_EX, point.packet.flow_text(in_port=uplink.ofport))
+
     def _trace_arrival(
         self, packet: Packet, kind: NetworkType, seg: int, from_node: str, node: str
     ) -> str:
@@ -514,6 +664,11 @@ class LabProbe(Closing):
         )
 
 
+def _arp_request(mac: str, spa: IPv4Address, tpa: IPv4Address) -> Packet:
+    return Packet(dl_src=mac, dl_dst="ff:ff:ff:ff:ff:ff", dl_type=ETH_TYPE_ARP, arp_op=1,
+                  arp_spa=spa, arp_tpa=tpa, arp_sha=mac)  # fmt: skip
+
+
 def _mac_of(netns: str, ifname: str) -> str:
     with netlink(netns) as nl:
         return str(nl.get_links(nl.link_lookup(ifname=ifname)[0])[0].get_attr("IFLA_ADDRESS"))
@@ -542,13 +697,16 @@ def _devices_of(trace: Trace) -> set[str]:
 
 
 def _same_packet_seen(seen: Packet | None, sent: Packet) -> bool:
-    """Whether a TRACE record shows ``sent`` (same addresses and, for IPv4, the same IP ID)."""
-    return (
-        seen is not None
-        and sent.is_ip
-        and (seen.nw_src, seen.nw_dst) == (sent.nw_src, sent.nw_dst)
-        and (sent.dl_type != ETH_TYPE_IPV4 or seen.ip_id == sent.ip_id)
-    )
+    """Whether a TRACE record shows ``sent``: for IPv4 the same IP ID and one address of the
+    two unchanged (a router's NAT rewrites the other one, never both), else the same
+    addresses."""
+    if seen is None or not sent.is_ip:
+        return False
+    if sent.dl_type == ETH_TYPE_IPV4:
+        return seen.ip_id == sent.ip_id and (
+            seen.nw_src == sent.nw_src or seen.nw_dst == sent.nw_dst
+        )
+    return (seen.nw_src, seen.nw_dst) == (sent.nw_src, sent.nw_dst)
 
 
 def _lines_of(lines: Sequence[str], passes: Sequence[ObservedPacket]) -> tuple[str, ...]:
@@ -732,10 +890,9 @@ def _same_packet(data: bytes, packet: Packet) -> bool:
     if packet.dl_type == ETH_TYPE_IPV4:
         if len(data) < 34 or data[12:14] != b"\x08\x00":
             return False
-        return (
-            int.from_bytes(data[18:20], "big") == packet.ip_id
-            and ip_address(data[26:30]) == packet.nw_src
-            and ip_address(data[30:34]) == packet.nw_dst
+        # One address may have been rewritten by a router's NAT on the way (never both).
+        return int.from_bytes(data[18:20], "big") == packet.ip_id and (
+            ip_address(data[26:30]) == packet.nw_src or ip_address(data[30:34]) == packet.nw_dst
         )
     if len(data) < 54 or data[12:14] != b"\x86\xdd":
         return False
