@@ -9,7 +9,7 @@ every case against reality and, with ``NODETRACE_REGENERATE_GOLDEN=1``, rewrites
 is the exact command (``$ nodetrace trace BUNDLE ARGS...``) and the rest its output.
 ``tests/golden/test_golden_traces.py`` re-runs each stored command and compares, byte for byte.
 
-A new shape (DVR, say) is new rows here, and its scenario's preparation in the capture test.
+A new shape is new rows here, and its scenario's preparation in the capture test.
 """
 
 from __future__ import annotations
@@ -44,7 +44,12 @@ class GoldenCase:
     """A VM's name, or ``outside`` (the namespace behind br-ex)."""
     receiver: str
     """Where the packet arrives in the lab when it is delivered: a VM's name, ``outside``, or
-    ``answer`` (the sender gets the destination's answer: a socket accepted it)."""
+    ``answer`` (the sender gets the destination's answer: a socket accepted it). ``outside``
+    is the outside namespace of the case's node; ``outside:NODE`` names another node's."""
+    crossed_from: str = ""
+    """With several nodes: the node the packet left before it reached ``node``. The case's
+    packet is then the frame the underlay carried from there (the capture test checks it) and
+    ``node``'s walk starts where that frame enters the node."""
 
     @property
     def bundle(self) -> str:
@@ -128,6 +133,56 @@ CASES: tuple[GoldenCase, ...] = (
         ("--from", "{tap:app1}", "--to-port", "{port:db1}", "--packet",
          _syn("app1", "{mac:db1}", "{ip:db1}", 5432)),
         "delivered", "app1", "db1",
+    ),
+    GoldenCase(
+        "dvr-snat-compute",
+        "DVR, VM without a floating IP to the internet: routed to the snat port (compute node)",
+        "dvr", "cmp2",
+        ("--from", "{tap:blue2}", "--packet", _icmp("blue2", "{qr:blue2}", "8.8.8.8")),
+        "delivered", "blue2", "outside:net1",
+    ),
+    GoldenCase(
+        "dvr-snat-network",
+        "DVR, the same packet on the dvr_snat node: SNAT out of the snat namespace's qg- port",
+        "dvr", "net1",
+        ("--from", "und0", "--packet",
+         "icmp,dl_src={dvr_mac:cmp2},dl_dst={sg:blue2},nw_src={ip:blue2},nw_dst=8.8.8.8,"
+         "nw_ttl=63,icmp_type=8,icmp_code=0,tun_id=2001,tun_src={underlay:cmp2},"
+         "tun_dst={underlay:net1}"),
+        "delivered", "blue2", "outside", crossed_from="cmp2",
+    ),
+    GoldenCase(
+        "dvr-east-west-source",
+        "DVR, VM to VM across routers on two nodes: routed on the source node, its DVR MAC out",
+        "dvr", "cmp1",
+        ("--from", "{tap:blue1}", "--packet", _icmp("blue1", "{qr:blue1}", "{ip:green2}")),
+        "delivered", "blue1", "green2",
+    ),
+    GoldenCase(
+        "dvr-east-west-destination",
+        "DVR, the same packet on the destination node: the router's MAC back, to the VM",
+        "dvr", "cmp2",
+        ("--from", "und0", "--to-port", "{port:green2}", "--packet",
+         "icmp,dl_src={dvr_mac:cmp1},dl_dst={mac:green2},nw_src={ip:blue1},nw_dst={ip:green2},"
+         "nw_ttl=63,icmp_type=8,icmp_code=0,tun_id=2002,tun_src={underlay:cmp1},"
+         "tun_dst={underlay:cmp2}"),
+        "delivered", "blue1", "green2", crossed_from="cmp1",
+    ),
+    GoldenCase(
+        "dvr-floating-ip-in",
+        "DVR, the internet to a floating IP: proxy ARP on fg-, fpr-/rfp-, DNAT to the VM",
+        "dvr", "cmp1",
+        ("--from", "ext0", "--to-port", "{port:blue1}", "--packet",
+         "icmp,dl_src={outside_mac:cmp1},dl_dst={fg:cmp1},nw_src=8.8.8.8,nw_dst={fip:blue1},"
+         "nw_ttl=64,icmp_type=8,icmp_code=0"),
+        "delivered", "outside", "blue1",
+    ),
+    GoldenCase(
+        "dvr-floating-ip-out",
+        "DVR, VM with a floating IP to the internet: table 16, SNAT to it, out of the fip namespace",
+        "dvr", "cmp1",
+        ("--from", "{tap:blue1}", "--packet", _icmp("blue1", "{qr:blue1}", "8.8.8.8")),
+        "delivered", "blue1", "outside",
     ),
 )  # fmt: skip
 

@@ -5,7 +5,8 @@ Each router of :class:`~nodetrace.neutron.l3_agent.RouterState` becomes a namesp
 ``qg-`` ports, created by Open vSwitch as internal ports of br-int, are moved into it as the L3
 agent's interface driver moves them, and get their MAC, MTU, addresses, the default route,
 the agent's sysctls, its iptables and, for a distributed router, the permanent ARP entries the
-agent writes for every port of its subnets. br-ex's uplink ``ext0`` is a veth whose other end lives in
+agent writes for every port of its subnets. A router with IPv6 ports keeps IPv6 on in its
+namespace, gets their ``::1`` addresses (``nodad``) and its ip6tables. br-ex's uplink ``ext0`` is a veth whose other end lives in
 ``LAB-ext-NODE``, the namespace standing for the upstream router and the internet: it holds
 each external subnet's gateway address and :data:`INTERNET_ADDRESSES`.
 """
@@ -22,6 +23,8 @@ from nodetrace.lab.run import run
 from nodetrace.neutron.generate import NodeState
 from nodetrace.neutron.l3_agent import BR_EX, EXTERNAL_NIC, RouterState
 
+IFA_F_NODAD = 0x02
+"""``ip addr add ... nodad``: the address is usable at once, with no duplicate detection."""
 INTERNET_ADDRESSES = ("8.8.8.8",)
 """Addresses the outside namespace answers for, beyond the external gateways."""
 OUTSIDE_IFNAME = "eth0"
@@ -93,13 +96,14 @@ def build_routers(
         netns = res.add_netns(router_netns(lab, router))
         # A device's own settings need the device: they wait until the ports moved in.
         own = tuple(s for s in router.sysctls if any(f".{p.device}." in s for p in router.ports))
-        # IPv6 stays off (the generator writes IPv4 only); the rest is Namespace.create's.
-        sysctl(
-            netns,
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-            *(s for s in router.sysctls if s not in own),
+        # IPv6 stays off in a router without IPv6 ports (its ip6tables are not generated);
+        # with them, no duplicate address detection, so addresses work as soon as they are set.
+        v6 = (
+            ("net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+            if router.has_ipv6
+            else ("net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
         )
+        sysctl(netns, *v6, *(s for s in router.sysctls if s not in own))
         with netlink(node_netns) as nl:
             fd = _netns_fd(netns)
             try:
@@ -117,6 +121,15 @@ def build_routers(
             for device, cidr in router.addresses:
                 ip, plen = cidr.split("/")
                 nl.addr("add", index=link_index(nl, device), address=ip, prefixlen=int(plen))
+            for device, cidr in router.addresses6:
+                ip, plen = cidr.split("/")
+                nl.addr(
+                    "add",
+                    index=link_index(nl, device),
+                    address=ip,
+                    prefixlen=int(plen),
+                    flags=IFA_F_NODAD,
+                )
             for entry in router.neighbours:
                 nl.neigh(
                     "add",
@@ -130,6 +143,8 @@ def build_routers(
                 via, device = route
                 nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=link_index(nl, device))
         run([f"iptables-{backend}-restore"], netns=netns, input=router.iptables_save)
+        if router.ip6tables_save:
+            run([f"ip6tables-{backend}-restore"], netns=netns, input=router.ip6tables_save)
         built.append(netns)
     if state.fip_namespaces or any(r.rules or r.routes for r in state.routers):
         from nodetrace.lab.dvr import build_fip_namespaces  # it builds on this module
@@ -148,11 +163,19 @@ def build_routers(
 
 def route_vms(state: NodeState, *, lab: str) -> None:
     """A default route in each VM whose network has a router interface, via that interface's
-    address: what the VM learns from DHCP (the subnet's ``gateway_ip``)."""
-    gateways = {i.network: i.ip for r in state.scenario.routers for i in r.interfaces}
+    address: what the VM learns from DHCP (the subnet's ``gateway_ip``). A VM with an IPv6
+    address on a routed IPv6 subnet also gets a static IPv6 default route via the router's
+    ``::1``: the lab simplification of the router advertisements radvd would send."""
+    ifaces = [i for r in state.scenario.routers for i in r.interfaces]
+    gateways = {i.network: i.ip for i in ifaces}
+    gateways6 = {i.network: i.ip6 for i in ifaces if i.ip6 is not None}
     for vp in state.vm_ports:
         via = gateways.get(vp.network.id)
         if via is None:
             continue
+        via6 = gateways6.get(vp.network.id) if vp.port.ips(6) else None
         with netlink(vm_netns(lab, vp.port.name)) as nl:
-            nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=link_index(nl, "eth0"))
+            eth = link_index(nl, "eth0")
+            nl.route("add", dst="0.0.0.0/0", gateway=str(via), oif=eth)
+            if via6 is not None:
+                nl.route("add", dst="::/0", gateway=str(via6), oif=eth)

@@ -40,14 +40,21 @@ and the IPv4 iptables the agent writes there. Facts are from Neutron's own sourc
 Distributed routers (``nodetrace.neutron.dvr_router``) reuse the ports and the rules here with
 ``DvrLocalRouter``'s differences (see :func:`router_iptables`).
 
-Not generated: IPv6 (the agent's ip6tables, RA), address scopes other than the default,
-static routes, HA routers.
+IPv6 (a legacy router's interfaces on networks with an ``ipv6_cidr``): the ``::1`` address of
+each such subnet on its ``qr-`` port, ``net.ipv6.conf.all.forwarding=1`` (``Namespace.create``
+with ``use_ipv6``), and the ip6tables of the same ``IptablesManager`` (see
+:func:`router_ip6tables`). Neutron has no IPv6 NAT: the IPv6 ``nat`` table holds only the
+metadata REDIRECT. Routers without an IPv6 port get no ip6tables here (the lab keeps IPv6 off in
+their namespace).
+
+Not generated: router advertisements (radvd), an IPv6 external gateway, IPv6 on distributed
+routers, address scopes other than the default, static routes, HA routers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
 from nodetrace.neutron import naming as n
@@ -93,8 +100,11 @@ SYSCTLS = (
     "net.ipv4.conf.all.arp_ignore=1",
     "net.ipv4.conf.all.arp_announce=2",
 )
-"""``Namespace.create`` (the agent also sets ``net.ipv6.conf.all.forwarding``; IPv6 is not
-generated here)."""
+"""``Namespace.create``; :data:`IPV6_FORWARDING` follows for a router with IPv6 ports."""
+IPV6_FORWARDING = "net.ipv6.conf.all.forwarding=1"
+"""``Namespace.create`` with ``use_ipv6`` (and ``configure_ipv6_forwarding(ns, 'all')``)."""
+METADATA_V6_CIDR = "fe80::a9fe:a9fe/128"
+"""``neutron_lib.constants.METADATA_V6_CIDR``."""
 
 _BUILTINS = {
     "raw": ("PREROUTING", "OUTPUT"),
@@ -110,6 +120,9 @@ _WRAPPED_BUILTINS = {
     "filter": ("INPUT", "OUTPUT", "FORWARD"),
 }
 """The built-in chains the agent wraps (``_configure_builtin_chains``), in its order."""
+_WRAPPED_BUILTINS6 = _WRAPPED_BUILTINS | {"nat": ("PREROUTING",)}
+"""IPv6: ``IptablesManager.__init__`` and ``initialize_nat_table`` wrap only ``nat``
+``PREROUTING`` (Neutron has no IPv6 NAT; the table serves the metadata REDIRECT)."""
 
 
 def device_name(prefix: str, port_id: str) -> str:
@@ -134,6 +147,13 @@ class RouterPort:
     @property
     def cidr(self) -> str:
         return f"{self.interface.ip}/{self.interface.prefixlen}"
+
+    @property
+    def cidr6(self) -> str | None:
+        """The port's IPv6 address/prefix, if its network has an IPv6 subnet."""
+        if self.interface.ip6 is None:
+            return None
+        return f"{self.interface.ip6}/{self.interface.prefixlen6}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +220,21 @@ class RouterState:
     rules: tuple[PolicyRule, ...] = ()
     routes: tuple[StaticRoute, ...] = ()
     """Routes beyond the connected ones and :attr:`default_route`."""
+    ip6tables_save: str = ""
+    """The namespace's IPv6 ruleset as ``ip6tables-save`` prints it; "" without IPv6 ports."""
 
     @property
     def ports(self) -> tuple[RouterPort, ...]:
         return self.internal + ((self.gateway,) if self.gateway is not None else ())
+
+    @property
+    def has_ipv6(self) -> bool:
+        return any(p.cidr6 is not None for p in self.ports)
+
+    @property
+    def addresses6(self) -> tuple[tuple[str, str], ...]:
+        """(device, address/prefix) of each port's IPv6 address."""
+        return tuple((p.device, p.cidr6) for p in self.ports if p.cidr6 is not None)
 
     @property
     def addresses(self) -> tuple[tuple[str, str], ...]:
@@ -251,7 +282,14 @@ def node_routers(
         internal = tuple(plug(i, INTERNAL_PREFIX) for i in router.interfaces)
         gateway = plug(router.gateway, EXTERNAL_PREFIX) if router.gateway is not None else None
         rules = router_iptables(router, internal, gateway)
-        states.append(RouterState(router, namespace_name(router.id), internal, gateway, rules))
+        state = RouterState(router, namespace_name(router.id), internal, gateway, rules)
+        if state.has_ipv6:
+            state = replace(
+                state,
+                sysctls=(*SYSCTLS, IPV6_FORWARDING),
+                ip6tables_save=router_ip6tables(internal, gateway),
+            )
+        states.append(state)
     return tuple(states)
 
 
@@ -310,7 +348,9 @@ def plug_br_ex(
 
 
 class AgentTables:
-    """The agent's IPv4 tables: chains and their rules in the order they were added."""
+    """The agent's IPv4 (or IPv6) tables: chains and their rules in the order they were added.
+    Both families hold the same four tables and built-in chains as ``iptables-save`` and
+    ``ip6tables-save`` print them."""
 
     def __init__(self) -> None:
         self.chains: dict[str, dict[str, list[str]]] = {
@@ -565,6 +605,58 @@ def router_iptables(
     return t.render()
 
 
+def router_ip6tables(internal: tuple[RouterPort, ...], gateway: RouterPort | None) -> str:
+    """The router namespace's IPv6 ruleset, in the agent's order of calls as for IPv4:
+    ``IptablesManager`` (the shared ``neutron-filter-top``/``local`` chains, wrapped built-ins:
+    ``nat`` only ``PREROUTING``, no ``mark``, ``snat`` or ``neutron-postrouting-bottom``),
+    ``_initialize_address_scope_iptables`` (``scope`` chains, the CONNMARK restore; no
+    ``floatingip``/``float-snat``), ``initialize_metadata_iptables`` (the mark on
+    ``fe80::a9fe:a9fe``), ``_add_address_scope_mark`` over the ports with an IPv6 address (the
+    gateway is not exempted for IPv6), then ``apply_metadata_nat_rules``. Gateway, SNAT and
+    floating-IP rules are IPv4 only in Neutron."""
+    t = AgentTables()
+    t.chains["filter"]["neutron-filter-top"] = []
+    for chain in ("FORWARD", "OUTPUT"):
+        t.add("filter", chain, "-j neutron-filter-top", top=True)
+    t.add("filter", "neutron-filter-top", f"-j {t.chain('filter', 'local')}")
+    for table, builtins in _WRAPPED_BUILTINS6.items():
+        for chain in builtins:
+            t.add(table, chain, f"-j {t.chain(table, chain)}")
+    pre = t.chain("mangle", "PREROUTING")
+    t.add("filter", t.chain("filter", "FORWARD"), f"-j {t.chain('filter', 'scope')}")
+    t.add("mangle", pre, f"-j {t.chain('mangle', 'scope')}")
+    t.add(
+        "mangle",
+        pre,
+        "-m connmark ! --mark 0x0/0xffff0000 -j CONNMARK --restore-mark "
+        "--nfmask 0xffff0000 --ctmask 0xffff0000",
+    )
+    t.add(
+        "mangle",
+        pre,
+        f"-d {METADATA_V6_CIDR} -i {INTERNAL_PREFIX}+ -p tcp -m tcp --dport 80 "
+        f"-j MARK --set-xmark {METADATA_ACCESS_MARK}/{ROUTER_MARK_MASK}",
+    )
+    mangle_scope = t.chain("mangle", "scope")
+    filter_scope = t.chain("filter", "scope")
+    ports = internal + ((gateway,) if gateway is not None else ())
+    for port in ports:
+        if port.cidr6 is None:
+            continue
+        t.add("mangle", mangle_scope, f"-i {port.device} -j MARK --set-xmark {SCOPE_MARK}")
+        t.add("filter", filter_scope, f"-o {port.device} -m mark ! --mark {SCOPE_MARK} -j DROP")
+    inp = t.chain("filter", "INPUT")
+    t.add("filter", inp, f"-m mark --mark {METADATA_ACCESS_MARK}/{ROUTER_MARK_MASK} -j ACCEPT")
+    t.add("filter", inp, f"-p tcp -m tcp --dport {METADATA_PORT} -j DROP")
+    t.add(
+        "nat",
+        t.chain("nat", "PREROUTING"),
+        f"-d {METADATA_V6_CIDR} -i {INTERNAL_PREFIX}+ -p tcp -m tcp --dport 80 "
+        f"-j REDIRECT --to-ports {METADATA_PORT}",
+    )
+    return t.render()
+
+
 def describe(state: RouterState) -> str:
     """A router as ``lab generate --what routers`` prints it: the namespace, its sysctls,
     ports, addresses and default route as ``#`` lines, then its ``iptables-save`` text."""
@@ -602,7 +694,14 @@ def describe(state: RouterState) -> str:
         ]
     lines += [describe_rule(r) for r in state.rules]
     lines += [describe_route(r) for r in state.routes]
-    return "\n".join(lines) + "\n" + state.iptables_save
+    for port in state.ports:
+        if port.cidr6 is not None:
+            lines.append(f"# {port.device} {port.cidr6} ({port.interface.ip6_derived})")
+    text = "\n".join(lines) + "\n" + state.iptables_save
+    if state.ip6tables_save:
+        text += "# ip6tables-save (no IPv6 NAT in Neutron; no router advertisements)\n"
+        text += state.ip6tables_save
+    return text
 
 
 def describe_rule(rule: PolicyRule) -> str:

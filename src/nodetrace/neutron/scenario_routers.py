@@ -54,13 +54,18 @@ Neutron's default ``gateway_ip``; the external network's upstream gateway (the r
 route) is likewise the external subnet's first host; a gateway port without ``ip`` takes the
 external subnet's first free host from ``.2`` up; so does each agent gateway port, after every
 router's own addresses, node by node in scenario order.
+
+IPv6: a legacy router's interface on a network with an ``ipv6_cidr`` also gets that subnet's
+gateway address, always derived (the first host, ``::1``, Neutron's default ``gateway_ip``; a
+VM port holding it is a reported mistake). IPv6 on a distributed router's network and an
+external network with an ``ipv6_cidr`` are refused, not approximated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 
 from nodetrace.neutron.scenario import (
@@ -94,6 +99,10 @@ class RouterInterface:
     prefixlen: int
     ip_derived: str = ""
     """How the address was derived when the scenario did not give it ("" when given)."""
+    ip6: IPv6Address | None = None
+    """A legacy router's address on the network's IPv6 subnet (``ipv6_cidr``), if it has one."""
+    prefixlen6: int = 0
+    ip6_derived: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,11 @@ def gateway_address(net: IPv4Network) -> IPv4Address:
     return net.network_address + 1
 
 
+def gateway_address6(net: IPv6Network) -> IPv6Address:
+    """Neutron's default ``gateway_ip`` of an IPv6 subnet: its first host (``::1``)."""
+    return net.network_address + 1
+
+
 def router_networks(
     routers: tuple[Router, ...], node: str, nodes: Sequence[Node], ports: Sequence[Port]
 ) -> frozenset[str]:
@@ -212,7 +226,7 @@ def read_routers(
             node = e.text("node", required=True) or ""
         if node and node not in node_names:
             e.error(f"node {node!r}: no such node (known: {', '.join(sorted(node_names))})")
-        interfaces = _interfaces(e, name, nets, used)
+        interfaces = _interfaces(e, name, nets, used, ports, distributed=distributed)
         gateway, upstream = _gateway(e, name, nets, used)
         snat = e.flag("enable_snat", True)
         if not snat and gateway is None:
@@ -425,6 +439,9 @@ def _interfaces(
     router: str,
     nets: Mapping[str, Network],
     used: dict[tuple[str, IPv4Address], str],
+    ports: Sequence[Port] = (),
+    *,
+    distributed: bool = False,
 ) -> list[RouterInterface]:
     raw = e.data.get("interfaces", [])
     if not isinstance(raw, list):
@@ -462,8 +479,36 @@ def _interfaces(
             derived = f"the gateway address of {net.name} ({cidr}'s first host)"
         _claim(e, used, net, ip, f"router {router!r}")
         port_id, mac = _port(router, net, "router-interface")
-        out.append(RouterInterface(net.id, port_id, mac, ip, cidr.prefixlen, derived))
+        iface = RouterInterface(net.id, port_id, mac, ip, cidr.prefixlen, derived)
+        if net.ipv6_cidr is not None:
+            if distributed:
+                e.error(
+                    f"{where}: network {net.name!r} has an ipv6_cidr: IPv6 through distributed "
+                    "routers is not modelled (legacy routers only)"
+                )
+                continue
+            iface = _with_ipv6(e, iface, net, net.ipv6_cidr, ports, f"{where}: network")
+        out.append(iface)
     return out
+
+
+def _with_ipv6(
+    e: _Entry,
+    iface: RouterInterface,
+    net: Network,
+    cidr6: IPv6Network,
+    ports: Sequence[Port],
+    where: str,
+) -> RouterInterface:
+    """The interface's address on the network's IPv6 subnet: always derived, as Neutron's
+    default ``gateway_ip`` (the subnet's first host, ``::1``); a VM port holding it is an
+    error."""
+    ip6 = gateway_address6(cidr6)
+    holder = next((p.name for p in ports if p.network == net.id and ip6 in p.fixed_ips), None)
+    if holder is not None:
+        e.error(f"{where} {net.name!r}: its IPv6 gateway address {ip6} is used by port {holder!r}")
+    derived = f"the IPv6 gateway address of {net.name} ({cidr6}'s first host)"
+    return replace(iface, ip6=ip6, prefixlen6=cidr6.prefixlen, ip6_derived=derived)
 
 
 def _gateway(
@@ -486,6 +531,12 @@ def _gateway(
         return None, None
     if not net.external:
         e.error(f"external_gateway: network {net.name!r} is not external (external = true)")
+        return None, None
+    if net.ipv6_cidr is not None:
+        e.error(
+            f"external_gateway: network {net.name!r} has an ipv6_cidr: an IPv6 external gateway "
+            "is not modelled (IPv6 is routed between a legacy router's internal networks only)"
+        )
         return None, None
     cidr = _v4_subnet(e, net, "external_gateway: network")
     if cidr is None:
