@@ -1,6 +1,6 @@
 """The fidelity suite in CI: random labs of every node shape (the hybrid iptables firewall, the
-native OVS firewall, a legacy router with SNAT and floating IPs behind either) and random
-packets; every
+native OVS firewall, a legacy router with SNAT and floating IPs behind either, a distributed
+router on iptables-nft) and random packets; every
 engine that is installed must agree with the real kernel and OVS on every packet it is asked
 about: the observed and simulated traces step by step, and the packet's fate. The labs
 alternate between iptables-legacy (kernel log TRACE lines) and iptables-nft
@@ -20,10 +20,10 @@ from nodetrace.lab.fidelity import format_report, run_fidelity
 from nodetrace.neutron.scenario import parse_scenario
 from tests.conftest import seed_from_env
 
-CASES = 192
+CASES = 216
 PER_LAB = 24
-SHAPES = ["hybrid", "ovs-firewall", "legacy-router", "ovs-firewall-router"]
-ROUTED = ("legacy-router", "ovs-firewall-router")
+SHAPES = ["hybrid", "ovs-firewall", "legacy-router", "ovs-firewall-router", "dvr"]
+ROUTED = ("legacy-router", "ovs-firewall-router", "dvr")
 
 
 @pytest.mark.lab
@@ -40,7 +40,10 @@ def test_engines_agree_with_the_real_lab(tmp_path: Path) -> None:
     assert any('type = "vxlan"' in s for s in report.scenarios)
     assert any('type = "gre"' in s for s in report.scenarios)
     assert any('type = "vlan"' in s and "external" not in s for s in report.scenarios)
-    assert sum("[[routers]]" in s for s in report.scenarios) == 4
+    assert sum("[[routers]]" in s for s in report.scenarios) == 5
+    # The distributed router's lab runs on iptables-nft only: its copies share qr- names.
+    assert {c.backend for c in report.cases if c.shape == "dvr"} == {"nft"}
+    assert {"floating-ip-out", "snat"} <= {c.kind for c in report.cases if c.shape == "dvr"}
     assert sum('firewall_driver = "openvswitch"' in s for s in report.scenarios) == 4
     assert report.backends() == ["legacy", "nft"]
     kinds = {(c.kind, c.path) for c in report.cases}

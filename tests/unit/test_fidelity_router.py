@@ -159,16 +159,16 @@ def test_a_packet_through_two_router_namespaces_is_walked_on_each_of_their_nodes
 
 def test_shapes_are_named_and_checked() -> None:
     assert [s.name for s in parse_shapes("all")] == list(SHAPES)
-    assert list(SHAPES) == ["hybrid", "ovs-firewall", "legacy-router", "ovs-firewall-router"]
+    assert list(SHAPES) == ["hybrid", "ovs-firewall", "legacy-router", "ovs-firewall-router", "dvr"]
     assert [s.name for s in parse_shapes("legacy-router,hybrid")] == ["legacy-router", "hybrid"]
-    with pytest.raises(UsageError, match="dvr"):
-        parse_shapes("hybrid,dvr")
+    with pytest.raises(UsageError, match="hybrid,metadata"):
+        parse_shapes("hybrid,metadata")
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--shapes", "hybrid,dvr"], "--shapes 'hybrid,dvr': expected a comma-separated list"),
+        (["--shapes", "hybrid,nat"], "--shapes 'hybrid,nat': expected a comma-separated list"),
         (["--shapes", "hybrid", "--firewall", "both"], "give --shapes or --firewall, not both"),
     ],
 )

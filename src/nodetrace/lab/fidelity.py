@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodetrace.errors import UsageError
 from nodetrace.lab.build import lab_down, lab_up
 from nodetrace.lab.fidelity_engines import ADAPTERS, Comparison, EngineAdapter, ScenarioContext
 from nodetrace.lab.fidelity_plan import PlanContext, Send, plan_packets, random_scenario
@@ -134,7 +135,10 @@ def run_fidelity(
         shape = shapes[index % len(shapes)]
         turn = index // len(shapes) + index % len(shapes)
         tunnel = _NETWORK_TYPES[turn % len(_NETWORK_TYPES)]
-        backend = backends[turn % len(backends)]
+        usable = [b for b in backends if b in shape.backends]
+        if not usable:
+            raise UsageError(f"shape {shape.name} runs on iptables-{'/'.join(shape.backends)} only")
+        backend = usable[turn % len(usable)]
         text = shape.scenario(rng, index, tunnel)
         report.scenarios.append(text)
         what = f"{shape.name}, {tunnel.value}, iptables-{backend}"

@@ -162,6 +162,7 @@ def routed_legs(ctx: ScenarioContext, send: Send) -> list[Leg]:
         node = hops[0].node
         pending = Leg(node, EXTERNAL_NIC, packet, (), None)
     legs: list[Leg] = []
+    dvr_mac: str | None = None
     for hop in (*hops, None):
         # Where the packet goes next: the next hop's node, or (after the last) the node it is
         # sent on to.
@@ -169,11 +170,14 @@ def routed_legs(ctx: ScenarioContext, send: Send) -> list[Leg]:
         if nxt != node:
             assert network is not None, "a packet crossing nodes needs its network"
             legs.append(pending)
-            arriving, meta = _arrival(ctx, nxt, packet, network, node)
+            # A distributed router's frame leaves its node with the node's DVR MAC as source.
+            wire = replace(packet, dl_src=dvr_mac) if dvr_mac else packet
+            arriving, meta = _arrival(ctx, nxt, wire, network, node)
             pending = Leg(nxt, UNDERLAY_NIC, arriving, meta, None)
             node = nxt
         if hop is not None:
             packet = hop.after
+            dvr_mac = ctx.states[hop.node].dvr_mac
             network = ctx.scenario.network(hop.to_network) if hop.to_network else network
     legs.append(replace(pending, target=final))
     return legs

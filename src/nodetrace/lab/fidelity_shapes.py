@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nodetrace.errors import UsageError
+from nodetrace.lab.fidelity_dvr import BACKENDS as DVR_BACKENDS
+from nodetrace.lab.fidelity_dvr import SUMMARY as DVR_SUMMARY
+from nodetrace.lab.fidelity_dvr import dvr_scenario, plan_dvr_packets
 from nodetrace.lab.fidelity_plan import PlanContext, Send, plan_flat, random_scenario
 from nodetrace.lab.fidelity_router import plan_router_packets, router_scenario
 from nodetrace.neutron.scenario import FirewallDriver, NetworkType
@@ -32,6 +35,8 @@ class Shape:
     summary: str
     scenario: ScenarioWriter
     plan: Planner
+    backends: tuple[str, ...] = ("legacy", "nft")
+    """The iptables backends whose TRACE output can tell this shape's namespaces apart."""
 
 
 def _flat(driver: FirewallDriver) -> ScenarioWriter:
@@ -75,6 +80,7 @@ SHAPES: dict[str, Shape] = {
             _routed(FirewallDriver.OPENVSWITCH),
             plan_router_packets,
         ),
+        Shape("dvr", DVR_SUMMARY, dvr_scenario, plan_dvr_packets, DVR_BACKENDS),
     )
 }
 """Every shape, by the name ``--shapes`` takes."""

@@ -30,6 +30,7 @@ from typing import Any
 
 from nodetrace.errors import DiagnosticSink, UsageError
 from nodetrace.lab.capture import KernelTraceLog, TraceMonitor
+from nodetrace.lab.dvr import fip_netns
 from nodetrace.lab.ledger import Ledger
 from nodetrace.lab.node import netlink
 from nodetrace.lab.ovs import OvsInstance
@@ -428,7 +429,24 @@ class LabProbe(Closing):
                 if r.gateway is not None and r.router.node == node:
                     request = _arp_request(mac, ip, r.gateway.interface.ip)
                     self._wires[endpoint].send(frame_of(request))
+        self._announce_dvr_ports()
         time.sleep(settle)
+
+    def _announce_dvr_ports(self) -> None:
+        """A gratuitous ARP from each port of a snat- or fip- namespace (sg-, qg-, fg-), as
+        their first packets in a running cloud do: every br-int learns where those MACs live
+        (behind the tunnel, or on the node) instead of flooding frames for them."""
+        ports: list[tuple[str, str, str, IPv4Address]] = []
+        for node, state in self.states.items():
+            for snat in state.snat_routers:
+                netns = router_netns(self.info.name, snat)
+                ports += [(netns, p.device, p.interface.mac, p.interface.ip) for p in snat.ports]
+            for fip in state.fip_namespaces:
+                netns = fip_netns(self.info.name, node, fip)
+                ports.append((netns, fip.device, fip.gateway.mac, fip.gateway.ip))
+        for netns, device, mac, ip in ports:
+            with Wire.open(_Host(netns, device)) as wire:
+                wire.send(frame_of(_arp_request(mac, ip, ip)))
 
     def _upstream(self, node: str) -> IPv4Address | None:
         """The outside's own address on the node's external network (the routers' next hop)."""

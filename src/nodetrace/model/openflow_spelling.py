@@ -23,6 +23,10 @@ _OF10: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
     ),
     (re.compile(r"goto_table:(\d+)"), lambda m: f"resubmit(,{m.group(1)})"),
     (
+        re.compile(r"set_field:([0-9a-f:]{17})->eth_(src|dst)\b"),
+        lambda m: f"mod_dl_{m.group(2)}:{m.group(1)}",
+    ),
+    (
         re.compile(r"set_field:(0x[0-9a-f]+)->reg(\d+)\b"),
         lambda m: f"load:{m.group(1)}->NXM_NX_REG{m.group(2)}[]",
     ),
