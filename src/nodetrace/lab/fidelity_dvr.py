@@ -39,6 +39,7 @@ from nodetrace.lab.fidelity_plan import (
     random_rules,
     reply_to,
 )
+from nodetrace.lab.fidelity_router import EXTERNAL_CIDR, INTERNET, internet_packet
 from nodetrace.lab.observe import TracePoint, Tunnel, outside_endpoint
 from nodetrace.lab.run import run
 from nodetrace.lab.state import VmInfo
@@ -47,9 +48,6 @@ from nodetrace.neutron.dvr_router import FipNamespace
 from nodetrace.neutron.l3_agent import RouterPort, RouterState
 from nodetrace.neutron.scenario import NetworkType
 
-EXTERNAL_CIDR = "203.0.113.0/24"
-INTERNET = IPv4Address("8.8.8.8")
-"""An address the outside namespace stands for (``lab.router.INTERNET_ADDRESSES``)."""
 COMPUTES = ("cmp1", "cmp2")
 SNAT_NODE = "net1"
 BACKENDS = ("nft",)
@@ -228,12 +226,6 @@ def _east_west(lab: _Dvr, packet: Packet, src: VmInfo, dst: VmInfo, kind: str) -
     return Send(packet, src.name, kind, path, dst.name, hops=(routed,), trace_at=tuple(points))
 
 
-def _internet_packet(rng: random.Random, vm: VmInfo, proto: str) -> Packet:
-    """A new packet from ``vm`` to the internet address (its MACs are filled in by the caller)."""
-    stand_in = replace(vm, ips=(f"{INTERNET}/32",), mac="00:00:00:00:00:00")
-    return base_packet(rng, vm, stand_in, proto)
-
-
 def _via_snat(lab: _Dvr, rng: random.Random, vm: VmInfo, proto: str) -> Send:
     """Routed on the VM's node to the ``sg-`` port, SNATed in the snat namespace."""
     assert lab.snat is not None
@@ -241,7 +233,7 @@ def _via_snat(lab: _Dvr, rng: random.Random, vm: VmInfo, proto: str) -> Send:
     assert snat.gateway is not None
     netns, _ = lab.copy(vm)
     qr, sg = lab.port_on(vm), lab.port_on(vm, snat)
-    packet = replace(_internet_packet(rng, vm, proto), dl_dst=qr.interface.mac)
+    packet = replace(internet_packet(rng, vm, proto), dl_dst=qr.interface.mac)
     to_sg = replace(packet, dl_src=qr.interface.mac, dl_dst=sg.interface.mac,
                     nw_ttl=packet.nw_ttl - 1)  # fmt: skip
     cross = vm.node != snat_node
@@ -278,7 +270,7 @@ def _fip_hops(lab: _Dvr, vm: VmInfo, packet: Packet) -> tuple[Routed, Routed]:
 
 
 def _fip_out(lab: _Dvr, rng: random.Random, vm: VmInfo, proto: str) -> Send:
-    packet = replace(_internet_packet(rng, vm, proto), dl_dst=lab.port_on(vm).interface.mac)
+    packet = replace(internet_packet(rng, vm, proto), dl_dst=lab.port_on(vm).interface.mac)
     return Send(packet, vm.name, "floating-ip-out", "north-south", outside_endpoint(vm.node),
                 hops=_fip_hops(lab, vm, packet),
                 trace_at=(TracePoint(vm.node, packet, vm=vm.name),))  # fmt: skip
@@ -294,7 +286,7 @@ def _from_outside(lab: _Dvr, rng: random.Random, vm: VmInfo, proto: str) -> Send
     assert link is not None
     fip_netns, fip_ns = lab.fip_ns[vm.node]
     rfp_mac, fpr_mac = lab.link_macs(vm)
-    toward = replace(_internet_packet(rng, vm, proto), dl_src=vm.mac)
+    toward = replace(internet_packet(rng, vm, proto), dl_src=vm.mac)
     inbound = replace(
         reply_to(rng, toward) if proto != "icmp" else toward,
         dl_src=lab.outside_mac(vm.node), dl_dst=fip_ns.gateway.mac, nw_src=INTERNET, nw_dst=fip,

@@ -204,7 +204,7 @@ def _east_west(lab: _Lab, packet: Packet, src: VmInfo, dst: VmInfo, kind: str) -
                 trace_at=lab.points(packet, src, routed))  # fmt: skip
 
 
-def _internet_packet(rng: random.Random, vm: VmInfo, proto: str) -> Packet:
+def internet_packet(rng: random.Random, vm: VmInfo, proto: str) -> Packet:
     """A new packet from ``vm`` to the internet address (its MACs are filled in by the caller)."""
     stand_in = replace(vm, ips=(f"{INTERNET}/32",), mac="00:00:00:00:00:00")
     return base_packet(rng, vm, stand_in, proto)
@@ -213,7 +213,7 @@ def _internet_packet(rng: random.Random, vm: VmInfo, proto: str) -> Packet:
 def _to_outside(lab: _Lab, rng: random.Random, vm: VmInfo, proto: str) -> Send:
     gateway = lab.router.gateway
     assert gateway is not None
-    packet = replace(_internet_packet(rng, vm, proto), dl_dst=lab.port_on(vm).interface.mac)
+    packet = replace(internet_packet(rng, vm, proto), dl_dst=lab.port_on(vm).interface.mac)
     after = replace(packet, dl_src=gateway.interface.mac, dl_dst=lab.outside_mac,
                     nw_src=lab.leaves_as(vm), nw_ttl=packet.nw_ttl - 1)  # fmt: skip
     routed = Routed(lab.node, lab.netns, lab.port_on(vm).device, gateway.device, after)
@@ -224,7 +224,7 @@ def _to_outside(lab: _Lab, rng: random.Random, vm: VmInfo, proto: str) -> Send:
 def _from_outside(lab: _Lab, rng: random.Random, vm: VmInfo, proto: str) -> Send:
     gateway, fip = lab.router.gateway, lab.fip_of(vm)
     assert gateway is not None and fip is not None
-    toward = replace(_internet_packet(rng, vm, proto), dl_src=vm.mac)
+    toward = replace(internet_packet(rng, vm, proto), dl_src=vm.mac)
     inbound = replace(
         reply_to(rng, toward) if proto != "icmp" else toward,
         dl_src=lab.outside_mac, dl_dst=gateway.interface.mac, nw_src=INTERNET, nw_dst=fip,

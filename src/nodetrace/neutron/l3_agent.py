@@ -562,15 +562,16 @@ def snat_namespace_iptables(
     return t.render()
 
 
-def _metadata_proxy_rules(t: AgentTables) -> None:
-    """``apply_metadata_nat_rules`` (metadata driver, on the router's AFTER_CREATE)."""
+def _metadata_proxy_rules(t: AgentTables, metadata: str = METADATA_CIDR) -> None:
+    """``apply_metadata_nat_rules`` (metadata driver, on the router's AFTER_CREATE); for IPv6
+    the metadata address is ``fe80::a9fe:a9fe``."""
     inp = t.chain("filter", "INPUT")
     t.add("filter", inp, f"-m mark --mark {METADATA_ACCESS_MARK}/{ROUTER_MARK_MASK} -j ACCEPT")
     t.add("filter", inp, f"-p tcp -m tcp --dport {METADATA_PORT} -j DROP")
     t.add(
         "nat",
         t.chain("nat", "PREROUTING"),
-        f"-d {METADATA_CIDR} -i {INTERNAL_PREFIX}+ -p tcp -m tcp --dport 80 "
+        f"-d {metadata} -i {INTERNAL_PREFIX}+ -p tcp -m tcp --dport 80 "
         f"-j REDIRECT --to-ports {METADATA_PORT}",
     )
 
@@ -645,15 +646,7 @@ def router_ip6tables(internal: tuple[RouterPort, ...], gateway: RouterPort | Non
             continue
         t.add("mangle", mangle_scope, f"-i {port.device} -j MARK --set-xmark {SCOPE_MARK}")
         t.add("filter", filter_scope, f"-o {port.device} -m mark ! --mark {SCOPE_MARK} -j DROP")
-    inp = t.chain("filter", "INPUT")
-    t.add("filter", inp, f"-m mark --mark {METADATA_ACCESS_MARK}/{ROUTER_MARK_MASK} -j ACCEPT")
-    t.add("filter", inp, f"-p tcp -m tcp --dport {METADATA_PORT} -j DROP")
-    t.add(
-        "nat",
-        t.chain("nat", "PREROUTING"),
-        f"-d {METADATA_V6_CIDR} -i {INTERNAL_PREFIX}+ -p tcp -m tcp --dport 80 "
-        f"-j REDIRECT --to-ports {METADATA_PORT}",
-    )
+    _metadata_proxy_rules(t, METADATA_V6_CIDR)
     return t.render()
 
 
