@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import struct
@@ -56,6 +57,28 @@ def send(
                 if p is not None and arrived(p):
                     seen.append(p)
     return seen
+
+
+def save_tables(save_text: str) -> dict[str, list[str]]:
+    """Each table's lines of an ``iptables-save`` without counters (the kernel lists tables in
+    load order)."""
+    tables: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in save_text.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], [])
+        elif line and not line.startswith("#"):
+            current.append(line.split(" [", 1)[0] if line.startswith(":") else line)
+    return tables
+
+
+def flow_lines(text: str) -> list[str]:
+    """The flow lines of an ``ovs-ofctl dump-flows`` without counters, sorted."""
+    return sorted(
+        re.sub(r" (duration|n_packets|n_bytes|idle_age)=[^,]*,", "", line)
+        for line in text.splitlines()
+        if "cookie=" in line
+    )
 
 
 def mac_of(netns: str, ifname: str) -> str:

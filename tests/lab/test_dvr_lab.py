@@ -52,7 +52,7 @@ from nodetrace.render.kernel_trace import render_kernel_walk
 from nodetrace.snapshot.collect import Options, collect
 from nodetrace.snapshot.load import load
 from tests.conftest import lab_unavailable, unique
-from tests.lab.router_bed import Host, TaggedListener, icmp, mac_of, send
+from tests.lab.router_bed import Host, TaggedListener, flow_lines, icmp, mac_of, save_tables, send
 
 SCENARIO = Path(__file__).parents[2] / "src/nodetrace/examples/scenarios/dvr.toml"
 NODES = ("cmp1", "cmp2", "net1")
@@ -332,15 +332,6 @@ def test_a_vm_without_a_floating_ip_leaves_through_the_snat_namespace_on_net1(
     ]
 
 
-def _flows(text: str) -> list[str]:
-    """Flow lines without counters, sorted."""
-    return sorted(
-        re.sub(r" (duration|n_packets|n_bytes|idle_age)=[^,]*,", "", line)
-        for line in text.splitlines()
-        if "cookie=" in line
-    )
-
-
 @pytest.mark.lab
 @pytest.mark.parametrize("node", NODES)
 @pytest.mark.parametrize("bridge", ["br-int", "br-tun", "br-phys", "br-ex"])
@@ -354,7 +345,7 @@ def test_the_generated_dvr_flows_are_what_open_vswitch_holds(
     real = "\n".join(
         line for line in real.splitlines() if "table=20, " not in line or "priority=0" in line
     )
-    assert _flows(real) == _flows(lab.states[node].dump_flows_text(bridge, openflow13=True))
+    assert flow_lines(real) == flow_lines(lab.states[node].dump_flows_text(bridge, openflow13=True))
 
 
 @pytest.mark.lab
@@ -537,18 +528,6 @@ def test_arp_for_the_floating_ip_is_answered_by_proxy_arp_on_fg(lab: DvrLab) -> 
     assert trace.outcome is Outcome.DELIVERED
 
 
-def _tables(save_text: str) -> dict[str, list[str]]:
-    """Each table's lines without counters (the kernel lists tables in load order)."""
-    tables: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in save_text.splitlines():
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], [])
-        elif line and not line.startswith("#"):
-            current.append(line.split(" [", 1)[0] if line.startswith(":") else line)
-    return tables
-
-
 def _namespaces(lab: DvrLab) -> list[tuple[str, str, list[PolicyRule]]]:
     """(lab namespace, generated iptables-save text, generated ip rules) of every router
     copy, fip and snat namespace."""
@@ -569,7 +548,7 @@ def test_the_generated_rules_are_what_each_kernel_holds(lab: DvrLab) -> None:
         real = run(["iptables-legacy-save"], netns=netns).stdout
         # The TRACE rule the fixture added comes first in raw PREROUTING.
         real = real.replace("-A PREROUTING -j TRACE\n", "")
-        assert _tables(real) == _tables(save), netns
+        assert save_tables(real) == save_tables(save), netns
         shown = json.loads(run(["ip", "-j", "-4", "rule", "show"], netns=netns).stdout)
         extra = [r for r in shown if r.get("table") not in ("local", "main", "default")]
         assert sorted(

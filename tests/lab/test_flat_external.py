@@ -42,7 +42,7 @@ from nodetrace.render.kernel_trace import render_kernel_walk
 from nodetrace.snapshot.collect import Options, collect
 from nodetrace.snapshot.load import load
 from tests.conftest import lab_unavailable, unique
-from tests.lab.router_bed import Host, mac_of
+from tests.lab.router_bed import Host, flow_lines, mac_of
 from tests.lab.router_bed import send as send_frame
 
 SCENARIO = Path(__file__).parents[2] / "src/nodetrace/examples/scenarios/flat-external.toml"
@@ -163,14 +163,6 @@ def _last_device(trace: Trace) -> str:
     return [s for s in trace.steps if isinstance(s, DeviceStep)][-1].device
 
 
-def _flows(text: str) -> list[str]:
-    return sorted(
-        re.sub(r" (duration|n_packets|n_bytes|idle_age)=[^,]*,", "", line)
-        for line in text.splitlines()
-        if "cookie=" in line
-    )
-
-
 @pytest.mark.lab
 @pytest.mark.parametrize("openflow13", [False, True])
 @pytest.mark.parametrize(
@@ -185,10 +177,10 @@ def test_the_generated_flows_are_what_open_vswitch_holds(
     dialect = ["-O", "OpenFlow13"] if openflow13 else []
     real = ovs.ofctl(*dialect, "dump-flows", bridge)
     generated = lab.states[node].dump_flows_text(bridge, openflow13=openflow13)
-    assert _flows(real) == _flows(generated)
+    assert flow_lines(real) == flow_lines(generated)
     flat = "pop_vlan" if openflow13 else "strip_vlan"
     if bridge != "br-int":
-        assert any(flat in line for line in _flows(real))
+        assert any(flat in line for line in flow_lines(real))
 
 
 @pytest.mark.lab

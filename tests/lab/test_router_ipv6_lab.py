@@ -44,7 +44,7 @@ from nodetrace.render.kernel_trace import render_kernel_walk
 from nodetrace.snapshot.collect import Options, collect
 from nodetrace.snapshot.load import load
 from tests.conftest import lab_unavailable, unique
-from tests.lab.router_bed import Host
+from tests.lab.router_bed import Host, save_tables
 
 SCENARIO = Path(__file__).parents[2] / "src/nodetrace/examples/scenarios/legacy-router-ipv6.toml"
 NODE = "aio1"
@@ -161,22 +161,10 @@ def _devices(trace: Trace) -> list[str]:
     return [s.device for s in trace.steps if isinstance(s, DeviceStep)]
 
 
-def _tables(save_text: str) -> dict[str, list[str]]:
-    """Each table's lines without counters (the kernel lists tables in load order)."""
-    tables: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in save_text.splitlines():
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], [])
-        elif line and not line.startswith("#"):
-            current.append(line.split(" [", 1)[0] if line.startswith(":") else line)
-    return tables
-
-
 @pytest.mark.lab
 def test_the_generated_ip6tables_are_what_the_kernel_holds(lab: Ipv6RouterLab) -> None:
     assert lab.router.ip6tables_save, "a router with IPv6 ports has ip6tables"
-    assert _tables(lab.loaded_rules) == _tables(lab.router.ip6tables_save)
+    assert save_tables(lab.loaded_rules) == save_tables(lab.router.ip6tables_save)
 
 
 @pytest.mark.lab

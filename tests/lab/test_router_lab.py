@@ -43,7 +43,7 @@ from nodetrace.render.kernel_trace import render_kernel_walk
 from nodetrace.snapshot.collect import Options, collect
 from nodetrace.snapshot.load import load
 from tests.conftest import lab_unavailable, unique
-from tests.lab.router_bed import Host, icmp, mac_of
+from tests.lab.router_bed import Host, flow_lines, icmp, mac_of, save_tables
 from tests.lab.router_bed import send as send_frame
 
 SCENARIO = Path(__file__).parents[2] / "src/nodetrace/examples/scenarios/legacy-router.toml"
@@ -245,21 +245,9 @@ def test_vm_to_vm_across_the_router_is_not_natted(lab: RouterLab) -> None:
     assert accepted, "the router's nat POSTROUTING lets east-west traffic through unchanged"
 
 
-def _tables(save_text: str) -> dict[str, list[str]]:
-    """Each table's lines without counters (the kernel lists tables in load order)."""
-    tables: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in save_text.splitlines():
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], [])
-        elif line and not line.startswith("#"):
-            current.append(line.split(" [", 1)[0] if line.startswith(":") else line)
-    return tables
-
-
 @pytest.mark.lab
 def test_the_generated_rules_are_what_the_kernel_holds(lab: RouterLab) -> None:
-    assert _tables(lab.loaded_rules) == _tables(lab.router.iptables_save)
+    assert save_tables(lab.loaded_rules) == save_tables(lab.router.iptables_save)
 
 
 @pytest.mark.lab
@@ -294,22 +282,13 @@ def test_metadata_requests_are_redirected_to_the_routers_proxy_port(lab: RouterL
     assert "-A neutron-l3-agent-INPUT -m mark --mark 0x1/0xffff -j ACCEPT" in accepted
 
 
-def _flows(text: str) -> list[str]:
-    """Flow lines without counters, sorted."""
-    return sorted(
-        re.sub(r" (duration|n_packets|n_bytes|idle_age)=[^,]*,", "", line)
-        for line in text.splitlines()
-        if "cookie=" in line
-    )
-
-
 @pytest.mark.lab
 @pytest.mark.parametrize("bridge", ["br-int", "br-ex"])
 def test_the_generated_flows_are_what_open_vswitch_holds(lab: RouterLab, bridge: str) -> None:
     node = lab.info.node(NODE)
     ovs = OvsInstance(node.netns, Path(node.ovs_rundir))
     real = ovs.ofctl("-O", "OpenFlow13", "dump-flows", bridge)
-    assert _flows(real) == _flows(lab.state.dump_flows_text(bridge, openflow13=True))
+    assert flow_lines(real) == flow_lines(lab.state.dump_flows_text(bridge, openflow13=True))
 
 
 def _arp_answered(lab: RouterLab, vm: str, tpa: IPv4Address) -> tuple[bool, Trace]:

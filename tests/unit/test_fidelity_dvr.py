@@ -18,11 +18,11 @@ from nodetrace.lab.fidelity_plan import PlanContext, Send
 from nodetrace.lab.fidelity_routed import netfilter_passes, routed_legs
 from nodetrace.lab.fidelity_shapes import SHAPES
 from nodetrace.lab.observe import outside_endpoint
-from nodetrace.lab.state import LabInfo, NodeInfo, VmInfo
 from nodetrace.model.openflow_spelling import of10_actions
 from nodetrace.neutron.generate import generate_node
 from nodetrace.neutron.ovs_agent import UNDERLAY_NIC
 from nodetrace.neutron.scenario import NetworkType, Scenario, parse_scenario
+from tests.unit.fidelity_fakes import fake_lab_info
 
 
 def _fake_mac(netns: str, device: str) -> str:
@@ -33,18 +33,7 @@ def _fake_mac(netns: str, device: str) -> str:
 
 def _context(scenario: Scenario) -> PlanContext:
     states = {n.name: generate_node(scenario, n.name) for n in scenario.nodes}
-    nets = {n.id: n for n in scenario.networks}
-    info = LabInfo(
-        name="f", scenario="f.toml", backend="nft", status="ready", up_pid=1,
-        underlay_netns="f-underlay", underlay_ip="192.168.50.254",
-        nodes=tuple(NodeInfo(n.name, f"f-{n.name}", "", str(n.underlay_ip))
-                    for n in scenario.nodes),
-        vms=tuple(
-            VmInfo(p.name, p.node, f"f-{p.name}", p.id, p.mac, (f"{p.fixed_ips[0]}/24",),
-                   nets[p.network].name, 1450)
-            for p in scenario.ports
-        ),
-    )  # fmt: skip
+    info = fake_lab_info(scenario, "nft")
     routers = {
         f"f-{node}-{r.namespace}": (node, r) for node, s in states.items() for r in s.routers
     }

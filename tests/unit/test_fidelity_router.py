@@ -19,29 +19,18 @@ from nodetrace.lab.fidelity_routed import netfilter_passes, routed_legs, router_
 from nodetrace.lab.fidelity_router import INTERNET, METADATA, plan_router_packets, router_scenario
 from nodetrace.lab.fidelity_shapes import SHAPES, parse_shapes
 from nodetrace.lab.observe import outside_endpoint
-from nodetrace.lab.state import LabInfo, NodeInfo, VmInfo
 from nodetrace.model.packet import ETH_TYPE_IPV4, IPProto, Packet
 from nodetrace.neutron.generate import generate_node
 from nodetrace.neutron.scenario import NetworkType, Scenario, parse_scenario
 from nodetrace.parsers.iptables_save import parse_iptables_save
+from tests.unit.fidelity_fakes import fake_lab_info
 
 OUTSIDE_MAC = "02:00:00:00:00:99"
 
 
 def _context(scenario: Scenario) -> PlanContext:
     states = {n.name: generate_node(scenario, n.name) for n in scenario.nodes}
-    nets = {n.id: n for n in scenario.networks}
-    info = LabInfo(
-        name="f", scenario="f.toml", backend="legacy", status="ready", up_pid=1,
-        underlay_netns="f-underlay", underlay_ip="192.168.50.254",
-        nodes=tuple(NodeInfo(n.name, f"f-{n.name}", "", str(n.underlay_ip))
-                    for n in scenario.nodes),
-        vms=tuple(
-            VmInfo(p.name, p.node, f"f-{p.name}", p.id, p.mac, (f"{p.fixed_ips[0]}/24",),
-                   nets[p.network].name, 1450)
-            for p in scenario.ports
-        ),
-    )  # fmt: skip
+    info = fake_lab_info(scenario, "legacy")
     router = scenario.routers[0]
     (state,) = states[router.node].routers
     netns = f"f-{state.namespace}"

@@ -38,12 +38,13 @@ from nodetrace.lab.fidelity_plan import (
     first_ip,
     random_rules,
     reply_to,
+    with_reply,
 )
-from nodetrace.lab.fidelity_router import EXTERNAL_CIDR, INTERNET, internet_packet
+from nodetrace.lab.fidelity_router import EXTERNAL_CIDR, from_internet, internet_packet
 from nodetrace.lab.observe import TracePoint, Tunnel, outside_endpoint
 from nodetrace.lab.run import run
 from nodetrace.lab.state import VmInfo
-from nodetrace.model.packet import IPProto, Packet, TcpFlag
+from nodetrace.model.packet import Packet
 from nodetrace.neutron.dvr_router import FipNamespace
 from nodetrace.neutron.l3_agent import RouterPort, RouterState
 from nodetrace.neutron.scenario import NetworkType
@@ -188,12 +189,11 @@ def plan_with(rng: random.Random, ctx: PlanContext, count: int, mac_of: MacOf) -
         if roll < 0.4:
             src, dst = rng.choice([(a, b) for a in vms for b in vms if a.network != b.network])
             opener = _east_west(lab, base_packet(rng, src, dst, proto), src, dst, "east-west")
-            if rng.random() < 0.3 and pair:
-                plan.append(replace(opener, opener=True))
-                back = reply_to(rng, opener.packet)
-                plan.append(_east_west(lab, back, dst, src, "established"))
-            else:
-                plan.append(opener)
+            replied = rng.random() < 0.3 and pair
+            back = reply_to(rng, opener.packet) if replied else None
+            plan += with_reply(
+                opener, _east_west(lab, back, dst, src, "established") if back else None
+            )
         elif roll < 0.6 and without:
             plan.append(_via_snat(lab, rng, rng.choice(without), proto))
         elif roll < 0.7 and with_fip:
@@ -201,11 +201,10 @@ def plan_with(rng: random.Random, ctx: PlanContext, count: int, mac_of: MacOf) -
         elif with_fip:
             vm = rng.choice(with_fip)
             inbound = _from_outside(lab, rng, vm, proto)
-            if rng.random() < 0.5 and pair:
-                plan.append(replace(inbound, opener=True))
-                plan.append(_reply_to_outside(lab, rng, vm, inbound.packet))
-            else:
-                plan.append(inbound)
+            replied = rng.random() < 0.5 and pair
+            plan += with_reply(
+                inbound, _reply_to_outside(lab, rng, vm, inbound.packet) if replied else None
+            )
     return plan[:count]
 
 
@@ -286,15 +285,7 @@ def _from_outside(lab: _Dvr, rng: random.Random, vm: VmInfo, proto: str) -> Send
     assert link is not None
     fip_netns, fip_ns = lab.fip_ns[vm.node]
     rfp_mac, fpr_mac = lab.link_macs(vm)
-    toward = replace(internet_packet(rng, vm, proto), dl_src=vm.mac)
-    inbound = replace(
-        reply_to(rng, toward) if proto != "icmp" else toward,
-        dl_src=lab.outside_mac(vm.node), dl_dst=fip_ns.gateway.mac, nw_src=INTERNET, nw_dst=fip,
-    )  # fmt: skip
-    if inbound.nw_proto == IPProto.TCP:
-        inbound = replace(inbound, tcp_flags=TcpFlag.SYN, tcp_ack=0)
-    elif inbound.nw_proto == IPProto.ICMP:
-        inbound = replace(inbound, icmp_type=8)
+    inbound = from_internet(rng, vm, proto, fip, lab.outside_mac(vm.node), fip_ns.gateway.mac)
     to_router = replace(inbound, dl_src=fpr_mac, dl_dst=rfp_mac, nw_ttl=inbound.nw_ttl - 1)
     first = Routed(vm.node, fip_netns, fip_ns.device, link.fpr, to_router)
     qr = lab.port_on(vm)

@@ -257,3 +257,10 @@ def plan_packets(rng: random.Random, info: LabInfo, count: int, network: Any) ->
 def plan_flat(rng: random.Random, ctx: PlanContext, count: int) -> list[Send]:
     """:func:`plan_packets` over the lab's one network."""
     return plan_packets(rng, ctx.info, count, ctx.scenario.networks[0])
+
+
+def with_reply(opener: Send, reply: Send | None) -> list[Send]:
+    """``opener`` alone, or marked as the opener of the connection ``reply`` answers in."""
+    if reply is None:
+        return [opener]
+    return [replace(opener, opener=True), reply]

@@ -28,6 +28,7 @@ from nodetrace.lab.fidelity_plan import (
     first_ip,
     random_rules,
     reply_to,
+    with_reply,
 )
 from nodetrace.lab.observe import TracePoint, Tunnel, outside_endpoint
 from nodetrace.lab.state import VmInfo
@@ -162,12 +163,11 @@ def plan_router_packets(rng: random.Random, ctx: PlanContext, count: int) -> lis
         if roll < 0.35:
             src, dst = rng.choice([(a, b) for a in vms for b in vms if a.network != b.network])
             opener = _east_west(lab, base_packet(rng, src, dst, proto), src, dst, "east-west")
-            if rng.random() < 0.3 and pair:
-                plan.append(replace(opener, opener=True))
-                back = reply_to(rng, opener.packet)
-                plan.append(_east_west(lab, back, dst, src, "established"))
-            else:
-                plan.append(opener)
+            replied = rng.random() < 0.3 and pair
+            back = reply_to(rng, opener.packet) if replied else None
+            plan += with_reply(
+                opener, _east_west(lab, back, dst, src, "established") if back else None
+            )
         elif roll < 0.45:
             src, dst = rng.choice([(a, b) for a in vms for b in vms if a is not b])
             if src.network == dst.network:
@@ -182,11 +182,10 @@ def plan_router_packets(rng: random.Random, ctx: PlanContext, count: int) -> lis
         elif roll < 0.85:
             vm = rng.choice(with_fip)
             inbound = _from_outside(lab, rng, vm, proto)
-            if rng.random() < 0.5 and pair:
-                plan.append(replace(inbound, opener=True))
-                plan.append(_reply_to_outside(lab, rng, vm, inbound.packet))
-            else:
-                plan.append(inbound)
+            replied = rng.random() < 0.5 and pair
+            plan += with_reply(
+                inbound, _reply_to_outside(lab, rng, vm, inbound.packet) if replied else None
+            )
         else:
             plan.append(_metadata(lab, rng, rng.choice(vms)))
     return plan[:count]
@@ -210,6 +209,23 @@ def internet_packet(rng: random.Random, vm: VmInfo, proto: str) -> Packet:
     return base_packet(rng, vm, stand_in, proto)
 
 
+def from_internet(
+    rng: random.Random, vm: VmInfo, proto: str, fip: IPv4Address, src_mac: str, dst_mac: str
+) -> Packet:
+    """A new connection from the internet address to ``vm``'s floating IP (a SYN, a datagram
+    or an echo request), as the outside sends it from ``src_mac`` to ``dst_mac``."""
+    toward = replace(internet_packet(rng, vm, proto), dl_src=vm.mac)
+    inbound = replace(
+        reply_to(rng, toward) if proto != "icmp" else toward,
+        dl_src=src_mac, dl_dst=dst_mac, nw_src=INTERNET, nw_dst=fip,
+    )  # fmt: skip
+    if inbound.nw_proto == IPProto.TCP:
+        return replace(inbound, tcp_flags=TcpFlag.SYN, tcp_ack=0)
+    if inbound.nw_proto == IPProto.ICMP:
+        return replace(inbound, icmp_type=8)
+    return inbound
+
+
 def _to_outside(lab: _Lab, rng: random.Random, vm: VmInfo, proto: str) -> Send:
     gateway = lab.router.gateway
     assert gateway is not None
@@ -224,15 +240,7 @@ def _to_outside(lab: _Lab, rng: random.Random, vm: VmInfo, proto: str) -> Send:
 def _from_outside(lab: _Lab, rng: random.Random, vm: VmInfo, proto: str) -> Send:
     gateway, fip = lab.router.gateway, lab.fip_of(vm)
     assert gateway is not None and fip is not None
-    toward = replace(internet_packet(rng, vm, proto), dl_src=vm.mac)
-    inbound = replace(
-        reply_to(rng, toward) if proto != "icmp" else toward,
-        dl_src=lab.outside_mac, dl_dst=gateway.interface.mac, nw_src=INTERNET, nw_dst=fip,
-    )  # fmt: skip
-    if inbound.nw_proto == IPProto.TCP:
-        inbound = replace(inbound, tcp_flags=TcpFlag.SYN, tcp_ack=0)
-    elif inbound.nw_proto == IPProto.ICMP:
-        inbound = replace(inbound, icmp_type=8)
+    inbound = from_internet(rng, vm, proto, fip, lab.outside_mac, gateway.interface.mac)
     port = lab.port_on(vm)
     after = replace(inbound, dl_src=port.interface.mac, dl_dst=vm.mac, nw_dst=first_ip(vm),
                     nw_ttl=inbound.nw_ttl - 1)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Self
 
@@ -14,7 +15,7 @@ class CommandError(NodetraceError):
     """A lab command failed; the message carries the command and what it printed."""
 
 
-class Closing:
+class Closing(ABC):
     """A handle used in a ``with`` block: leaving the block, however, calls :meth:`close`."""
 
     def __enter__(self) -> Self:
@@ -23,8 +24,9 @@ class Closing:
     def __exit__(self, *_exc_info: object) -> None:
         self.close()
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release what the handle holds."""
 
 
 def in_netns(netns: str | None, argv: Sequence[str]) -> list[str]:

@@ -69,6 +69,11 @@ class Analysis:
     summary: Summary = field(default_factory=Summary)
     emitted: int = 0
 
+    def __post_init__(self) -> None:
+        # Every packet's rules when they are not a snapshot's namespaces: made once, not per
+        # packet.
+        self._fixed = Choice(None, self.book if isinstance(self.book, RuleBook) else None)
+
     def packets(self, source: LogSource) -> Iterator[ObservedPacket]:
         """Every packet of ``source``, explained, in order of first appearance (after --match)."""
         fmt = self._start(source)
@@ -142,12 +147,12 @@ class Analysis:
     def _legacy_rules(self, p: LegacyPass) -> Choice:
         if isinstance(self.book, NamespaceBooks):
             return self.book.choose(p.devs, ((i.table, i.chain) for i in p.infos))
-        return Choice(None, self.book)
+        return self._fixed
 
     def _nft_rules(self, q: NftPass) -> Choice:
         if isinstance(self.book, NamespaceBooks):
             return self.book.choose((), ((e.table, e.chain) for e in q.events))
-        return Choice(None, self.book)
+        return self._fixed
 
     def _start(self, source: LogSource) -> LogFormat:
         head = source.peek_lines(SNIFF_LINES)
